@@ -1,0 +1,222 @@
+"""The configuration as frozen pydantic models.
+
+Unknown keys are errors everywhere (`extra="forbid"`). Secrets are `SecretStr` so they never show
+in a repr or a log line; any secret field `x` may instead be given as `x_file: PATH` (see
+`secrets.py`). Process settings (`server`, `log`) can be overridden from the environment with the
+`MCP_GATEWAY_` prefix and `__` as the nesting delimiter, e.g. `MCP_GATEWAY_SERVER__PORT=9000`.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from gateway.config.secrets import SecretFileMixin
+
+_TOKEN_CHARS = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 section 5.6.2
+_ROUTE = re.compile(r"^(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+RESERVED_PREFIXES = ("/.well-known", "/healthz", "/readyz", "/metrics", "/oauth")
+
+PositiveSeconds = Annotated[float, Field(gt=0, le=86_400)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class LogSettings(Model):
+    level: LogLevel = LogLevel.INFO
+    format: LogFormat = Field(
+        LogFormat.AUTO, description="`auto`: console when stderr is a terminal, else JSON."
+    )
+
+
+class ServerSettings(Model):
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8080, ge=0, le=65_535)
+    public_url: AnyHttpUrl | None = Field(
+        None,
+        description="The URL clients use to reach the gateway; resource URLs derive from it. "
+        "Defaults to http://<host>:<port>.",
+    )
+    metrics_port: int | None = Field(
+        None, ge=1, le=65_535, description="Serve /metrics on its own port instead of the main one."
+    )
+    max_request_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest accepted request body; larger gets 413."
+    )
+    shutdown_timeout: PositiveSeconds = Field(
+        10.0, description="Seconds open streams get to finish on shutdown."
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_origin(cls, value: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        if value is not None and (value.query or value.fragment or value.username):
+            raise ValueError("public_url must not carry credentials, a query or a fragment")
+        return value
+
+
+class UpstreamTimeouts(Model):
+    connect: PositiveSeconds = Field(5.0, description="Seconds to open a TCP/TLS connection.")
+    response: PositiveSeconds = Field(
+        300.0,
+        description="Seconds to wait for the upstream's response headers; then 504. An SSE body "
+        "may stream for longer.",
+    )
+    idle_connection: PositiveSeconds = Field(
+        4.0,
+        description="Seconds a pooled keep-alive connection may sit unused before it is dropped. "
+        "Keep it below the upstream's own keep-alive timeout (uvicorn: 5 s).",
+    )
+
+
+class Upstream(SecretFileMixin, Model):
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"headers"})
+
+    name: str = Field(description="Short identifier, used in logs and metrics labels.")
+    route: str = Field(description="Path the gateway serves this upstream at, e.g. /files/mcp.")
+    url: AnyHttpUrl = Field(description="The upstream's MCP endpoint (http or https).")
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Static headers added to every upstream request (e.g. an API key). "
+        "`headers_file` maps header names to files holding the values.",
+    )
+    timeouts: UpstreamTimeouts = Field(default_factory=UpstreamTimeouts)
+    max_idle_connections: int = Field(64, ge=0, le=10_000)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME.fullmatch(value):
+            raise ValueError("must be lowercase letters, digits, '-' or '_' (at most 63)")
+        return value
+
+    @field_validator("route")
+    @classmethod
+    def _check_route(cls, value: str) -> str:
+        if not _ROUTE.fullmatch(value) or "/../" in value + "/" or "/./" in value + "/":
+            raise ValueError("must be an absolute path like /files/mcp, without a trailing slash")
+        if any(value == p or value.startswith(p + "/") for p in RESERVED_PREFIXES):
+            raise ValueError(f"must not be under a reserved path {RESERVED_PREFIXES}")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        if value.username or value.password or value.fragment:
+            raise ValueError("must not carry credentials or a fragment; use `headers`")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, secret in value.items():
+            if not _TOKEN_CHARS.fullmatch(name):
+                raise ValueError(f"header name {name!r} is not a valid HTTP field name")
+            if name.lower() in FORBIDDEN_STATIC_HEADERS:
+                raise ValueError(f"header {name!r} is managed by the gateway")
+            text = secret.get_secret_value()
+            if any(ch in text for ch in "\r\n\0"):
+                raise ValueError(f"header {name!r} has a control character in its value")
+        return value
+
+
+FORBIDDEN_STATIC_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te"}
+)
+
+
+class _ProcessEnvSource(EnvSettingsSource):
+    """Environment overrides, limited to process settings: upstreams come from the file only."""
+
+    overridable = frozenset({"server", "log"})
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        if field_name not in self.overridable:
+            return None, field_name, False
+        return super().get_field_value(field, field_name)
+
+
+class GatewayConfig(BaseSettings):
+    """The whole gateway configuration (one YAML file)."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        frozen=True,
+        env_prefix="MCP_GATEWAY_",
+        env_nested_delimiter="__",
+        nested_model_default_partial_update=True,
+    )
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    upstreams: list[Upstream] = Field(min_length=1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Earlier sources win: the environment overrides the YAML file (passed as init kwargs).
+        return (_ProcessEnvSource(settings_cls), init_settings)
+
+    @model_validator(mode="after")
+    def _routes_and_names_unique(self) -> GatewayConfig:
+        problems = []
+        for attr in ("name", "route"):
+            seen: set[str] = set()
+            for upstream in self.upstreams:
+                value = getattr(upstream, attr)
+                if value in seen:
+                    problems.append(f"two upstreams have {attr} {value!r}")
+                seen.add(value)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def public_url(self) -> str:
+        """The gateway's public origin (and base path), without a trailing slash."""
+        if self.server.public_url is not None:
+            return str(self.server.public_url).rstrip("/")
+        host = self.server.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.server.port}"

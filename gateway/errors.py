@@ -1,0 +1,89 @@
+"""The gateway's one error model.
+
+Every failure the gateway answers on its own is a `GatewayError` subclass. The class carries the
+HTTP status, a stable machine-readable code and the JSON-RPC error code; exactly one function
+(`gateway.web.error_response.render_error`) turns it into an HTTP response. Nothing classifies an
+error by its message text.
+
+JSON-RPC codes: the standard ones (-32700, -32600, -32602, -32603) where they fit; the gateway's own
+live in the implementation-defined server-error range -32000..-32099 (MCP reserves -32020 for
+HeaderMismatch in 2026-07-28).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from gateway.jsonrpc import JsonRpcId
+
+
+class GatewayError(Exception):
+    """Base class: an error the gateway answers itself, before any upstream byte is sent."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    jsonrpc_code: ClassVar[int] = -32603
+    public_message: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str = "", *, rpc_id: JsonRpcId = None) -> None:
+        # `detail` is for logs only; it never reaches the client.
+        super().__init__(detail or self.public_message)
+        self.detail = detail
+        self.rpc_id = rpc_id
+
+
+class RequestError(GatewayError):
+    """The client's request is unacceptable as sent."""
+
+    status = 400
+    code = "invalid_request"
+    jsonrpc_code = -32600
+    public_message = "Invalid request"
+
+
+class ParseError(RequestError):
+    code = "parse_error"
+    jsonrpc_code = -32700
+    public_message = "Parse error"
+
+
+class BodyTooLargeError(RequestError):
+    status = 413
+    code = "request_too_large"
+    public_message = "Request body too large"
+
+
+class MethodNotAllowedError(RequestError):
+    status = 405
+    code = "method_not_allowed"
+    public_message = "Method not allowed"
+
+    def __init__(self, allowed: tuple[str, ...], detail: str = "") -> None:
+        super().__init__(detail)
+        self.allowed = allowed
+
+
+class NotFoundError(RequestError):
+    status = 404
+    code = "not_found"
+    public_message = "Not found"
+
+
+class UpstreamError(GatewayError):
+    """The upstream MCP server failed before it sent a response."""
+
+    status = 502
+    code = "upstream_unavailable"
+    jsonrpc_code = -32050
+    public_message = "Upstream server unavailable"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+    jsonrpc_code = -32051
+    public_message = "Upstream server timed out"
+
+
+class UpstreamStreamError(Exception):
+    """The upstream failed after the response started: nothing can be rendered, only aborted."""

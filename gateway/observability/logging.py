@@ -1,0 +1,85 @@
+"""structlog configuration: JSON lines by default, a console renderer on a terminal.
+
+Log events are past-tense snake_case with data in fields. A last-line-of-defence processor drops
+fields whose names say they hold a credential; the code never passes such values in the first place.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from gateway.config.model import LogFormat, LogSettings
+
+SENSITIVE_KEYS = frozenset(
+    {
+        "authorization",
+        "cookie",
+        "set_cookie",
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "code",
+        "client_secret",
+        "password",
+        "secret",
+        "session_id",
+        "mcp_session_id",
+        "query",
+        "query_string",
+    }
+)
+
+
+def drop_sensitive_fields(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    for key in SENSITIVE_KEYS.intersection(event):
+        event[key] = "[redacted]"
+    return event
+
+
+def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> None:
+    """Configure structlog and route stdlib logging (aiohttp's own errors) through it."""
+    stream = stream or sys.stderr
+    use_console = settings.format == LogFormat.CONSOLE or (
+        settings.format == LogFormat.AUTO and stream.isatty()
+    )
+    renderer: Processor = (
+        structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        if use_console
+        else structlog.processors.JSONRenderer()
+    )
+    level = logging.getLevelNamesMapping()[settings.level.value.upper()]
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        drop_sensitive_fields,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(level, logging.INFO))
+    # aiohttp's access log prints query strings (which can hold `code=`): the gateway writes its
+    # own access line instead, so silence aiohttp's.
+    logging.getLogger("aiohttp.access").disabled = True
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,66 @@
+"""Prometheus metrics, `mcp_gateway_<noun>_<unit|total>`, with small fixed label sets.
+
+Metrics live on a registry passed in, so every app (and every test) gets its own.
+Labels never carry a token, session id, path or anything a client chose freely.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from gateway import __version__
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+KNOWN_METHODS = frozenset({"GET", "POST", "DELETE", "OPTIONS", "HEAD", "PUT", "PATCH"})
+
+
+class GatewayMetrics:
+    """All of the gateway's metrics on one registry, with label children cached for the hot path."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        Info("mcp_gateway_build", "Build information.", registry=registry).info(
+            {"version": __version__}
+        )
+        self.requests = Counter(
+            "mcp_gateway_requests_total",
+            "HTTP requests answered, by upstream route, HTTP method and status code.",
+            ("upstream", "method", "status"),
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "mcp_gateway_request_duration_seconds",
+            "Time from request received to response headers sent, by upstream route.",
+            ("upstream",),
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.upstream_duration = Histogram(
+            "mcp_gateway_upstream_duration_seconds",
+            "Time from upstream request sent to upstream response headers received.",
+            ("upstream",),
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.upstream_errors = Counter(
+            "mcp_gateway_upstream_errors_total",
+            "Upstream failures, by kind: connect, timeout, protocol, stream.",
+            ("upstream", "kind"),
+            registry=registry,
+        )
+        self.open_streams = Gauge(
+            "mcp_gateway_open_streams",
+            "Responses currently being streamed to clients (SSE), by upstream route.",
+            ("upstream",),
+            registry=registry,
+        )
+        self._request_children: dict[tuple[str, str, int], Counter] = {}
+
+    def count_request(self, upstream: str, method: str, status: int) -> None:
+        # The method is the client's choice: fold unknown ones so the cache and labels stay bounded.
+        key = (upstream, method if method in KNOWN_METHODS else "other", status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self.requests.labels(key[0], key[1], str(status))
+            self._request_children[key] = child
+        child.inc()

@@ -1,0 +1,121 @@
+"""Which headers cross the gateway, in each direction (RFC 9110 section 7.6.1, hop-by-hop).
+
+Toward the upstream the gateway never forwards the client's credentials (`Authorization`,
+`Cookie`), its `Origin` (the gateway validates it; the upstream sees the gateway as its client),
+forwarding claims it cannot vouch for, or compression preferences (bodies must stay inspectable).
+Toward the client it drops upstream cookies and CORS headers: the gateway owns its origin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from multidict import CIMultiDict
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+REQUEST_DROPPED = HOP_BY_HOP | {
+    b"host",
+    b"content-length",
+    b"authorization",
+    b"cookie",
+    b"origin",
+    b"expect",
+    b"accept-encoding",
+    b"forwarded",
+    b"x-forwarded-for",
+    b"x-forwarded-host",
+    b"x-forwarded-proto",
+    b"x-real-ip",
+    b"x-request-id",
+}
+
+RESPONSE_DROPPED = HOP_BY_HOP | {
+    b"content-length",
+    b"set-cookie",
+    b"access-control-allow-origin",
+    b"access-control-allow-credentials",
+    b"access-control-allow-headers",
+    b"access-control-allow-methods",
+    b"access-control-expose-headers",
+    b"access-control-max-age",
+}
+
+
+def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Header names listed in `Connection` are hop-by-hop too (RFC 9110 section 7.6.1)."""
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    return frozenset(tokens)
+
+
+class RequestHeadBuilder:
+    """Builds the request head sent upstream; the static part is encoded once at start-up."""
+
+    def __init__(self, host_header: str, static_headers: Mapping[str, str]) -> None:
+        self._dropped = REQUEST_DROPPED | {n.lower().encode() for n in static_headers}
+        fixed = [f"Host: {host_header}\r\n"]
+        fixed += [f"{name}: {value}\r\n" for name, value in static_headers.items()]
+        self._fixed = "".join(fixed).encode("latin-1")
+
+    def build(
+        self,
+        method: str,
+        target: str,
+        client_headers: tuple[tuple[bytes, bytes], ...],
+        body_length: int | None,
+        request_id: str,
+    ) -> bytes:
+        dropped = self._dropped
+        kept: list[tuple[bytes, bytes]] = []
+        extra: frozenset[bytes] = frozenset()
+        for name, value in client_headers:
+            lower = name.lower()
+            if lower in dropped:
+                if lower == b"connection":
+                    extra = _connection_tokens(client_headers)
+                continue
+            kept.append((lower, b"%s: %s\r\n" % (name, value)))
+        parts = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1"), self._fixed]
+        parts += [line for lower, line in kept if lower not in extra]
+        parts.append(b"X-Request-Id: %s\r\n" % request_id.encode("ascii"))
+        if body_length is not None:
+            parts.append(b"Content-Length: %d\r\n" % body_length)
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+
+def response_headers(raw: list[tuple[bytes, bytes]]) -> tuple[CIMultiDict[str], bool]:
+    """Headers to send to the client, and whether the body is an SSE stream."""
+    out: CIMultiDict[str] = CIMultiDict()
+    event_stream = False
+    extra: frozenset[bytes] = frozenset()
+    for name, value in raw:
+        lower = name.lower()
+        if lower == b"connection":
+            extra = _connection_tokens(raw)
+        if lower in RESPONSE_DROPPED or lower in extra:
+            continue
+        if lower == b"content-type" and value.lower().startswith(b"text/event-stream"):
+            event_stream = True
+        out.add(name.decode("latin-1"), value.decode("latin-1"))
+    if extra:
+        for token in extra:
+            out.popall(token.decode("latin-1"), None)
+    if event_stream:
+        out["X-Accel-Buffering"] = "no"
+    return out, event_stream

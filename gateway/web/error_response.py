@@ -1,0 +1,30 @@
+"""The one place where errors become HTTP responses."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.errors import GatewayError, MethodNotAllowedError
+from gateway.jsonrpc import JsonRpcId, error_body
+
+
+def render_error(error: GatewayError, rpc_id: JsonRpcId = None) -> web.Response:
+    """Render a `GatewayError` as its status, a JSON-RPC error body and its headers.
+
+    The body carries the request's JSON-RPC id when the request had one, the class's public
+    message and its stable code; never the error's internal detail.
+    """
+    headers = {"Cache-Control": "no-store"}
+    if isinstance(error, MethodNotAllowedError):
+        headers["Allow"] = ", ".join(error.allowed)
+    return web.Response(
+        status=error.status,
+        body=error_body(
+            error.rpc_id if error.rpc_id is not None else rpc_id,
+            error.jsonrpc_code,
+            error.public_message,
+            error.code,
+        ),
+        content_type="application/json",
+        headers=headers,
+    )

@@ -1,0 +1,111 @@
+"""The last step: forward the request upstream and stream the response back as it arrives."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gateway.errors import GatewayError, UpstreamStreamError, UpstreamTimeoutError
+from gateway.observability.logging import get_logger
+from gateway.proxy.connection import UpstreamProtocolError, UpstreamResponse
+from gateway.proxy.headers import response_headers
+from gateway.proxy.pool import UpstreamConnectError
+from gateway.web.keys import CONTEXT_KEY
+from gateway.web.route import UpstreamRoute
+
+log = get_logger("gateway.proxy")
+
+
+def _error_kind(error: GatewayError) -> str:
+    if isinstance(error, UpstreamTimeoutError):
+        return "timeout"
+    if isinstance(error, UpstreamConnectError):
+        return "connect"
+    if isinstance(error, UpstreamProtocolError):
+        return "protocol"
+    return "stream"
+
+
+async def forward(request: web.Request, route: UpstreamRoute) -> web.StreamResponse:
+    """Send the request to the route's upstream; relay status, headers and body unchanged.
+
+    A body that has fully arrived with the headers is answered in one response; anything else
+    (SSE above all) is relayed chunk by chunk. If the client goes away, the upstream connection
+    is closed, which cancels the upstream request.
+    """
+    context = request[CONTEXT_KEY]
+    loop = asyncio.get_running_loop()
+    target = route.pool.path
+    if request.query_string:
+        target += ("&" if "?" in target else "?") + request.query_string
+    body = context.body
+    head = route.head_builder.build(
+        request.method,
+        target,
+        request.raw_headers,
+        len(body) if request.method == "POST" else None,
+        context.request_id,
+    )
+    sent = loop.time()
+    try:
+        conn, upstream = await route.pool.request(head, body, route.response_timeout)
+    except GatewayError as error:
+        route.upstream_errors[_error_kind(error)].inc()
+        log.warning(
+            "upstream_failed",
+            request_id=context.request_id,
+            upstream=route.name,
+            error=error.code,
+            detail=error.detail,
+        )
+        raise
+    try:
+        received = loop.time()
+        route.upstream_duration.observe(received - sent)
+        context.upstream_status = upstream.status
+        headers, event_stream = response_headers(upstream.raw_headers)
+        whole = upstream.take_body()
+        if whole is not None:
+            context.response_started = received
+            route.request_duration.observe(received - context.started)
+            return web.Response(status=upstream.status, body=whole, headers=headers)
+        return await _relay(request, route, upstream, headers, event_stream)
+    finally:
+        route.pool.release(conn)
+
+
+async def _relay(
+    request: web.Request,
+    route: UpstreamRoute,
+    upstream: UpstreamResponse,
+    headers: CIMultiDict[str],
+    event_stream: bool,
+) -> web.StreamResponse:
+    """Relay a body chunk by chunk; each SSE event is written as soon as it arrives."""
+    context = request[CONTEXT_KEY]
+    stream = web.StreamResponse(status=upstream.status, headers=headers)
+    await stream.prepare(request)
+    context.response_started = asyncio.get_running_loop().time()
+    route.request_duration.observe(context.response_started - context.started)
+    if event_stream:
+        route.open_streams.inc()
+    try:
+        while chunk := await upstream.read():
+            await stream.write(chunk)
+    except UpstreamStreamError:
+        # Headers are gone already: all that is left is to cut the client's connection so it
+        # sees a truncated response rather than a clean end.
+        route.upstream_errors["stream"].inc()
+        log.warning("upstream_stream_failed", request_id=context.request_id, upstream=route.name)
+        if request.transport is not None:
+            request.transport.close()
+        return stream
+    except ConnectionResetError:
+        return stream  # the client went away mid-stream; releasing the pool closes upstream
+    finally:
+        if event_stream:
+            route.open_streams.dec()
+    await stream.write_eof()
+    return stream

@@ -1,0 +1,15 @@
+"""Typed keys for application and request state."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.config.model import GatewayConfig
+from gateway.observability.metrics import GatewayMetrics
+from gateway.web.exchange import RequestContext
+from gateway.web.route import UpstreamRoute
+
+CONFIG_KEY = web.AppKey("config", GatewayConfig)
+METRICS_KEY = web.AppKey("metrics", GatewayMetrics)
+ROUTES_KEY = web.AppKey("routes", tuple[UpstreamRoute, ...])
+CONTEXT_KEY = web.RequestKey("context", RequestContext)

@@ -1,0 +1,78 @@
+"""The two outermost steps of every request: request context (with the access line) and errors."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from gateway.errors import GatewayError, MethodNotAllowedError, NotFoundError
+from gateway.observability.logging import get_logger
+from gateway.web.error_response import render_error
+from gateway.web.exchange import RequestContext
+from gateway.web.keys import CONTEXT_KEY, METRICS_KEY
+
+log = get_logger("gateway.access")
+error_log = get_logger("gateway.error")
+
+CLIENT_CLOSED = 499  # nginx's code for "client closed the request", for logs and metrics only
+MAX_LOGGED_PATH = 256
+
+
+@web.middleware
+async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give the request an id, then write one access line and count it when it ends.
+
+    The line never holds the query string, headers or body: they can carry credentials.
+    """
+    loop = asyncio.get_running_loop()
+    context = RequestContext(request_id=secrets.token_hex(8), started=loop.time())
+    request[CONTEXT_KEY] = context
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-Id"] = context.request_id
+        return response
+    except asyncio.CancelledError:
+        status = CLIENT_CLOSED
+        raise
+    finally:
+        now = loop.time()
+        if context.response_started is None:
+            context.response_started = now
+        metrics = request.app[METRICS_KEY]
+        metrics.count_request(context.upstream, request.method, status)
+        log.info(
+            "request_completed",
+            request_id=context.request_id,
+            method=request.method,
+            path=request.rel_url.raw_path[:MAX_LOGGED_PATH],
+            upstream=context.upstream,
+            rpc_method=context.rpc_method,
+            status=status,
+            upstream_status=context.upstream_status,
+            duration_ms=round((now - context.started) * 1000, 3),
+        )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map every error raised before the response started to one rendered response."""
+    try:
+        return await handler(request)
+    except GatewayError as error:
+        return render_error(error, request[CONTEXT_KEY].rpc_id)
+    except web.HTTPNotFound:
+        return render_error(NotFoundError("no route"))
+    except web.HTTPMethodNotAllowed as exc:
+        return render_error(MethodNotAllowedError(tuple(sorted(exc.allowed_methods))))
+    except web.HTTPException:
+        raise
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        error_log.exception("request_failed", request_id=request[CONTEXT_KEY].request_id)
+        return render_error(GatewayError("unhandled exception"), request[CONTEXT_KEY].rpc_id)

@@ -1,0 +1,55 @@
+"""The named steps every MCP request passes before it is forwarded.
+
+Order (see `build_steps`): authenticate -> bind session -> read body -> inspect JSON-RPC ->
+decide policy. Authentication, session binding and policy arrive in later versions; each is a
+`Step` that reads and fills the `RequestContext` or raises a `GatewayError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from gateway.errors import BodyTooLargeError, ParseError, RequestError
+from gateway.jsonrpc import MessageError, parse_message
+from gateway.web.keys import CONTEXT_KEY
+
+Step = Callable[[web.Request], Awaitable[None]]
+
+
+def build_steps(max_request_bytes: int) -> tuple[Step, ...]:
+    """The pipeline for MCP routes, assembled once at start-up."""
+
+    async def read_body(request: web.Request) -> None:
+        """Read a POST body, enforcing the size limit as it streams in (413), not only by
+        Content-Length: a chunked body is counted chunk by chunk."""
+        if request.method != "POST":
+            return
+        declared = request.content_length
+        if declared is not None and declared > max_request_bytes:
+            raise BodyTooLargeError(f"declared {declared} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        content = request.content
+        while chunk := await content.readany():
+            size += len(chunk)
+            if size > max_request_bytes:
+                raise BodyTooLargeError("body exceeded the limit while streaming")
+            chunks.append(chunk)
+        request[CONTEXT_KEY].body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    return (read_body, inspect_message)
+
+
+async def inspect_message(request: web.Request) -> None:
+    """Parse the POST body once as JSON-RPC; malformed bodies never reach an upstream."""
+    if request.method != "POST":
+        return
+    context = request[CONTEXT_KEY]
+    try:
+        context.message = parse_message(context.body)
+    except MessageError as exc:
+        if exc.kind == "parse":
+            raise ParseError(str(exc)) from None
+        raise RequestError(str(exc)) from None

@@ -1,0 +1,37 @@
+"""An upstream mounted at a route: its config, connection pool and pre-bound metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from gateway.config.model import Upstream
+from gateway.observability.metrics import GatewayMetrics
+from gateway.proxy.headers import RequestHeadBuilder
+from gateway.proxy.pool import UpstreamPool
+
+UPSTREAM_ERROR_KINDS = ("connect", "timeout", "protocol", "stream")
+
+
+class UpstreamRoute:
+    """Everything the hot path needs about one upstream, resolved once at start-up."""
+
+    def __init__(self, config: Upstream, metrics: GatewayMetrics) -> None:
+        self.config = config
+        self.name = config.name
+        self.response_timeout = config.timeouts.response
+        self.pool = UpstreamPool(
+            str(config.url),
+            connect_timeout=config.timeouts.connect,
+            idle_timeout=config.timeouts.idle_connection,
+            max_idle=config.max_idle_connections,
+        )
+        self.head_builder = RequestHeadBuilder(
+            self.pool.host_header,
+            {name: value.get_secret_value() for name, value in config.headers.items()},
+        )
+        self.request_duration: Histogram = metrics.request_duration.labels(self.name)
+        self.upstream_duration: Histogram = metrics.upstream_duration.labels(self.name)
+        self.open_streams: Gauge = metrics.open_streams.labels(self.name)
+        self.upstream_errors: dict[str, Counter] = {
+            kind: metrics.upstream_errors.labels(self.name, kind) for kind in UPSTREAM_ERROR_KINDS
+        }
