@@ -9,14 +9,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from aiohttp import web
-
 from gateway import __version__
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.config.schema import render_schema
 from gateway.observability.logging import configure_logging, get_logger
-from gateway.web.app import create_app, create_metrics_app
-from gateway.web.keys import METRICS_KEY, ROUTES_KEY
+from gateway.web.keys import ROUTES_KEY
+from gateway.web.server import start_gateway
 
 log = get_logger("gateway")
 
@@ -96,36 +94,22 @@ def _run(config: GatewayConfig) -> None:
 
 async def _serve(config: GatewayConfig) -> None:
     """Serve until SIGTERM or SIGINT, then stop accepting and let open responses finish."""
-    app = create_app(config)
-    runners = [
-        web.AppRunner(
-            app,
-            access_log=None,
-            handler_cancellation=True,
-            shutdown_timeout=config.server.shutdown_timeout,
-        )
-    ]
-    if config.server.metrics_port is not None:
-        runners.append(web.AppRunner(create_metrics_app(app[METRICS_KEY]), access_log=None))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    running = await start_gateway(config)
     try:
-        ports = [config.server.port, config.server.metrics_port]
-        for runner, port in zip(runners, ports, strict=False):
-            await runner.setup()
-            await web.TCPSite(runner, config.server.host, port).start()
         base = config.public_url
         log.info(
             "gateway_started",
             version=__version__,
-            listen=f"{config.server.host}:{config.server.port}",
-            routes={route.name: base + route.config.route for route in app[ROUTES_KEY]},
+            listen=f"{config.server.host}:{running.port}",
+            metrics_port=running.metrics_port,
+            routes={route.name: base + route.config.route for route in running.app[ROUTES_KEY]},
         )
         await stop.wait()
         log.info("gateway_stopping")
     finally:
-        for runner in reversed(runners):
-            await runner.cleanup()
+        await running.stop()
     log.info("gateway_stopped")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
 MAX_SECRET_FILE_BYTES = 64 * 1024
 
@@ -35,6 +35,7 @@ class SecretFileMixin(BaseModel):
     """Accept `<field>_file` for every field named in `secret_fields`."""
 
     secret_fields: ClassVar[frozenset[str]] = frozenset()
+    model_config = ConfigDict(json_schema_extra=lambda schema, cls: _document_twins(schema, cls))
 
     @model_validator(mode="before")
     @classmethod
@@ -59,3 +60,21 @@ class SecretFileMixin(BaseModel):
                     raise ValueError(f"give either {field} or {twin}, not both")
                 data[field] = read_secret_file(str(source))
         return data
+
+
+def _document_twins(schema: dict[str, Any], cls: type[Any]) -> None:
+    """Show each `<field>_file` twin in the JSON Schema, so editors accept it."""
+    properties = schema.get("properties", {})
+    for field in sorted(getattr(cls, "secret_fields", ())):
+        if field not in properties:
+            continue
+        is_map = properties[field].get("type") == "object"
+        properties[f"{field}_file"] = {
+            "description": f"Read `{field}` from files: "
+            + ("a map of the same keys to file paths." if is_map else "a file path."),
+            **(
+                {"type": "object", "additionalProperties": {"type": "string"}}
+                if is_map
+                else {"type": "string"}
+            ),
+        }

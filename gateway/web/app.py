@@ -27,7 +27,7 @@ class McpEndpoint:
         self.route = route
         self.steps = steps
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         request[CONTEXT_KEY].upstream = self.route.name
         if request.method not in MCP_METHODS:
             raise MethodNotAllowedError(MCP_METHODS)
@@ -54,7 +54,7 @@ def create_app(
 
     steps = build_steps(config.server.max_request_bytes)
     for route in routes:
-        app.router.add_route("*", route.config.route, McpEndpoint(route, steps))
+        app.router.add_route("*", route.config.route, McpEndpoint(route, steps).handle)
     app.router.add_get("/healthz", health.healthz, allow_head=False)
     app.router.add_get("/readyz", health.readyz, allow_head=False)
     if config.server.metrics_port is None:

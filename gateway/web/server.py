@@ -1,0 +1,64 @@
+"""Starting and stopping the HTTP listeners, shared by the CLI and the tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway.config.model import GatewayConfig
+from gateway.web.app import create_app, create_metrics_app
+from gateway.web.keys import METRICS_KEY
+
+
+@dataclass(slots=True)
+class RunningGateway:
+    app: web.Application
+    runners: list[web.AppRunner]
+    port: int
+    metrics_port: int | None
+
+    async def stop(self) -> None:
+        for runner in reversed(self.runners):
+            await runner.cleanup()
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    for address in runner.addresses:
+        return int(address[1])
+    raise RuntimeError("listener has no address")
+
+
+async def start_gateway(
+    config: GatewayConfig, app: web.Application | None = None
+) -> RunningGateway:
+    """Listen on the configured host and port (0 picks a free one) and serve `app`.
+
+    A client that disconnects cancels its handler (`handler_cancellation`), which closes the
+    upstream connection of that exchange. aiohttp's access log is off: the gateway writes its own.
+    """
+    app = app if app is not None else create_app(config)
+    server = config.server
+    runners = [
+        web.AppRunner(
+            app,
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=server.shutdown_timeout,
+        )
+    ]
+    if server.metrics_port is not None:
+        runners.append(web.AppRunner(create_metrics_app(app[METRICS_KEY]), access_log=None))
+    running = RunningGateway(app, [], 0, None)
+    try:
+        for runner, port in zip(runners, (server.port, server.metrics_port), strict=False):
+            await runner.setup()
+            running.runners.append(runner)
+            await web.TCPSite(runner, server.host, port).start()
+    except BaseException:
+        await running.stop()
+        raise
+    running.port = _bound_port(runners[0])
+    if len(runners) > 1:
+        running.metrics_port = _bound_port(runners[1])
+    return running

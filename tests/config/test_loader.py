@@ -1,0 +1,164 @@
+"""Config loading: every problem reported at once, with its YAML path and line."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, load_config, parse_config
+from gateway.config.schema import render_schema
+
+REPO = Path(__file__).resolve().parents[2]
+MINIMAL = """
+upstreams:
+  - {name: files, route: /files/mcp, url: "http://127.0.0.1:3001/mcp"}
+"""
+
+
+def problems_of(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(textwrap.dedent(text), env=env or {})
+    return [str(p) for p in caught.value.problems]
+
+
+def test_minimal_config_gets_safe_defaults() -> None:
+    config = parse_config(MINIMAL, env={})
+    assert config.server.host == "127.0.0.1"
+    assert config.public_url == "http://127.0.0.1:8080"
+    [upstream] = config.upstreams
+    assert str(upstream.url) == "http://127.0.0.1:3001/mcp"
+    assert upstream.timeouts.response == 300
+
+
+def test_every_problem_is_reported_with_its_path_and_line() -> None:
+    problems = problems_of(
+        """
+        server:
+          port: 99999
+          colour: blue
+        upstreams:
+          - name: Files
+            route: files/mcp
+            url: ftp://x
+          - name: ok
+            route: /healthz
+            url: http://127.0.0.1:1/mcp
+            extra: 1
+        """
+    )
+    assert problems == [
+        "server.port (line 3): Input should be less than or equal to 65535",
+        "server.colour (line 4): Extra inputs are not permitted",
+        "upstreams[0].name (line 6): must be lowercase letters, digits, '-' or '_' (at most 63)",
+        "upstreams[0].route (line 7): must be an absolute path like /files/mcp, "
+        "without a trailing slash",
+        "upstreams[0].url (line 8): URL scheme should be 'http' or 'https'",
+        "upstreams[1].route (line 10): must not be under a reserved path "
+        "('/.well-known', '/healthz', '/readyz', '/metrics', '/oauth')",
+        "upstreams[1].extra (line 12): Extra inputs are not permitted",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("upstreams: []", "upstreams (line 1): List should have at least 1 item"),
+        ("- a list", "(top level): the config must be a YAML mapping"),
+        ("upstreams: [\n", "(yaml) (line 2)"),
+        ("server: {}\nserver: {}\n" + MINIMAL, "(yaml) (line 2): duplicate key 'server'"),
+        (
+            MINIMAL + "  - {name: files, route: /files/mcp, url: 'http://127.0.0.1:1/mcp'}\n",
+            "two upstreams have name 'files'; two upstreams have route '/files/mcp'",
+        ),
+        (
+            MINIMAL.replace("url:", "headers: {'Bad Name': x}, url:"),
+            "not a valid HTTP field name",
+        ),
+        (MINIMAL.replace("url:", "headers: {Host: x}, url:"), "managed by the gateway"),
+        (
+            MINIMAL.replace("3001/mcp", "3001/mcp#frag"),
+            "must not carry credentials or a fragment",
+        ),
+        (MINIMAL.replace("/files/mcp", "/files/../mcp"), "must be an absolute path"),
+    ],
+    ids=[
+        "no-upstreams",
+        "not-a-mapping",
+        "broken-yaml",
+        "duplicate-key",
+        "duplicate-route",
+        "bad-header-name",
+        "managed-header",
+        "url-fragment",
+        "dot-segments",
+    ],
+)
+def test_invalid_configs_are_rejected(text: str, expected: str) -> None:
+    problems = problems_of(text)
+    assert any(expected in p for p in problems), problems
+
+
+def test_environment_variables_are_substituted() -> None:
+    text = MINIMAL.replace(
+        "url:", 'headers: {X-Api-Key: "${KEY}", X-Lit: "$${KEY}", X-Def: "${NONE:-dflt}"}, url:'
+    )
+    [upstream] = parse_config(text, env={"KEY": "s3cret"}).upstreams
+    values = {k: v.get_secret_value() for k, v in upstream.headers.items()}
+    assert values == {"X-Api-Key": "s3cret", "X-Lit": "${KEY}", "X-Def": "dflt"}
+    assert "s3cret" not in repr(upstream)
+
+
+def test_unset_environment_variable_is_a_problem_with_its_path() -> None:
+    problems = problems_of(MINIMAL.replace("url:", 'headers: {X-Api-Key: "${KEY}"}, url:'))
+    assert problems == [
+        "upstreams[0].headers.X-Api-Key (line 3): environment variable KEY is unset"
+    ]
+
+
+def test_secret_file_twins(tmp_path: Path) -> None:
+    secret = tmp_path / "key"
+    secret.write_text("from-file\n")
+    text = MINIMAL.replace("url:", f"headers_file: {{X-Api-Key: {secret}}}, url:")
+    [upstream] = parse_config(text, env={}).upstreams
+    assert upstream.headers["X-Api-Key"].get_secret_value() == "from-file"
+
+    missing = MINIMAL.replace("url:", f"headers_file: {{X-Api-Key: {tmp_path / 'nope'}}}, url:")
+    [problem] = problems_of(missing)
+    assert "cannot read secret file" in problem
+    assert problem.startswith("upstreams[0]")
+
+
+def test_process_settings_are_overridden_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MCP_GATEWAY_SERVER__PORT", "9123")
+    monkeypatch.setenv("MCP_GATEWAY_LOG__LEVEL", "warning")
+    monkeypatch.setenv("MCP_GATEWAY_UPSTREAMS", "[]")  # upstreams come from the file only
+    config = parse_config(MINIMAL + "server: {port: 8000, host: 0.0.0.0}\n")
+    assert config.server.port == 9123
+    assert config.server.host == "0.0.0.0"
+    assert config.log.level == "warning"
+    assert len(config.upstreams) == 1
+
+
+def test_bad_environment_override_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCP_GATEWAY_SERVER__PORT", "not-a-port")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(MINIMAL)
+    assert [p.path for p in caught.value.problems] == ["server.port"]
+
+
+def test_committed_schema_is_current() -> None:
+    committed = (REPO / "config" / "schema.json").read_text()
+    assert committed == render_schema(), "run: mcp-auth-gateway schema --output config/schema.json"
+    assert json.loads(committed)["additionalProperties"] is False
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "config").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_configs_are_valid(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FILES_API_KEY", "example")
+    config = load_config(path)
+    assert config.upstreams

@@ -1,0 +1,113 @@
+"""The `mcp-auth-gateway` command as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from tests.support.http_upstream import recording_upstream
+from tests.support.processes import ManagedProcess, free_port
+
+CLI = [sys.executable, "-m", "gateway"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=60, env={**os.environ}
+    )
+
+
+def test_check_lists_every_problem_with_its_path(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        textwrap.dedent(
+            """
+            server: {port: -1, public_url: "not a url"}
+            logging: {level: loud}
+            upstreams:
+              - {name: files, route: /files/mcp, url: "http://127.0.0.1:1/mcp", retries: 3}
+              - {name: files, route: /files/mcp}
+            """
+        )
+    )
+    result = run_cli("check", "--config", str(config))
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"{config}: 5 problem(s)"
+    paths = [line.split(" ", 3)[3].split(" (line")[0] for line in lines[1:]]
+    assert paths == [
+        "server.port",
+        "server.public_url",
+        "upstreams[0].retries",
+        "upstreams[1].url",
+        "logging",
+    ]
+
+
+def test_check_accepts_the_example_configs() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    configs = sorted(str(p) for p in (repo / "config").glob("*.yaml"))
+    result = subprocess.run(
+        [*CLI, "check", "--config", *configs],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "FILES_API_KEY": "x"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(": ok (") == len(configs)
+
+
+async def test_serve_writes_one_access_line_per_request_without_secrets(tmp_path: Path) -> None:
+    async def ok(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"jsonrpc": "2.0", "id": 5, "result": {}})
+
+    async with recording_upstream(ok) as upstream:
+        port = free_port()
+        config = tmp_path / "gw.yaml"
+        config.write_text(
+            textwrap.dedent(
+                f"""
+                server: {{host: 127.0.0.1, port: {port}}}
+                log: {{level: info, format: json}}
+                upstreams:
+                  - {{name: up, route: /up/mcp, url: "{upstream.url}"}}
+                """
+            )
+        )
+        process = ManagedProcess(
+            [*CLI, "serve", "--config", str(config)],
+            ready_url=f"http://127.0.0.1:{port}/healthz",
+            stop_timeout=30,
+        )
+        async with process:
+            async with aiohttp.ClientSession() as http:
+                async with http.post(
+                    f"http://127.0.0.1:{port}/up/mcp?code=query-secret",
+                    json={"jsonrpc": "2.0", "id": 5, "method": "tools/call"},
+                    headers={"Authorization": "Bearer token-secret", "Cookie": "c=cookie-secret"},
+                ) as resp:
+                    assert resp.status == 200
+                    request_id = resp.headers["X-Request-Id"]
+            assert await process.stop_async() == 0  # SIGTERM: a clean, graceful exit
+            text = process.stderr_text()
+
+    for secret in ("query-secret", "token-secret", "cookie-secret", "code="):
+        assert secret not in text
+    events = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    names = [e["event"] for e in events]
+    assert names[0] == "gateway_started"
+    assert names[-2:] == ["gateway_stopping", "gateway_stopped"]
+    [access] = [e for e in events if e["event"] == "request_completed" and e["path"] != "/healthz"]
+    assert access["request_id"] == request_id
+    assert access["path"] == "/up/mcp"
+    assert access["upstream"] == "up"
+    assert access["rpc_method"] == "tools/call"
+    assert (access["status"], access["upstream_status"]) == (200, 200)
