@@ -88,14 +88,16 @@ async def test_serve_writes_one_access_line_per_request_without_secrets(tmp_path
             stop_timeout=30,
         )
         async with process:
-            async with aiohttp.ClientSession() as http:
-                async with http.post(
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
                     f"http://127.0.0.1:{port}/up/mcp?code=query-secret",
                     json={"jsonrpc": "2.0", "id": 5, "method": "tools/call"},
                     headers={"Authorization": "Bearer token-secret", "Cookie": "c=cookie-secret"},
-                ) as resp:
-                    assert resp.status == 200
-                    request_id = resp.headers["X-Request-Id"]
+                ) as resp,
+            ):
+                assert resp.status == 200
+                request_id = resp.headers["X-Request-Id"]
             assert await process.stop_async() == 0  # SIGTERM: a clean, graceful exit
             text = process.stderr_text()
 

@@ -141,7 +141,9 @@ class ManagedProcess:
 
     With neither ``ready_url`` nor ``ready_port``, the process counts as ready once spawned.
     stdout and stderr go to files in a private temporary directory (no pipe can fill up and
-    stall the child); read them with `stdout_text` / `stderr_text` until the process is stopped.
+    stall the child); `stdout_text` / `stderr_text` read them, also after the child is stopped.
+    A stopped process can be started again (same argv, so the same port): an upstream that
+    goes away and comes back.
     """
 
     def __init__(
@@ -206,8 +208,9 @@ class ManagedProcess:
     # -- start ---------------------------------------------------------------------------
 
     def _spawn(self) -> None:
-        if self._popen is not None:
-            raise RuntimeError(f"{self.name} is already started")
+        if self.is_running():
+            raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
+        self._final_logs = {}
         self._log_dir = Path(tempfile.mkdtemp(prefix=f"managed-{self.name}-"))
         with (
             (self._log_dir / "stdout.log").open("ab") as out,
@@ -310,6 +313,17 @@ class ManagedProcess:
             except subprocess.TimeoutExpired:
                 self._signal(signal.SIGKILL)
                 self._popen.wait()
+            return self._popen.returncode
+        finally:
+            self._cleanup_logs()
+
+    def kill(self) -> int | None:
+        """SIGKILL the child at once, with no graceful shutdown (a crash); return its status."""
+        if self._popen is None:
+            return None
+        try:
+            self._signal(signal.SIGKILL)
+            self._popen.wait()
             return self._popen.returncode
         finally:
             self._cleanup_logs()
