@@ -100,7 +100,7 @@ async def _serve(config: GatewayConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     running = await start_gateway(config)
     try:
-        base = config.public_url
+        base = config.public_base(running.port)
         log.info(
             "gateway_started",
             version=__version__,

@@ -211,12 +211,12 @@ class GatewayConfig(BaseSettings):
             raise ValueError("; ".join(problems))
         return self
 
-    @property
-    def public_url(self) -> str:
-        """The gateway's public origin (and base path), without a trailing slash."""
+    def public_base(self, bound_port: int | None = None) -> str:
+        """The gateway's public URL without a trailing slash: `server.public_url`, else
+        http://host:port (with the port actually bound, when the config says 0)."""
         if self.server.public_url is not None:
             return str(self.server.public_url).rstrip("/")
         host = self.server.host
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.server.port}"
+        return f"http://{host}:{bound_port or self.server.port}"

@@ -21,9 +21,11 @@ class UpstreamConnectError(UpstreamError):
 class UpstreamPool:
     """Reuses HTTP/1.1 connections to one upstream origin (LIFO, bounded idle set).
 
-    A request that fails on a *reused* connection before any response byte arrived is retried
-    once on a fresh connection: that is the race where the upstream closed an idle keep-alive
-    connection just as the request was written, so the upstream never saw the request.
+    Idle connections expire before the upstream's own keep-alive timeout would close them, which
+    avoids the race where the upstream closes an idle connection just as a request is written.
+    If that race happens anyway (no response byte on a reused connection), only an idempotent
+    request (GET, DELETE) is retried on a fresh connection: a POST may be a tool call with side
+    effects that the upstream already ran, so it gets a 502 instead of a second execution.
     """
 
     def __init__(
@@ -50,7 +52,7 @@ class UpstreamPool:
         self._closing = False
 
     async def request(
-        self, head: bytes, body: bytes, response_timeout: float
+        self, head: bytes, body: bytes, response_timeout: float, *, idempotent: bool
     ) -> tuple[UpstreamConnection, UpstreamResponse]:
         """Send one request (`head` ends with the blank line) and wait for the response headers.
 
@@ -68,7 +70,7 @@ class UpstreamPool:
                 raise
             except UpstreamDisconnectedError:
                 self.release(conn)
-                if reused and not response.received_any and attempt == 0:
+                if idempotent and reused and not response.received_any and attempt == 0:
                     continue
                 raise
             except BaseException:

@@ -50,7 +50,9 @@ async def forward(request: web.Request, route: UpstreamRoute) -> web.StreamRespo
     )
     sent = loop.time()
     try:
-        conn, upstream = await route.pool.request(head, body, route.response_timeout)
+        conn, upstream = await route.pool.request(
+            head, body, route.response_timeout, idempotent=request.method != "POST"
+        )
     except GatewayError as error:
         route.upstream_errors[_error_kind(error)].inc()
         log.warning(

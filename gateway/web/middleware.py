@@ -45,7 +45,9 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
             context.response_started = now
         metrics = request.app[METRICS_KEY]
         metrics.count_request(context.upstream, request.method, status)
-        log.info(
+        # Probes and scrapes arrive every few seconds: their lines are debug unless they failed.
+        quiet = context.upstream == "none" and status < 400
+        (log.debug if quiet else log.info)(
             "request_completed",
             request_id=context.request_id,
             method=request.method,

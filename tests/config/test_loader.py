@@ -27,7 +27,8 @@ def problems_of(text: str, env: dict[str, str] | None = None) -> list[str]:
 def test_minimal_config_gets_safe_defaults() -> None:
     config = parse_config(MINIMAL, env={})
     assert config.server.host == "127.0.0.1"
-    assert config.public_url == "http://127.0.0.1:8080"
+    assert config.public_base() == "http://127.0.0.1:8080"
+    assert config.public_base(9000) == "http://127.0.0.1:9000"
     [upstream] = config.upstreams
     assert str(upstream.url) == "http://127.0.0.1:3001/mcp"
     assert upstream.timeouts.response == 300
