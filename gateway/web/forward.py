@@ -68,6 +68,7 @@ async def forward(request: web.Request, route: UpstreamRoute) -> web.StreamRespo
         route.upstream_duration.observe(received - sent)
         context.upstream_status = upstream.status
         headers, event_stream = response_headers(upstream.raw_headers)
+        headers["X-Request-Id"] = context.request_id
         whole = upstream.take_body()
         if whole is not None:
             context.response_started = received

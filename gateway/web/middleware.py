@@ -34,7 +34,8 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
     try:
         response = await handler(request)
         status = response.status
-        response.headers["X-Request-Id"] = context.request_id
+        if not response.prepared:  # a relayed stream carries it from `forward` already
+            response.headers["X-Request-Id"] = context.request_id
         return response
     except asyncio.CancelledError:
         status = CLIENT_CLOSED

@@ -211,6 +211,7 @@ async def test_sse_event_reaches_client_while_upstream_stream_is_open(
             assert resp.status == 200
             assert resp.headers["Content-Type"].startswith("text/event-stream")
             assert resp.headers["X-Accel-Buffering"] == "no"
+            assert len(resp.headers["X-Request-Id"]) == 16
             first = await resp.content.readuntil(b"\n\n")
             assert b'"n": 1' in first
             assert not release.is_set()  # the upstream is still holding its stream open
