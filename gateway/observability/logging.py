@@ -10,6 +10,7 @@ import logging
 import sys
 from typing import Any, TextIO
 
+import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
@@ -53,6 +54,19 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> No
         if use_console
         else structlog.processors.JSONRenderer()
     )
+    # The access line is on every request's path: JSON goes out as orjson bytes when the stream
+    # has a binary buffer (about half the cost of json.dumps to text).
+    binary = None if use_console else getattr(stream, "buffer", None)
+    logger_factory: Any = (
+        structlog.BytesLoggerFactory(file=binary)
+        if binary is not None
+        else structlog.WriteLoggerFactory(file=stream)
+    )
+    final: Processor = (
+        structlog.processors.JSONRenderer(serializer=orjson.dumps)
+        if binary is not None
+        else renderer
+    )
     level = logging.getLevelNamesMapping()[settings.level.value.upper()]
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -61,9 +75,9 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> No
         drop_sensitive_fields,
     ]
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, structlog.processors.format_exc_info, final],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        logger_factory=logger_factory,
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(stream)
