@@ -70,12 +70,16 @@ class NotFoundError(RequestError):
 
 
 class UpstreamError(GatewayError):
-    """The upstream MCP server failed before it sent a response."""
+    """The upstream MCP server failed before it sent a response.
+
+    `kind` is the `kind` label of `mcp_gateway_upstream_errors_total`.
+    """
 
     status = 502
     code = "upstream_unavailable"
     jsonrpc_code = -32050
     public_message = "Upstream server unavailable"
+    kind: ClassVar[str] = "connect"
 
 
 class UpstreamTimeoutError(UpstreamError):
@@ -83,6 +87,7 @@ class UpstreamTimeoutError(UpstreamError):
     code = "upstream_timeout"
     jsonrpc_code = -32051
     public_message = "Upstream server timed out"
+    kind = "timeout"
 
 
 class UpstreamStreamError(Exception):

@@ -44,7 +44,8 @@ class GatewayMetrics:
         )
         self.upstream_errors = Counter(
             "mcp_gateway_upstream_errors_total",
-            "Upstream failures, by kind: connect, timeout, protocol, stream.",
+            "Upstream failures, by kind: connect, timeout, closed (before headers), protocol, "
+            "stream (after headers).",
             ("upstream", "kind"),
             registry=registry,
         )

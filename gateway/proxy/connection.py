@@ -22,9 +22,13 @@ _FRAMING_HEADERS = (b"content-length", b"transfer-encoding")
 class UpstreamDisconnectedError(UpstreamError):
     """The upstream closed the connection before sending response headers."""
 
+    kind = "closed"
+
 
 class UpstreamProtocolError(UpstreamError):
     """The upstream sent something that is not valid HTTP/1.1."""
+
+    kind = "protocol"
 
 
 class UpstreamResponse:

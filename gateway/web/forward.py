@@ -7,25 +7,14 @@ import asyncio
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.errors import GatewayError, UpstreamStreamError, UpstreamTimeoutError
+from gateway.errors import UpstreamError, UpstreamStreamError
 from gateway.observability.logging import get_logger
-from gateway.proxy.connection import UpstreamProtocolError, UpstreamResponse
+from gateway.proxy.connection import UpstreamResponse
 from gateway.proxy.headers import response_headers
-from gateway.proxy.pool import UpstreamConnectError
 from gateway.web.keys import CONTEXT_KEY
 from gateway.web.route import UpstreamRoute
 
 log = get_logger("gateway.proxy")
-
-
-def _error_kind(error: GatewayError) -> str:
-    if isinstance(error, UpstreamTimeoutError):
-        return "timeout"
-    if isinstance(error, UpstreamConnectError):
-        return "connect"
-    if isinstance(error, UpstreamProtocolError):
-        return "protocol"
-    return "stream"
 
 
 async def forward(request: web.Request, route: UpstreamRoute) -> web.StreamResponse:
@@ -53,8 +42,8 @@ async def forward(request: web.Request, route: UpstreamRoute) -> web.StreamRespo
         conn, upstream = await route.pool.request(
             head, body, route.response_timeout, idempotent=request.method != "POST"
         )
-    except GatewayError as error:
-        route.upstream_errors[_error_kind(error)].inc()
+    except UpstreamError as error:
+        route.upstream_errors[error.kind].inc()
         log.warning(
             "upstream_failed",
             request_id=context.request_id,

@@ -9,7 +9,7 @@ from gateway.observability.metrics import GatewayMetrics
 from gateway.proxy.headers import RequestHeadBuilder
 from gateway.proxy.pool import UpstreamPool
 
-UPSTREAM_ERROR_KINDS = ("connect", "timeout", "protocol", "stream")
+UPSTREAM_ERROR_KINDS = ("connect", "timeout", "closed", "protocol", "stream")
 
 
 class UpstreamRoute:

@@ -142,6 +142,9 @@ async def test_upstream_dropping_the_connection_gives_502(
         async with http.post(gw.url("/up/mcp"), json={**RPC, "id": 9}, headers=ACCEPT) as resp:
             assert resp.status == 502
             assert (await resp.json())["id"] == 9
+        async with http.get(gw.url("/metrics")) as resp:
+            metrics = await resp.text()
+    assert 'mcp_gateway_upstream_errors_total{kind="closed",upstream="up"} 1.0' in metrics
 
 
 async def test_body_limit_is_enforced_while_streaming(
