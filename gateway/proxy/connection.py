@@ -209,8 +209,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         response = self._response
-        if response is None:
-            self.close()  # bytes on an idle connection: the upstream is confused, drop it
+        if response is None or response.complete:
+            # Bytes nobody asked for (on an idle connection, or after a complete response):
+            # the connection's framing can no longer be trusted, so it is not reused.
+            self.close()
             return
         response.received_any = True
         try:

@@ -65,15 +65,12 @@ class UpstreamPool:
             response = conn.send(data)
             try:
                 await response.wait_headers(response_timeout)
-            except UpstreamTimeoutError:
-                self.release(conn)
-                raise
             except UpstreamDisconnectedError:
                 self.release(conn)
                 if idempotent and reused and not response.received_any and attempt == 0:
                     continue
                 raise
-            except BaseException:
+            except BaseException:  # timeouts, and cancellation when the client goes away
                 self.release(conn)
                 raise
             return conn, response
