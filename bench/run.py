@@ -413,7 +413,8 @@ def write_gateway_config(path: Path, port: int, upstream_ports: dict[str, int]) 
     ]
     for name, up_port in upstream_ports.items():
         lines.append(
-            f'  - {{name: {name}, route: /{name}/mcp, url: "http://127.0.0.1:{up_port}/mcp"}}'
+            f'  - {{name: {name}, route: /{name}/mcp, url: "http://127.0.0.1:{up_port}/mcp", '
+            "allow_anonymous: true}"
         )
     path.write_text("\n".join(lines) + "\n")
 

@@ -12,6 +12,7 @@ HeaderMismatch in 2026-07-28).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from gateway.jsonrpc import JsonRpcId
@@ -25,11 +26,22 @@ class GatewayError(Exception):
     jsonrpc_code: ClassVar[int] = -32603
     public_message: ClassVar[str] = "Internal error"
 
-    def __init__(self, detail: str = "", *, rpc_id: JsonRpcId = None) -> None:
+    retry_after: ClassVar[int | None] = None
+    """Seconds for a `Retry-After` header, for errors a client should simply retry."""
+
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        rpc_id: JsonRpcId = None,
+        challenge: Mapping[str, str] | None = None,
+    ) -> None:
         # `detail` is for logs only; it never reaches the client.
         super().__init__(detail or self.public_message)
         self.detail = detail
         self.rpc_id = rpc_id
+        self.challenge = challenge
+        """Parameters of the `WWW-Authenticate: Bearer` challenge to send, if any."""
 
 
 class RequestError(GatewayError):
@@ -67,6 +79,39 @@ class NotFoundError(RequestError):
     status = 404
     code = "not_found"
     public_message = "Not found"
+
+
+class AuthenticationError(GatewayError):
+    """No usable access token: 401 with a Bearer challenge (RFC 6750 section 3)."""
+
+    status = 401
+    code = "unauthorized"
+    jsonrpc_code = -32040
+    public_message = "Authentication required"
+
+
+class InvalidTokenError(AuthenticationError):
+    """The token is malformed, expired, revoked, for another resource or badly signed."""
+
+    code = "invalid_token"
+    jsonrpc_code = -32041
+    public_message = "Invalid access token"
+
+
+class InvalidAuthorizationHeaderError(RequestError):
+    """Several Authorization headers, or one that is not a well-formed Bearer credential."""
+
+    code = "invalid_authorization"
+
+
+class AuthUnavailableError(GatewayError):
+    """Tokens cannot be checked right now (key source or introspection down): fail closed."""
+
+    status = 503
+    code = "auth_unavailable"
+    jsonrpc_code = -32052
+    public_message = "Authorization service unavailable, retry later"
+    retry_after = 5
 
 
 class UpstreamError(GatewayError):

@@ -2,15 +2,63 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.config import GatewayConfig
+from gateway.config.model import LogFormat, LogLevel, LogSettings
+from gateway.observability.logging import configure_logging
 from gateway.web.app import create_app
 from gateway.web.server import RunningGateway, start_gateway
+from tests.support.processes import free_port
+from tests.support.secrets import USED_SECRETS
+
+
+class LogSink:
+    """Where every in-process gateway log line of the suite goes, test by test."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def take(self) -> str:
+        text, self.parts = "".join(self.parts), []
+        return text
+
+
+LOG_SINK = LogSink()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _gateway_logging() -> None:
+    configure_logging(LogSettings(level=LogLevel.DEBUG, format=LogFormat.JSON), stream=LOG_SINK)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_logs() -> Iterator[None]:
+    """Fails any test whose gateway logs contain a token or secret that a test used."""
+    LOG_SINK.take()
+    yield
+    logged = LOG_SINK.take()
+    leaked = [secret[:12] + "..." for secret in USED_SECRETS if secret in logged]
+    assert not leaked, f"secrets in the gateway's log lines: {leaked}"
+
+
+def gateway_log() -> str:
+    """The log lines written so far in the current test (without consuming them)."""
+    return "".join(LOG_SINK.parts)
 
 
 class Gateway:
@@ -30,13 +78,30 @@ StartGateway = Callable[..., Awaitable[Gateway]]
 
 @pytest.fixture
 async def start_gateway_for() -> AsyncIterator[StartGateway]:
-    """`await start_gateway_for({"name": ..., "route": ..., "url": ...}, ..., server={...})`."""
+    """`await start_gateway_for({"name": ..., "route": ..., "url": ...}, ..., server={...})`.
+
+    Without `auth`, upstreams are anonymous (transport tests); with `auth` (the config's `auth`
+    section), they require tokens unless they say otherwise.
+    """
     started: list[RunningGateway] = []
 
-    async def start(*upstreams: dict[str, Any], server: dict[str, Any] | None = None) -> Gateway:
+    async def start(
+        *upstreams: dict[str, Any],
+        server: dict[str, Any] | None = None,
+        auth: dict[str, Any] | None = None,
+    ) -> Gateway:
+        port = free_port()
+        if auth is None:
+            upstreams = tuple({"allow_anonymous": True, **u} for u in upstreams)
         config = GatewayConfig(
-            server={"host": "127.0.0.1", "port": 0, **(server or {})},
+            server={
+                "host": "127.0.0.1",
+                "port": port,
+                "public_url": f"http://127.0.0.1:{port}",
+                **(server or {}),
+            },
             log={"level": "debug", "format": "json"},
+            auth=auth or {},
             upstreams=list(upstreams),
         )
         running = await start_gateway(config, create_app(config, registry=CollectorRegistry()))

@@ -59,7 +59,7 @@ def test_check_accepts_the_example_configs() -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "FILES_API_KEY": "x"},
+        env={**os.environ, "FILES_API_KEY": "x", "INTROSPECTION_SECRET": "y"},
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count(": ok (") == len(configs)
@@ -78,7 +78,7 @@ async def test_serve_writes_one_access_line_per_request_without_secrets(tmp_path
                 server: {{host: 127.0.0.1, port: {port}}}
                 log: {{level: info, format: json}}
                 upstreams:
-                  - {{name: up, route: /up/mcp, url: "{upstream.url}"}}
+                  - {{name: up, route: /up/mcp, url: "{upstream.url}", allow_anonymous: true}}
                 """
             )
         )

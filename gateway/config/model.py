@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
@@ -32,6 +34,7 @@ from pydantic_settings import (
 from gateway.config.secrets import SecretFileMixin
 
 _TOKEN_CHARS = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 section 5.6.2
+_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]+$")  # RFC 6749 section 3.3
 _ROUTE = re.compile(r"^(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 RESERVED_PREFIXES = ("/.well-known", "/healthz", "/readyz", "/metrics", "/oauth")
@@ -103,6 +106,106 @@ class UpstreamTimeouts(Model):
     )
 
 
+ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
+                         "ES512", "EdDSA")  # fmt: skip
+
+
+def _exact_http_url(value: str) -> str:
+    """An http(s) URL kept byte for byte (issuers are compared exactly, RFC 8414 section 3.3)."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http or https URL")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("must not carry credentials, a query or a fragment")
+    return value
+
+
+ExactUrl = Annotated[str, AfterValidator(_exact_http_url)]
+
+
+class Introspection(SecretFileMixin, Model):
+    """RFC 7662 token introspection, for authorization servers that issue opaque tokens."""
+
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"client_secret"})
+
+    endpoint: ExactUrl
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
+
+
+class AuthorizationServer(Model):
+    """An authorization server whose access tokens the gateway accepts."""
+
+    name: str = Field(description="Identifier that upstreams use to say they trust it.")
+    issuer: ExactUrl = Field(description="Its issuer identifier, compared exactly with `iss`.")
+    jwks_uri: ExactUrl | None = Field(
+        None,
+        description="Where its signing keys are. Default: `jwks_uri` from its RFC 8414 or OpenID "
+        "discovery document, whose `issuer` must equal `issuer` exactly.",
+    )
+    introspection: Introspection | None = Field(
+        None, description="Validate its tokens by RFC 7662 introspection instead of as JWTs."
+    )
+    algorithms: list[str] = Field(
+        default_factory=lambda: list(ASYMMETRIC_ALGORITHMS),
+        description="Accepted JWS algorithms; asymmetric only.",
+    )
+    require_at_jwt: bool = Field(
+        False, description="Require the RFC 9068 `typ: at+jwt` header on JWT access tokens."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME.fullmatch(value):
+            raise ValueError("must be lowercase letters, digits, '-' or '_' (at most 63)")
+        return value
+
+    @field_validator("algorithms")
+    @classmethod
+    def _check_algorithms(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(ASYMMETRIC_ALGORITHMS))
+        if unknown or not value:
+            raise ValueError(
+                f"only asymmetric algorithms are accepted ({', '.join(ASYMMETRIC_ALGORITHMS)}); "
+                f"not {unknown or 'an empty list'}"
+            )
+        return value
+
+
+class ResourceServer(Model):
+    """How the gateway validates bearer tokens, as an OAuth protected resource."""
+
+    authorization_servers: list[AuthorizationServer] = Field(min_length=1)
+    leeway: float = Field(30.0, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat.")
+    token_cache_size: int = Field(
+        10_000, ge=0, description="Verified tokens remembered (each until its `exp`)."
+    )
+    jwks_cache_ttl: PositiveSeconds = Field(
+        600.0, description="Seconds a fetched JWKS is used before it is fetched again."
+    )
+    jwks_refetch_cooldown: PositiveSeconds = Field(
+        30.0, description="Least seconds between JWKS fetches triggered by an unknown `kid`."
+    )
+    fetch_timeout: PositiveSeconds = Field(
+        5.0, description="Seconds for a JWKS, discovery or introspection request."
+    )
+    max_token_bytes: int = Field(8192, ge=256, le=65_536)
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> ResourceServer:
+        names = [server.name for server in self.authorization_servers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"authorization server names must be unique: {duplicates}")
+        return self
+
+
+class AuthSettings(Model):
+    resource_server: ResourceServer | None = None
+
+
 class Upstream(SecretFileMixin, Model):
     secret_fields: ClassVar[frozenset[str]] = frozenset({"headers"})
 
@@ -116,6 +219,30 @@ class Upstream(SecretFileMixin, Model):
     )
     timeouts: UpstreamTimeouts = Field(default_factory=UpstreamTimeouts)
     max_idle_connections: int = Field(64, ge=0, le=10_000)
+    authorization_servers: list[str] | None = Field(
+        None, description="Names of the authorization servers trusted here. Default: all."
+    )
+    scopes: list[str] = Field(
+        default_factory=list,
+        description="Scopes for basic use of this route: advertised as `scopes_supported` in "
+        "its protected resource metadata and in 401 challenges.",
+    )
+    resource_name: str | None = Field(None, description="Human-readable name for clients.")
+    allow_anonymous: bool = Field(
+        False,
+        description="Serve this route WITHOUT authentication. Only for trusted networks and "
+        "demos: every client may then call every tool.",
+    )
+
+    @field_validator("scopes")
+    @classmethod
+    def _check_scopes(cls, value: list[str]) -> list[str]:
+        for scope in value:
+            if not _SCOPE_TOKEN.fullmatch(scope):
+                raise ValueError(f"scope {scope!r} is not a valid scope token")
+            if scope == "offline_access":
+                raise ValueError("offline_access is a client's choice, never a route's baseline")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -183,6 +310,7 @@ class GatewayConfig(BaseSettings):
 
     server: ServerSettings = Field(default_factory=ServerSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     upstreams: list[Upstream] = Field(min_length=1)
 
     @classmethod
@@ -207,6 +335,30 @@ class GatewayConfig(BaseSettings):
                 if value in seen:
                     problems.append(f"two upstreams have {attr} {value!r}")
                 seen.add(value)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _auth_is_configured_where_needed(self) -> GatewayConfig:
+        resource_server = self.auth.resource_server
+        known = (
+            {s.name for s in resource_server.authorization_servers} if resource_server else set()
+        )
+        problems = []
+        for upstream in self.upstreams:
+            if upstream.allow_anonymous:
+                continue
+            if resource_server is None:
+                problems.append(
+                    f"upstream {upstream.name!r} requires tokens but auth.resource_server is "
+                    "not configured (or set allow_anonymous: true on it)"
+                )
+            unknown = sorted(set(upstream.authorization_servers or ()) - known)
+            if resource_server is not None and unknown:
+                problems.append(f"upstream {upstream.name!r} names unknown servers {unknown}")
+        if resource_server is not None and self.server.public_url is None:
+            problems.append("server.public_url is required with auth: resource URLs derive from it")
         if problems:
             raise ValueError("; ".join(problems))
         return self

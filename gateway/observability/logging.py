@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
+from aiohttp.http_exceptions import BadHttpMessage
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from gateway.config.model import LogFormat, LogSettings
@@ -87,12 +88,24 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> No
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
         )
     )
+    handler.addFilter(_redact_malformed_http)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(level, logging.INFO))
     # aiohttp's access log prints query strings (which can hold `code=`): the gateway writes its
     # own access line instead, so silence aiohttp's.
     logging.getLogger("aiohttp.access").disabled = True
+
+
+def _redact_malformed_http(record: logging.LogRecord) -> bool:
+    """aiohttp logs a rejected request line or header with its first bytes, which can be a
+    bearer token or cookie: keep the event, drop the bytes."""
+    if record.exc_info and isinstance(record.exc_info[1], BadHttpMessage):
+        record.msg = "malformed_http_request_rejected"
+        record.args = ()
+        record.exc_info = None
+        record.exc_text = None
+    return True
 
 
 def get_logger(name: str) -> Any:

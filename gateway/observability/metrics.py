@@ -55,6 +55,19 @@ class GatewayMetrics:
             ("upstream",),
             registry=registry,
         )
+        self.token_validations = Counter(
+            "mcp_gateway_token_validations_total",
+            "Bearer token checks by upstream route and outcome: valid, cached (verified-token "
+            "cache hit), invalid, missing, malformed, unavailable (key source down: 503).",
+            ("upstream", "outcome"),
+            registry=registry,
+        )
+        self.jwks_fetches = Counter(
+            "mcp_gateway_jwks_fetches_total",
+            "JWKS fetches by authorization server and outcome (ok, error).",
+            ("server", "outcome"),
+            registry=registry,
+        )
         self._request_children: dict[tuple[str, str, int], Counter] = {}
 
     def count_request(self, upstream: str, method: str, status: int) -> None:

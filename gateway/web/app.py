@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from gateway.auth.authenticator import HttpSessionHolder, RouteAuthenticator, TrustedServer
+from gateway.auth.token_cache import TokenCache
 from gateway.config.model import GatewayConfig
 from gateway.errors import MethodNotAllowedError
 from gateway.observability.metrics import GatewayMetrics
 from gateway.web import health
 from gateway.web.forward import forward
-from gateway.web.keys import CONFIG_KEY, CONTEXT_KEY, METRICS_KEY, ROUTES_KEY
+from gateway.web.keys import CONFIG_KEY, CONTEXT_KEY, HTTP_KEY, METRICS_KEY, ROUTES_KEY
 from gateway.web.middleware import error_middleware, request_context_middleware
 from gateway.web.pipeline import Step, build_steps
+from gateway.web.resource_metadata import metadata_document, metadata_handler, metadata_path
 from gateway.web.route import UpstreamRoute
 
 MCP_METHODS = ("DELETE", "GET", "POST")
+TOKEN_OUTCOMES = ("valid", "cached", "invalid", "missing", "malformed", "unavailable")
 
 
 class McpEndpoint:
@@ -42,24 +47,93 @@ def create_app(
     """Build the gateway application for a validated config.
 
     Middlewares, outermost first: request context (id, access line, metrics), then error
-    mapping. MCP routes then run `build_steps(...)` and `forward`.
+    mapping. MCP routes then run `build_steps(...)` (authentication first) and `forward`.
     """
     app = web.Application(middlewares=[request_context_middleware, error_middleware])
     metrics = GatewayMetrics(registry if registry is not None else CollectorRegistry())
     app[CONFIG_KEY] = config
     app[METRICS_KEY] = metrics
-    routes = tuple(UpstreamRoute(upstream, metrics) for upstream in config.upstreams)
-    app[ROUTES_KEY] = routes
+    http = HttpSessionHolder()
+    app[HTTP_KEY] = http
+    servers = _trusted_servers(config, http, metrics)
+    resource_server = config.auth.resource_server
+    cache = TokenCache(resource_server.token_cache_size if resource_server else 0)
+    public_base = config.public_base()
+
+    routes = []
+    for upstream in config.upstreams:
+        trusted = [
+            servers[name]
+            for name in (upstream.authorization_servers or list(servers))
+            if not upstream.allow_anonymous
+        ]
+        authenticator = None
+        if trusted:
+            assert resource_server is not None
+            authenticator = RouteAuthenticator(
+                resource=public_base + upstream.route,
+                metadata_url=public_base + metadata_path(upstream.route),
+                scopes=upstream.scopes,
+                servers=trusted,
+                settings=resource_server,
+                cache=cache,
+                on_outcome=_outcome_counter(metrics, upstream.name),
+            )
+            document = metadata_document(
+                resource=public_base + upstream.route,
+                issuers=[server.issuer for server in trusted],
+                scopes=upstream.scopes,
+                name=upstream.resource_name or upstream.name,
+            )
+            app.router.add_get(
+                metadata_path(upstream.route), metadata_handler(document), allow_head=False
+            )
+        routes.append(
+            UpstreamRoute(upstream, metrics, public_base=public_base, authenticator=authenticator)
+        )
+    app[ROUTES_KEY] = tuple(routes)
+    app.cleanup_ctx.append(_outbound_http)
     app.cleanup_ctx.append(_close_pools)
 
-    steps = build_steps(config.server.max_request_bytes)
     for route in routes:
+        steps = build_steps(config.server.max_request_bytes, route.authenticator)
         app.router.add_route("*", route.config.route, McpEndpoint(route, steps).handle)
     app.router.add_get("/healthz", health.healthz, allow_head=False)
     app.router.add_get("/readyz", health.readyz, allow_head=False)
     if config.server.metrics_port is None:
         app.router.add_get("/metrics", health.metrics, allow_head=False)
     return app
+
+
+def _trusted_servers(
+    config: GatewayConfig, http: HttpSessionHolder, metrics: GatewayMetrics
+) -> dict[str, TrustedServer]:
+    settings = config.auth.resource_server
+    if settings is None:
+        return {}
+
+    def count_fetch(server: str, outcome: str) -> None:
+        metrics.jwks_fetches.labels(server, outcome).inc()
+
+    return {
+        server.name: TrustedServer(server, settings, http, count_fetch)
+        for server in settings.authorization_servers
+    }
+
+
+def _outcome_counter(metrics: GatewayMetrics, upstream: str) -> Callable[[str], None]:
+    children = {
+        outcome: metrics.token_validations.labels(upstream, outcome) for outcome in TOKEN_OUTCOMES
+    }
+    return lambda outcome: children[outcome].inc()
+
+
+async def _outbound_http(app: web.Application) -> AsyncIterator[None]:
+    """One long-lived client session for key sources and introspection (not for upstreams)."""
+    async with aiohttp.ClientSession() as session:
+        app[HTTP_KEY].session = session
+        yield
+        app[HTTP_KEY].session = None
 
 
 def create_metrics_app(metrics: GatewayMetrics) -> web.Application:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.auth.challenge import bearer_challenge
 from gateway.errors import GatewayError, MethodNotAllowedError
 from gateway.jsonrpc import JsonRpcId, error_body
 
@@ -17,6 +18,10 @@ def render_error(error: GatewayError, rpc_id: JsonRpcId = None) -> web.Response:
     headers = {"Cache-Control": "no-store"}
     if isinstance(error, MethodNotAllowedError):
         headers["Allow"] = ", ".join(error.allowed)
+    if error.challenge is not None:
+        headers["WWW-Authenticate"] = bearer_challenge(error.challenge)
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
     return web.Response(
         status=error.status,
         body=error_body(

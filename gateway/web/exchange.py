@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.auth.principal import Principal
 from gateway.jsonrpc import JsonRpcId, JsonRpcMessage
 
 
@@ -16,6 +17,7 @@ class RequestContext:
     upstream: str = "none"
     body: bytes = b""
     message: JsonRpcMessage | None = None
+    principal: Principal | None = None
     upstream_status: int | None = None
     response_started: float | None = None
 

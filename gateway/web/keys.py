@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.auth.authenticator import HttpSessionHolder
 from gateway.config.model import GatewayConfig
 from gateway.observability.metrics import GatewayMetrics
 from gateway.web.exchange import RequestContext
@@ -13,3 +14,4 @@ CONFIG_KEY = web.AppKey("config", GatewayConfig)
 METRICS_KEY = web.AppKey("metrics", GatewayMetrics)
 ROUTES_KEY = web.AppKey("routes", tuple[UpstreamRoute, ...])
 CONTEXT_KEY = web.RequestKey("context", RequestContext)
+HTTP_KEY = web.AppKey("outbound_http", HttpSessionHolder)

@@ -54,6 +54,8 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
             method=request.method,
             path=request.rel_url.raw_path[:MAX_LOGGED_PATH],
             upstream=context.upstream,
+            sub=principal.subject if (principal := context.principal) else None,
+            client_id=principal.client_id if principal else None,
             rpc_method=context.rpc_method,
             status=status,
             upstream_status=context.upstream_status,

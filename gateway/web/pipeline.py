@@ -1,8 +1,8 @@
 """The named steps every MCP request passes before it is forwarded.
 
 Order (see `build_steps`): authenticate -> bind session -> read body -> inspect JSON-RPC ->
-decide policy. Authentication, session binding and policy arrive in later versions; each is a
-`Step` that reads and fills the `RequestContext` or raises a `GatewayError`.
+decide policy. Session binding and policy arrive in later versions; each is a `Step` that reads
+and fills the `RequestContext` or raises a `GatewayError`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from gateway.auth.authenticator import RouteAuthenticator
 from gateway.errors import BodyTooLargeError, ParseError, RequestError
 from gateway.jsonrpc import MessageError, parse_message
 from gateway.web.keys import CONTEXT_KEY
@@ -18,8 +19,16 @@ from gateway.web.keys import CONTEXT_KEY
 Step = Callable[[web.Request], Awaitable[None]]
 
 
-def build_steps(max_request_bytes: int) -> tuple[Step, ...]:
-    """The pipeline for MCP routes, assembled once at start-up."""
+def build_steps(
+    max_request_bytes: int, authenticator: RouteAuthenticator | None
+) -> tuple[Step, ...]:
+    """The pipeline for one MCP route, assembled once at start-up."""
+
+    async def authenticate(request: web.Request) -> None:
+        """Every request carries and passes its own token (RFC 6750 section 2.1 header only)."""
+        assert authenticator is not None
+        authorization = request.headers.getall("Authorization", ())
+        request[CONTEXT_KEY].principal = await authenticator.authenticate(authorization)
 
     async def read_body(request: web.Request) -> None:
         """Read a POST body, enforcing the size limit as it streams in (413), not only by
@@ -39,7 +48,8 @@ def build_steps(max_request_bytes: int) -> tuple[Step, ...]:
             chunks.append(chunk)
         request[CONTEXT_KEY].body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    return (read_body, inspect_message)
+    steps: tuple[Step, ...] = (read_body, inspect_message)
+    return steps if authenticator is None else (authenticate, *steps)
 
 
 async def inspect_message(request: web.Request) -> None:

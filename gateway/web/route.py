@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from gateway.auth.authenticator import RouteAuthenticator
 from gateway.config.model import Upstream
 from gateway.observability.metrics import GatewayMetrics
 from gateway.proxy.headers import RequestHeadBuilder
@@ -15,9 +16,19 @@ UPSTREAM_ERROR_KINDS = ("connect", "timeout", "closed", "protocol", "stream")
 class UpstreamRoute:
     """Everything the hot path needs about one upstream, resolved once at start-up."""
 
-    def __init__(self, config: Upstream, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self,
+        config: Upstream,
+        metrics: GatewayMetrics,
+        *,
+        public_base: str,
+        authenticator: RouteAuthenticator | None = None,
+    ) -> None:
         self.config = config
         self.name = config.name
+        self.resource = public_base + config.route
+        """The route's canonical URL: its RFC 8707 resource indicator and RFC 9728 `resource`."""
+        self.authenticator = authenticator
         self.response_timeout = config.timeouts.response
         self.pool = UpstreamPool(
             str(config.url),

@@ -39,12 +39,17 @@ async def start_gateway(
     """
     app = app if app is not None else create_app(config)
     server = config.server
+    resource_server = config.auth.resource_server
+    max_token = resource_server.max_token_bytes if resource_server else 0
     runners = [
         web.AppRunner(
             app,
             access_log=None,
             handler_cancellation=True,
             shutdown_timeout=server.shutdown_timeout,
+            # Room for the largest accepted token, so an oversized one gets the gateway's own
+            # 401 invalid_token rather than the HTTP parser's 400.
+            max_field_size=max(8190, 2 * max_token + 1024),
         )
     ]
     if server.metrics_port is not None:

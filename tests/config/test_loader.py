@@ -14,7 +14,16 @@ from gateway.config.schema import render_schema
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL = """
 upstreams:
-  - {name: files, route: /files/mcp, url: "http://127.0.0.1:3001/mcp"}
+  - {name: files, route: /files/mcp, url: "http://127.0.0.1:3001/mcp", allow_anonymous: true}
+"""
+AUTH = """
+server: {public_url: "https://mcp.example.com"}
+auth:
+  resource_server:
+    authorization_servers:
+      - {name: corp, issuer: "https://idp.example.com"}
+upstreams:
+  - {name: files, route: /files/mcp, url: "http://127.0.0.1:3001/mcp", scopes: [files:read]}
 """
 
 
@@ -71,7 +80,9 @@ def test_every_problem_is_reported_with_its_path_and_line() -> None:
         ("upstreams: [\n", "(yaml) (line 2)"),
         ("server: {}\nserver: {}\n" + MINIMAL, "(yaml) (line 2): duplicate key 'server'"),
         (
-            MINIMAL + "  - {name: files, route: /files/mcp, url: 'http://127.0.0.1:1/mcp'}\n",
+            MINIMAL
+            + "  - {name: files, route: /files/mcp, url: 'http://127.0.0.1:1/mcp', "
+            + "allow_anonymous: true}\n",
             "two upstreams have name 'files'; two upstreams have route '/files/mcp'",
         ),
         (
@@ -161,5 +172,43 @@ def test_committed_schema_is_current() -> None:
 @pytest.mark.parametrize("path", sorted((REPO / "config").glob("*.yaml")), ids=lambda p: p.name)
 def test_example_configs_are_valid(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FILES_API_KEY", "example")
+    monkeypatch.setenv("INTROSPECTION_SECRET", "example")
     config = load_config(path)
     assert config.upstreams
+
+
+def test_routes_require_tokens_unless_they_opt_out() -> None:
+    problems = problems_of(MINIMAL.replace(", allow_anonymous: true", ""))
+    assert problems == [
+        "(top level): upstream 'files' requires tokens but auth.resource_server is not "
+        "configured (or set allow_anonymous: true on it)"
+    ]
+
+
+def test_auth_config_keeps_the_issuer_exact() -> None:
+    config = parse_config(AUTH, env={})
+    assert config.auth.resource_server is not None
+    [server] = config.auth.resource_server.authorization_servers
+    assert server.issuer == "https://idp.example.com"  # no trailing slash added
+    assert "HS256" not in server.algorithms
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (('server: {public_url: "https://mcp.example.com"}\n', ""), "public_url is required"),
+        (("scopes: [files:read]", "authorization_servers: [other]"), "names unknown servers"),
+        (('issuer: "https://idp.example.com"', "issuer: idp.example.com"), "http or https URL"),
+        (
+            ('issuer: "https://idp.example.com"', "issuer: x, algorithms: [HS256]"),
+            "only asymmetric algorithms",
+        ),
+        (("scopes: [files:read]", "scopes: [offline_access]"), "never a route's baseline"),
+    ],
+    ids=["no-public-url", "unknown-server", "issuer-not-url", "hmac-algorithm", "offline-access"],
+)
+def test_invalid_auth_configs(change: tuple[str, str], expected: str) -> None:
+    old, new = change
+    assert old in AUTH
+    problems = problems_of(AUTH.replace(old, new))
+    assert any(expected in p for p in problems), problems

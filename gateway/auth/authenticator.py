@@ -1,0 +1,213 @@
+"""Authenticating a request on a route: from the Authorization header to a `Principal`.
+
+Order of work, cheapest first: header syntax -> verified-token cache -> issuer lookup ->
+JWT signature and claims (or RFC 7662 introspection) -> cache. Every refusal raises a
+`GatewayError` carrying this route's Bearer challenge; an unreachable key source raises
+`AuthUnavailableError` (503), never a pass.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import aiohttp
+
+from gateway.auth.bearer import BearerHeaderError, BearerTokenSyntaxError, bearer_token
+from gateway.auth.claims import ClaimsError, check_claims
+from gateway.auth.fetch import FetchError, fetch_json
+from gateway.auth.introspection import introspect
+from gateway.auth.jwks import JwksCache, KeysUnavailableError
+from gateway.auth.jwt import (
+    TokenError,
+    UnverifiedJwt,
+    check_header,
+    looks_like_jwt,
+    parse_jwt,
+    verify_signature,
+)
+from gateway.auth.metadata import discover
+from gateway.auth.principal import Principal
+from gateway.auth.token_cache import TokenCache
+from gateway.config.model import AuthorizationServer, ResourceServer
+from gateway.errors import (
+    AuthenticationError,
+    AuthUnavailableError,
+    InvalidAuthorizationHeaderError,
+    InvalidTokenError,
+)
+
+INTROSPECTION_DEFAULT_TTL = 60.0
+"""Seconds an active introspection result without `exp` is trusted before asking again."""
+
+
+class HttpSessionHolder:
+    """The outbound HTTP session, created when the app starts (it needs a running loop)."""
+
+    session: aiohttp.ClientSession | None = None
+
+    def get(self) -> aiohttp.ClientSession:
+        if self.session is None:
+            raise AuthUnavailableError("outbound HTTP session is not running")
+        return self.session
+
+
+class TrustedServer:
+    """One configured authorization server and its key source (shared by every route)."""
+
+    def __init__(
+        self,
+        config: AuthorizationServer,
+        settings: ResourceServer,
+        http: HttpSessionHolder,
+        on_jwks_fetch: Callable[[str, str], None],
+    ) -> None:
+        self.config = config
+        self.issuer = config.issuer
+        self.algorithms = frozenset(config.algorithms)
+        self._http = http
+        self._within = settings.fetch_timeout
+        self.jwks = JwksCache(
+            self._fetch_jwks,
+            cache_ttl=settings.jwks_cache_ttl,
+            cooldown=settings.jwks_refetch_cooldown,
+            on_fetch=lambda outcome: on_jwks_fetch(config.name, outcome),
+        )
+
+    async def _fetch_jwks(self) -> dict[str, object]:
+        session = self._http.get()
+        jwks_uri = self.config.jwks_uri
+        if jwks_uri is None:
+            metadata = await discover(session, self.issuer, within=self._within)
+            found = metadata.get("jwks_uri")
+            if not isinstance(found, str):
+                raise FetchError("metadata has no jwks_uri")
+            jwks_uri = found
+        return await fetch_json(session, "GET", jwks_uri, within=self._within)
+
+    async def introspect(self, token: str) -> dict[str, object]:
+        assert self.config.introspection is not None
+        try:
+            return await introspect(
+                self._http.get(), self.config.introspection, token, within=self._within
+            )
+        except FetchError as exc:
+            raise AuthUnavailableError(f"introspection failed: {exc}") from None
+
+
+class RouteAuthenticator:
+    """Validates bearer tokens for one route (one resource URL)."""
+
+    def __init__(
+        self,
+        *,
+        resource: str,
+        metadata_url: str,
+        scopes: Sequence[str],
+        servers: Sequence[TrustedServer],
+        settings: ResourceServer,
+        cache: TokenCache,
+        on_outcome: Callable[[str], None],
+    ) -> None:
+        self.resource = resource
+        self._servers = {server.issuer: server for server in servers}
+        self._introspecting = [s for s in servers if s.config.introspection is not None]
+        self._leeway = settings.leeway
+        self._max_token = settings.max_token_bytes
+        self._cache = cache
+        self._on_outcome = on_outcome
+        self.challenge: dict[str, str] = {"resource_metadata": metadata_url}
+        if scopes:
+            self.challenge["scope"] = " ".join(scopes)
+        self._invalid_challenge = self.challenge | {
+            "error": "invalid_token",
+            "error_description": "The access token is missing, invalid, expired or not issued "
+            "for this resource",
+        }
+
+    async def authenticate(self, authorization: Sequence[str]) -> Principal:
+        """The principal for the request's Authorization header values, or a GatewayError."""
+        try:
+            token = bearer_token(authorization, self._max_token)
+        except BearerHeaderError:
+            self._on_outcome("malformed")
+            raise InvalidAuthorizationHeaderError(
+                "duplicate Authorization headers",
+                challenge=self.challenge
+                | {"error": "invalid_request", "error_description": "One Authorization header"},
+            ) from None
+        except BearerTokenSyntaxError:
+            self._on_outcome("invalid")
+            raise InvalidTokenError("token syntax", challenge=self._invalid_challenge) from None
+        if token is None:
+            self._on_outcome("missing")
+            raise AuthenticationError("no token", challenge=self.challenge)
+        now = time.time()
+        principal = self._cache.get(self.resource, token, now)
+        if principal is not None:
+            self._on_outcome("cached")
+            return principal
+        try:
+            principal = await self._validate(token, now)
+        except (TokenError, ClaimsError) as exc:
+            self._on_outcome("invalid")
+            raise InvalidTokenError(exc.reason, challenge=self._invalid_challenge) from None
+        except AuthUnavailableError:
+            self._on_outcome("unavailable")
+            raise
+        self._on_outcome("valid")
+        self._cache.put(self.resource, token, principal)
+        return principal
+
+    async def _validate(self, token: str, now: float) -> Principal:
+        if not looks_like_jwt(token):
+            return await self._introspect(token, now)
+        jwt = parse_jwt(token)
+        server = self._servers.get(jwt.claims.get("iss"))  # type: ignore[arg-type]
+        if server is None:
+            raise TokenError("unknown_issuer")
+        if server.config.introspection is not None:
+            return await self._introspect(token, now, only=server)
+        check_header(jwt, algorithms=server.algorithms, require_at_jwt=server.config.require_at_jwt)
+        await self._verify(server, jwt)
+        return check_claims(
+            jwt.claims, issuer=server.issuer, resource=self.resource, now=now, leeway=self._leeway
+        )
+
+    async def _verify(self, server: TrustedServer, jwt: UnverifiedJwt) -> None:
+        try:
+            keys = await server.jwks.keys_for(jwt.kid)
+        except KeysUnavailableError as exc:
+            raise AuthUnavailableError(f"keys of {server.config.name}: {exc}") from None
+        if not keys:
+            raise TokenError("unknown_kid")
+        failure = TokenError("bad_signature")
+        for key in keys:
+            try:
+                verify_signature(jwt, key)
+            except TokenError as exc:
+                failure = exc
+                continue
+            return
+        raise failure
+
+    async def _introspect(
+        self, token: str, now: float, only: TrustedServer | None = None
+    ) -> Principal:
+        servers = [only] if only is not None else self._introspecting
+        if not servers:
+            raise TokenError("malformed")
+        for server in servers:
+            answer = await server.introspect(token)
+            if answer.get("active") is not True:
+                continue
+            claims = {"iss": server.issuer} | answer  # `iss` is optional in the response
+            return check_claims(
+                claims,
+                issuer=server.issuer,
+                resource=self.resource,
+                now=now,
+                leeway=self._leeway,
+                default_expiry=now + INTROSPECTION_DEFAULT_TTL,
+            )
+        raise TokenError("inactive")

@@ -1,0 +1,55 @@
+"""Fetching JSON documents from an authorization server: bounded, no redirects, strict."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+MAX_DOCUMENT_BYTES = 512 * 1024
+
+
+class FetchError(Exception):
+    """The document could not be had: network failure, timeout, bad status or not JSON."""
+
+
+async def fetch_json(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    within: float,
+    form: Mapping[str, str] | None = None,
+    authorization: str | None = None,
+) -> dict[str, Any]:
+    """GET or POST `url` and return its JSON object body.
+
+    Redirects are not followed (a configured endpoint that redirects is misconfigured, and
+    following would let it point the gateway anywhere); bodies over 512 KiB are refused.
+    """
+    try:
+        async with session.request(
+            method,
+            url,
+            data=dict(form) if form is not None else None,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=within),
+            headers={"Accept": "application/json"}
+            | ({"Authorization": authorization} if authorization else {}),
+        ) as response:
+            if response.status != 200:
+                raise FetchError(f"HTTP {response.status}")
+            body = await response.content.read(MAX_DOCUMENT_BYTES + 1)
+            if len(body) > MAX_DOCUMENT_BYTES:
+                raise FetchError("document too large")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise FetchError(type(exc).__name__) from None
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise FetchError("not JSON") from None
+    if not isinstance(document, dict):
+        raise FetchError("not a JSON object")
+    return document

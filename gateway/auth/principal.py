@@ -1,0 +1,20 @@
+"""Who is calling: the identity a validated access token stands for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller, as (issuer, subject, client_id) plus the scopes the token grants.
+
+    `subject` or `client_id` may be None when the token does not carry them; code that binds
+    state to a principal compares all three, so a missing `sub` never widens a binding.
+    """
+
+    issuer: str
+    subject: str | None
+    client_id: str | None
+    scopes: frozenset[str]
+    expires_at: float
