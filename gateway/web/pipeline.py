@@ -12,11 +12,13 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from gateway.auth.authenticator import RouteAuthenticator
-from gateway.errors import BodyTooLargeError, ParseError, RequestError
+from gateway.errors import BodyTooLargeError, GatewayError, ParseError, RequestError
 from gateway.jsonrpc import MessageError, parse_message
+from gateway.observability.logging import get_logger
 from gateway.web.keys import CONTEXT_KEY
 
 Step = Callable[[web.Request], Awaitable[None]]
+audit = get_logger("gateway.audit")
 
 
 def build_steps(
@@ -25,10 +27,24 @@ def build_steps(
     """The pipeline for one MCP route, assembled once at start-up."""
 
     async def authenticate(request: web.Request) -> None:
-        """Every request carries and passes its own token (RFC 6750 section 2.1 header only)."""
+        """Every request carries and passes its own token (RFC 6750 section 2.1 header only).
+
+        Each refusal is an audit event with its reason code; the token itself is never logged.
+        """
         assert authenticator is not None
+        context = request[CONTEXT_KEY]
         authorization = request.headers.getall("Authorization", ())
-        request[CONTEXT_KEY].principal = await authenticator.authenticate(authorization)
+        try:
+            context.principal = await authenticator.authenticate(authorization)
+        except GatewayError as error:
+            audit.info(
+                "token_rejected",
+                request_id=context.request_id,
+                upstream=context.upstream,
+                status=error.status,
+                reason=error.detail,
+            )
+            raise
 
     async def read_body(request: web.Request) -> None:
         """Read a POST body, enforcing the size limit as it streams in (413), not only by

@@ -185,29 +185,33 @@ def bad_tokens(issuer: LocalIssuer, resource: str) -> dict[str, str]:
     }
 
 
-BAD_TOKEN_CASES = [
-    "alg-none",
-    "hs256-with-public-key",
-    "wrong-issuer",
-    "missing-audience",
-    "wrong-audience",
-    "audience-trailing-slash",
-    "audience-letter-case",
-    "expired",
-    "not-yet-valid",
-    "unknown-kid",
-    "tampered-payload",
-    "unknown-crit",
-    "jku-elsewhere",
-    "garbage",
-    "garbage-characters",
-    "oversized",
-]
+BAD_TOKEN_CASES = {  # case -> the reason code the audit event gives
+    "alg-none": "disallowed_alg",
+    "hs256-with-public-key": "disallowed_alg",
+    "wrong-issuer": "unknown_issuer",
+    "missing-audience": "missing_audience",
+    "wrong-audience": "wrong_audience",
+    "audience-trailing-slash": "wrong_audience",
+    "audience-letter-case": "wrong_audience",
+    "expired": "expired",
+    "not-yet-valid": "not_yet_valid",
+    "unknown-kid": "unknown_kid",
+    "tampered-payload": "bad_signature",
+    "unknown-crit": "unsupported_crit",
+    "jku-elsewhere": "bad_signature",
+    "garbage": "malformed",
+    "garbage-characters": "token syntax",
+    "oversized": "token syntax",
+}
 
 
-@pytest.mark.parametrize("case", BAD_TOKEN_CASES)
+@pytest.mark.parametrize(("case", "reason"), BAD_TOKEN_CASES.items(), ids=list(BAD_TOKEN_CASES))
 async def test_bad_tokens_get_401_and_never_reach_upstream(
-    gateway_for: GatewayFor, issuer: LocalIssuer, upstream: RecordingUpstream, case: str
+    gateway_for: GatewayFor,
+    issuer: LocalIssuer,
+    upstream: RecordingUpstream,
+    case: str,
+    reason: str,
 ) -> None:
     gw = await gateway_for()
     token = bad_tokens(issuer, gw.url("/files/mcp"))[case]
@@ -217,6 +221,10 @@ async def test_bad_tokens_get_401_and_never_reach_upstream(
     assert params["error"] == "invalid_token"
     assert params["resource_metadata"] == gw.url("/.well-known/oauth-protected-resource/files/mcp")
     assert upstream.requests == []
+    [rejection] = [
+        json.loads(entry) for entry in gateway_log().splitlines() if '"token_rejected"' in entry
+    ]
+    assert (rejection["status"], rejection["reason"]) == (401, reason)
     good = issuer.mint(issuer.claims(gw.url("/files/mcp")))
     assert (await call(gw, good))[0] == 200  # the same gateway accepts a good token
 
