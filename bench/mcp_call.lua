@@ -29,6 +29,11 @@ function init(args)
    wrk.headers["MCP-Protocol-Version"] = "2026-07-28"
    wrk.headers["Mcp-Method"] = "tools/call"
    wrk.headers["Mcp-Name"] = "echo"
+   -- Through the gateway, bench/run.py passes a valid access token for the route.
+   local authorization = os.getenv("BENCH_AUTHORIZATION")
+   if authorization ~= nil and authorization ~= "" then
+      wrk.headers["Authorization"] = authorization
+   end
 end
 
 function response(status, headers, body)

@@ -31,9 +31,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
+from joserfc import jwt
+from joserfc.jwk import KeySet, RSAKey
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 LUA = BENCH / "mcp_call.lua"
+AUTHORIZATION: dict[str, str] = {}
+"""`Authorization` header value per gateway URL (direct upstream URLs get none)."""
 VENV_BIN = Path(sys.executable).parent
 GATEWAY_CMD = f"{VENV_BIN / 'mcp-auth-gateway'} serve --config {{config}}"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -202,6 +207,8 @@ def http(url: str, body: bytes | None = None, timeout: float = 5) -> tuple[int, 
         "Mcp-Method": "tools/call",
         "Mcp-Name": "echo",
     }
+    if url in AUTHORIZATION:
+        headers["Authorization"] = AUTHORIZATION[url]
     req = urllib.request.Request(url, data=body, headers=headers if body else {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -278,8 +285,15 @@ class WrkRun:
 def run_wrk(url: str, concurrency: int, seconds: int, progress: bool) -> WrkRun:
     argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
     argv += ["-s", str(LUA), url] + (["--", "progress"] if progress else [])
+    # The token goes through the environment, not argv (which `ps` shows).
+    env = os.environ | {"BENCH_AUTHORIZATION": AUTHORIZATION.get(url, "")}
     proc = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=env,
     )
     try:
         out, err = proc.communicate(timeout=seconds + 30)
@@ -404,19 +418,61 @@ def bench_row(
         row.gateway_cpu_us_per_req = 1e6 * gw_cpu / gw_requests
 
 
-def write_gateway_config(path: Path, port: int, upstream_ports: dict[str, int]) -> None:
+def write_gateway_config(
+    path: Path, port: int, upstream_ports: dict[str, int], issuer: str
+) -> None:
     lines = [
         f'server: {{host: 127.0.0.1, port: {port}, public_url: "http://127.0.0.1:{port}"}}',
         # Production logging: one JSON access line per request, written to the gateway's log file.
         "log: {level: info, format: json}",
+        # Every route requires a token, validated against the bench's JWKS server.
+        "auth:",
+        "  resource_server:",
+        f'    authorization_servers: [{{name: bench, issuer: "{issuer}", '
+        f'jwks_uri: "{issuer}/jwks"}}]',
         "upstreams:",
     ]
     for name, up_port in upstream_ports.items():
         lines.append(
             f'  - {{name: {name}, route: /{name}/mcp, url: "http://127.0.0.1:{up_port}/mcp", '
-            "allow_anonymous: true}"
+            "scopes: [mcp:tools]}"
         )
     path.write_text("\n".join(lines) + "\n")
+
+
+def start_token_issuer(procs: Processes) -> tuple[str, RSAKey]:
+    """A signing key made now, its public JWKS served on loopback; returns (issuer, key)."""
+    key = RSAKey.generate_key(2048, parameters={"kid": "bench", "use": "sig"})
+    jwks = procs.logdir / "jwks.json"
+    jwks.write_text(json.dumps(KeySet([key]).as_dict(private=False)))
+    port = free_port()
+    procs.start(
+        "jwks",
+        [sys.executable, str(BENCH / "jwks_server.py"), "--port", str(port), "--jwks", str(jwks)],
+    )
+    issuer = f"http://127.0.0.1:{port}"
+
+    def ready() -> str | None:
+        status, _, text = http(f"{issuer}/jwks")
+        return None if status == 200 else f"/jwks {status}: {text[:200]}"
+
+    wait_ready(procs, "jwks", ready)
+    return issuer, key
+
+
+def access_token(issuer: str, key: RSAKey, resource: str) -> str:
+    """An RFC 9068 access token for `resource`, valid for the whole run."""
+    now = int(time.time())
+    claims = {
+        "iss": issuer,
+        "sub": "bench",
+        "aud": resource,
+        "client_id": "bench",
+        "scope": "mcp:tools",
+        "iat": now,
+        "exp": now + 3600,
+    }
+    return jwt.encode({"alg": "RS256", "typ": "at+jwt", "kid": "bench"}, claims, key)
 
 
 def run_benchmark(args: argparse.Namespace, procs: Processes) -> tuple[list[Row], dict[str, Any]]:
@@ -432,8 +488,9 @@ def run_benchmark(args: argparse.Namespace, procs: Processes) -> tuple[list[Row]
     gateway_info: dict[str, Any] = {"enabled": args.gateway_cmd is not None}
     if args.gateway_cmd:
         port = free_port()
+        issuer, key = start_token_issuer(procs)
         config = procs.logdir / "gateway.yaml"
-        write_gateway_config(config, port, upstream_ports)
+        write_gateway_config(config, port, upstream_ports, issuer)
         argv = shlex.split(args.gateway_cmd.replace("{config}", str(config)))
         gateway_info |= {"argv": argv, "config": config.read_text()}
         procs.start("gateway", argv)
@@ -445,7 +502,8 @@ def run_benchmark(args: argparse.Namespace, procs: Processes) -> tuple[list[Row]
 
         wait_ready(procs, "gateway", healthz)
         for up in UPSTREAMS:
-            gateway[up.name] = f"{base}/{up.name}/mcp"
+            gateway[up.name] = url = f"{base}/{up.name}/mcp"
+            AUTHORIZATION[url] = "Bearer " + access_token(issuer, key, url)
             wait_ready(procs, "gateway", partial(check_call, gateway[up.name], up), 10)
 
     rows = []
