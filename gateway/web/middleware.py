@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 
 from aiohttp import web
@@ -20,6 +21,15 @@ error_log = get_logger("gateway.error")
 CLIENT_CLOSED = 499  # nginx's code for "client closed the request", for logs and metrics only
 MAX_LOGGED_PATH = 256
 
+# Request ids correlate log lines; they carry no authority, so a random per-process prefix and a
+# counter serve (unique across replicas and restarts) without a urandom call per request.
+_ID_PREFIX = secrets.token_hex(4)
+_id_counter = itertools.count()
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_id_counter):08x}"
+
 
 @web.middleware
 async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -28,7 +38,7 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
     The line never holds the query string, headers or body: they can carry credentials.
     """
     loop = asyncio.get_running_loop()
-    context = RequestContext(request_id=secrets.token_hex(8), started=loop.time())
+    context = RequestContext(request_id=new_request_id(), started=loop.time())
     request[CONTEXT_KEY] = context
     status = 500
     try:

@@ -347,3 +347,32 @@ async def test_a_header_too_large_to_parse_is_refused_without_logging_it(
     assert status == 400
     assert upstream.requests == []
     assert token[:40] not in gateway_log()
+
+
+async def test_each_route_trusts_only_the_servers_it_names(
+    start_gateway_for: StartGateway, issuer: LocalIssuer, upstream: RecordingUpstream
+) -> None:
+    second = LocalIssuer()
+    await second.start()
+    try:
+        gw = await start_gateway_for(
+            {"name": "a", "route": "/a/mcp", "url": upstream.url, "authorization_servers": ["one"]},
+            {"name": "b", "route": "/b/mcp", "url": upstream.url, "authorization_servers": ["two"]},
+            auth={
+                "resource_server": {
+                    "authorization_servers": [
+                        issuer.auth_server("one"),
+                        second.auth_server("two"),
+                    ]
+                }
+            },
+        )
+        from_one = issuer.mint(issuer.claims(gw.url("/a/mcp")))
+        from_two = second.mint(second.claims(gw.url("/a/mcp")))
+        assert (await call(gw, from_one, path="/a/mcp"))[0] == 200
+        assert (await call(gw, from_two, path="/a/mcp"))[0] == 401
+        for_b = second.mint(second.claims(gw.url("/b/mcp")))
+        assert (await call(gw, for_b, path="/b/mcp"))[0] == 200
+    finally:
+        await second.stop()
+    assert len(upstream.requests) == 2
