@@ -163,7 +163,8 @@ class RouteAuthenticator:
         if not looks_like_jwt(token):
             return await self._introspect(token, now)
         jwt = parse_jwt(token)
-        server = self._servers.get(jwt.claims.get("iss"))  # type: ignore[arg-type]
+        iss = jwt.claims.get("iss")
+        server = self._servers.get(iss) if isinstance(iss, str) else None
         if server is None:
             raise TokenError("unknown_issuer")
         if server.config.introspection is not None:

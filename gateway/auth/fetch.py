@@ -41,9 +41,14 @@ async def fetch_json(
         ) as response:
             if response.status != 200:
                 raise FetchError(f"HTTP {response.status}")
-            body = await response.content.read(MAX_DOCUMENT_BYTES + 1)
-            if len(body) > MAX_DOCUMENT_BYTES:
-                raise FetchError("document too large")
+            chunks: list[bytes] = []
+            size = 0
+            while chunk := await response.content.readany():
+                size += len(chunk)
+                if size > MAX_DOCUMENT_BYTES:
+                    raise FetchError("document too large")
+                chunks.append(chunk)
+            body = b"".join(chunks)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise FetchError(type(exc).__name__) from None
     try:

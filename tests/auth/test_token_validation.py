@@ -167,6 +167,7 @@ def bad_tokens(issuer: LocalIssuer, resource: str) -> dict[str, str]:
             hmac_secret=issuer.key.as_pem(private=False),
         ),
         "wrong-issuer": issuer.mint(claims(resource, iss="https://evil.example")),
+        "issuer-not-a-string": issuer.mint(claims(resource, iss=[issuer.issuer])),
         "missing-audience": issuer.mint(claims(resource, aud=None)),
         "wrong-audience": issuer.mint(claims(resource, aud="http://127.0.0.1:1/other/mcp")),
         "audience-trailing-slash": issuer.mint(claims(resource, aud=resource + "/")),
@@ -189,6 +190,7 @@ BAD_TOKEN_CASES = {  # case -> the reason code the audit event gives
     "alg-none": "disallowed_alg",
     "hs256-with-public-key": "disallowed_alg",
     "wrong-issuer": "unknown_issuer",
+    "issuer-not-a-string": "unknown_issuer",
     "missing-audience": "missing_audience",
     "wrong-audience": "wrong_audience",
     "audience-trailing-slash": "wrong_audience",
@@ -376,3 +378,16 @@ async def test_each_route_trusts_only_the_servers_it_names(
     finally:
         await second.stop()
     assert len(upstream.requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("padding", "status"),
+    [(200_000, 200), (600_000, 503)],
+    ids=["large-jwks-read-whole", "oversized-jwks-refused"],
+)
+async def test_jwks_documents_are_read_whole_up_to_a_limit(
+    gateway_for: GatewayFor, issuer: LocalIssuer, padding: int, status: int
+) -> None:
+    issuer.jwks_padding = padding  # arrives in many chunks; the limit is 512 KiB
+    gw = await gateway_for()
+    assert (await call(gw, issuer.mint(issuer.claims(gw.url("/files/mcp")))))[0] == status

@@ -41,6 +41,8 @@ class LocalIssuer:
         self.introspection_secret = remember(secrets.token_urlsafe(24))
         self.active_tokens: dict[str, dict[str, Any]] = {}
         self.requests: list[str] = []
+        self.jwks_padding = 0
+        """Bytes of an extra top-level member in the JWKS document (to make it large)."""
         self._runner: web.AppRunner | None = None
 
     @property
@@ -135,7 +137,10 @@ class LocalIssuer:
 
     async def _jwks(self, request: web.Request) -> web.Response:
         self.requests.append("jwks")
-        return web.json_response(KeySet([self.key]).as_dict(private=False))
+        document: dict[str, Any] = dict(KeySet([self.key]).as_dict(private=False))
+        if self.jwks_padding:
+            document["x-padding"] = "x" * self.jwks_padding
+        return web.json_response(document)
 
     async def _introspect(self, request: web.Request) -> web.Response:
         self.requests.append("introspect")
