@@ -42,6 +42,16 @@ RESERVED_PREFIXES = ("/.well-known", "/healthz", "/readyz", "/metrics", "/oauth"
 PositiveSeconds = Annotated[float, Field(gt=0, le=86_400)]
 
 
+def _check_name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise ValueError("must be lowercase letters, digits, '-' or '_' (at most 63)")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+"""An identifier used in logs, metric labels and cross-references."""
+
+
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -137,7 +147,7 @@ class Introspection(SecretFileMixin, Model):
 class AuthorizationServer(Model):
     """An authorization server whose access tokens the gateway accepts."""
 
-    name: str = Field(description="Identifier that upstreams use to say they trust it.")
+    name: Name = Field(description="Identifier that upstreams use to say they trust it.")
     issuer: ExactUrl = Field(description="Its issuer identifier, compared exactly with `iss`.")
     jwks_uri: ExactUrl | None = Field(
         None,
@@ -154,13 +164,6 @@ class AuthorizationServer(Model):
     require_at_jwt: bool = Field(
         False, description="Require the RFC 9068 `typ: at+jwt` header on JWT access tokens."
     )
-
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, value: str) -> str:
-        if not _NAME.fullmatch(value):
-            raise ValueError("must be lowercase letters, digits, '-' or '_' (at most 63)")
-        return value
 
     @field_validator("algorithms")
     @classmethod
@@ -209,7 +212,7 @@ class AuthSettings(Model):
 class Upstream(SecretFileMixin, Model):
     secret_fields: ClassVar[frozenset[str]] = frozenset({"headers"})
 
-    name: str = Field(description="Short identifier, used in logs and metrics labels.")
+    name: Name = Field(description="Short identifier, used in logs and metrics labels.")
     route: str = Field(description="Path the gateway serves this upstream at, e.g. /files/mcp.")
     url: AnyHttpUrl = Field(description="The upstream's MCP endpoint (http or https).")
     headers: dict[str, SecretStr] = Field(
@@ -242,13 +245,6 @@ class Upstream(SecretFileMixin, Model):
                 raise ValueError(f"scope {scope!r} is not a valid scope token")
             if scope == "offline_access":
                 raise ValueError("offline_access is a client's choice, never a route's baseline")
-        return value
-
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, value: str) -> str:
-        if not _NAME.fullmatch(value):
-            raise ValueError("must be lowercase letters, digits, '-' or '_' (at most 63)")
         return value
 
     @field_validator("route")

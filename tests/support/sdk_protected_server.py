@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
-from .processes import HttpServerProcess, ManagedProcess, free_port
+from .processes import HttpServerProcess, free_port
+from .sdk_server import python_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER_SCRIPT = REPO_ROOT / "tests" / "servers" / "sdk_protected_server.py"
@@ -28,19 +27,11 @@ def sdk_protected_server(
     protected resource metadata.
     """
     port = free_port() if port is None else port
-    argv = [sys.executable, str(SERVER_SCRIPT), "--port", str(port), "--issuer", issuer]
+    args = ["--issuer", issuer]
     for scope in required_scopes:
-        argv += ["--required-scope", scope]
+        args += ["--required-scope", scope]
     if json_response:
-        argv.append("--json-response")
-    env = {key: value for key, value in os.environ.items() if key in {"PATH", "LANG", "LC_ALL"}}
-    env["PYTHONUNBUFFERED"] = "1"
-    process = ManagedProcess(
-        argv,
-        env=env,
-        cwd=REPO_ROOT,
-        ready_url=f"http://127.0.0.1:{port}/healthz",
-        ready_timeout=ready_timeout,
-        name="sdk-protected-server",
+        args.append("--json-response")
+    return python_server(
+        SERVER_SCRIPT, port, args, name="sdk-protected-server", ready_timeout=ready_timeout
     )
-    return HttpServerProcess(process, port=port)

@@ -30,9 +30,17 @@ def sdk_server(
     MCP endpoint, ``http://127.0.0.1:PORT/mcp``.
     """
     port = free_port() if port is None else port
-    argv = [sys.executable, str(SERVER_SCRIPT), "--port", str(port)]
-    if json_response:
-        argv.append("--json-response")
+    args = ["--json-response"] if json_response else []
+    name = "sdk-server-json" if json_response else "sdk-server-sse"
+    return python_server(SERVER_SCRIPT, port, args, name=name, ready_timeout=ready_timeout)
+
+
+def python_server(
+    script: Path, port: int, args: list[str], *, name: str, ready_timeout: float
+) -> HttpServerProcess:
+    """An unstarted Python MCP server script on 127.0.0.1:`port`, ready when /healthz answers,
+    run with a minimal environment (nothing secret from ours)."""
+    argv = [sys.executable, str(script), "--port", str(port), *args]
     env = {key: value for key, value in os.environ.items() if key in {"PATH", "LANG", "LC_ALL"}}
     env["PYTHONUNBUFFERED"] = "1"
     process = ManagedProcess(
@@ -41,7 +49,7 @@ def sdk_server(
         cwd=REPO_ROOT,
         ready_url=f"http://127.0.0.1:{port}/healthz",
         ready_timeout=ready_timeout,
-        name="sdk-server-json" if json_response else "sdk-server-sse",
+        name=name,
     )
     return HttpServerProcess(process, port=port)
 
