@@ -98,6 +98,32 @@ class InvalidTokenError(AuthenticationError):
     public_message = "Invalid access token"
 
 
+class InvalidParamsError(RequestError):
+    """A request's params are unusable, e.g. a tool name that is not a string."""
+
+    code = "invalid_params"
+    jsonrpc_code = -32602
+
+
+class InsufficientScopeError(GatewayError):
+    """The token lacks scopes this operation needs: 403 with a step-up challenge listing every
+    scope needed (RFC 6750 section 3.1; MCP 2026-07-28 Scope Challenge Handling)."""
+
+    status = 403
+    code = "insufficient_scope"
+    jsonrpc_code = -32043
+    public_message = "Insufficient scope"
+
+
+class PolicyDeniedError(GatewayError):
+    """The policy denies this operation whatever the scopes: 403 without a step-up hint."""
+
+    status = 403
+    code = "forbidden"
+    jsonrpc_code = -32044
+    public_message = "Forbidden by policy"
+
+
 class InvalidAuthorizationHeaderError(RequestError):
     """Several Authorization headers, or one that is not a well-formed Bearer credential."""
 

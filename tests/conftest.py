@@ -89,6 +89,7 @@ async def start_gateway_for() -> AsyncIterator[StartGateway]:
         *upstreams: dict[str, Any],
         server: dict[str, Any] | None = None,
         auth: dict[str, Any] | None = None,
+        scopes: dict[str, Any] | None = None,
     ) -> Gateway:
         port = free_port()
         if auth is None:
@@ -102,6 +103,7 @@ async def start_gateway_for() -> AsyncIterator[StartGateway]:
             },
             log={"level": "debug", "format": "json"},
             auth=auth or {},
+            scopes=scopes or {},
             upstreams=list(upstreams),
         )
         running = await start_gateway(config, create_app(config, registry=CollectorRegistry()))

@@ -32,6 +32,8 @@ from pydantic_settings import (
 )
 
 from gateway.config.secrets import SecretFileMixin
+from gateway.policy.patterns import Pattern, is_pattern, overlap
+from gateway.policy.scopes import ScopeCycleError, ScopeImplications
 
 _TOKEN_CHARS = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 section 5.6.2
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]+$")  # RFC 6749 section 3.3
@@ -209,6 +211,81 @@ class AuthSettings(Model):
     resource_server: ResourceServer | None = None
 
 
+def _check_scope_list(scopes: list[str]) -> list[str]:
+    for scope in scopes:
+        if not _SCOPE_TOKEN.fullmatch(scope):
+            raise ValueError(f"scope {scope!r} is not a valid scope token")
+    return scopes
+
+
+ScopeList = Annotated[list[str], AfterValidator(_check_scope_list)]
+Requirement = ScopeList | Literal["deny"]
+
+
+class DefaultRule(Model):
+    scopes: ScopeList
+
+
+class Policy(Model):
+    """Which scopes each tool, resource (by URI) and prompt needs on this route.
+
+    Keys are exact names or patterns (`*` any run of characters, `?` one character); values
+    are the scopes required (all of them; `[]`: any authenticated caller) or `deny`. An exact
+    name beats every pattern; among patterns, more literal characters win; patterns that tie
+    and can match the same name are refused. Anything unlisted falls to `default`.
+    """
+
+    default: DefaultRule | Literal["deny"] | None = Field(
+        None, description="Rule for names no entry matches. Default: the route's `scopes`."
+    )
+    tools: dict[str, Requirement] = Field(default_factory=dict)
+    resources: dict[str, Requirement] = Field(default_factory=dict)
+    prompts: dict[str, Requirement] = Field(default_factory=dict)
+    hide_unauthorized: bool = Field(
+        True, description="Lists (tools/list, ...) show only what the caller may use."
+    )
+
+    @model_validator(mode="after")
+    def _patterns_are_unambiguous(self) -> Policy:
+        problems = []
+        for kind in ("tools", "resources", "prompts"):
+            names = list(getattr(self, kind))
+            if any(not name for name in names):
+                problems.append(f"{kind}: empty names are not allowed")
+            patterns = [Pattern(n) for n in names if n and is_pattern(n)]
+            for i, a in enumerate(patterns):
+                for b in patterns[i + 1 :]:
+                    if a.specificity == b.specificity and overlap(a.text, b.text):
+                        problems.append(
+                            f"{kind}: patterns {a.text!r} and {b.text!r} are equally specific "
+                            "and can match the same name; list that name exactly or make one "
+                            "pattern more specific"
+                        )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def default_requirement(self) -> Requirement | None:
+        if isinstance(self.default, DefaultRule):
+            return self.default.scopes
+        return self.default
+
+
+class ScopeSettings(Model):
+    implies: dict[str, ScopeList] = Field(
+        default_factory=dict,
+        description="Scope implication, e.g. files:admin: [files:write]; transitive, no cycles.",
+    )
+
+    @model_validator(mode="after")
+    def _no_cycles(self) -> ScopeSettings:
+        try:
+            ScopeImplications(self.implies)
+        except ScopeCycleError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
 class Upstream(SecretFileMixin, Model):
     secret_fields: ClassVar[frozenset[str]] = frozenset({"headers"})
 
@@ -236,6 +313,7 @@ class Upstream(SecretFileMixin, Model):
         description="Serve this route WITHOUT authentication. Only for trusted networks and "
         "demos: every client may then call every tool.",
     )
+    policy: Policy = Field(default_factory=Policy)
 
     @field_validator("scopes")
     @classmethod
@@ -307,6 +385,7 @@ class GatewayConfig(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    scopes: ScopeSettings = Field(default_factory=ScopeSettings)
     upstreams: list[Upstream] = Field(min_length=1)
 
     @classmethod

@@ -68,6 +68,18 @@ class GatewayMetrics:
             ("server", "outcome"),
             registry=registry,
         )
+        self.decisions = Counter(
+            "mcp_gateway_decisions_total",
+            "Policy decisions by upstream route and decision (allow, insufficient_scope, deny).",
+            ("upstream", "decision"),
+            registry=registry,
+        )
+        self.policy_reloads = Counter(
+            "mcp_gateway_policy_reloads_total",
+            "Policy reloads by outcome (ok, invalid: the old policy stays in force).",
+            ("outcome",),
+            registry=registry,
+        )
         self._request_children: dict[tuple[str, str, int], Counter] = {}
 
     def count_request(self, upstream: str, method: str, status: int) -> None:

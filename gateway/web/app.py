@@ -13,9 +13,17 @@ from gateway.auth.token_cache import TokenCache
 from gateway.config.model import GatewayConfig
 from gateway.errors import MethodNotAllowedError
 from gateway.observability.metrics import GatewayMetrics
+from gateway.policy.compiled import PolicyStore, compile_policies
 from gateway.web import health
 from gateway.web.forward import forward
-from gateway.web.keys import CONFIG_KEY, CONTEXT_KEY, HTTP_KEY, METRICS_KEY, ROUTES_KEY
+from gateway.web.keys import (
+    CONFIG_KEY,
+    CONTEXT_KEY,
+    HTTP_KEY,
+    METRICS_KEY,
+    POLICIES_KEY,
+    ROUTES_KEY,
+)
 from gateway.web.middleware import error_middleware, request_context_middleware
 from gateway.web.pipeline import Step, build_steps
 from gateway.web.resource_metadata import metadata_document, metadata_handler, metadata_path
@@ -95,8 +103,16 @@ def create_app(
     app.cleanup_ctx.append(_outbound_http)
     app.cleanup_ctx.append(_close_pools)
 
+    policies = PolicyStore(compile_policies(config))
+    app[POLICIES_KEY] = policies
     for route in routes:
-        steps = build_steps(config.server.max_request_bytes, route.authenticator)
+        steps = build_steps(
+            config.server.max_request_bytes,
+            route.authenticator,
+            policies,
+            route.name,
+            _decision_counter(metrics, route.name),
+        )
         app.router.add_route("*", route.config.route, McpEndpoint(route, steps).handle)
     app.router.add_get("/healthz", health.healthz, allow_head=False)
     app.router.add_get("/readyz", health.readyz, allow_head=False)
@@ -119,6 +135,14 @@ def _trusted_servers(
         server.name: TrustedServer(server, settings, http, count_fetch)
         for server in settings.authorization_servers
     }
+
+
+def _decision_counter(metrics: GatewayMetrics, upstream: str) -> Callable[[str], None]:
+    children = {
+        outcome: metrics.decisions.labels(upstream, outcome)
+        for outcome in ("allow", "insufficient_scope", "deny")
+    }
+    return lambda outcome: children[outcome].inc()
 
 
 def _outcome_counter(metrics: GatewayMetrics, upstream: str) -> Callable[[str], None]:

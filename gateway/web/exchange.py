@@ -18,6 +18,9 @@ class RequestContext:
     body: bytes = b""
     message: JsonRpcMessage | None = None
     principal: Principal | None = None
+    call_name: str | None = None
+    """The tool name, prompt name or resource URI the request acts on, if any."""
+    decision: str | None = None
     upstream_status: int | None = None
     response_started: float | None = None
 

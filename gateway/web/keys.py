@@ -7,6 +7,7 @@ from aiohttp import web
 from gateway.auth.authenticator import HttpSessionHolder
 from gateway.config.model import GatewayConfig
 from gateway.observability.metrics import GatewayMetrics
+from gateway.policy.compiled import PolicyStore
 from gateway.web.exchange import RequestContext
 from gateway.web.route import UpstreamRoute
 
@@ -15,3 +16,4 @@ METRICS_KEY = web.AppKey("metrics", GatewayMetrics)
 ROUTES_KEY = web.AppKey("routes", tuple[UpstreamRoute, ...])
 CONTEXT_KEY = web.RequestKey("context", RequestContext)
 HTTP_KEY = web.AppKey("outbound_http", HttpSessionHolder)
+POLICIES_KEY = web.AppKey("policies", PolicyStore)

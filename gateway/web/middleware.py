@@ -67,6 +67,8 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
             sub=principal.subject if (principal := context.principal) else None,
             client_id=principal.client_id if principal else None,
             rpc_method=context.rpc_method,
+            name=context.call_name,
+            decision=context.decision,
             status=status,
             upstream_status=context.upstream_status,
             duration_ms=round((now - context.started) * 1000, 3),

@@ -1,8 +1,8 @@
 """The named steps every MCP request passes before it is forwarded.
 
 Order (see `build_steps`): authenticate -> bind session -> read body -> inspect JSON-RPC ->
-decide policy. Session binding and policy arrive in later versions; each is a `Step` that reads
-and fills the `RequestContext` or raises a `GatewayError`.
+decide policy. Session binding arrives in a later version; each is a `Step` that reads and fills
+the `RequestContext` or raises a `GatewayError`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,19 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from gateway.auth.authenticator import RouteAuthenticator
-from gateway.errors import BodyTooLargeError, GatewayError, ParseError, RequestError
-from gateway.jsonrpc import MessageError, parse_message
+from gateway.errors import (
+    BodyTooLargeError,
+    GatewayError,
+    InsufficientScopeError,
+    InvalidParamsError,
+    ParseError,
+    PolicyDeniedError,
+    RequestError,
+)
+from gateway.jsonrpc import JsonRpcMessage, MessageError, parse_message
 from gateway.observability.logging import get_logger
+from gateway.policy.compiled import PolicyStore
+from gateway.policy.decision import NAMED_METHODS, Allow, Deny, InsufficientScope
 from gateway.web.keys import CONTEXT_KEY
 
 Step = Callable[[web.Request], Awaitable[None]]
@@ -22,7 +32,11 @@ audit = get_logger("gateway.audit")
 
 
 def build_steps(
-    max_request_bytes: int, authenticator: RouteAuthenticator | None
+    max_request_bytes: int,
+    authenticator: RouteAuthenticator | None,
+    policies: PolicyStore | None = None,
+    route_name: str = "",
+    count_decision: Callable[[str], None] = lambda decision: None,
 ) -> tuple[Step, ...]:
     """The pipeline for one MCP route, assembled once at start-up."""
 
@@ -64,8 +78,85 @@ def build_steps(
             chunks.append(chunk)
         request[CONTEXT_KEY].body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
+    async def decide(request: web.Request) -> None:
+        """Apply the route's policy to every call in the request (decided on the parsed body).
+
+        Insufficient scope -> 403 with a challenge naming every scope needed, so the client
+        can step up; deny -> 403 without one. Nothing refused is forwarded.
+        """
+        assert authenticator is not None
+        assert policies is not None
+        context = request[CONTEXT_KEY]
+        assert context.principal is not None
+        policy = policies.current[route_name]
+        granted = context.principal.scopes
+        calls = calls_of(request.method, context.message)
+        required: set[str] = set()
+        denied = False
+        for method, name in calls:
+            decision = policy.decide(granted, method, name)
+            outcome = _OUTCOMES[type(decision)]
+            count_decision(outcome)
+            context.call_name, context.decision = name, outcome
+            if len(calls) > 1:
+                audit.info(
+                    "policy_decided",
+                    request_id=context.request_id,
+                    upstream=route_name,
+                    method=method,
+                    name=name,
+                    decision=outcome,
+                    rule=decision.rule,
+                )
+            if isinstance(decision, Deny):
+                denied = True
+            elif isinstance(decision, InsufficientScope):
+                required |= decision.required
+        if denied:
+            raise PolicyDeniedError("denied by policy")
+        if required:
+            raise InsufficientScopeError(
+                "missing scopes",
+                challenge={
+                    "error": "insufficient_scope",
+                    "scope": " ".join(sorted(required)),
+                    "resource_metadata": authenticator.challenge["resource_metadata"],
+                    "error_description": "This operation needs the scopes listed in scope",
+                },
+            )
+
     steps: tuple[Step, ...] = (read_body, inspect_message)
-    return steps if authenticator is None else (authenticate, *steps)
+    if authenticator is None:
+        return steps
+    if policies is None:
+        return (authenticate, *steps)
+    return (authenticate, *steps, decide)
+
+
+_OUTCOMES: dict[type, str] = {Allow: "allow", InsufficientScope: "insufficient_scope", Deny: "deny"}
+
+
+def calls_of(http_method: str, message: JsonRpcMessage | None) -> list[tuple[str, str | None]]:
+    """(method, name) for every JSON-RPC message in the request. A GET stream or DELETE acts on
+    the session as a whole and is decided like a method with no name (baseline scopes)."""
+    if message is None:
+        return [(http_method, None)]
+    items = message.payload if isinstance(message.payload, list) else [message.payload]
+    calls: list[tuple[str, str | None]] = []
+    for item in items:
+        method = item.get("method")
+        if not isinstance(method, str):
+            calls.append(("(response)", None))  # a reply to a server request: baseline
+            continue
+        name = None
+        if method in NAMED_METHODS:
+            params = item.get("params")
+            key = "uri" if NAMED_METHODS[method] == "resources" else "name"
+            name = params.get(key) if isinstance(params, dict) else None
+            if not isinstance(name, str) or not name:
+                raise InvalidParamsError(f"{method} without a string {key}")
+        calls.append((method, name))
+    return calls
 
 
 async def inspect_message(request: web.Request) -> None:

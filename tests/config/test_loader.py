@@ -212,3 +212,25 @@ def test_invalid_auth_configs(change: tuple[str, str], expected: str) -> None:
     assert old in AUTH
     problems = problems_of(AUTH.replace(old, new))
     assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        ('{tools: {"read_*": [a], "*_file": [b]}}', "equally specific"),
+        ('{tools: {"": [a]}}', "empty names"),
+        ("{tools: {x: [has space]}}", "not a valid scope token"),
+        ("{tools: {x: maybe}}", "Input should be 'deny'"),
+    ],
+    ids=["ambiguous-patterns", "empty-name", "bad-scope", "bad-rule"],
+)
+def test_invalid_policies(policy: str, expected: str) -> None:
+    problems = problems_of(
+        AUTH.replace("scopes: [files:read]", f"scopes: [files:read], policy: {policy}")
+    )
+    assert any(expected in p for p in problems), problems
+
+
+def test_scope_implication_cycles_are_refused() -> None:
+    problems = problems_of(AUTH + "scopes: {implies: {a: [b], b: [a]}}\n")
+    assert any("scope implication cycle: a -> b -> a" in p for p in problems), problems

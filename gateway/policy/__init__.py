@@ -1,0 +1,1 @@
+"""Authorization policy: which scopes each tool, resource and prompt needs (pure, no I/O)."""

@@ -1,0 +1,130 @@
+"""The authorization decision: (caller's scopes, MCP call) -> allow | insufficient scope | deny.
+
+Pure: no aiohttp, no I/O. `tools/call`, `prompts/get` and `resources/read|subscribe|unsubscribe`
+are decided by the called name against the route's rules (exact name, then the most specific
+pattern, then the default); every other method needs the route's baseline scopes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from gateway.policy.patterns import Pattern, is_pattern
+from gateway.policy.scopes import ScopeImplications
+
+Kind = Literal["tools", "resources", "prompts"]
+NAMED_METHODS: Mapping[str, Kind] = {
+    "tools/call": "tools",
+    "prompts/get": "prompts",
+    "resources/read": "resources",
+    "resources/subscribe": "resources",
+    "resources/unsubscribe": "resources",
+}
+DENY = "deny"
+Requirement = Sequence[str] | Literal["deny"]
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    rule: str
+
+
+@dataclass(frozen=True, slots=True)
+class InsufficientScope:
+    required: frozenset[str]
+    """Every scope the operation needs (all of them, for one step-up challenge)."""
+    rule: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    rule: str
+
+
+Decision = Allow | InsufficientScope | Deny
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    scopes: frozenset[str] | None  # None: denied whatever the scopes
+    source: str
+
+
+class _RuleTable:
+    def __init__(self, kind: Kind, rules: Mapping[str, Requirement], default: Rule) -> None:
+        self._exact: dict[str, Rule] = {}
+        patterns: list[tuple[Pattern, Rule]] = []
+        for name, requirement in rules.items():
+            rule = Rule(
+                None if requirement == DENY else frozenset(requirement), f"{kind}[{name!r}]"
+            )
+            if is_pattern(name):
+                patterns.append((Pattern(name), rule))
+            else:
+                self._exact[name] = rule
+        self._patterns = sorted(patterns, key=lambda item: -item[0].specificity)
+        self._default = default
+
+    def lookup(self, name: str) -> Rule:
+        rule = self._exact.get(name)
+        if rule is not None:
+            return rule
+        for pattern, rule in self._patterns:
+            if pattern.matches(name):
+                return rule
+        return self._default
+
+
+class RoutePolicy:
+    """One route's compiled rules."""
+
+    def __init__(
+        self,
+        *,
+        baseline: Sequence[str],
+        default: Requirement | None,
+        tools: Mapping[str, Requirement],
+        resources: Mapping[str, Requirement],
+        prompts: Mapping[str, Requirement],
+        implications: ScopeImplications,
+    ) -> None:
+        self._baseline = Rule(frozenset(baseline), "baseline scopes")
+        if default is None:
+            default_rule = Rule(frozenset(baseline), "default (baseline scopes)")
+        elif default == DENY:
+            default_rule = Rule(None, "default: deny")
+        else:
+            default_rule = Rule(frozenset(default), "default")
+        self._tables: dict[Kind, _RuleTable] = {
+            "tools": _RuleTable("tools", tools, default_rule),
+            "resources": _RuleTable("resources", resources, default_rule),
+            "prompts": _RuleTable("prompts", prompts, default_rule),
+        }
+        self._implications = implications
+
+    def rule_for(self, method: str, name: str | None) -> Rule:
+        kind = NAMED_METHODS.get(method)
+        if kind is None or name is None:
+            return self._baseline
+        return self._tables[kind].lookup(name)
+
+    def decide(self, granted: frozenset[str], method: str, name: str | None) -> Decision:
+        """Decide one call. `granted` is the token's scopes, before implication."""
+        rule = self.rule_for(method, name)
+        if rule.scopes is None:
+            return Deny(rule.source)
+        if not rule.scopes:
+            return Allow(rule.source)
+        effective = self._implications.expand(granted)
+        if rule.scopes <= effective:
+            return Allow(rule.source)
+        return InsufficientScope(rule.scopes, rule.source)
+
+    def visible(self, kind: Kind, name: str, granted: frozenset[str]) -> bool:
+        """Whether a list should show this item to a caller with `granted` scopes."""
+        rule = self._tables[kind].lookup(name)
+        if rule.scopes is None:
+            return False
+        return rule.scopes <= self._implications.expand(granted)

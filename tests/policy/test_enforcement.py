@@ -1,0 +1,158 @@
+"""Policy enforcement at the gateway: real tokens, a real upstream, nothing refused forwarded."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.conftest import Gateway, StartGateway, gateway_log
+from tests.support.http_upstream import RecordingUpstream, recording_upstream
+from tests.support.local_issuer import LocalIssuer
+
+POLICY = {
+    "tools": {"read_file": ["files:read"], "write_file": ["files:write"], "drop_db": "deny"},
+}
+
+
+async def ok(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    return web.json_response({"jsonrpc": "2.0", "id": body.get("id"), "result": {}})
+
+
+@pytest.fixture
+async def issuer() -> AsyncIterator[LocalIssuer]:
+    server = LocalIssuer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[RecordingUpstream]:
+    async with recording_upstream(ok) as recorded:
+        yield recorded
+
+
+@pytest.fixture
+async def gw(
+    start_gateway_for: StartGateway, issuer: LocalIssuer, upstream: RecordingUpstream
+) -> Gateway:
+    return await start_gateway_for(
+        {
+            "name": "files",
+            "route": "/files/mcp",
+            "url": upstream.url,
+            "scopes": ["mcp:tools"],
+            "policy": POLICY,
+        },
+        auth={"resource_server": {"authorization_servers": [issuer.auth_server()]}},
+    )
+
+
+def call_tool(name: object, rpc_id: int = 7) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": rpc_id, "method": "tools/call", "params": {"name": name}}
+
+
+async def post(
+    gw: Gateway, token: str, body: dict[str, Any]
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(gw.url("/files/mcp"), json=body, headers=headers) as resp,
+    ):
+        return resp.status, dict(resp.headers), await resp.json()
+
+
+async def test_allowed_call_is_forwarded(
+    gw: Gateway, issuer: LocalIssuer, upstream: RecordingUpstream
+) -> None:
+    token = issuer.mint(issuer.claims(gw.url("/files/mcp"), scope="files:read"))
+    status, _, _ = await post(gw, token, call_tool("read_file"))
+    assert status == 200
+    assert [json.loads(r.body)["params"]["name"] for r in upstream.requests] == ["read_file"]
+
+
+async def test_missing_scope_gets_a_step_up_challenge_and_is_not_forwarded(
+    gw: Gateway, issuer: LocalIssuer, upstream: RecordingUpstream
+) -> None:
+    token = issuer.mint(issuer.claims(gw.url("/files/mcp"), scope="files:read"))
+    status, headers, body = await post(gw, token, call_tool("write_file", rpc_id=41))
+    assert status == 403
+    challenge = headers["WWW-Authenticate"]
+    assert challenge.startswith('Bearer error="insufficient_scope", scope="files:write", ')
+    params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+    assert params["resource_metadata"] == gw.url("/.well-known/oauth-protected-resource/files/mcp")
+    assert params["error_description"]
+    assert body["id"] == 41
+    assert body["error"]["code"] == -32043
+    assert upstream.requests == []
+    line = next(
+        json.loads(entry)
+        for entry in gateway_log().splitlines()
+        if '"request_completed"' in entry and '"write_file"' in entry
+    )
+    assert (line["decision"], line["status"], line["upstream_status"]) == (
+        "insufficient_scope",
+        403,
+        None,
+    )
+
+
+async def test_broader_scope_satisfies_through_implication(
+    start_gateway_for: StartGateway, issuer: LocalIssuer, upstream: RecordingUpstream
+) -> None:
+    gw = await start_gateway_for(
+        {
+            "name": "files",
+            "route": "/files/mcp",
+            "url": upstream.url,
+            "scopes": ["mcp:tools"],
+            "policy": POLICY,
+        },
+        auth={"resource_server": {"authorization_servers": [issuer.auth_server()]}},
+        scopes={"implies": {"files:admin": ["files:write"], "files:write": ["files:read"]}},
+    )
+    token = issuer.mint(issuer.claims(gw.url("/files/mcp"), scope="files:admin"))
+    for tool in ("read_file", "write_file"):
+        assert (await post(gw, token, call_tool(tool)))[0] == 200
+    assert len(upstream.requests) == 2
+
+
+async def test_deny_entries_get_403_without_a_step_up_hint(
+    gw: Gateway, issuer: LocalIssuer, upstream: RecordingUpstream
+) -> None:
+    token = issuer.mint(issuer.claims(gw.url("/files/mcp"), scope="files:read files:write"))
+    status, headers, body = await post(gw, token, call_tool("drop_db"))
+    assert status == 403
+    assert "WWW-Authenticate" not in headers
+    assert body["error"]["code"] == -32044
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize("name", [7, None, "", ["read_file"]], ids=["int", "null", "empty", "list"])
+async def test_a_tool_name_that_is_not_a_string_is_invalid_params(
+    gw: Gateway, issuer: LocalIssuer, upstream: RecordingUpstream, name: object
+) -> None:
+    token = issuer.mint(issuer.claims(gw.url("/files/mcp")))
+    status, _, body = await post(gw, token, call_tool(name))
+    assert status == 400
+    assert body["error"]["code"] == -32602
+    assert upstream.requests == []
+
+
+async def test_decisions_are_counted(gw: Gateway, issuer: LocalIssuer) -> None:
+    token = issuer.mint(issuer.claims(gw.url("/files/mcp"), scope="mcp:tools files:read"))
+    for tool in ("read_file", "write_file", "drop_db", "other"):
+        await post(gw, token, call_tool(tool))
+    async with aiohttp.ClientSession() as http, http.get(gw.url("/metrics")) as resp:
+        metrics = await resp.text()
+    for decision, count in (("allow", 2), ("insufficient_scope", 1), ("deny", 1)):
+        line = f'mcp_gateway_decisions_total{{decision="{decision}",upstream="files"}} {count}.0'
+        assert line in metrics
