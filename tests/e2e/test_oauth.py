@@ -13,7 +13,11 @@ import aiohttp
 import pytest
 
 from tests.conftest import Gateway, StartGateway, gateway_log
-from tests.support.oauth_client import authorize_token, oauth_list_and_call
+from tests.support.oauth_client import (
+    InMemoryTokenStorage,
+    authorize_token,
+    oauth_list_and_call,
+)
 from tests.support.oidc import OidcProviderProcess, oidc_provider
 from tests.support.processes import HttpServerProcess
 from tests.support.secrets import remember
@@ -23,15 +27,26 @@ ROUTE = "/files/mcp"
 
 @pytest.fixture(scope="module")
 def provider() -> Iterator[OidcProviderProcess]:
-    with oidc_provider() as running:
+    # Registered scopes are no ceiling here, so a client can step up after registering.
+    with oidc_provider(registered_scope_ceiling=False) as running:
         yield running
 
 
 async def protected_gateway(
-    start: StartGateway, provider: OidcProviderProcess, upstream: HttpServerProcess, **extra: object
+    start: StartGateway,
+    provider: OidcProviderProcess,
+    upstream: HttpServerProcess,
+    policy: dict[str, object] | None = None,
+    **extra: object,
 ) -> Gateway:
     return await start(
-        {"name": "files", "route": ROUTE, "url": upstream.url, "scopes": ["mcp:tools"]},
+        {
+            "name": "files",
+            "route": ROUTE,
+            "url": upstream.url,
+            "scopes": ["mcp:tools"],
+            "policy": policy or {},
+        },
         auth={
             "resource_server": {
                 "authorization_servers": [
@@ -120,3 +135,41 @@ async def test_an_expired_token_is_refused(
         await asyncio.sleep(0.1)  # waiting for the token's own expiry, not for a race
     assert status == 401
     assert '"reason": "expired"' in gateway_log()
+
+
+async def test_step_up_the_sdk_client_reauthorizes_with_the_scopes_the_challenge_names(
+    start_gateway_for: StartGateway, provider: OidcProviderProcess, sdk_json: HttpServerProcess
+) -> None:
+    policy = {"tools": {"echo": ["mcp:tools"], "add": ["files:write"]}}
+    gw = await protected_gateway(start_gateway_for, provider, sdk_json, policy)
+    storage = InMemoryTokenStorage()
+
+    first, record = await oauth_list_and_call(
+        gw.url(ROUTE), "echo", {"text": "read only"}, storage=storage
+    )
+    assert first.call is not None
+    assert first.call.text == "read only"
+    assert record.access_token is not None
+    remember(record.access_token)
+    assert set(record.scope.split()) == {"mcp:tools"}
+
+    second, record = await oauth_list_and_call(
+        gw.url(ROUTE), "add", {"a": 2, "b": 3}, storage=storage
+    )
+    assert record.access_token is not None
+    remember(record.access_token)
+    if record.refresh_token:
+        remember(record.refresh_token)
+    assert second.call is not None
+    assert second.call.text == "5"
+    assert {"mcp:tools", "files:write"} <= set(record.scope.split())
+
+    adds = [
+        json.loads(entry)
+        for entry in gateway_log().splitlines()
+        if '"request_completed"' in entry and '"name": "add"' in entry
+    ]
+    assert [(a["status"], a["decision"], a["upstream_status"]) for a in adds] == [
+        (403, "insufficient_scope", None),  # refused at the gateway: the upstream never saw it
+        (200, "allow", 200),
+    ]
