@@ -13,7 +13,8 @@ from gateway import __version__
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.config.schema import render_schema
 from gateway.observability.logging import configure_logging, get_logger
-from gateway.web.keys import ROUTES_KEY
+from gateway.web.app import create_app
+from gateway.web.keys import RELOADER_KEY, ROUTES_KEY
 from gateway.web.server import start_gateway
 
 log = get_logger("gateway")
@@ -47,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_problems(error)
         return 1
     configure_logging(config.log)
-    _run(config)
+    _run(config, args.config)
     return 0
 
 
@@ -87,18 +88,21 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def _run(config: GatewayConfig) -> None:
+def _run(config: GatewayConfig, path: Path) -> None:
     with asyncio.Runner(loop_factory=_new_event_loop) as runner:
-        runner.run(_serve(config))
+        runner.run(_serve(config, path))
 
 
-async def _serve(config: GatewayConfig) -> None:
-    """Serve until SIGTERM or SIGINT, then stop accepting and let open responses finish."""
+async def _serve(config: GatewayConfig, path: Path) -> None:
+    """Serve until SIGTERM or SIGINT, then stop accepting and let open responses finish.
+    SIGHUP reloads the policies from the config file."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    running = await start_gateway(config)
+    app = create_app(config, config_path=path)
+    loop.add_signal_handler(signal.SIGHUP, app[RELOADER_KEY].trigger)
+    running = await start_gateway(config, app)
     try:
         base = config.public_base(running.port)
         log.info(

@@ -95,6 +95,13 @@ class ServerSettings(Model):
     shutdown_timeout: PositiveSeconds = Field(
         10.0, description="Seconds open streams get to finish on shutdown."
     )
+    reload_interval: float = Field(
+        2.0,
+        ge=0,
+        le=3600,
+        description="Seconds between checks of the config file for policy changes (0: only "
+        "on SIGHUP).",
+    )
 
     @field_validator("public_url")
     @classmethod

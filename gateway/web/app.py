@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -22,10 +23,12 @@ from gateway.web.keys import (
     HTTP_KEY,
     METRICS_KEY,
     POLICIES_KEY,
+    RELOADER_KEY,
     ROUTES_KEY,
 )
 from gateway.web.middleware import error_middleware, request_context_middleware
 from gateway.web.pipeline import Step, build_steps
+from gateway.web.reload import PolicyReloader, reload_context
 from gateway.web.resource_metadata import metadata_document, metadata_handler, metadata_path
 from gateway.web.route import UpstreamRoute
 
@@ -50,7 +53,10 @@ class McpEndpoint:
 
 
 def create_app(
-    config: GatewayConfig, *, registry: CollectorRegistry | None = None
+    config: GatewayConfig,
+    *,
+    registry: CollectorRegistry | None = None,
+    config_path: Path | None = None,
 ) -> web.Application:
     """Build the gateway application for a validated config.
 
@@ -105,6 +111,13 @@ def create_app(
 
     policies = PolicyStore(compile_policies(config))
     app[POLICIES_KEY] = policies
+    if config_path is not None:
+        reloader = PolicyReloader(
+            config_path, config, policies, metrics, config.server.reload_interval
+        )
+        app[RELOADER_KEY] = reloader
+        if config.server.reload_interval > 0:
+            app.cleanup_ctx.append(reload_context(reloader))
     for route in routes:
         steps = build_steps(
             config.server.max_request_bytes,

@@ -9,6 +9,7 @@ from gateway.config.model import GatewayConfig
 from gateway.observability.metrics import GatewayMetrics
 from gateway.policy.compiled import PolicyStore
 from gateway.web.exchange import RequestContext
+from gateway.web.reload import PolicyReloader
 from gateway.web.route import UpstreamRoute
 
 CONFIG_KEY = web.AppKey("config", GatewayConfig)
@@ -17,3 +18,4 @@ ROUTES_KEY = web.AppKey("routes", tuple[UpstreamRoute, ...])
 CONTEXT_KEY = web.RequestKey("context", RequestContext)
 HTTP_KEY = web.AppKey("outbound_http", HttpSessionHolder)
 POLICIES_KEY = web.AppKey("policies", PolicyStore)
+RELOADER_KEY = web.AppKey("policy_reloader", PolicyReloader)

@@ -1,0 +1,113 @@
+"""Policy hot reload: editing the config file changes decisions without a restart; an invalid
+file keeps the old policy in force."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from gateway.config import load_config
+from gateway.web.app import create_app
+from gateway.web.keys import RELOADER_KEY
+from gateway.web.server import start_gateway
+from tests.support.http_upstream import recording_upstream
+from tests.support.local_issuer import LocalIssuer
+from tests.support.processes import free_port
+
+CONFIG = """
+server:
+  host: 127.0.0.1
+  port: {port}
+  public_url: "http://127.0.0.1:{port}"
+  reload_interval: 0.05
+auth:
+  resource_server:
+    authorization_servers: [{{name: local, issuer: "{issuer}"}}]
+upstreams:
+  - name: files
+    route: /files/mcp
+    url: "{upstream}"
+    scopes: [mcp:tools]
+    policy:
+      tools: {{write_file: [{write_scope}]}}
+"""
+
+
+async def ok(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"jsonrpc": "2.0", "id": 1, "result": {}})
+
+
+@pytest.fixture
+async def issuer() -> AsyncIterator[LocalIssuer]:
+    server = LocalIssuer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[object]], expected: object, seconds: float = 10
+) -> object:
+    """Poll `probe` until it returns `expected` (or time runs out); return the last value."""
+    deadline = time.monotonic() + seconds
+    while (value := await probe()) != expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return value
+
+
+async def test_policy_file_changes_apply_without_restart_and_bad_ones_are_refused(
+    tmp_path: Path, issuer: LocalIssuer
+) -> None:
+    async with recording_upstream(ok) as upstream:
+        port = free_port()
+        path = tmp_path / "gateway.yaml"
+
+        def write(write_scope: str) -> None:
+            path.write_text(
+                CONFIG.format(
+                    port=port, issuer=issuer.issuer, upstream=upstream.url, write_scope=write_scope
+                )
+            )
+
+        write("files:write")
+        config = load_config(path)
+        app = create_app(config, registry=CollectorRegistry(), config_path=path)
+        running = await start_gateway(config, app)
+        base = f"http://127.0.0.1:{port}"
+        token = issuer.mint(issuer.claims(base + "/files/mcp", scope="mcp:tools files:read"))
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "write_file"}}
+
+        async with aiohttp.ClientSession() as http:
+
+            async def status() -> int:
+                async with http.post(
+                    base + "/files/mcp", json=body, headers={"Authorization": f"Bearer {token}"}
+                ) as resp:
+                    return resp.status
+
+            async def refused_reloads() -> bool:
+                async with http.get(base + "/metrics") as resp:
+                    text = await resp.text()
+                return 'mcp_gateway_policy_reloads_total{outcome="invalid"} 1.0' in text
+
+            try:
+                assert await status() == 403
+                write("files:read")  # the file changes: the watcher reloads it
+                assert await eventually(status, 200) == 200
+
+                path.write_text("upstreams: [not: valid")  # broken YAML
+                assert await eventually(refused_reloads, True) is True
+                assert await status() == 200  # the previous policy is still in force
+
+                write("files:admin")  # a SIGHUP-style reload works too
+                assert await app[RELOADER_KEY].reload() is True
+                assert await status() == 403
+            finally:
+                await running.stop()
