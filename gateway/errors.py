@@ -105,6 +105,13 @@ class InvalidParamsError(RequestError):
     jsonrpc_code = -32602
 
 
+class HeaderMismatchError(RequestError):
+    """MCP request metadata headers disagree with the body (2026-07-28 Streamable HTTP)."""
+
+    code = "header_mismatch"
+    jsonrpc_code = -32020
+
+
 class InsufficientScopeError(GatewayError):
     """The token lacks scopes this operation needs: 403 with a step-up challenge listing every
     scope needed (RFC 6750 section 3.1; MCP 2026-07-28 Scope Challenge Handling)."""
@@ -151,6 +158,12 @@ class UpstreamError(GatewayError):
     jsonrpc_code = -32050
     public_message = "Upstream server unavailable"
     kind: ClassVar[str] = "connect"
+
+
+class UnfilterableResponseError(UpstreamError):
+    """A list response too large or malformed to filter: refused rather than leaked unfiltered."""
+
+    kind = "protocol"
 
 
 class UpstreamTimeoutError(UpstreamError):

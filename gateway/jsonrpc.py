@@ -3,12 +3,47 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 JsonRpcId = str | int | None
 
-_decode = json.JSONDecoder().decode
+DEFAULT_MAX_DEPTH = 64
+"""Deepest container nesting `parse_message` accepts; MCP messages are a handful of levels deep."""
+
+
+class DuplicateKeyError(ValueError):
+    """An object repeats a key, so its meaning depends on which duplicate a parser keeps."""
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise DuplicateKeyError("duplicate object key")
+    return obj
+
+
+_decode = json.JSONDecoder(object_pairs_hook=_unique_object).decode
+
+# A complete JSON string literal (unrolled loop: linear, no backtracking).
+_STRING_LITERAL = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def _too_deep(text: str, max_depth: int) -> bool:
+    """Whether `text` nests containers deeper than `max_depth`, judged before decoding.
+
+    Decoding first would let a depth bomb exhaust the C decoder's recursion; scanning first keeps
+    the cost linear. Bodies with no more opening brackets than `max_depth` (every ordinary MCP
+    message) cannot be too deep, so they skip the scan.
+    """
+    if text.count("[") + text.count("{") <= max_depth:
+        return False
+    brackets = _NOT_BRACKET.sub("", _STRING_LITERAL.sub("", text))
+    return max(accumulate(map(_BRACKET_STEP.__getitem__, brackets)), default=0) > max_depth
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,15 +65,24 @@ class MessageError(ValueError):
         self.kind = kind
 
 
-def parse_message(body: bytes) -> JsonRpcMessage:
+def parse_message(body: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> JsonRpcMessage:
     """Decode a POST body into a `JsonRpcMessage`.
 
-    Raises `MessageError("parse", ...)` for bytes that are not UTF-8 JSON, and
+    Raises `MessageError("parse", ...)` for bytes that are not UTF-8 JSON, for an object that
+    repeats a key anywhere in the body (the gateway must never authorize one reading of a body
+    while the upstream executes another), and for containers nested deeper than `max_depth`;
     `MessageError("invalid", ...)` for JSON that is neither an object nor an array of objects.
     """
     try:
-        payload = _decode(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MessageError("parse", "UnicodeDecodeError") from None
+    if _too_deep(text, max_depth):
+        raise MessageError("parse", "NestingTooDeep")
+    try:
+        payload = _decode(text)
+    except (ValueError, RecursionError) as exc:
+        # RecursionError only if a caller raises max_depth past the interpreter's stack.
         raise MessageError("parse", type(exc).__name__) from None
     if isinstance(payload, dict):
         method = payload.get("method")

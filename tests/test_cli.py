@@ -92,7 +92,12 @@ async def test_serve_writes_one_access_line_per_request_without_secrets(tmp_path
                 aiohttp.ClientSession() as http,
                 http.post(
                     f"http://127.0.0.1:{port}/up/mcp?code=query-secret",
-                    json={"jsonrpc": "2.0", "id": 5, "method": "tools/call"},
+                    json={
+                        "jsonrpc": "2.0",
+                        "id": 5,
+                        "method": "tools/call",
+                        "params": {"name": "x"},
+                    },
                     headers={"Authorization": "Bearer token-secret", "Cookie": "c=cookie-secret"},
                 ) as resp,
             ):

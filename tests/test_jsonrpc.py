@@ -66,3 +66,66 @@ def test_error_body_is_a_jsonrpc_error() -> None:
 )
 def test_coerce_id(value: object, expected: object) -> None:
     assert coerce_id(value) == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"tools/list"}',
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}',
+        b'{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":[{"k":1,"k":1}]}}',
+        b'[{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}]',
+        b'{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":1,"\\u0061":2}}',
+    ],
+    ids=["top-level", "params-name", "nested-in-array", "in-batch", "escaped-spelling"],
+)
+def test_parse_message_rejects_duplicate_keys(body: bytes) -> None:
+    with pytest.raises(MessageError) as caught:
+        parse_message(body)
+    assert caught.value.kind == "parse"
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"a":' * (depth - 1) + b"[]" + b"}" * (depth - 1)
+
+
+@pytest.mark.parametrize(
+    ("body", "max_depth"),
+    [
+        (b"[" * 10_000 + b"]" * 10_000, 64),
+        (b"[" * 100_000, 64),
+        (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, 64),
+        (_nested(65), 64),
+        (_nested(4), 3),
+        (b"[" * 100_000 + b"]" * 100_000, 1_000_000),
+    ],
+    ids=[
+        "array-bomb",
+        "unclosed-array-bomb",
+        "object-bomb",
+        "one-past-default",
+        "one-past-custom",
+        "deeper-than-the-interpreter-stack",
+    ],
+)
+def test_parse_message_rejects_deep_nesting(body: bytes, max_depth: int) -> None:
+    with pytest.raises(MessageError) as caught:
+        parse_message(body, max_depth=max_depth)
+    assert caught.value.kind == "parse"
+
+
+@pytest.mark.parametrize(
+    ("body", "max_depth"),
+    [
+        (_nested(64), 64),
+        (_nested(3), 3),
+        # Brackets inside strings are not nesting, even when there are many of them.
+        (b'{"jsonrpc":"2.0","id":1,"method":"x","params":{"q":"' + b"[{" * 500 + b'"}}', 64),
+        (b'{"jsonrpc":"2.0","id":1,"method":"x","params":{"q":"\\"[[[[[["}}', 3),
+        # Many containers side by side are wide, not deep.
+        (b'{"jsonrpc":"2.0","id":1,"method":"x","params":{"r":[' + b"[]," * 500 + b"[]]}}", 64),
+    ],
+    ids=["at-default", "at-custom", "brackets-in-string", "escaped-quote", "wide"],
+)
+def test_parse_message_accepts_nesting_up_to_the_limit(body: bytes, max_depth: int) -> None:
+    assert parse_message(body, max_depth=max_depth).payload == json.loads(body)

@@ -16,6 +16,7 @@ def compile_route_policy(upstream: Upstream, implications: ScopeImplications) ->
         resources=policy.resources,
         prompts=policy.prompts,
         implications=implications,
+        hide_unauthorized=policy.hide_unauthorized,
     )
 
 

@@ -22,6 +22,12 @@ NAMED_METHODS: Mapping[str, Kind] = {
     "resources/subscribe": "resources",
     "resources/unsubscribe": "resources",
 }
+LIST_KINDS: Mapping[str, Kind] = {
+    "tools/list": "tools",
+    "resources/list": "resources",
+    "resources/templates/list": "resources",
+    "prompts/list": "prompts",
+}
 DENY = "deny"
 Requirement = Sequence[str] | Literal["deny"]
 
@@ -89,7 +95,9 @@ class RoutePolicy:
         resources: Mapping[str, Requirement],
         prompts: Mapping[str, Requirement],
         implications: ScopeImplications,
+        hide_unauthorized: bool = True,
     ) -> None:
+        self.hide_unauthorized = hide_unauthorized
         self._baseline = Rule(frozenset(baseline), "baseline scopes")
         if default is None:
             default_rule = Rule(frozenset(baseline), "default (baseline scopes)")

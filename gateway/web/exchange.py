@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from gateway.auth.principal import Principal
 from gateway.jsonrpc import JsonRpcId, JsonRpcMessage
+from gateway.mcp_request import McpCall
+from gateway.policy.listing import Allowed
 
 
 @dataclass(slots=True)
@@ -17,7 +19,11 @@ class RequestContext:
     upstream: str = "none"
     body: bytes = b""
     message: JsonRpcMessage | None = None
+    calls: tuple[McpCall, ...] = ()
+    """The inspected JSON-RPC messages of a POST, in body order."""
     principal: Principal | None = None
+    list_filter: Allowed | None = None
+    """For a list request on a route that hides what the caller may not use."""
     call_name: str | None = None
     """The tool name, prompt name or resource URI the request acts on, if any."""
     decision: str | None = None

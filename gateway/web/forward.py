@@ -7,8 +7,17 @@ import asyncio
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.errors import UpstreamError, UpstreamStreamError
+from gateway.errors import UnfilterableResponseError, UpstreamError, UpstreamStreamError
 from gateway.observability.logging import get_logger
+from gateway.policy.listing import (
+    MAX_BYTES as LIST_MAX_BYTES,
+)
+from gateway.policy.listing import (
+    Allowed,
+    ListFilterError,
+    SseListFilter,
+    filter_json_body,
+)
 from gateway.proxy.connection import UpstreamResponse
 from gateway.proxy.headers import response_headers
 from gateway.web.keys import CONTEXT_KEY
@@ -59,13 +68,39 @@ async def forward(request: web.Request, route: UpstreamRoute) -> web.StreamRespo
         headers, event_stream = response_headers(upstream.raw_headers)
         headers["X-Request-Id"] = context.request_id
         whole = upstream.take_body()
+        sse_filter = None
+        if context.list_filter is not None and context.message is not None:
+            method, rpc_id = context.calls[0].method, context.message.rpc_id
+            assert rpc_id is not None
+            if event_stream:
+                sse_filter = SseListFilter(method, rpc_id, context.list_filter)
+            else:
+                whole = await _filtered_body(upstream, whole, method, rpc_id, context.list_filter)
         if whole is not None:
             context.response_started = received
             route.request_duration.observe(received - context.started)
             return web.Response(status=upstream.status, body=whole, headers=headers)
-        return await _relay(request, route, upstream, headers, event_stream)
+        return await _relay(request, route, upstream, headers, event_stream, sse_filter)
     finally:
         route.pool.release(conn)
+
+
+async def _filtered_body(
+    upstream: UpstreamResponse, body: bytes | None, method: str, rpc_id: str | int, allowed: Allowed
+) -> bytes:
+    """A JSON list response with what the caller may not use removed (read whole, bounded)."""
+    try:
+        if body is None:
+            chunks, size = [], 0
+            while chunk := await upstream.read():
+                size += len(chunk)
+                if size > LIST_MAX_BYTES:
+                    raise ListFilterError("list response too large to filter")
+                chunks.append(chunk)
+            body = b"".join(chunks)
+        return filter_json_body(method, rpc_id, body, allowed)
+    except (ListFilterError, UpstreamStreamError) as exc:
+        raise UnfilterableResponseError(str(exc)) from None
 
 
 async def _relay(
@@ -74,8 +109,10 @@ async def _relay(
     upstream: UpstreamResponse,
     headers: CIMultiDict[str],
     event_stream: bool,
+    sse_filter: SseListFilter | None = None,
 ) -> web.StreamResponse:
-    """Relay a body chunk by chunk; each SSE event is written as soon as it arrives."""
+    """Relay a body chunk by chunk; each SSE event is written as soon as it arrives (a list
+    response's events pass through `sse_filter`, which holds back only incomplete events)."""
     context = request[CONTEXT_KEY]
     stream = web.StreamResponse(status=upstream.status, headers=headers)
     await stream.prepare(request)
@@ -85,8 +122,13 @@ async def _relay(
         route.open_streams.inc()
     try:
         while chunk := await upstream.read():
-            await stream.write(chunk)
-    except UpstreamStreamError:
+            if sse_filter is not None:
+                chunk = sse_filter.feed(chunk)
+            if chunk:
+                await stream.write(chunk)
+        if sse_filter is not None and (tail := sse_filter.finish()):
+            await stream.write(tail)
+    except (UpstreamStreamError, ListFilterError):
         # Headers are gone already: all that is left is to cut the client's connection so it
         # sees a truncated response rather than a clean end.
         route.upstream_errors["stream"].inc()

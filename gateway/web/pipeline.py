@@ -15,16 +15,18 @@ from gateway.auth.authenticator import RouteAuthenticator
 from gateway.errors import (
     BodyTooLargeError,
     GatewayError,
+    HeaderMismatchError,
     InsufficientScopeError,
     InvalidParamsError,
     ParseError,
     PolicyDeniedError,
     RequestError,
 )
-from gateway.jsonrpc import JsonRpcMessage, MessageError, parse_message
+from gateway.jsonrpc import MessageError, parse_message
+from gateway.mcp_request import McpCall, McpRequestError, inspect_request
 from gateway.observability.logging import get_logger
 from gateway.policy.compiled import PolicyStore
-from gateway.policy.decision import NAMED_METHODS, Allow, Deny, InsufficientScope
+from gateway.policy.decision import LIST_KINDS, Allow, Deny, InsufficientScope
 from gateway.web.keys import CONTEXT_KEY
 
 Step = Callable[[web.Request], Awaitable[None]]
@@ -90,7 +92,7 @@ def build_steps(
         assert context.principal is not None
         policy = policies.current[route_name]
         granted = context.principal.scopes
-        calls = calls_of(request.method, context.message)
+        calls = calls_of(request.method, context.calls)
         required: set[str] = set()
         denied = False
         for method, name in calls:
@@ -114,6 +116,11 @@ def build_steps(
                 required |= decision.required
         if denied:
             raise PolicyDeniedError("denied by policy")
+        if len(calls) == 1 and policy.hide_unauthorized and context.message is not None:
+            method, _ = calls[0]
+            kind = LIST_KINDS.get(method)
+            if kind is not None and context.message.rpc_id is not None:
+                context.list_filter = lambda name: policy.visible(kind, name, granted)
         if required:
             raise InsufficientScopeError(
                 "missing scopes",
@@ -136,31 +143,27 @@ def build_steps(
 _OUTCOMES: dict[type, str] = {Allow: "allow", InsufficientScope: "insufficient_scope", Deny: "deny"}
 
 
-def calls_of(http_method: str, message: JsonRpcMessage | None) -> list[tuple[str, str | None]]:
-    """(method, name) for every JSON-RPC message in the request. A GET stream or DELETE acts on
-    the session as a whole and is decided like a method with no name (baseline scopes)."""
-    if message is None:
+def calls_of(http_method: str, calls: tuple[McpCall, ...]) -> list[tuple[str, str | None]]:
+    """(method, name) for every message of the request. A GET stream or DELETE acts on the
+    session as a whole, and a client's reply to a server request has no method: both are
+    decided like a method with no name (the route's baseline scopes)."""
+    if not calls:
         return [(http_method, None)]
-    items = message.payload if isinstance(message.payload, list) else [message.payload]
-    calls: list[tuple[str, str | None]] = []
-    for item in items:
-        method = item.get("method")
-        if not isinstance(method, str):
-            calls.append(("(response)", None))  # a reply to a server request: baseline
-            continue
-        name = None
-        if method in NAMED_METHODS:
-            params = item.get("params")
-            key = "uri" if NAMED_METHODS[method] == "resources" else "name"
-            name = params.get(key) if isinstance(params, dict) else None
-            if not isinstance(name, str) or not name:
-                raise InvalidParamsError(f"{method} without a string {key}")
-        calls.append((method, name))
-    return calls
+    return [(call.method or "(response)", call.name) for call in calls]
+
+
+_REQUEST_ERRORS: dict[int, type[RequestError]] = {
+    -32600: RequestError,
+    -32602: InvalidParamsError,
+    -32020: HeaderMismatchError,
+}
+_SINGLE_HEADERS = ("MCP-Protocol-Version", "Mcp-Method", "Mcp-Name")
 
 
 async def inspect_message(request: web.Request) -> None:
-    """Parse the POST body once as JSON-RPC; malformed bodies never reach an upstream."""
+    """Parse the POST body once (duplicate keys and deep nesting refused) and check it as MCP:
+    JSON-RPC shape, names, batching per protocol version, metadata headers against the body.
+    Malformed bodies never reach an upstream; decisions later use the body, never headers."""
     if request.method != "POST":
         return
     context = request[CONTEXT_KEY]
@@ -170,3 +173,11 @@ async def inspect_message(request: web.Request) -> None:
         if exc.kind == "parse":
             raise ParseError(str(exc)) from None
         raise RequestError(str(exc)) from None
+    headers = request.headers
+    if any(len(headers.getall(name, ())) > 1 for name in _SINGLE_HEADERS):
+        raise HeaderMismatchError("a request metadata header is repeated")
+    try:
+        context.calls = inspect_request(context.message.payload, headers)
+    except McpRequestError as exc:
+        error_class = _REQUEST_ERRORS.get(exc.jsonrpc_code, RequestError)
+        raise error_class(exc.reason, rpc_id=exc.rpc_id) from None

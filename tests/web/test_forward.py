@@ -50,6 +50,7 @@ async def test_credentials_and_hop_by_hop_headers_never_reach_upstream(
             "Mcp-Session-Id": "session-1",
             "MCP-Protocol-Version": "2026-07-28",
             "Mcp-Method": "tools/call",
+            "Mcp-Name": "echo",
         }
         async with http.post(gw.url("/up/mcp?x=1"), json=RPC, headers=headers) as resp:
             assert resp.status == 200
@@ -65,6 +66,7 @@ async def test_credentials_and_hop_by_hop_headers_never_reach_upstream(
     assert sent["mcp-session-id"] == "session-1"
     assert sent["mcp-protocol-version"] == "2026-07-28"
     assert sent["mcp-method"] == "tools/call"
+    assert sent["mcp-name"] == "echo"
     assert json.loads(seen.body) == RPC
     assert seen.path_qs == "/mcp?x=1"
 

@@ -1,0 +1,439 @@
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from gateway.policy.listing import (
+    LIST_FIELDS,
+    ListFilterError,
+    SseListFilter,
+    filter_json_body,
+    filter_response,
+)
+
+
+def allowed(key: str) -> bool:
+    return key.startswith("ok")
+
+
+def compact(value: object) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def list_response(method: str, keys: list[Any], rpc_id: object = 1, **extra: Any) -> Any:
+    array_key, item_key = LIST_FIELDS[method]
+    items = [{item_key: key, "description": "d"} for key in keys]
+    return {"jsonrpc": "2.0", "id": rpc_id, "result": {array_key: items, **extra}}
+
+
+def listed(message: Any, method: str = "tools/list") -> list[object]:
+    array_key, item_key = LIST_FIELDS[method]
+    return [item[item_key] for item in message["result"][array_key]]
+
+
+TOOLS = list_response("tools/list", ["ok-a", "no-b", "ok-c"])
+FILTERED_TOOLS = list_response("tools/list", ["ok-a", "ok-c"])
+
+
+# --- filter_response / filter_json_body ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "keys", "expected"),
+    [
+        ("tools/list", ["ok-a", "no-b", "ok-c"], ["ok-a", "ok-c"]),
+        ("resources/list", ["ok://a", "file:///b"], ["ok://a"]),
+        ("resources/templates/list", ["file:///{x}", "ok://{y}"], ["ok://{y}"]),
+        ("prompts/list", ["no", "ok"], ["ok"]),
+        ("tools/list", ["ok-a", 7, None, ["ok-x"]], ["ok-a"]),
+        ("tools/list", [], []),
+        ("tools/list", ["no-a", "no-b"], []),
+    ],
+    ids=["tools", "resources", "templates", "prompts", "non-str-key", "empty", "none-allowed"],
+)
+def test_filter_response_keeps_allowed_items(
+    method: str, keys: list[Any], expected: list[str]
+) -> None:
+    assert (
+        listed(filter_response(method, 1, list_response(method, keys), allowed), method) == expected
+    )
+
+
+def test_filter_response_drops_items_that_are_not_objects() -> None:
+    message = {"jsonrpc": "2.0", "id": 1, "result": {"tools": ["ok-a", 3, {"name": "ok-b"}]}}
+    assert filter_response("tools/list", 1, message, allowed) == {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "result": {"tools": [{"name": "ok-b"}]},
+    }
+
+
+def test_filter_response_keeps_every_other_field_and_copies() -> None:
+    message = list_response(
+        "tools/list", ["ok-a", "no-b"], nextCursor="c2", _meta={"k": [1]}, extra=None
+    )
+    message["x-vendor"] = {"y": 1}
+    original = copy.deepcopy(message)
+
+    filtered = filter_response("tools/list", 1, message, allowed)
+
+    assert filtered == {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "x-vendor": {"y": 1},
+        "result": {
+            "tools": [{"name": "ok-a", "description": "d"}],
+            "nextCursor": "c2",
+            "_meta": {"k": [1]},
+            "extra": None,
+        },
+    }
+    assert message == original
+
+
+@pytest.mark.parametrize(
+    ("method", "rpc_id", "message"),
+    [
+        ("tools/list", 2, TOOLS),
+        ("tools/list", "1", TOOLS),
+        ("tools/list", 1, {**TOOLS, "id": True}),
+        ("tools/list", 1, {**TOOLS, "id": None}),
+        ("tools/list", "a", {**TOOLS, "id": "b"}),
+        ("tools/call", 1, TOOLS),
+        ("prompts/list", 1, TOOLS),
+        ("tools/list", 1, {"jsonrpc": "2.0", "id": 1, "error": {"code": -1, "message": "m"}}),
+        ("tools/list", 1, {"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}),
+        ("tools/list", 1, {"jsonrpc": "2.0", "id": 1, "method": "roots/list"}),
+        ("tools/list", 1, {"jsonrpc": "2.0", "id": 1, "result": [{"name": "no"}]}),
+        ("tools/list", 1, {"jsonrpc": "2.0", "id": 1, "result": {"tools": {"name": "no"}}}),
+        ("tools/list", 1, [TOOLS]),
+        ("tools/list", 1, None),
+    ],
+    ids=[
+        "other-int-id",
+        "str-vs-int-id",
+        "bool-id",
+        "null-id",
+        "other-str-id",
+        "not-a-list-method",
+        "other-list-method",
+        "error-response",
+        "notification",
+        "server-request-same-id",
+        "result-not-object",
+        "array-not-list",
+        "batch",
+        "null",
+    ],
+)
+def test_filter_response_leaves_other_messages(
+    method: str, rpc_id: str | int, message: object
+) -> None:
+    assert filter_response(method, rpc_id, message, allowed) is None
+
+
+@pytest.mark.parametrize(
+    ("rpc_id", "message_id"),
+    [(1, 1), ("req-1", "req-1"), (1, 1.0)],
+    ids=["int", "str", "float-equal-value"],
+)
+def test_filter_response_matches_same_id(rpc_id: str | int, message_id: object) -> None:
+    filtered = filter_response("tools/list", rpc_id, {**TOOLS, "id": message_id}, allowed)
+    assert listed(filtered) == ["ok-a", "ok-c"]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (compact(TOOLS), compact(FILTERED_TOOLS)),
+        (json.dumps(TOOLS, indent=2).encode(), compact(FILTERED_TOOLS)),
+        (b"\xef\xbb\xbf" + compact(TOOLS), compact(FILTERED_TOOLS)),
+        (
+            compact(list_response("tools/list", ["ok-café", "no-日本"], nextCursor="ü")),
+            '{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"ok-café","description":"d"}],'
+            '"nextCursor":"ü"}}'.encode(),
+        ),
+        (
+            b'{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"ok\\ud800"},{"name":"no"}]}}',
+            b'{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"ok\\ud800"}]}}',
+        ),
+    ],
+    ids=["compact", "indented", "utf8-bom", "non-ascii-kept-raw", "lone-surrogate-escaped"],
+)
+def test_filter_json_body_rewrites_the_response(body: bytes, expected: bytes) -> None:
+    assert filter_json_body("tools/list", 1, body, allowed) == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        compact({**TOOLS, "id": 2}),
+        compact({"jsonrpc": "2.0", "id": 1, "error": {"code": -32601, "message": "no"}}),
+        b' {"jsonrpc": "2.0", "method": "notifications/message", "params": {}}\n',
+        b"",
+        b"not json",
+        compact(TOOLS)[:-1],
+        b"\xff\xfe\x00",
+        b"<html>502</html>",
+    ],
+    ids=["other-id", "error", "notification", "empty", "not-json", "truncated", "binary", "html"],
+)
+def test_filter_json_body_leaves_other_bodies_byte_for_byte(body: bytes) -> None:
+    assert filter_json_body("tools/list", 1, body, allowed) is body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [compact(TOOLS), b"x" * 101, compact({**TOOLS, "id": 2})],
+    ids=["matching", "not-json", "other-id"],
+)
+def test_filter_json_body_over_max_bytes_fails_closed(body: bytes) -> None:
+    body = body.ljust(101)
+    with pytest.raises(ListFilterError):
+        filter_json_body("tools/list", 1, body, allowed, max_bytes=100)
+
+
+def test_filter_json_body_at_max_bytes_is_filtered() -> None:
+    body = compact(TOOLS)
+    assert filter_json_body("tools/list", 1, body, allowed, max_bytes=len(body)) == compact(
+        FILTERED_TOOLS
+    )
+
+
+def test_filter_json_body_too_deep_fails_closed() -> None:
+    deep = b'{"jsonrpc":"2.0","id":1,"result":{"tools":[' + b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(ListFilterError):
+        filter_json_body("tools/list", 1, deep + b"]}}", allowed, max_bytes=1 << 20)
+
+
+# --- SseListFilter ---------------------------------------------------------------------------
+
+RESPONSE = compact(list_response("tools/list", ["ok-a", "no-b"], nextCursor="n"))
+FILTERED = compact(list_response("tools/list", ["ok-a"], nextCursor="n"))
+PROGRESS = b'{"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}}'
+
+
+def run_sse(stream: bytes, *, rpc_id: str | int = 1, method: str = "tools/list") -> bytes:
+    sse = SseListFilter(method, rpc_id, allowed)
+    return sse.feed(stream) + sse.finish()
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        b"id: 0\ndata: \n\n",
+        b"id: 0\r\ndata:\r\n\r\n",
+        b"id: 0\rdata\r\r",
+        b":\n\n",
+        b": keep-alive\r\n\r\n",
+        b"retry: 3000\n\n",
+        b"event: message\ndata: " + PROGRESS + b"\n\n",
+        b"data: " + compact({**TOOLS, "id": 2}) + b"\n\n",
+        b'data: {"jsonrpc":"2.0","id":1,"error":{"code":-1,"message":"m"}}\n\n',
+        b"data: not json\n\n",
+        b"data: " + RESPONSE[:40] + b"\n\n",
+        b"data: \xff\xfe caf\xc3\xa9\r\n\r\n",
+        b"\n\n\n",
+        b"",
+    ],
+    ids=[
+        "priming-lf",
+        "priming-crlf",
+        "priming-cr-no-colon",
+        "keep-alive",
+        "comment-crlf",
+        "retry-only",
+        "notification",
+        "other-id",
+        "error-response",
+        "not-json",
+        "truncated-json",
+        "invalid-utf8",
+        "blank-lines",
+        "empty",
+    ],
+)
+def test_sse_passes_other_events_byte_for_byte(stream: bytes) -> None:
+    assert run_sse(stream) == stream
+
+
+@pytest.mark.parametrize(
+    ("stream", "expected"),
+    [
+        (b"data: " + RESPONSE + b"\n\n", b"data: " + FILTERED + b"\n\n"),
+        (b"data:" + RESPONSE + b"\n\n", b"data: " + FILTERED + b"\n\n"),
+        (
+            b"event: message\nid: 7\ndata: " + RESPONSE + b"\n\n",
+            b"event: message\nid: 7\ndata: " + FILTERED + b"\n\n",
+        ),
+        (
+            b"event: message\r\nid: 7\r\ndata: " + RESPONSE + b"\r\n\r\n",
+            b"event: message\r\nid: 7\r\ndata: " + FILTERED + b"\r\n\r\n",
+        ),
+        (
+            b"event: message\rid: 7\rdata: " + RESPONSE + b"\r\r",
+            b"event: message\rid: 7\rdata: " + FILTERED + b"\r\r",
+        ),
+        (
+            b"id: 7\ndata: " + RESPONSE[:24] + b"\ndata:\ndata: " + RESPONSE[24:] + b"\n\n",
+            b"id: 7\ndata: " + FILTERED + b"\n\n",
+        ),
+        (
+            b"data: {\n: inner comment\ndata:  "
+            + RESPONSE[1:]
+            + b"\nid: 9\nretry: 500\nfoo: bar\n\n",
+            b"data: " + FILTERED + b"\n: inner comment\nid: 9\nretry: 500\nfoo: bar\n\n",
+        ),
+        (
+            b"event: other\ndata: " + RESPONSE + b"\n\n",
+            b"event: other\ndata: " + FILTERED + b"\n\n",
+        ),
+        (b"\xef\xbb\xbfdata: " + RESPONSE + b"\n\n", b"data: " + FILTERED + b"\n\n"),
+    ],
+    ids=[
+        "lf",
+        "no-space-after-colon",
+        "event-and-id-kept",
+        "crlf",
+        "cr",
+        "multi-line-data",
+        "comment-and-fields-kept",
+        "other-event-type",
+        "stream-bom",
+    ],
+)
+def test_sse_rewrites_the_response_event(stream: bytes, expected: bytes) -> None:
+    assert run_sse(stream) == expected
+
+
+def test_sse_filters_a_whole_stream_and_keeps_the_rest() -> None:
+    stream = (
+        b"id: s-0\ndata: \n\n"
+        b":\n\n"
+        b"event: message\nid: s-1\ndata: " + PROGRESS + b"\n\n"
+        b"event: message\nid: s-2\ndata: " + RESPONSE + b"\n\n"
+    )
+    out = run_sse(stream)
+    assert out == stream.replace(RESPONSE, FILTERED)
+    last = out.split(b"\n\n")[-2].split(b"\n")
+    assert last[:2] == [b"event: message", b"id: s-2"]
+    assert json.loads(last[2].removeprefix(b"data: "))["result"] == {
+        "tools": [{"name": "ok-a", "description": "d"}],
+        "nextCursor": "n",
+    }
+
+
+def test_sse_sends_each_event_as_soon_as_it_is_complete() -> None:
+    sse = SseListFilter("tools/list", 1, allowed)
+    assert sse.feed(b"id: 0\rdata:\r\r") == b"id: 0\rdata:\r\r"
+    assert sse.feed(b"event: message\ndata: " + RESPONSE[:20]) == b""
+    assert sse.feed(RESPONSE[20:] + b"\n") == b""
+    assert sse.feed(b"\n: after") == b"event: message\ndata: " + FILTERED + b"\n\n"
+    assert sse.finish() == b": after"
+
+
+SAMPLE_RESPONSE = compact(
+    list_response("tools/list", ["ok-工具ü", "no-禁止", "ok-é"], nextCursor="€")
+)
+SAMPLE_FILTERED = compact(list_response("tools/list", ["ok-工具ü", "ok-é"], nextCursor="€"))
+SAMPLE_EVENTS = [
+    b"id: s-0{eol}data: {eol}{eol}",
+    b":{eol}{eol}",
+    b"event: message{eol}id: s-1{eol}data: " + PROGRESS + b"{eol}{eol}",
+    b"event: message{eol}id: s-2{eol}data: "
+    + SAMPLE_RESPONSE[:50]
+    + b"{eol}data: "
+    + SAMPLE_RESPONSE[50:]
+    + b"{eol}{eol}",
+    b"data: " + compact({**TOOLS, "id": 2}) + b"{eol}{eol}",
+    b"id: s-3{eol}data: " + SAMPLE_RESPONSE + b"{eol}{eol}",
+    b": tail",
+]
+
+
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n", b"\r"], ids=["lf", "crlf", "cr"])
+def test_sse_output_does_not_depend_on_chunking(eol: bytes) -> None:
+    stream = b"".join(event.replace(b"{eol}", eol) for event in SAMPLE_EVENTS)
+    filtered = b"data: " + SAMPLE_FILTERED + b"{eol}"
+    expected_events = [
+        *SAMPLE_EVENTS[:3],
+        b"event: message{eol}id: s-2{eol}" + filtered + b"{eol}",
+        SAMPLE_EVENTS[4],
+        b"id: s-3{eol}" + filtered + b"{eol}",
+        SAMPLE_EVENTS[6],
+    ]
+    expected = b"".join(expected_events).replace(b"{eol}", eol)
+    whole = run_sse(stream)
+    assert whole == expected
+    assert whole.count(b"data: " + SAMPLE_FILTERED) == 2
+
+    for split in range(len(stream) + 1):
+        sse = SseListFilter("tools/list", 1, allowed)
+        chunked = sse.feed(stream[:split]) + sse.feed(stream[split:]) + sse.finish()
+        assert chunked == whole, f"split at byte {split}"
+
+    sse = SseListFilter("tools/list", 1, allowed)
+    byte_by_byte = b"".join(sse.feed(stream[i : i + 1]) for i in range(len(stream)))
+    assert byte_by_byte + sse.finish() == whole
+
+
+def test_sse_multibyte_name_split_inside_a_character() -> None:
+    message = compact(list_response("tools/list", ["ok-工具", "no-工具"]))
+    stream = b"data: " + message + b"\n\n"
+    split = stream.index("工".encode()) + 1
+    sse = SseListFilter("tools/list", 1, allowed)
+    out = sse.feed(stream[:split]) + sse.feed(stream[split:]) + sse.finish()
+    assert json.loads(out.removeprefix(b"data: "))["result"]["tools"] == [
+        {"name": "ok-工具", "description": "d"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("tail", "expected"),
+    [
+        (b"id: 5\ndata: partial", b"id: 5\ndata: partial"),
+        (b"data: " + PROGRESS + b"\n", b"data: " + PROGRESS + b"\n"),
+        (b"data: " + RESPONSE[:-3], b"data: " + RESPONSE[:-3]),
+        (b"id: 5\r\ndata: " + RESPONSE + b"\r\n", b"id: 5\r\ndata: " + FILTERED),
+        (b"data: " + RESPONSE, b"data: " + FILTERED),
+    ],
+    ids=["partial", "line-ended", "truncated-response", "whole-response-crlf", "whole-response"],
+)
+def test_sse_finish_returns_the_unterminated_tail(tail: bytes, expected: bytes) -> None:
+    sse = SseListFilter("tools/list", 1, allowed)
+    assert sse.feed(b"id: 0\ndata:\n\n" + tail) == b"id: 0\ndata:\n\n"
+    assert sse.finish() == expected
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"data: " + RESPONSE + b"\n\n"],
+        [b"data: " + PROGRESS + b" " * 30 + b"\n\n"],
+        [b": " + b"x" * 200 + b"\n\n"],
+        [b"data: " + RESPONSE[:50], RESPONSE[50:]],
+        [b"x" * 60, b"x" * 60],
+    ],
+    ids=["response", "notification", "comment", "incomplete-response", "incomplete-garbage"],
+)
+def test_sse_event_over_max_bytes_fails_closed(chunks: list[bytes]) -> None:
+    sse = SseListFilter("tools/list", 1, allowed, max_bytes=100)
+    assert sse.feed(b"id: 0\ndata:\n\n") == b"id: 0\ndata:\n\n"
+    *head, last = chunks
+    for chunk in head:
+        assert sse.feed(chunk) == b""
+    with pytest.raises(ListFilterError):
+        sse.feed(last)
+
+
+def test_sse_event_at_max_bytes_is_filtered() -> None:
+    event = b"data: " + RESPONSE + b"\n\n"
+    sse = SseListFilter("tools/list", 1, allowed, max_bytes=len(event))
+    assert sse.feed(event) == b"data: " + FILTERED + b"\n\n"
+
+
+def test_list_filter_error_is_a_value_error() -> None:
+    assert issubclass(ListFilterError, ValueError)
