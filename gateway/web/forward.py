@@ -72,10 +72,15 @@ async def forward(request: web.Request, route: UpstreamRoute) -> web.StreamRespo
         if context.list_filter is not None and context.message is not None:
             method, rpc_id = context.calls[0].method, context.message.rpc_id
             assert rpc_id is not None
-            if event_stream:
-                sse_filter = SseListFilter(method, rpc_id, context.list_filter)
-            else:
+            if not event_stream:
                 whole = await _filtered_body(upstream, whole, method, rpc_id, context.list_filter)
+            else:
+                sse_filter = SseListFilter(method, rpc_id, context.list_filter)
+                if whole is not None:  # the whole stream has already arrived
+                    try:
+                        whole = sse_filter.feed(whole) + sse_filter.finish()
+                    except ListFilterError as exc:
+                        raise UnfilterableResponseError(str(exc)) from None
         if whole is not None:
             context.response_started = received
             route.request_duration.observe(received - context.started)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -156,3 +157,43 @@ async def test_decisions_are_counted(gw: Gateway, issuer: LocalIssuer) -> None:
     for decision, count in (("allow", 2), ("insufficient_scope", 1), ("deny", 1)):
         line = f'mcp_gateway_decisions_total{{decision="{decision}",upstream="files"}} {count}.0'
         assert line in metrics
+
+
+async def test_a_streamed_sse_list_is_filtered_event_by_event(
+    start_gateway_for: StartGateway, issuer: LocalIssuer
+) -> None:
+    release = asyncio.Event()
+    tools = [{"name": n} for n in ("read_file", "write_file", "drop_db")]
+
+    async def sse_list(request: web.Request) -> web.StreamResponse:
+        rpc_id = (await request.json())["id"]
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'event: message\ndata: {"jsonrpc":"2.0","method":"notifications/x"}\n\n')
+        await release.wait()
+        result = {"jsonrpc": "2.0", "id": rpc_id, "result": {"tools": tools, "nextCursor": "c2"}}
+        await resp.write(b"event: message\nid: 9\ndata: " + json.dumps(result).encode() + b"\n\n")
+        await resp.write_eof()
+        return resp
+
+    async with recording_upstream(sse_list) as upstream:
+        gw = await start_gateway_for(
+            {"name": "files", "route": "/files/mcp", "url": upstream.url, "policy": POLICY},
+            auth={"resource_server": {"authorization_servers": [issuer.auth_server()]}},
+        )
+        token = issuer.mint(issuer.claims(gw.url("/files/mcp"), scope="files:read"))
+        body = {"jsonrpc": "2.0", "id": 5, "method": "tools/list"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                gw.url("/files/mcp"), json=body, headers={"Authorization": f"Bearer {token}"}
+            ) as resp,
+        ):
+            first = await resp.content.readuntil(b"\n\n")
+            assert b"notifications/x" in first  # passed through before the result exists
+            release.set()
+            rest = (await resp.content.read()).decode()
+    lines = rest.strip().splitlines()
+    assert lines[:2] == ["event: message", "id: 9"]
+    message = json.loads(lines[2].removeprefix("data: "))
+    assert message["result"] == {"tools": [{"name": "read_file"}], "nextCursor": "c2"}
