@@ -13,6 +13,9 @@ from gateway import __version__
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.config.schema import render_schema
 from gateway.observability.logging import configure_logging, get_logger
+from gateway.policy.compiled import compile_policies
+from gateway.policy.decision import Allow, Deny, InsufficientScope
+from gateway.policy.scopes import ScopeImplications
 from gateway.web.app import create_app
 from gateway.web.keys import RELOADER_KEY, ROUTES_KEY
 from gateway.web.server import start_gateway
@@ -31,6 +34,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, type=Path, help="YAML config file")
     check = commands.add_parser("check", help="validate a config file and list every problem")
     check.add_argument("--config", required=True, type=Path, nargs="+", help="YAML config file(s)")
+    explain = commands.add_parser(
+        "explain", help="dry-run a policy decision and say which rule made it"
+    )
+    explain.add_argument("--config", required=True, type=Path, help="YAML config file")
+    explain.add_argument("--route", required=True, help="the route (e.g. /files/mcp) or its name")
+    explain.add_argument("--scopes", default="", help='granted scopes, e.g. "files:read mcp:tools"')
+    target = explain.add_mutually_exclusive_group(required=True)
+    target.add_argument("--tool", help="decide tools/call of this tool")
+    target.add_argument("--resource", help="decide resources/read of this URI")
+    target.add_argument("--prompt", help="decide prompts/get of this prompt")
+    target.add_argument("--method", help="decide another JSON-RPC method (baseline scopes)")
     schema = commands.add_parser("schema", help="print the config's JSON Schema")
     schema.add_argument("--output", type=Path, help="write to this file instead of stdout")
     return parser
@@ -42,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(args.config)
     if args.command == "schema":
         return _schema(args.output)
+    if args.command == "explain":
+        return _explain(args)
     try:
         config = load_config(args.config)
     except ConfigError as error:
@@ -69,6 +85,49 @@ def _check(paths: list[Path]) -> int:
             continue
         print(f"{path}: ok ({len(config.upstreams)} upstream(s))")
     return 1 if failed else 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    """Exit 0 when the call would be allowed, 3 when refused, 1 on a bad config or route."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        _print_problems(error)
+        return 1
+    upstream = next((u for u in config.upstreams if args.route in (u.route, u.name)), None)
+    if upstream is None:
+        print(f"no route {args.route!r} in {args.config}", file=sys.stderr)
+        return 1
+    if upstream.allow_anonymous:
+        print(f"{upstream.route}: anonymous route, no policy applies: allow")
+        return 0
+    policy = compile_policies(config)[upstream.name]
+    method, name = (
+        ("tools/call", args.tool)
+        if args.tool is not None
+        else ("resources/read", args.resource)
+        if args.resource is not None
+        else ("prompts/get", args.prompt)
+        if args.prompt is not None
+        else (args.method, None)
+    )
+    granted = frozenset(args.scopes.split())
+    decision = policy.decide(granted, method, name)
+    rule = policy.rule_for(method, name)
+    effective = ScopeImplications(config.scopes.implies).expand(granted)
+    needs = (
+        "denied whatever the scopes"
+        if rule.scopes is None
+        else ("needs " + (" ".join(sorted(rule.scopes)) or "no scope"))
+    )
+    print(f"route:    {upstream.route} ({upstream.name})")
+    print(f"call:     {method}" + (f" {name}" if name is not None else ""))
+    print(f"granted:  {' '.join(sorted(granted)) or '(none)'}")
+    print(f"implied:  {' '.join(sorted(effective - granted)) or '(none)'}")
+    print(f"rule:     {rule.source}: {needs}")
+    verdict = {Allow: "allow", InsufficientScope: "insufficient_scope", Deny: "deny"}
+    print(f"decision: {verdict[type(decision)]}")
+    return 0 if isinstance(decision, Allow) else 3
 
 
 def _schema(output: Path | None) -> int:
