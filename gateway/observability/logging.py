@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, TextIO
+from datetime import UTC, datetime
+from typing import Any, BinaryIO, TextIO
 
 import orjson
 import structlog
@@ -89,12 +90,49 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> No
         )
     )
     handler.addFilter(_redact_malformed_http)
+    ACCESS_LOG.configure(binary, level)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(level, logging.INFO))
     # aiohttp's access log prints query strings (which can hold `code=`): the gateway writes its
     # own access line instead, so silence aiohttp's.
     logging.getLogger("aiohttp.access").disabled = True
+
+
+class AccessLog:
+    """The one log line every request writes (`request_completed`).
+
+    In JSON mode it is serialised straight to the binary stream with orjson, the same shape
+    structlog would produce, without running the processor chain: it is on every request's path
+    and its fields are fixed and credential-free by construction. Otherwise (console format, or
+    a stream without a binary buffer) it goes through structlog like any other event.
+    """
+
+    def __init__(self) -> None:
+        self._sink: BinaryIO | None = None
+        self._level = logging.INFO
+        self._fallback = structlog.get_logger("gateway.access")
+
+    def configure(self, sink: BinaryIO | None, level: int) -> None:
+        self._sink, self._level = sink, level
+
+    def emit(self, fields: dict[str, Any], *, quiet: bool = False) -> None:
+        """Write the line at info level (debug when `quiet`: probes and scrapes)."""
+        level = logging.DEBUG if quiet else logging.INFO
+        if level < self._level:
+            return
+        sink = self._sink
+        if sink is None:
+            (self._fallback.debug if quiet else self._fallback.info)("request_completed", **fields)
+            return
+        fields["event"] = "request_completed"
+        fields["level"] = "debug" if quiet else "info"
+        fields["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        sink.write(orjson.dumps(fields) + b"\n")
+        sink.flush()
+
+
+ACCESS_LOG = AccessLog()
 
 
 def _redact_malformed_http(record: logging.LogRecord) -> bool:

@@ -70,8 +70,9 @@ class GatewayMetrics:
         )
         self.decisions = Counter(
             "mcp_gateway_decisions_total",
-            "Policy decisions by upstream route and decision (allow, insufficient_scope, deny).",
-            ("upstream", "decision"),
+            "Policy decisions by route (the upstream's name) and decision (allow, "
+            "insufficient_scope, deny).",
+            ("route", "decision"),
             registry=registry,
         )
         self.policy_reloads = Counter(

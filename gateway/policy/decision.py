@@ -35,6 +35,8 @@ Requirement = Sequence[str] | Literal["deny"]
 @dataclass(frozen=True, slots=True)
 class Allow:
     rule: str
+    required: frozenset[str] = frozenset()
+    """The scopes the rule asks for (all present, possibly through implication)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +129,7 @@ class RoutePolicy:
             return Allow(rule.source)
         effective = self._implications.expand(granted)
         if rule.scopes <= effective:
-            return Allow(rule.source)
+            return Allow(rule.source, rule.scopes)
         return InsufficientScope(rule.scopes, rule.source)
 
     def visible(self, kind: Kind, name: str, granted: frozenset[str]) -> bool:

@@ -27,6 +27,8 @@ class RequestContext:
     call_name: str | None = None
     """The tool name, prompt name or resource URI the request acts on, if any."""
     decision: str | None = None
+    required_scopes: frozenset[str] = frozenset()
+    """The scopes the decided call needs (for the audit record)."""
     upstream_status: int | None = None
     response_started: float | None = None
 

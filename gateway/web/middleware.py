@@ -10,12 +10,11 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway.errors import GatewayError, MethodNotAllowedError, NotFoundError
-from gateway.observability.logging import get_logger
+from gateway.observability.logging import ACCESS_LOG, get_logger
 from gateway.web.error_response import render_error
 from gateway.web.exchange import RequestContext
 from gateway.web.keys import CONTEXT_KEY, METRICS_KEY
 
-log = get_logger("gateway.access")
 error_log = get_logger("gateway.error")
 
 CLIENT_CLOSED = 499  # nginx's code for "client closed the request", for logs and metrics only
@@ -56,22 +55,28 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
             context.response_started = now
         metrics = request.app[METRICS_KEY]
         metrics.count_request(context.upstream, request.method, status)
-        # Probes and scrapes arrive every few seconds: their lines are debug unless they failed.
-        quiet = context.upstream == "none" and status < 400
-        (log.debug if quiet else log.info)(
-            "request_completed",
-            request_id=context.request_id,
-            method=request.method,
-            path=request.rel_url.raw_path[:MAX_LOGGED_PATH],
-            upstream=context.upstream,
-            sub=principal.subject if (principal := context.principal) else None,
-            client_id=principal.client_id if principal else None,
-            rpc_method=context.rpc_method,
-            name=context.call_name,
-            decision=context.decision,
-            status=status,
-            upstream_status=context.upstream_status,
-            duration_ms=round((now - context.started) * 1000, 3),
+        principal = context.principal
+        ACCESS_LOG.emit(
+            {
+                "request_id": context.request_id,
+                "method": request.method,
+                "path": request.rel_url.raw_path[:MAX_LOGGED_PATH],
+                "upstream": context.upstream,
+                "sub": principal.subject if principal else None,
+                "client_id": principal.client_id if principal else None,
+                "rpc_method": context.rpc_method,
+                "name": context.call_name,
+                "decision": context.decision,
+                "required_scopes": sorted(context.required_scopes) if context.decision else None,
+                "granted_scopes": sorted(principal.scopes)
+                if principal and context.decision
+                else None,
+                "status": status,
+                "upstream_status": context.upstream_status,
+                "duration_ms": round((now - context.started) * 1000, 3),
+            },
+            # Probes and scrapes arrive every few seconds: debug unless they failed.
+            quiet=context.upstream == "none" and status < 400,
         )
 
 

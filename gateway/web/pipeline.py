@@ -100,6 +100,8 @@ def build_steps(
             outcome = _OUTCOMES[type(decision)]
             count_decision(outcome)
             context.call_name, context.decision = name, outcome
+            if not isinstance(decision, Deny):
+                context.required_scopes = decision.required
             if len(calls) > 1:
                 audit.info(
                     "policy_decided",

@@ -104,6 +104,7 @@ async def test_missing_scope_gets_a_step_up_challenge_and_is_not_forwarded(
         403,
         None,
     )
+    assert (line["required_scopes"], line["granted_scopes"]) == (["files:write"], ["files:read"])
 
 
 async def test_broader_scope_satisfies_through_implication(
@@ -155,7 +156,7 @@ async def test_decisions_are_counted(gw: Gateway, issuer: LocalIssuer) -> None:
     async with aiohttp.ClientSession() as http, http.get(gw.url("/metrics")) as resp:
         metrics = await resp.text()
     for decision, count in (("allow", 2), ("insufficient_scope", 1), ("deny", 1)):
-        line = f'mcp_gateway_decisions_total{{decision="{decision}",upstream="files"}} {count}.0'
+        line = f'mcp_gateway_decisions_total{{decision="{decision}",route="files"}} {count}.0'
         assert line in metrics
 
 
