@@ -419,23 +419,28 @@ def bench_row(
 
 
 def write_gateway_config(
-    path: Path, port: int, upstream_ports: dict[str, int], issuer: str
+    path: Path, port: int, upstream_ports: dict[str, int], issuer: str | None
 ) -> None:
+    """With an issuer, every route requires a token validated against the bench's JWKS server;
+    without one (--anonymous), routes are anonymous: the bare proxy path."""
     lines = [
         f'server: {{host: 127.0.0.1, port: {port}, public_url: "http://127.0.0.1:{port}"}}',
         # Production logging: one JSON access line per request, written to the gateway's log file.
         "log: {level: info, format: json}",
-        # Every route requires a token, validated against the bench's JWKS server.
-        "auth:",
-        "  resource_server:",
-        f'    authorization_servers: [{{name: bench, issuer: "{issuer}", '
-        f'jwks_uri: "{issuer}/jwks"}}]',
-        "upstreams:",
     ]
+    if issuer is not None:
+        lines += [
+            "auth:",
+            "  resource_server:",
+            f'    authorization_servers: [{{name: bench, issuer: "{issuer}", '
+            f'jwks_uri: "{issuer}/jwks"}}]',
+        ]
+    lines.append("upstreams:")
+    access = "allow_anonymous: true" if issuer is None else "scopes: [mcp:tools]"
     for name, up_port in upstream_ports.items():
         lines.append(
             f'  - {{name: {name}, route: /{name}/mcp, url: "http://127.0.0.1:{up_port}/mcp", '
-            "scopes: [mcp:tools]}"
+            f"{access}}}"
         )
     path.write_text("\n".join(lines) + "\n")
 
@@ -488,7 +493,7 @@ def run_benchmark(args: argparse.Namespace, procs: Processes) -> tuple[list[Row]
     gateway_info: dict[str, Any] = {"enabled": args.gateway_cmd is not None}
     if args.gateway_cmd:
         port = free_port()
-        issuer, key = start_token_issuer(procs)
+        issuer, key = (None, None) if args.anonymous else start_token_issuer(procs)
         config = procs.logdir / "gateway.yaml"
         write_gateway_config(config, port, upstream_ports, issuer)
         argv = shlex.split(args.gateway_cmd.replace("{config}", str(config)))
@@ -503,7 +508,8 @@ def run_benchmark(args: argparse.Namespace, procs: Processes) -> tuple[list[Row]
         wait_ready(procs, "gateway", healthz)
         for up in UPSTREAMS:
             gateway[up.name] = url = f"{base}/{up.name}/mcp"
-            AUTHORIZATION[url] = "Bearer " + access_token(issuer, key, url)
+            if issuer is not None and key is not None:
+                AUTHORIZATION[url] = "Bearer " + access_token(issuer, key, url)
             wait_ready(procs, "gateway", partial(check_call, gateway[up.name], up), 10)
 
     rows = []
@@ -634,6 +640,11 @@ def parse_args() -> argparse.Namespace:
         help="command starting the gateway; {config} is replaced by the generated config path",
     )
     parser.add_argument("--no-gateway", action="store_true", help="direct rows only")
+    parser.add_argument(
+        "--anonymous",
+        action="store_true",
+        help="anonymous routes: the bare proxy path, without authentication and policy",
+    )
     args = parser.parse_args()
     if args.quick:
         args.duration, args.rounds = 1, 1
