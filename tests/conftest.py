@@ -13,6 +13,7 @@ from gateway.config.model import LogFormat, LogLevel, LogSettings
 from gateway.observability.logging import configure_logging
 from gateway.web.app import create_app
 from gateway.web.server import RunningGateway, start_gateway
+from tests.support.local_issuer import LocalIssuer
 from tests.support.processes import free_port
 from tests.support.secrets import USED_SECRETS
 
@@ -54,6 +55,16 @@ def no_secret_in_logs() -> Iterator[None]:
     logged = LOG_SINK.take()
     leaked = [secret[:12] + "..." for secret in USED_SECRETS if secret in logged]
     assert not leaked, f"secrets in the gateway's log lines: {leaked}"
+
+
+@pytest.fixture
+async def issuer() -> AsyncIterator[LocalIssuer]:
+    """A small authorization server on loopback (metadata, JWKS, introspection) with run-time
+    keys: tokens come from `issuer.mint(issuer.claims(resource, ...))`."""
+    server = LocalIssuer()
+    await server.start()
+    yield server
+    await server.stop()
 
 
 def gateway_log() -> str:

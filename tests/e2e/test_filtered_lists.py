@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,14 +13,6 @@ from tests.support.processes import HttpServerProcess
 from tests.support.sdk_client import list_and_call
 
 ROUTE = "/up/mcp"
-
-
-@pytest.fixture
-async def issuer() -> AsyncIterator[LocalIssuer]:
-    server = LocalIssuer()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def listed(

@@ -27,14 +27,6 @@ async def ok(request: web.Request) -> web.StreamResponse:
 
 
 @pytest.fixture
-async def issuer() -> AsyncIterator[LocalIssuer]:
-    server = LocalIssuer()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
 async def upstream() -> AsyncIterator[RecordingUpstream]:
     async with recording_upstream(ok) as recorded:
         yield recorded

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
-import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -42,14 +41,6 @@ upstreams:
 
 async def ok(request: web.Request) -> web.StreamResponse:
     return web.json_response({"jsonrpc": "2.0", "id": 1, "result": {}})
-
-
-@pytest.fixture
-async def issuer() -> AsyncIterator[LocalIssuer]:
-    server = LocalIssuer()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def eventually(
