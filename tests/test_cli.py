@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
 from tests.support.http_upstream import recording_upstream
+from tests.support.local_issuer import LocalIssuer
 from tests.support.processes import ManagedProcess, free_port
 
 CLI = [sys.executable, "-m", "gateway"]
@@ -118,3 +122,54 @@ async def test_serve_writes_one_access_line_per_request_without_secrets(tmp_path
     assert access["upstream"] == "up"
     assert access["rpc_method"] == "tools/call"
     assert (access["status"], access["upstream_status"]) == (200, 200)
+
+
+async def test_sighup_reloads_the_policy(tmp_path: Path, issuer: LocalIssuer) -> None:
+    async def ok(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"jsonrpc": "2.0", "id": 1, "result": {}})
+
+    async with recording_upstream(ok) as upstream:
+        port = free_port()
+        config = tmp_path / "gw.yaml"
+
+        def write(scope: str) -> None:
+            config.write_text(
+                textwrap.dedent(
+                    f"""
+                    server: {{host: 127.0.0.1, port: {port}, public_url: "http://127.0.0.1:{port}",
+                              reload_interval: 0}}
+                    auth:
+                      resource_server:
+                        authorization_servers: [{{name: l, issuer: "{issuer.issuer}"}}]
+                    upstreams:
+                      - name: up
+                        route: /up/mcp
+                        url: "{upstream.url}"
+                        policy: {{tools: {{write_file: [{scope}]}}}}
+                    """
+                )
+            )
+
+        write("files:write")
+        process = ManagedProcess(
+            [*CLI, "serve", "--config", str(config)], ready_url=f"http://127.0.0.1:{port}/healthz"
+        )
+        url = f"http://127.0.0.1:{port}/up/mcp"
+        token = issuer.mint(issuer.claims(url, scope="files:read"))
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "write_file"}}
+
+        async def status(http: aiohttp.ClientSession) -> int:
+            async with http.post(
+                url, json=body, headers={"Authorization": f"Bearer {token}"}
+            ) as resp:
+                return resp.status
+
+        async with process, aiohttp.ClientSession() as http:
+            assert await status(http) == 403
+            write("files:read")
+            assert await status(http) == 403  # no watcher (reload_interval: 0): not yet
+            os.kill(process.pid, signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while (code := await status(http)) == 403 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert code == 200
