@@ -128,7 +128,7 @@ async def test_an_expired_token_is_refused(
     start_gateway_for: StartGateway, provider: OidcProviderProcess, sdk_json: HttpServerProcess
 ) -> None:
     gw = await protected_gateway(start_gateway_for, provider, sdk_json, leeway=0)
-    token = remember(await authorize_token(provider.issuer, gw.url(ROUTE), ttl=1))
+    token = remember(await authorize_token(provider.issuer, gw.url(ROUTE), ttl=3))
     assert await post(gw, token) == 200
     deadline = time.monotonic() + 10
     while (status := await post(gw, token)) == 200 and time.monotonic() < deadline:
