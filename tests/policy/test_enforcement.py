@@ -32,20 +32,28 @@ async def upstream() -> AsyncIterator[RecordingUpstream]:
         yield recorded
 
 
-@pytest.fixture
-async def gw(
-    start_gateway_for: StartGateway, issuer: LocalIssuer, upstream: RecordingUpstream
+async def files_gateway(
+    start: StartGateway, issuer: LocalIssuer, url: str, **extra: Any
 ) -> Gateway:
-    return await start_gateway_for(
+    """The /files/mcp route under POLICY, trusting `issuer`; `extra` goes to the config."""
+    return await start(
         {
             "name": "files",
             "route": "/files/mcp",
-            "url": upstream.url,
+            "url": url,
             "scopes": ["mcp:tools"],
             "policy": POLICY,
         },
         auth={"resource_server": {"authorization_servers": [issuer.auth_server()]}},
+        **extra,
     )
+
+
+@pytest.fixture
+async def gw(
+    start_gateway_for: StartGateway, issuer: LocalIssuer, upstream: RecordingUpstream
+) -> Gateway:
+    return await files_gateway(start_gateway_for, issuer, upstream.url)
 
 
 def call_tool(name: object, rpc_id: int = 7) -> dict[str, Any]:
@@ -102,15 +110,10 @@ async def test_missing_scope_gets_a_step_up_challenge_and_is_not_forwarded(
 async def test_broader_scope_satisfies_through_implication(
     start_gateway_for: StartGateway, issuer: LocalIssuer, upstream: RecordingUpstream
 ) -> None:
-    gw = await start_gateway_for(
-        {
-            "name": "files",
-            "route": "/files/mcp",
-            "url": upstream.url,
-            "scopes": ["mcp:tools"],
-            "policy": POLICY,
-        },
-        auth={"resource_server": {"authorization_servers": [issuer.auth_server()]}},
+    gw = await files_gateway(
+        start_gateway_for,
+        issuer,
+        upstream.url,
         scopes={"implies": {"files:admin": ["files:write"], "files:write": ["files:read"]}},
     )
     token = issuer.mint(issuer.claims(gw.url("/files/mcp"), scope="files:admin"))
