@@ -41,7 +41,26 @@ _ROUTE = re.compile(r"^(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 RESERVED_PREFIXES = ("/.well-known", "/healthz", "/readyz", "/metrics", "/oauth")
 
+_HOST = re.compile(r"^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 PositiveSeconds = Annotated[float, Field(gt=0, le=86_400)]
+
+
+def _origin(value: str) -> str:
+    """A browser origin in its serialized form (RFC 6454): scheme://host[:port], lowercased,
+    default port dropped. `null` and wildcards are never allowed."""
+    parts = urlsplit(value)
+    if value in ("null", "*") or parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"{value!r} is not an origin like https://app.example.com")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"{value!r} is not an origin: no path, query or credentials")
+    if "*" in value:
+        raise ValueError(f"{value!r}: wildcards are not allowed in origins")
+    host = parts.hostname
+    host = f"[{host}]" if ":" in host else host
+    port = parts.port
+    suffix = "" if port in (None, _DEFAULT_PORTS[parts.scheme]) else f":{port}"
+    return f"{parts.scheme}://{host}{suffix}"
 
 
 def _check_name(value: str) -> str:
@@ -102,6 +121,42 @@ class ServerSettings(Model):
         description="Seconds between checks of the config file for policy changes (0: only "
         "on SIGHUP).",
     )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins (scheme://host[:port]) allowed to call the gateway, with "
+        "CORS. The origin of `public_url` is always allowed; any other `Origin` (including "
+        "`null`) gets 403.",
+    )
+    allowed_hosts: list[str] | None = Field(
+        None,
+        description="`Host` header values accepted (host or host:port), against DNS "
+        "rebinding; others get 421. Default: the authority of `public_url` (without it: "
+        "`host`, localhost and 127.0.0.1 at `port`). Health and metrics paths are exempt.",
+    )
+    header_timeout: PositiveSeconds = Field(
+        10.0, description="Seconds a client has to send a request's headers, from its first byte."
+    )
+    body_timeout: PositiveSeconds = Field(
+        30.0, description="Seconds a client has to send a request body; then 408."
+    )
+    keepalive_timeout: PositiveSeconds = Field(
+        60.0, description="Seconds an idle keep-alive client connection is kept open."
+    )
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        return [_origin(entry) for entry in value]
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            for entry in value:
+                if not _HOST.fullmatch(entry):
+                    raise ValueError(f"{entry!r} is not a host or host:port")
+            return [entry.lower() for entry in value]
+        return value
 
     @field_validator("public_url")
     @classmethod
@@ -293,6 +348,43 @@ class ScopeSettings(Model):
         return self
 
 
+class IdentityHeaders(Model):
+    """Headers the gateway sets on upstream requests from the caller's validated token.
+
+    Values are sent as they are when they are visible ASCII (spaces allowed) without `%`,
+    otherwise percent-encoded UTF-8. Whatever a client sends under these names, in any
+    spelling (case, `_` for `-`), is removed first.
+    """
+
+    subject: str | None = Field(None, description="Header for the token's `sub`.")
+    client_id: str | None = Field(None, description="Header for the token's `client_id`.")
+    issuer: str | None = Field(None, description="Header for the token's issuer.")
+    scopes: str | None = Field(None, description="Header for the granted scopes, space-separated.")
+
+    @model_validator(mode="after")
+    def _names_valid(self) -> IdentityHeaders:
+        names = [name for name in self.names().values()]
+        for name in names:
+            if not _TOKEN_CHARS.fullmatch(name):
+                raise ValueError(f"header name {name!r} is not a valid HTTP field name")
+            if normalized_header(name) in FORBIDDEN_STATIC_HEADERS | {"authorization", "cookie"}:
+                raise ValueError(f"header {name!r} is managed by the gateway")
+        spelled = [normalized_header(name) for name in names]
+        if len(set(spelled)) != len(spelled):
+            raise ValueError("identity headers must have distinct names")
+        return self
+
+    def names(self) -> dict[str, str]:
+        """Claim -> header name, for the claims that have a header."""
+        fields = ("subject", "client_id", "issuer", "scopes")
+        return {f: name for f in fields if (name := getattr(self, f)) is not None}
+
+
+def normalized_header(name: str) -> str:
+    """A header name as upstream frameworks may see it: case-folded, `_` read as `-`."""
+    return name.lower().replace("_", "-")
+
+
 class Upstream(SecretFileMixin, Model):
     secret_fields: ClassVar[frozenset[str]] = frozenset({"headers"})
 
@@ -321,6 +413,19 @@ class Upstream(SecretFileMixin, Model):
         "demos: every client may then call every tool.",
     )
     policy: Policy = Field(default_factory=Policy)
+    identity_headers: IdentityHeaders = Field(
+        default_factory=IdentityHeaders,
+        description="Tell the upstream who is calling, in headers set from the validated token.",
+    )
+
+    @model_validator(mode="after")
+    def _identity_headers_distinct(self) -> Upstream:
+        static = {normalized_header(name) for name in self.headers}
+        clash = sorted(n for n in self.identity_headers.names().values()
+                       if normalized_header(n) in static)  # fmt: skip
+        if clash:
+            raise ValueError(f"identity headers {clash} are also static headers")
+        return self
 
     @field_validator("scopes")
     @classmethod
@@ -367,6 +472,59 @@ FORBIDDEN_STATIC_HEADERS = frozenset(
 )
 
 
+class SessionSettings(SecretFileMixin, Model):
+    """Gateway-minted sessions of the stateful protocol era (2025-03-26 ... 2025-11-25).
+
+    A session id is sealed (AES-256-GCM) around the upstream's session id and the principal
+    that opened it, so any replica holding the keys can check it with no shared store.
+    """
+
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"keys"})
+
+    keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Session sealing keys (from `mcp-auth-gateway keygen`), newest first: the "
+        "first seals new sessions, all open existing ones (rotation). `keys_file`: one key per "
+        "line. Default: a random key per process (sessions end when it restarts; replicas "
+        "must share keys).",
+    )
+    idle_timeout: PositiveSeconds = Field(
+        1800.0, description="Seconds without a request or open stream after which a session ends."
+    )
+    max_lifetime: PositiveSeconds = Field(
+        86_400.0, description="Seconds after which a session ends regardless of use."
+    )
+    max_per_principal: int = Field(
+        32, ge=1, description="Open sessions one principal may hold; more get 429."
+    )
+    max_total: int = Field(10_000, ge=1, description="Open sessions in all; more get 503.")
+    max_streams_per_principal: int = Field(
+        8, ge=1, description="Open GET streams one principal may hold; more get 429."
+    )
+    max_streams: int = Field(2_000, ge=1, description="Open GET streams in all; more get 503.")
+
+    @field_validator("keys", mode="before")
+    @classmethod
+    def _keys_from_lines(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from keys_file: one key per line
+            return [line.strip() for line in value.splitlines() if line.strip()]
+        return value
+
+    @field_validator("keys")
+    @classmethod
+    def _check_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for index, key in enumerate(value):
+            if not _SESSION_KEY.fullmatch(key.get_secret_value()):
+                raise ValueError(
+                    f"key {index} is not 32 bytes in unpadded base64url (use "
+                    "`mcp-auth-gateway keygen`)"
+                )
+        return value
+
+
+_SESSION_KEY = re.compile(r"^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$")  # 32 bytes, base64url
+
+
 class _ProcessEnvSource(EnvSettingsSource):
     """Environment overrides, limited to process settings: upstreams come from the file only."""
 
@@ -393,6 +551,7 @@ class GatewayConfig(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     scopes: ScopeSettings = Field(default_factory=ScopeSettings)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
     upstreams: list[Upstream] = Field(min_length=1)
 
     @classmethod
@@ -444,6 +603,28 @@ class GatewayConfig(BaseSettings):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def allowed_origins(self) -> frozenset[str]:
+        """Browser origins accepted: the configured ones and that of `public_url`."""
+        origins = set(self.server.allowed_origins)
+        if self.server.public_url is not None:
+            origins.add(_origin(self.public_base()))
+        return frozenset(origins)
+
+    def allowed_hosts(self, bound_port: int | None = None) -> frozenset[str]:
+        """`Host` values accepted (lowercase), see `server.allowed_hosts`."""
+        if self.server.allowed_hosts is not None:
+            return frozenset(self.server.allowed_hosts)
+        if self.server.public_url is not None:
+            parts = urlsplit(self.public_base())
+            host = parts.netloc.lower()
+            hosts = {host}
+            if parts.port is None:  # a client may also spell out the default port
+                hosts.add(f"{host}:{_DEFAULT_PORTS[parts.scheme]}")
+            return frozenset(hosts)
+        port = bound_port or self.server.port
+        names = {self.server.host, "localhost", "127.0.0.1"}
+        return frozenset(f"[{name}]:{port}" if ":" in name else f"{name}:{port}" for name in names)
 
     def public_base(self, bound_port: int | None = None) -> str:
         """The gateway's public URL without a trailing slash: `server.public_url`, else

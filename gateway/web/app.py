@@ -16,6 +16,7 @@ from gateway.errors import MethodNotAllowedError
 from gateway.observability.metrics import GatewayMetrics
 from gateway.policy.compiled import PolicyStore, compile_policies
 from gateway.web import health
+from gateway.web.edge import install_edge
 from gateway.web.forward import forward
 from gateway.web.keys import (
     CONFIG_KEY,
@@ -64,6 +65,7 @@ def create_app(
     mapping. MCP routes then run `build_steps(...)` (authentication first) and `forward`.
     """
     app = web.Application(middlewares=[request_context_middleware, error_middleware])
+    install_edge(app, config)
     metrics = GatewayMetrics(registry if registry is not None else CollectorRegistry())
     app[CONFIG_KEY] = config
     app[METRICS_KEY] = metrics
