@@ -29,6 +29,9 @@ class GatewayError(Exception):
     retry_after: ClassVar[int | None] = None
     """Seconds for a `Retry-After` header, for errors a client should simply retry."""
 
+    close_connection: ClassVar[bool] = False
+    """Close the client connection after answering (its request body was not read)."""
+
     def __init__(
         self,
         detail: str = "",
@@ -63,6 +66,7 @@ class BodyTooLargeError(RequestError):
     status = 413
     code = "request_too_large"
     public_message = "Request body too large"
+    close_connection = True
 
 
 class MethodNotAllowedError(RequestError):
@@ -79,6 +83,73 @@ class NotFoundError(RequestError):
     status = 404
     code = "not_found"
     public_message = "Not found"
+
+
+class RequestTimeoutError(RequestError):
+    """The client did not send its request body in time (`server.body_timeout`)."""
+
+    status = 408
+    code = "request_timeout"
+    public_message = "Request timed out"
+    close_connection: ClassVar[bool] = True
+
+
+class UnsupportedEncodingError(RequestError):
+    """A request body with a `Content-Encoding`: bodies must stay inspectable and bounded."""
+
+    status = 415
+    code = "unsupported_content_encoding"
+    public_message = "Compressed request bodies are not accepted"
+    close_connection = True
+
+
+class MisdirectedRequestError(RequestError):
+    """A `Host` the gateway does not serve (DNS rebinding defence)."""
+
+    status = 421
+    code = "misdirected_request"
+    public_message = "Misdirected request"
+
+
+class OriginRejectedError(GatewayError):
+    """A browser `Origin` that is not allowed (including `null`): MCP transports say 403."""
+
+    status = 403
+    code = "origin_not_allowed"
+    jsonrpc_code = -32045
+    public_message = "Origin not allowed"
+
+
+class SessionNotFoundError(GatewayError):
+    """Unknown, ended, expired or another principal's session: one indistinguishable 404.
+
+    The body never carries the request's id, so every such answer is the same, byte for byte.
+    """
+
+    status = 404
+    code = "session_not_found"
+    jsonrpc_code = -32001
+    public_message = "Session not found"
+
+
+class TooManyError(GatewayError):
+    """The caller holds as many sessions or streams as it may: it should close one first."""
+
+    status = 429
+    code = "too_many_sessions"
+    jsonrpc_code = -32053
+    public_message = "Too many open sessions or streams for this caller"
+    retry_after = 10
+
+
+class CapacityError(GatewayError):
+    """The gateway holds as many sessions or streams as it may in all."""
+
+    status = 503
+    code = "at_capacity"
+    jsonrpc_code = -32054
+    public_message = "Gateway at capacity, retry later"
+    retry_after = 10
 
 
 class AuthenticationError(GatewayError):

@@ -22,7 +22,7 @@ def render_error(error: GatewayError, rpc_id: JsonRpcId = None) -> web.Response:
         headers["WWW-Authenticate"] = bearer_challenge(error.challenge)
     if error.retry_after is not None:
         headers["Retry-After"] = str(error.retry_after)
-    return web.Response(
+    response = web.Response(
         status=error.status,
         body=error_body(
             error.rpc_id if error.rpc_id is not None else rpc_id,
@@ -33,3 +33,6 @@ def render_error(error: GatewayError, rpc_id: JsonRpcId = None) -> web.Response:
         content_type="application/json",
         headers=headers,
     )
+    if error.close_connection:
+        response.force_close()
+    return response
