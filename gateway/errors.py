@@ -32,6 +32,9 @@ class GatewayError(Exception):
     close_connection: ClassVar[bool] = False
     """Close the client connection after answering (its request body was not read)."""
 
+    echo_rpc_id: ClassVar[bool] = True
+    """Answer with the request's JSON-RPC id (else `null`, so answers cannot differ by it)."""
+
     def __init__(
         self,
         detail: str = "",
@@ -130,6 +133,7 @@ class SessionNotFoundError(GatewayError):
     code = "session_not_found"
     jsonrpc_code = -32001
     public_message = "Session not found"
+    echo_rpc_id = False
 
 
 class TooManyError(GatewayError):

@@ -101,6 +101,7 @@ async def start_gateway_for() -> AsyncIterator[StartGateway]:
         server: dict[str, Any] | None = None,
         auth: dict[str, Any] | None = None,
         scopes: dict[str, Any] | None = None,
+        sessions: dict[str, Any] | None = None,
     ) -> Gateway:
         port = free_port()
         if auth is None:
@@ -115,6 +116,7 @@ async def start_gateway_for() -> AsyncIterator[StartGateway]:
             log={"level": "debug", "format": "json"},
             auth=auth or {},
             scopes=scopes or {},
+            sessions=sessions or {},
             upstreams=list(upstreams),
         )
         running = await start_gateway(config, create_app(config, registry=CollectorRegistry()))

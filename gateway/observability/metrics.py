@@ -81,6 +81,24 @@ class GatewayMetrics:
             ("outcome",),
             registry=registry,
         )
+        self.active_sessions = Gauge(
+            "mcp_gateway_active_sessions",
+            "Sessions this replica knows to be open (stateful protocol era).",
+            registry=registry,
+        )
+        self.open_get_streams = Gauge(
+            "mcp_gateway_open_get_streams",
+            "GET (server-to-client) streams open through this replica; they count against "
+            "the stream limits.",
+            registry=registry,
+        )
+        self.session_rejections = Counter(
+            "mcp_gateway_session_rejections_total",
+            "Requests refused with 404 for their session id, by upstream route and reason: "
+            "unknown, foreign (another principal's: a possible hijack), expired, ended.",
+            ("upstream", "reason"),
+            registry=registry,
+        )
         self._request_children: dict[tuple[str, str, int], Counter] = {}
 
     def count_request(self, upstream: str, method: str, status: int) -> None:

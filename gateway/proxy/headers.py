@@ -2,13 +2,19 @@
 
 Toward the upstream the gateway never forwards the client's credentials (`Authorization`,
 `Cookie`), its `Origin` (the gateway validates it; the upstream sees the gateway as its client),
-forwarding claims it cannot vouch for, or compression preferences (bodies must stay inspectable).
-Toward the client it drops upstream cookies and CORS headers: the gateway owns its origin.
+forwarding claims it cannot vouch for, compression preferences (bodies must stay inspectable), or
+its session id and `Last-Event-ID` (the gateway maps sessions and adds the upstream's own). A
+header the gateway sets itself is dropped in every spelling a server framework may merge with it
+(any case, `_` for `-`). Toward the client it drops upstream cookies, CORS headers and the
+upstream's session id: the gateway owns its origin and its sessions.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
+from typing import NamedTuple
+from urllib.parse import quote
 
 from multidict import CIMultiDict
 
@@ -40,6 +46,8 @@ REQUEST_DROPPED = HOP_BY_HOP | {
     b"x-forwarded-proto",
     b"x-real-ip",
     b"x-request-id",
+    b"mcp-session-id",
+    b"last-event-id",
 }
 
 RESPONSE_DROPPED = HOP_BY_HOP | {
@@ -51,6 +59,7 @@ RESPONSE_DROPPED = HOP_BY_HOP | {
     b"access-control-allow-methods",
     b"access-control-expose-headers",
     b"access-control-max-age",
+    b"mcp-session-id",
 }
 
 
@@ -66,8 +75,16 @@ def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[byte
 class RequestHeadBuilder:
     """Builds the request head sent upstream; the static part is encoded once at start-up."""
 
-    def __init__(self, host_header: str, static_headers: Mapping[str, str]) -> None:
-        self._dropped = REQUEST_DROPPED | {n.lower().encode() for n in static_headers}
+    def __init__(
+        self,
+        host_header: str,
+        static_headers: Mapping[str, str],
+        managed: Iterable[str] = (),
+    ) -> None:
+        """`managed`: more header names the gateway sets per request (identity headers)."""
+        self._dropped = REQUEST_DROPPED | {
+            n.lower().replace("_", "-").encode() for n in (*static_headers, *managed)
+        }
         fixed = [f"Host: {host_header}\r\n"]
         fixed += [f"{name}: {value}\r\n" for name, value in static_headers.items()]
         self._fixed = "".join(fixed).encode("latin-1")
@@ -79,12 +96,17 @@ class RequestHeadBuilder:
         client_headers: tuple[tuple[bytes, bytes], ...],
         body_length: int | None,
         request_id: str,
+        added: bytes = b"",
     ) -> bytes:
+        """The request head; `added` holds complete header lines the gateway sets for this
+        request (session id, identity), each ending in CRLF."""
         dropped = self._dropped
         kept: list[tuple[bytes, bytes]] = []
         extra: frozenset[bytes] = frozenset()
         for name, value in client_headers:
             lower = name.lower()
+            if b"_" in lower:
+                lower = lower.replace(b"_", b"-")
             if lower in dropped:
                 if lower == b"connection":
                     extra = _connection_tokens(client_headers)
@@ -92,23 +114,35 @@ class RequestHeadBuilder:
             kept.append((lower, b"%s: %s\r\n" % (name, value)))
         parts = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1"), self._fixed]
         parts += [line for lower, line in kept if lower not in extra]
-        parts.append(b"X-Request-Id: %s\r\n" % request_id.encode("ascii"))
+        parts.append(b"X-Request-Id: %s\r\n%s" % (request_id.encode("ascii"), added))
         if body_length is not None:
             parts.append(b"Content-Length: %d\r\n" % body_length)
         parts.append(b"\r\n")
         return b"".join(parts)
 
 
-def response_headers(raw: list[tuple[bytes, bytes]]) -> tuple[CIMultiDict[str], bool]:
-    """Headers to send to the client, and whether the body is an SSE stream."""
+class ResponseHead(NamedTuple):
+    headers: CIMultiDict[str]
+    """Headers to send to the client."""
+    event_stream: bool
+    """Whether the body is an SSE stream."""
+    session_id: str | None
+    """The upstream's `Mcp-Session-Id` (never sent to the client)."""
+
+
+def response_headers(raw: list[tuple[bytes, bytes]]) -> ResponseHead:
+    """Headers to send to the client, and what the gateway needs to know of the others."""
     out: CIMultiDict[str] = CIMultiDict()
     event_stream = False
+    session_id = None
     extra: frozenset[bytes] = frozenset()
     for name, value in raw:
         lower = name.lower()
         if lower == b"connection":
             extra = _connection_tokens(raw)
         if lower in RESPONSE_DROPPED or lower in extra:
+            if lower == b"mcp-session-id":
+                session_id = value.decode("latin-1")
             continue
         if lower == b"content-type" and value.lower().startswith(b"text/event-stream"):
             event_stream = True
@@ -118,4 +152,22 @@ def response_headers(raw: list[tuple[bytes, bytes]]) -> tuple[CIMultiDict[str], 
             out.popall(token.decode("latin-1"), None)
     if event_stream:
         out["X-Accel-Buffering"] = "no"
-    return out, event_stream
+    return ResponseHead(out, event_stream, session_id)
+
+
+_PLAIN_VALUE = re.compile(r"^[\x20-\x24\x26-\x7e]*$")  # visible ASCII and space, no "%"
+
+
+def header_value(text: str) -> str:
+    """A claim as a header value: as it is if plain (visible ASCII or space, no `%`), else
+    percent-encoded UTF-8, so no claim can inject a header line and decoding is unambiguous."""
+    if _PLAIN_VALUE.fullmatch(text) and text == text.strip():
+        return text
+    return quote(text, safe="")
+
+
+def header_lines(headers: Iterable[tuple[str, str]]) -> bytes:
+    """Header lines for `RequestHeadBuilder.build(added=...)`; values via `header_value`."""
+    return b"".join(
+        f"{name}: {header_value(value)}\r\n".encode("latin-1") for name, value in headers
+    )

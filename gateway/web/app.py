@@ -17,7 +17,7 @@ from gateway.observability.metrics import GatewayMetrics
 from gateway.policy.compiled import PolicyStore, compile_policies
 from gateway.web import health
 from gateway.web.edge import install_edge
-from gateway.web.forward import forward
+from gateway.web.forward import end_upstream_session, forward
 from gateway.web.keys import (
     CONFIG_KEY,
     CONTEXT_KEY,
@@ -28,10 +28,11 @@ from gateway.web.keys import (
     ROUTES_KEY,
 )
 from gateway.web.middleware import error_middleware, request_context_middleware
-from gateway.web.pipeline import Step, build_steps
+from gateway.web.pipeline import BodyLimits, Step, build_steps
 from gateway.web.reload import PolicyReloader, reload_context
 from gateway.web.resource_metadata import metadata_document, metadata_handler, metadata_path
 from gateway.web.route import UpstreamRoute
+from gateway.web.sessions import build_registry, count_rejections, reaper, session_step
 
 MCP_METHODS = ("DELETE", "GET", "POST")
 TOKEN_OUTCOMES = ("valid", "cached", "invalid", "missing", "malformed", "unavailable")
@@ -75,6 +76,9 @@ def create_app(
     resource_server = config.auth.resource_server
     cache = TokenCache(resource_server.token_cache_size if resource_server else 0)
     public_base = config.public_base()
+    sessions = build_registry(config.sessions)
+    metrics.active_sessions.set_function(lambda: len(sessions))
+    metrics.open_get_streams.set_function(lambda: sessions.streams_open)
 
     routes = []
     for upstream in config.upstreams:
@@ -105,11 +109,25 @@ def create_app(
                 metadata_path(upstream.route), metadata_handler(document), allow_head=False
             )
         routes.append(
-            UpstreamRoute(upstream, metrics, public_base=public_base, authenticator=authenticator)
+            UpstreamRoute(
+                upstream,
+                metrics,
+                public_base=public_base,
+                sessions=sessions,
+                authenticator=authenticator,
+            )
         )
     app[ROUTES_KEY] = tuple(routes)
     app.cleanup_ctx.append(_outbound_http)
     app.cleanup_ctx.append(_close_pools)
+    by_route = {route.config.route: route for route in routes}
+    app.cleanup_ctx.append(
+        reaper(
+            sessions,
+            config.sessions,
+            lambda path, upstream_id: end_upstream_session(by_route[path], upstream_id),
+        )
+    )
 
     policies = PolicyStore(compile_policies(config))
     app[POLICIES_KEY] = policies
@@ -122,8 +140,9 @@ def create_app(
             app.cleanup_ctx.append(reload_context(reloader))
     for route in routes:
         steps = build_steps(
-            config.server.max_request_bytes,
+            BodyLimits(config.server.max_request_bytes, config.server.body_timeout),
             route.authenticator,
+            session_step(sessions, route.config.route, count_rejections(metrics, route.name)),
             policies,
             route.name,
             _decision_counter(metrics, route.name),

@@ -25,7 +25,7 @@ def render_error(error: GatewayError, rpc_id: JsonRpcId = None) -> web.Response:
     response = web.Response(
         status=error.status,
         body=error_body(
-            error.rpc_id if error.rpc_id is not None else rpc_id,
+            error.rpc_id if error.rpc_id is not None or not error.echo_rpc_id else rpc_id,
             error.jsonrpc_code,
             error.public_message,
             error.code,

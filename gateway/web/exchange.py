@@ -8,6 +8,8 @@ from gateway.auth.principal import Principal
 from gateway.jsonrpc import JsonRpcId, JsonRpcMessage
 from gateway.mcp_request import McpCall
 from gateway.policy.listing import Allowed
+from gateway.session.registry import Session
+from gateway.session.seal import Owner
 
 
 @dataclass(slots=True)
@@ -29,6 +31,12 @@ class RequestContext:
     decision: str | None = None
     required_scopes: frozenset[str] = frozenset()
     """The scopes the decided call needs (for the audit record)."""
+    owner: Owner | None = None
+    """Who sessions opened by this request belong to."""
+    limit_key: object = None
+    """What this caller's session and stream limits count against."""
+    session: Session | None = None
+    """The session named by `Mcp-Session-Id`, once the caller is known to own it."""
     upstream_status: int | None = None
     response_started: float | None = None
 

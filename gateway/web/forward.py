@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import time
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -18,21 +21,36 @@ from gateway.policy.listing import (
     SseListFilter,
     filter_json_body,
 )
-from gateway.proxy.connection import UpstreamResponse
-from gateway.proxy.headers import response_headers
+from gateway.proxy.connection import UpstreamConnection, UpstreamResponse
+from gateway.proxy.headers import header_lines, response_headers
 from gateway.web.keys import CONTEXT_KEY
+from gateway.web.middleware import new_request_id
 from gateway.web.route import UpstreamRoute
+from gateway.web.sessions import SESSION_HEADER, after_upstream_response
 
 log = get_logger("gateway.proxy")
 
 
 async def forward(request: web.Request, route: UpstreamRoute) -> web.StreamResponse:
-    """Send the request to the route's upstream; relay status, headers and body unchanged.
+    """Send the request to the route's upstream; relay status, headers and body unchanged,
+    except that session ids are mapped (the client sees the gateway's, the upstream its own).
 
     A body that has fully arrived with the headers is answered in one response; anything else
     (SSE above all) is relayed chunk by chunk. If the client goes away, the upstream connection
-    is closed, which cancels the upstream request.
+    is closed, which cancels the upstream request. A GET stream counts against the caller's
+    stream limits while it is open.
     """
+    if request.method != "GET":
+        return await _exchange(request, route)
+    sessions, key = route.sessions, request[CONTEXT_KEY].limit_key
+    sessions.open_stream(key)
+    try:
+        return await _exchange(request, route)
+    finally:
+        sessions.close_stream(key)
+
+
+async def _exchange(request: web.Request, route: UpstreamRoute) -> web.StreamResponse:
     context = request[CONTEXT_KEY]
     loop = asyncio.get_running_loop()
     target = route.pool.path
@@ -45,6 +63,7 @@ async def forward(request: web.Request, route: UpstreamRoute) -> web.StreamRespo
         request.raw_headers,
         len(body) if request.method == "POST" else None,
         context.request_id,
+        _added_headers(request, route),
     )
     sent = loop.time()
     try:
@@ -65,8 +84,14 @@ async def forward(request: web.Request, route: UpstreamRoute) -> web.StreamRespo
         received = loop.time()
         route.upstream_duration.observe(received - sent)
         context.upstream_status = upstream.status
-        headers, event_stream = response_headers(upstream.raw_headers)
+        headers, event_stream, upstream_session = response_headers(upstream.raw_headers)
         headers["X-Request-Id"] = context.request_id
+        if upstream_session is not None or context.session is not None:
+            session_id = after_upstream_response(
+                request, route.sessions, route.config.route, upstream.status, upstream_session
+            )
+            if session_id is not None:
+                headers[SESSION_HEADER] = session_id
         whole = upstream.take_body()
         sse_filter = None
         if context.list_filter is not None and context.message is not None:
@@ -85,9 +110,35 @@ async def forward(request: web.Request, route: UpstreamRoute) -> web.StreamRespo
             context.response_started = received
             route.request_duration.observe(received - context.started)
             return web.Response(status=upstream.status, body=whole, headers=headers)
-        return await _relay(request, route, upstream, headers, event_stream, sse_filter)
+        return await _relay(request, route, conn, upstream, headers, event_stream, sse_filter)
     finally:
         route.pool.release(conn)
+
+
+def _added_headers(request: web.Request, route: UpstreamRoute) -> bytes:
+    """Header lines the gateway sets upstream: the upstream's own session id and, within a
+    session only, `Last-Event-ID` (resumption never crosses sessions or principals); the
+    caller's identity where the route asks for it."""
+    context = request[CONTEXT_KEY]
+    added = b""
+    if context.session is not None:
+        added = b"Mcp-Session-Id: %s\r\n" % context.session.upstream_id.encode("ascii")
+        last_event = [v for n, v in request.raw_headers if n.lower() == b"last-event-id"]
+        if len(last_event) == 1:
+            added += b"Last-Event-ID: %s\r\n" % last_event[0]
+    principal = context.principal
+    if route.identity_headers and principal is not None:
+        claims = {
+            "subject": principal.subject,
+            "client_id": principal.client_id,
+            "issuer": principal.issuer,
+            "scopes": " ".join(sorted(principal.scopes)),
+        }
+        added += header_lines(
+            (name, value) for claim, name in route.identity_headers
+            if (value := claims[claim]) is not None
+        )  # fmt: skip
+    return added
 
 
 async def _filtered_body(
@@ -111,20 +162,40 @@ async def _filtered_body(
 async def _relay(
     request: web.Request,
     route: UpstreamRoute,
+    conn: UpstreamConnection,
     upstream: UpstreamResponse,
     headers: CIMultiDict[str],
     event_stream: bool,
     sse_filter: SseListFilter | None = None,
 ) -> web.StreamResponse:
     """Relay a body chunk by chunk; each SSE event is written as soon as it arrives (a list
-    response's events pass through `sse_filter`, which holds back only incomplete events)."""
+    response's events pass through `sse_filter`, which holds back only incomplete events).
+
+    An event stream ends (cleanly, so the client may resume with a fresh token) when the
+    token that opened it expires or its session ends.
+    """
     context = request[CONTEXT_KEY]
     stream = web.StreamResponse(status=upstream.status, headers=headers)
     await stream.prepare(request)
-    context.response_started = asyncio.get_running_loop().time()
+    loop = asyncio.get_running_loop()
+    context.response_started = loop.time()
     route.request_duration.observe(context.response_started - context.started)
+    ended_by: list[str] = []
+
+    def end_stream(reason: str) -> None:
+        ended_by.append(reason)
+        conn.close()  # the pending read fails; the loop below then ends the client's stream
+
+    expiry = None
+    session = context.session
+    session_closer = functools.partial(end_stream, "session_ended")
     if event_stream:
         route.open_streams.inc()
+        if context.principal is not None:
+            remaining = context.principal.expires_at - time.time()
+            expiry = loop.call_later(max(remaining, 0.0), end_stream, "token_expired")
+        if session is not None:
+            session.streams.add(session_closer)
     try:
         while chunk := await upstream.read():
             if sse_filter is not None:
@@ -134,6 +205,16 @@ async def _relay(
         if sse_filter is not None and (tail := sse_filter.finish()):
             await stream.write(tail)
     except (UpstreamStreamError, ListFilterError):
+        if ended_by:
+            log.info(
+                "stream_closed",
+                request_id=context.request_id,
+                upstream=route.name,
+                reason=ended_by[0],
+            )
+            with contextlib.suppress(ConnectionResetError):
+                await stream.write_eof()
+            return stream
         # Headers are gone already: all that is left is to cut the client's connection so it
         # sees a truncated response rather than a clean end.
         route.upstream_errors["stream"].inc()
@@ -146,5 +227,40 @@ async def _relay(
     finally:
         if event_stream:
             route.open_streams.dec()
+            if expiry is not None:
+                expiry.cancel()
+            if session is not None:
+                session.streams.discard(session_closer)
     await stream.write_eof()
     return stream
+
+
+END_TIMEOUT = 5.0
+"""Seconds a best-effort upstream DELETE for a reaped session may take."""
+_background: set[asyncio.Task[None]] = set()
+
+
+def end_upstream_session(route: UpstreamRoute, upstream_id: str) -> None:
+    """Tell the upstream that a session the gateway ended is over (a DELETE in the background,
+    best effort: the gateway refuses the session id from now on either way)."""
+    task = asyncio.get_running_loop().create_task(_delete_upstream_session(route, upstream_id))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def _delete_upstream_session(route: UpstreamRoute, upstream_id: str) -> None:
+    added = b"Mcp-Session-Id: %s\r\n" % upstream_id.encode("ascii")
+    head = route.head_builder.build("DELETE", route.pool.path, (), None, new_request_id(), added)
+    try:
+        conn, upstream = await route.pool.request(head, b"", END_TIMEOUT, idempotent=True)
+    except UpstreamError as error:
+        log.info("upstream_session_end_failed", upstream=route.name, error=error.code)
+        return
+    try:
+        async with asyncio.timeout(END_TIMEOUT):
+            while await upstream.read():
+                pass
+    except (TimeoutError, UpstreamStreamError):
+        pass
+    finally:
+        route.pool.release(conn)

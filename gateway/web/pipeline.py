@@ -1,13 +1,15 @@
 """The named steps every MCP request passes before it is forwarded.
 
-Order (see `build_steps`): authenticate -> bind session -> read body -> inspect JSON-RPC ->
-decide policy. Session binding arrives in a later version; each is a `Step` that reads and fills
-the `RequestContext` or raises a `GatewayError`.
+Order (see `build_steps`): authenticate -> read body -> inspect JSON-RPC -> bind session ->
+decide policy. Each is a `Step` that reads and fills the `RequestContext` or raises a
+`GatewayError`. Sessions never authenticate: the token is checked on every request first.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
 from aiohttp import web
 
@@ -21,6 +23,8 @@ from gateway.errors import (
     ParseError,
     PolicyDeniedError,
     RequestError,
+    RequestTimeoutError,
+    UnsupportedEncodingError,
 )
 from gateway.jsonrpc import MessageError, parse_message
 from gateway.mcp_request import McpCall, McpRequestError, inspect_request
@@ -33,14 +37,23 @@ Step = Callable[[web.Request], Awaitable[None]]
 audit = get_logger("gateway.audit")
 
 
+class BodyLimits(NamedTuple):
+    max_bytes: int
+    """Largest accepted body (413 beyond)."""
+    timeout: float
+    """Seconds the whole body may take to arrive (408 beyond)."""
+
+
 def build_steps(
-    max_request_bytes: int,
+    limits: BodyLimits,
     authenticator: RouteAuthenticator | None,
+    bind_session: Step,
     policies: PolicyStore | None = None,
     route_name: str = "",
     count_decision: Callable[[str], None] = lambda decision: None,
 ) -> tuple[Step, ...]:
     """The pipeline for one MCP route, assembled once at start-up."""
+    max_request_bytes = limits.max_bytes
 
     async def authenticate(request: web.Request) -> None:
         """Every request carries and passes its own token (RFC 6750 section 2.1 header only).
@@ -64,20 +77,34 @@ def build_steps(
 
     async def read_body(request: web.Request) -> None:
         """Read a POST body, enforcing the size limit as it streams in (413), not only by
-        Content-Length: a chunked body is counted chunk by chunk."""
+        Content-Length: a chunked body is counted chunk by chunk. A body that takes longer
+        than the body deadline gets 408; a compressed one 415 (bodies stay inspectable, and a
+        small compressed body must not become a large one)."""
         if request.method != "POST":
             return
+        encodings = request.headers.getall("Content-Encoding", ())
+        if any(value.strip().lower() not in ("", "identity") for value in encodings):
+            raise UnsupportedEncodingError("compressed request body")
         declared = request.content_length
         if declared is not None and declared > max_request_bytes:
             raise BodyTooLargeError(f"declared {declared} bytes")
+        content = request.content
+        if content.is_eof():  # the common case: the body arrived with the headers
+            request[CONTEXT_KEY].body = content.read_nowait()
+            if len(request[CONTEXT_KEY].body) <= max_request_bytes:
+                return
+            raise BodyTooLargeError("body exceeded the limit")
         chunks: list[bytes] = []
         size = 0
-        content = request.content
-        while chunk := await content.readany():
-            size += len(chunk)
-            if size > max_request_bytes:
-                raise BodyTooLargeError("body exceeded the limit while streaming")
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(limits.timeout):
+                while chunk := await content.readany():
+                    size += len(chunk)
+                    if size > max_request_bytes:
+                        raise BodyTooLargeError("body exceeded the limit while streaming")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise RequestTimeoutError("request body not received in time") from None
         request[CONTEXT_KEY].body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def decide(request: web.Request) -> None:
@@ -134,7 +161,7 @@ def build_steps(
                 },
             )
 
-    steps: tuple[Step, ...] = (read_body, inspect_message)
+    steps: tuple[Step, ...] = (read_body, inspect_message, bind_session)
     if authenticator is None:
         return steps
     if policies is None:

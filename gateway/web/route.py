@@ -9,6 +9,7 @@ from gateway.config.model import Upstream
 from gateway.observability.metrics import GatewayMetrics
 from gateway.proxy.headers import RequestHeadBuilder
 from gateway.proxy.pool import UpstreamPool
+from gateway.session.registry import SessionRegistry
 
 UPSTREAM_ERROR_KINDS = ("connect", "timeout", "closed", "protocol", "stream")
 
@@ -22,6 +23,7 @@ class UpstreamRoute:
         metrics: GatewayMetrics,
         *,
         public_base: str,
+        sessions: SessionRegistry,
         authenticator: RouteAuthenticator | None = None,
     ) -> None:
         self.config = config
@@ -29,6 +31,7 @@ class UpstreamRoute:
         self.resource = public_base + config.route
         """The route's canonical URL: its RFC 8707 resource indicator and RFC 9728 `resource`."""
         self.authenticator = authenticator
+        self.sessions = sessions
         self.response_timeout = config.timeouts.response
         self.pool = UpstreamPool(
             str(config.url),
@@ -36,9 +39,12 @@ class UpstreamRoute:
             idle_timeout=config.timeouts.idle_connection,
             max_idle=config.max_idle_connections,
         )
+        self.identity_headers = tuple(config.identity_headers.names().items())
+        """(claim, header name) pairs set from each caller's principal."""
         self.head_builder = RequestHeadBuilder(
             self.pool.host_header,
             {name: value.get_secret_value() for name, value in config.headers.items()},
+            managed=[name for _, name in self.identity_headers],
         )
         self.request_duration: Histogram = metrics.request_duration.labels(self.name)
         self.upstream_duration: Histogram = metrics.upstream_duration.labels(self.name)

@@ -1,0 +1,1 @@
+"""Gateway-minted, principal-bound sessions for the stateful protocol era."""

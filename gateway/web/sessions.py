@@ -1,0 +1,163 @@
+"""Sessions at the route: bind each request to its principal's session, mint ids on
+`initialize`, end sessions on DELETE, and reap idle ones.
+
+The client only ever sees gateway session ids; the upstream only ever sees its own. A request
+naming a session it does not own, or one that is unknown, ended or expired, gets one identical 404
+and an audit event; the reason is in the audit event only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+
+from aiohttp import web
+
+from gateway.config.model import SessionSettings
+from gateway.errors import RequestError, SessionNotFoundError, UpstreamError
+from gateway.observability.logging import get_logger
+from gateway.observability.metrics import GatewayMetrics
+from gateway.session.registry import SessionRegistry, SessionRejectedError, limit_key
+from gateway.session.seal import (
+    MAX_SESSION_ID_CHARS,
+    Owner,
+    SessionSealer,
+    is_upstream_session_id,
+    new_key,
+)
+from gateway.web.keys import CONTEXT_KEY
+
+audit = get_logger("gateway.audit")
+log = get_logger("gateway.sessions")
+
+SESSION_HEADER = "Mcp-Session-Id"
+REAP_INTERVAL_MAX = 30.0
+
+
+def build_registry(settings: SessionSettings) -> SessionRegistry:
+    """The registry with the configured keys, or one random key for this process."""
+    keys = [key.get_secret_value() for key in settings.keys] or [new_key()]
+    raw = [base64.urlsafe_b64decode(key + "=") for key in keys]
+    return SessionRegistry(settings, SessionSealer(raw))
+
+
+def session_step(
+    registry: SessionRegistry, route: str, rejected: Callable[[str], None]
+) -> Callable[[web.Request], Awaitable[None]]:
+    """The pipeline step that resolves `Mcp-Session-Id` to a session the caller owns."""
+
+    async def bind_session(request: web.Request) -> None:
+        context = request[CONTEXT_KEY]
+        owner = Owner.of(context.principal, _token(request))
+        context.owner = owner
+        context.limit_key = limit_key(owner, request.remote)
+        values = request.headers.getall(SESSION_HEADER, ())
+        if not values:
+            if _is_initialize(context.calls):
+                registry.check_room(context.limit_key)
+            return
+        if len(values) > 1:
+            raise RequestError("repeated Mcp-Session-Id")
+        try:
+            if len(values[0]) > MAX_SESSION_ID_CHARS:
+                raise SessionRejectedError("unknown")
+            context.session = registry.resolve(route, values[0], owner, context.limit_key)
+        except SessionRejectedError as refusal:
+            rejected(refusal.reason)
+            principal = context.principal
+            audit.warning(
+                "session_rejected",
+                request_id=context.request_id,
+                upstream=context.upstream,
+                method=request.method,
+                reason=refusal.reason,
+                sub=principal.subject if principal else None,
+                client_id=principal.client_id if principal else None,
+                iss=principal.issuer if principal else None,
+            )
+            raise SessionNotFoundError("session rejected") from None
+
+    return bind_session
+
+
+def after_upstream_response(
+    request: web.Request,
+    registry: SessionRegistry,
+    route: str,
+    status: int,
+    upstream_id: str | None,
+) -> str | None:
+    """Settle the session once the upstream has answered; returns the gateway session id to
+    send the client, if this response opened a session."""
+    context = request[CONTEXT_KEY]
+    session = context.session
+    if session is not None:
+        # The upstream forgot it (404), or the client ended it (DELETE, unless refused as 405).
+        ended = status == 404 or (request.method == "DELETE" and status < 500 and status != 405)
+        if ended:
+            registry.end(session)
+            audit.info(
+                "session_ended",
+                request_id=context.request_id,
+                upstream=context.upstream,
+                by="client" if request.method == "DELETE" else "upstream",
+            )
+        else:
+            registry.touch(session)
+        return None
+    if upstream_id is None or not (200 <= status < 300) or not _is_initialize(context.calls):
+        return None
+    if not is_upstream_session_id(upstream_id):
+        raise UpstreamError("upstream sent an invalid session id")
+    assert context.owner is not None
+    session = registry.mint(route, upstream_id, context.owner, context.limit_key)
+    audit.info("session_started", request_id=context.request_id, upstream=context.upstream)
+    return session.session_id
+
+
+def _is_initialize(calls: Iterable[object]) -> bool:
+    calls = tuple(calls)
+    return len(calls) == 1 and getattr(calls[0], "method", None) == "initialize"
+
+
+def _token(request: web.Request) -> str | None:
+    """The credential, only to fingerprint sub-less tokens (see `Owner.of`); never stored."""
+    values = request.headers.getall("Authorization", ())
+    return values[0] if len(values) == 1 else None
+
+
+def reaper(
+    registry: SessionRegistry,
+    settings: SessionSettings,
+    end_upstream: Callable[[str, str], None],
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context that ends idle and expired sessions periodically and tells their
+    upstreams (best effort: a DELETE with the upstream's session id)."""
+    interval = min(REAP_INTERVAL_MAX, settings.idle_timeout / 2)
+
+    async def run() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            for session in registry.idle():
+                registry.end(session)
+                log.info("session_reaped", upstream_route=session.route)
+                end_upstream(session.route, session.upstream_id)
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(run())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return context
+
+
+def count_rejections(metrics: GatewayMetrics, upstream: str) -> Callable[[str], None]:
+    children = {
+        reason: metrics.session_rejections.labels(upstream, reason)
+        for reason in ("unknown", "foreign", "expired", "ended")
+    }
+    return lambda reason: children[reason].inc()
