@@ -18,6 +18,7 @@ from gateway.policy.decision import Allow, Deny, InsufficientScope
 from gateway.policy.scopes import ScopeImplications
 from gateway.web.app import create_app
 from gateway.web.keys import RELOADER_KEY, ROUTES_KEY
+from gateway.session.seal import new_key
 from gateway.web.server import start_gateway
 
 log = get_logger("gateway")
@@ -45,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--resource", help="decide resources/read of this URI")
     target.add_argument("--prompt", help="decide prompts/get of this prompt")
     target.add_argument("--method", help="decide another JSON-RPC method (baseline scopes)")
+    commands.add_parser(
+        "keygen",
+        help="print a new session sealing key (for sessions.keys; share it across replicas)",
+    )
     schema = commands.add_parser("schema", help="print the config's JSON Schema")
     schema.add_argument("--output", type=Path, help="write to this file instead of stdout")
     return parser
@@ -56,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(args.config)
     if args.command == "schema":
         return _schema(args.output)
+    if args.command == "keygen":
+        print(new_key())
+        return 0
     if args.command == "explain":
         return _explain(args)
     try:

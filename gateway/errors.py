@@ -32,6 +32,9 @@ class GatewayError(Exception):
     close_connection: ClassVar[bool] = False
     """Close the client connection after answering (its request body was not read)."""
 
+    stalled: ClassVar[bool] = False
+    """Close at once after answering: do not wait for the rest of a stalled body."""
+
     echo_rpc_id: ClassVar[bool] = True
     """Answer with the request's JSON-RPC id (else `null`, so answers cannot differ by it)."""
 
@@ -94,7 +97,8 @@ class RequestTimeoutError(RequestError):
     status = 408
     code = "request_timeout"
     public_message = "Request timed out"
-    close_connection: ClassVar[bool] = True
+    close_connection = True
+    stalled = True
 
 
 class UnsupportedEncodingError(RequestError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from aiohttp import web
 from tests.support.http_upstream import recording_upstream
 from tests.support.local_issuer import LocalIssuer
 from tests.support.processes import ManagedProcess, free_port
+from tests.support.secrets import remember
 
 CLI = [sys.executable, "-m", "gateway"]
 
@@ -53,6 +55,32 @@ def test_check_lists_every_problem_with_its_path(tmp_path: Path) -> None:
         "upstreams[1].url",
         "logging",
     ]
+
+
+def test_keygen_prints_a_fresh_key_that_check_accepts(tmp_path: Path) -> None:
+    keys = [run_cli("keygen").stdout.strip() for _ in range(2)]
+    assert keys[0] != keys[1]
+    assert len(base64.urlsafe_b64decode(keys[0] + "=")) == 32
+    remember(keys[0])
+    remember(keys[1])
+    key_file = tmp_path / "session-keys"
+    key_file.write_text("\n".join(keys) + "\n")
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            sessions: {{keys_file: {key_file}}}
+            upstreams:
+              - {{name: a, route: /a/mcp, url: "http://127.0.0.1:1/mcp", allow_anonymous: true}}
+            """
+        )
+    )
+    assert run_cli("check", "--config", str(config)).returncode == 0
+    key_file.write_text(keys[0][:-1] + "\n")
+    result = run_cli("check", "--config", str(config))
+    assert result.returncode == 1
+    assert "sessions.keys" in result.stderr
+    assert keys[0][:-1] not in result.stderr
 
 
 def test_check_accepts_the_example_configs() -> None:

@@ -86,7 +86,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except GatewayError as error:
-        return render_error(error, request[CONTEXT_KEY].rpc_id)
+        response = render_error(error, request[CONTEXT_KEY].rpc_id)
+        if error.stalled and request.transport is not None:
+            # Send the answer, then close (buffered bytes are flushed first) rather than let
+            # the server linger reading a body the client is not sending.
+            await response.prepare(request)
+            await response.write_eof()
+            request.transport.close()
+        return response
     except web.HTTPNotFound:
         return render_error(NotFoundError("no route"))
     except web.HTTPMethodNotAllowed as exc:

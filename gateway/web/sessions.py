@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
 from gateway.config.model import SessionSettings
 from gateway.errors import RequestError, SessionNotFoundError, UpstreamError
+from gateway.mcp_request import McpCall
 from gateway.observability.logging import get_logger
 from gateway.observability.metrics import GatewayMetrics
 from gateway.session.registry import SessionRegistry, SessionRejectedError, limit_key
@@ -50,20 +51,22 @@ def session_step(
 
     async def bind_session(request: web.Request) -> None:
         context = request[CONTEXT_KEY]
-        owner = Owner.of(context.principal, _token(request))
-        context.owner = owner
-        context.limit_key = limit_key(owner, request.remote)
         values = request.headers.getall(SESSION_HEADER, ())
         if not values:
             if _is_initialize(context.calls):
+                _identify(request)
                 registry.check_room(context.limit_key)
+            elif request.method == "GET":
+                _identify(request)  # for the stream limits
             return
+        _identify(request)
         if len(values) > 1:
             raise RequestError("repeated Mcp-Session-Id")
         try:
             if len(values[0]) > MAX_SESSION_ID_CHARS:
                 raise SessionRejectedError("unknown")
-            context.session = registry.resolve(route, values[0], owner, context.limit_key)
+            assert context.owner is not None
+            context.session = registry.resolve(route, values[0], context.owner, context.limit_key)
         except SessionRejectedError as refusal:
             rejected(refusal.reason)
             principal = context.principal
@@ -117,9 +120,16 @@ def after_upstream_response(
     return session.session_id
 
 
-def _is_initialize(calls: Iterable[object]) -> bool:
-    calls = tuple(calls)
-    return len(calls) == 1 and getattr(calls[0], "method", None) == "initialize"
+def _identify(request: web.Request) -> None:
+    """Fill in who owns what this request opens, and what its limits count against."""
+    context = request[CONTEXT_KEY]
+    owner = Owner.of(context.principal, _token(request))
+    context.owner = owner
+    context.limit_key = limit_key(owner, request.remote)
+
+
+def _is_initialize(calls: tuple[McpCall, ...]) -> bool:
+    return len(calls) == 1 and calls[0].method == "initialize"
 
 
 def _token(request: web.Request) -> str | None:

@@ -23,6 +23,8 @@ class Recorded:
     headers: dict[str, str]
     body: bytes
     peer_port: int
+    header_list: list[tuple[str, str]] = field(default_factory=list)
+    """Every header line in order, repeats included (`headers` keeps one per spelling)."""
 
 
 @dataclass
@@ -51,6 +53,7 @@ async def recording_upstream(handler: Handler) -> AsyncIterator[RecordingUpstrea
                 headers=dict(request.headers),
                 body=await request.read(),
                 peer_port=int(peer[1]) if peer else 0,
+                header_list=list(request.headers.items()),
             )
         )
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from collections.abc import AsyncIterator
 
@@ -168,6 +169,47 @@ async def test_body_limit_is_enforced_while_streaming(
         small = json.dumps(RPC)
         async with http.post(gw.url("/up/mcp"), data=small, headers=ACCEPT) as resp:
             assert resp.status == 200
+    assert len(upstream.requests) == 1
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "identity, gzip"])
+async def test_compressed_request_bodies_are_refused(
+    start_gateway_for: StartGateway, http: aiohttp.ClientSession, encoding: str
+) -> None:
+    bomb = gzip.compress(b" " * 1_000_000)  # 1 MB of JSON whitespace in about 1 KB
+    async with recording_upstream(json_ok) as upstream:
+        gw = await start_gateway_for(route(upstream.url))
+        headers = {**ACCEPT, "Content-Encoding": encoding}
+        async with http.post(gw.url("/up/mcp"), data=bomb, headers=headers) as resp:
+            assert resp.status == 415
+            assert (await resp.json())["error"]["data"]["reason"] == "unsupported_content_encoding"
+        plain = {**ACCEPT, "Content-Encoding": "identity"}
+        async with http.post(gw.url("/up/mcp"), json=RPC, headers=plain) as resp:
+            assert resp.status == 200
+    assert len(upstream.requests) == 1
+
+
+async def test_a_body_slower_than_the_deadline_gets_408_and_others_are_served(
+    start_gateway_for: StartGateway, http: aiohttp.ClientSession
+) -> None:
+    async with recording_upstream(json_ok) as upstream:
+        gw = await start_gateway_for(route(upstream.url), server={"body_timeout": 0.5})
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.running.port)
+        body = json.dumps(RPC).encode()
+        writer.write(
+            b"POST /up/mcp HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (gw.running.port, len(body), body[:10])
+        )
+        await writer.drain()
+        # While that body stalls, other clients are served.
+        async with http.post(gw.url("/up/mcp"), json=RPC, headers=ACCEPT) as resp:
+            assert resp.status == 200
+        async with asyncio.timeout(10):
+            answer = await reader.read()  # the gateway answers, then closes the connection
+        writer.close()
+        await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b"request_timeout" in answer
     assert len(upstream.requests) == 1
 
 
