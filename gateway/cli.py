@@ -16,9 +16,9 @@ from gateway.observability.logging import configure_logging, get_logger
 from gateway.policy.compiled import compile_policies
 from gateway.policy.decision import Allow, Deny, InsufficientScope
 from gateway.policy.scopes import ScopeImplications
+from gateway.session.seal import new_key
 from gateway.web.app import create_app
 from gateway.web.keys import RELOADER_KEY, ROUTES_KEY
-from gateway.session.seal import new_key
 from gateway.web.server import start_gateway
 
 log = get_logger("gateway")

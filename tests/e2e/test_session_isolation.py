@@ -75,7 +75,8 @@ async def test_only_the_principal_that_initialized_a_session_can_use_it(
         assert (init.status, initialized.status) == (200, 202)
         assert alice.session_id is not None
         remember(alice.session_id)
-        with pytest.raises(ValueError):  # server-everything's ids are UUIDs; ours are not
+        # server-everything's ids are UUIDs; ours are not
+        with pytest.raises(ValueError, match="badly formed"):
             uuid.UUID(alice.session_id)
 
         async with RawMcpClient(url, token(issuer), era="stateful") as stranger:
