@@ -1,14 +1,192 @@
 """The HTTP edge: Host and Origin checks (DNS rebinding), CORS, and response hygiene.
 
-(Stub: filled in by the edge work; `install_edge` is what `create_app` calls.)
+Every request but the probes (GET /healthz, /readyz, /metrics) must name a served `Host`
+(else 421, RFC 9110 section 15.5.20) and, if it carries an `Origin`, an allowed one (else 403,
+MCP Streamable HTTP "Security Warning"). Browsers from allowed origins get CORS (Fetch
+Standard, "CORS protocol"): preflights to MCP routes and metadata paths are answered here,
+before authentication, and every other response is given its CORS headers, and `no-store` on
+MCP routes, in one `on_response_prepare` hook, so streamed and error responses get them too.
 """
 
 from __future__ import annotations
 
-from aiohttp import web
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
 
 from gateway.config.model import GatewayConfig
+from gateway.errors import MisdirectedRequestError, OriginRejectedError
+from gateway.web.listener import connection_deadline
+
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+"""Exempt from Host and Origin checks when fetched with GET: probes use whatever Host they like."""
+WELL_KNOWN = "/.well-known/"
+
+MCP_METHODS = "GET, POST, DELETE"
+METADATA_METHODS = "GET"
+ALLOWED_REQUEST_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "Accept",
+    "Mcp-Session-Id",
+    "MCP-Protocol-Version",
+    "Mcp-Method",
+    "Mcp-Name",
+    "Last-Event-ID",
+)
+EXPOSED_RESPONSE_HEADERS = "Mcp-Session-Id, WWW-Authenticate, MCP-Protocol-Version"
+PREFLIGHT_MAX_AGE = "600"
+_MCP_PARAM_HEADER = re.compile(r"mcp-param-[!#$%&'*+\-.^_`|~0-9a-z]+", re.IGNORECASE)
+
+
+def host_allowed(host: str | None, allowed: frozenset[str]) -> bool:
+    """Whether a `Host` value is served: exactly as listed (lowercase), or its host part is
+    listed without a port."""
+    if host is None:
+        return False
+    host = host.lower()
+    if host in allowed:
+        return True
+    name, colon, port = host.rpartition(":")
+    return bool(colon) and port.isascii() and port.isdigit() and name in allowed
+
+
+def origin_allowed(origins: Sequence[str], allowed: frozenset[str]) -> bool:
+    """Whether the `Origin` headers of a request name one allowed origin.
+
+    Origins are serialized as scheme://host[:port] (RFC 6454 section 6.2), so lowercasing the
+    value is enough to compare it with the normalised allowed ones. `null` (an opaque origin,
+    e.g. a sandboxed frame) and several `Origin` headers are refused.
+    """
+    return len(origins) == 1 and origins[0] != "null" and origins[0].lower() in allowed
+
+
+def preflight_headers(origin: str, methods: str, requested: str | None) -> dict[str, str]:
+    """The headers of a successful CORS preflight answer for `origin`, an allowed origin.
+
+    The allowed request headers are those MCP clients send, and any requested `Mcp-Param-*`
+    header (MCP 2026-07-28 request metadata headers); the browser refuses anything else.
+    """
+    names = list(ALLOWED_REQUEST_HEADERS)
+    for name in (requested or "").split(","):
+        name = name.strip()
+        if _MCP_PARAM_HEADER.fullmatch(name):
+            names.append(name)
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Methods": methods,
+        "Access-Control-Allow-Headers": ", ".join(names),
+        "Access-Control-Max-Age": PREFLIGHT_MAX_AGE,
+        "Vary": "Origin",
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseRules:
+    """What the response to one request must carry, decided before its handler runs."""
+
+    cors_origin: str | None
+    """An allowed `Origin` the request came from: answer it with CORS headers."""
+    no_store: bool
+    """An MCP route: authenticated answers must never be stored by a cache."""
+    vary_origin: bool
+
+
+RULES_KEY = web.RequestKey("edge_response_rules", ResponseRules)
+_NO_STORE = ResponseRules(cors_origin=None, no_store=True, vary_origin=False)
+
+
+class Edge:
+    """The edge checks of one config; `install_edge` wires them into the application."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self._config = config
+        self._origins = config.allowed_origins()
+        self._mcp_routes = frozenset(upstream.route for upstream in config.upstreams)
+        self._hosts: frozenset[str] | None = None
+
+    @web.middleware
+    async def edge_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Check Host and Origin, answer CORS preflights, and record the response rules.
+
+        It also tells the connection's header deadline (see `gateway.web.listener`) that a
+        request is being handled, so it must come before anything that reads the body.
+        """
+        deadline = connection_deadline(request)
+        if deadline is not None:
+            deadline.request_started()
+        try:
+            path = request.rel_url.path_safe  # what the router matches
+            method = request.method
+            if method == hdrs.METH_GET and path in PROBE_PATHS:
+                return await handler(request)
+            headers = request.headers
+            if not host_allowed(headers.get(hdrs.HOST), self._allowed_hosts(request)):
+                raise MisdirectedRequestError("host not served")
+            origin = headers.get(hdrs.ORIGIN)
+            if origin is not None and not origin_allowed(
+                headers.getall(hdrs.ORIGIN), self._origins
+            ):
+                raise OriginRejectedError("origin not allowed")
+            mcp = path in self._mcp_routes
+            metadata = path.startswith(WELL_KNOWN)
+            if (
+                origin is not None
+                and method == hdrs.METH_OPTIONS
+                and (mcp or metadata)
+                and hdrs.ACCESS_CONTROL_REQUEST_METHOD in headers
+            ):
+                answer = preflight_headers(
+                    origin,
+                    MCP_METHODS if mcp else METADATA_METHODS,
+                    headers.get(hdrs.ACCESS_CONTROL_REQUEST_HEADERS),
+                )
+                if mcp:
+                    answer[hdrs.CACHE_CONTROL] = "no-store"
+                return web.Response(status=204, headers=answer)
+            if origin is not None or metadata:
+                # Metadata is publicly cacheable, so a cache must key it by Origin even when
+                # the request that filled it had none.
+                request[RULES_KEY] = ResponseRules(origin, no_store=mcp, vary_origin=True)
+            elif mcp:
+                request[RULES_KEY] = _NO_STORE
+            return await handler(request)
+        finally:
+            if deadline is not None:
+                deadline.request_ended()
+
+    async def response_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Apply the request's response rules as its response starts (`on_response_prepare`)."""
+        rules = request.get(RULES_KEY)
+        if rules is None:
+            return
+        headers = response.headers
+        if rules.no_store:
+            headers[hdrs.CACHE_CONTROL] = "no-store"
+        if rules.cors_origin is not None:
+            headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = rules.cors_origin
+            headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = EXPOSED_RESPONSE_HEADERS
+        if rules.vary_origin:
+            headers.add(hdrs.VARY, "Origin")
+
+    def _allowed_hosts(self, request: web.Request) -> frozenset[str]:
+        """The served `Host` values; by default they name the port bound, which is only known
+        once a connection has arrived, so they are computed at the first request."""
+        hosts = self._hosts
+        if hosts is None:
+            transport = request.transport
+            sockname = transport.get_extra_info("sockname") if transport is not None else None
+            if not isinstance(sockname, tuple):  # the connection is gone: do not cache
+                return self._config.allowed_hosts()
+            hosts = self._hosts = self._config.allowed_hosts(int(sockname[1]))
+        return hosts
 
 
 def install_edge(app: web.Application, config: GatewayConfig) -> None:
-    """Add the edge middleware and response hooks to `app` (before it is frozen)."""
+    """Add the edge middleware and response hook to `app` (before it is frozen)."""
+    edge = Edge(config)
+    app.middlewares.append(edge.edge_middleware)
+    app.on_response_prepare.append(edge.response_headers)

@@ -9,6 +9,7 @@ from aiohttp import web
 from gateway.config.model import GatewayConfig
 from gateway.web.app import create_app, create_metrics_app
 from gateway.web.keys import METRICS_KEY
+from gateway.web.listener import DeadlineSite
 
 
 @dataclass(slots=True)
@@ -36,34 +37,43 @@ async def start_gateway(
 
     A client that disconnects cancels its handler (`handler_cancellation`), which closes the
     upstream connection of that exchange. aiohttp's access log is off: the gateway writes its own.
+    The main listener gives each request `server.header_timeout` seconds from its first byte to
+    send its headers (`DeadlineSite`); idle keep-alive connections close after
+    `server.keepalive_timeout`. Request bodies are never decompressed: they are relayed as sent.
     """
     app = app if app is not None else create_app(config)
     server = config.server
     resource_server = config.auth.resource_server
     max_token = resource_server.max_token_bytes if resource_server else 0
-    runners = [
-        web.AppRunner(
-            app,
-            access_log=None,
-            handler_cancellation=True,
-            shutdown_timeout=server.shutdown_timeout,
-            # Room for the largest accepted token, so an oversized one gets the gateway's own
-            # 401 invalid_token rather than the HTTP parser's 400.
-            max_field_size=max(8190, 2 * max_token + 1024),
-        )
-    ]
-    if server.metrics_port is not None:
-        runners.append(web.AppRunner(create_metrics_app(app[METRICS_KEY]), access_log=None))
+    main = web.AppRunner(
+        app,
+        access_log=None,
+        handler_cancellation=True,
+        shutdown_timeout=server.shutdown_timeout,
+        keepalive_timeout=server.keepalive_timeout,
+        auto_decompress=False,
+        # Room for the largest accepted token, so an oversized one gets the gateway's own
+        # 401 invalid_token rather than the HTTP parser's 400.
+        max_field_size=max(8190, 2 * max_token + 1024),
+    )
     running = RunningGateway(app, [], 0, None)
     try:
-        for runner, port in zip(runners, (server.port, server.metrics_port), strict=False):
-            await runner.setup()
-            running.runners.append(runner)
-            await web.TCPSite(runner, server.host, port).start()
+        await main.setup()
+        running.runners.append(main)
+        site = DeadlineSite(main, server.host, server.port, header_timeout=server.header_timeout)
+        await site.start()
+        running.port = _bound_port(main)
+        if server.metrics_port is not None:
+            metrics = web.AppRunner(
+                create_metrics_app(app[METRICS_KEY]),
+                access_log=None,
+                keepalive_timeout=server.keepalive_timeout,
+            )
+            await metrics.setup()
+            running.runners.append(metrics)
+            await web.TCPSite(metrics, server.host, server.metrics_port).start()
+            running.metrics_port = _bound_port(metrics)
     except BaseException:
         await running.stop()
         raise
-    running.port = _bound_port(runners[0])
-    if len(runners) > 1:
-        running.metrics_port = _bound_port(runners[1])
     return running
