@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from gateway.session.seal import new_key
 from tests.support.http_upstream import recording_upstream
 from tests.support.local_issuer import LocalIssuer
 from tests.support.processes import ManagedProcess, free_port
@@ -91,7 +92,12 @@ def test_check_accepts_the_example_configs() -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "FILES_API_KEY": "x", "INTROSPECTION_SECRET": "y"},
+        env={
+            **os.environ,
+            "FILES_API_KEY": "x",
+            "INTROSPECTION_SECRET": "y",
+            "SESSION_KEY": remember(new_key()),
+        },
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count(": ok (") == len(configs)

@@ -62,8 +62,10 @@ def create_app(
 ) -> web.Application:
     """Build the gateway application for a validated config.
 
-    Middlewares, outermost first: request context (id, access line, metrics), then error
-    mapping. MCP routes then run `build_steps(...)` (authentication first) and `forward`.
+    Middlewares, outermost first: request context (id, access line, metrics), error mapping,
+    then the edge (Host, Origin, CORS; it also ends the connection's header deadline, so it
+    runs before anything reads a body). MCP routes then run `build_steps(...)`
+    (authentication first) and `forward`.
     """
     app = web.Application(middlewares=[request_context_middleware, error_middleware])
     install_edge(app, config)

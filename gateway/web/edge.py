@@ -37,7 +37,7 @@ ALLOWED_REQUEST_HEADERS = (
     "Mcp-Name",
     "Last-Event-ID",
 )
-EXPOSED_RESPONSE_HEADERS = "Mcp-Session-Id, WWW-Authenticate, MCP-Protocol-Version"
+EXPOSED_RESPONSE_HEADERS = "Mcp-Session-Id, WWW-Authenticate, MCP-Protocol-Version, Retry-After"
 PREFLIGHT_MAX_AGE = "600"
 _MCP_PARAM_HEADER = re.compile(r"mcp-param-[!#$%&'*+\-.^_`|~0-9a-z]+", re.IGNORECASE)
 

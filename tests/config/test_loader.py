@@ -10,6 +10,8 @@ import pytest
 
 from gateway.config import ConfigError, load_config, parse_config
 from gateway.config.schema import render_schema
+from gateway.session.seal import new_key
+from tests.support.secrets import remember
 
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL = """
@@ -173,6 +175,7 @@ def test_committed_schema_is_current() -> None:
 def test_example_configs_are_valid(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FILES_API_KEY", "example")
     monkeypatch.setenv("INTROSPECTION_SECRET", "example")
+    monkeypatch.setenv("SESSION_KEY", remember(new_key()))
     config = load_config(path)
     assert config.upstreams
 
