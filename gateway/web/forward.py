@@ -231,6 +231,7 @@ async def _relay(
                 expiry.cancel()
             if session is not None:
                 session.streams.discard(session_closer)
+                route.sessions.touch(session)  # idle from the end of its last stream
     await stream.write_eof()
     return stream
 
