@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from gateway.session.seal import new_key
+from tests.support.examples import EXAMPLES, example_env
 from tests.support.http_upstream import recording_upstream
 from tests.support.local_issuer import LocalIssuer
 from tests.support.processes import ManagedProcess, free_port
@@ -85,19 +85,13 @@ def test_keygen_prints_a_fresh_key_that_check_accepts(tmp_path: Path) -> None:
 
 
 def test_check_accepts_the_example_configs() -> None:
-    repo = Path(__file__).resolve().parents[1]
-    configs = sorted(str(p) for p in (repo / "config").glob("*.yaml"))
+    configs = [str(path) for path in EXAMPLES]
     result = subprocess.run(
         [*CLI, "check", "--config", *configs],
         capture_output=True,
         text=True,
         timeout=60,
-        env={
-            **os.environ,
-            "FILES_API_KEY": "x",
-            "INTROSPECTION_SECRET": "y",
-            "SESSION_KEY": remember(new_key()),
-        },
+        env={**os.environ, **example_env()},
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count(": ok (") == len(configs)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "example.yaml"
+from tests.support.examples import CONFIG_DIR, example_env
+
+EXAMPLE = CONFIG_DIR / "example.yaml"
 
 
 def explain(*args: str) -> subprocess.CompletedProcess[str]:
@@ -18,7 +19,7 @@ def explain(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "FILES_API_KEY": "x", "INTROSPECTION_SECRET": "y"},
+        env={**os.environ, **example_env()},
     )
 
 

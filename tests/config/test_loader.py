@@ -10,8 +10,7 @@ import pytest
 
 from gateway.config import ConfigError, load_config, parse_config
 from gateway.config.schema import render_schema
-from gateway.session.seal import new_key
-from tests.support.secrets import remember
+from tests.support.examples import EXAMPLES, example_env
 
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL = """
@@ -171,11 +170,10 @@ def test_committed_schema_is_current() -> None:
     assert json.loads(committed)["additionalProperties"] is False
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "config").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_configs_are_valid(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FILES_API_KEY", "example")
-    monkeypatch.setenv("INTROSPECTION_SECRET", "example")
-    monkeypatch.setenv("SESSION_KEY", remember(new_key()))
+    for name, value in example_env().items():
+        monkeypatch.setenv(name, value)
     config = load_config(path)
     assert config.upstreams
 
