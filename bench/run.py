@@ -633,7 +633,11 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "latest.json")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 s runs, 1 round")
-    parser.add_argument("--record", action="store_true", help="also write bench/results.json")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="also write bench/results.json (bench/results-anonymous.json with --anonymous)",
+    )
     parser.add_argument(
         "--gateway-cmd",
         default=GATEWAY_CMD,
@@ -703,8 +707,11 @@ def main() -> int:
     args.out.write_text(text)
     print(f"results written to {args.out}")
     if args.record:
-        (BENCH / "results.json").write_text(text)
-        print(f"recorded to {BENCH / 'results.json'}")
+        # The two configurations are recorded apart: the bare proxy never overwrites the
+        # production-path figures.
+        recorded = BENCH / ("results-anonymous.json" if args.anonymous else "results.json")
+        recorded.write_text(text)
+        print(f"recorded to {recorded}")
     noisy = sum(run.other_cpus > NOISE_CPUS for row in rows for run in row.direct + row.gateway)
     if noisy:
         print(f"WARNING: {noisy} run(s) shared the machine with other busy processes (NOISY above)")

@@ -130,7 +130,7 @@ class ResponseHead(NamedTuple):
     """The upstream's `Mcp-Session-Id` (never sent to the client)."""
 
 
-def response_headers(raw: list[tuple[bytes, bytes]]) -> ResponseHead:
+def upstream_response_head(raw: list[tuple[bytes, bytes]]) -> ResponseHead:
     """Headers to send to the client, and what the gateway needs to know of the others."""
     out: CIMultiDict[str] = CIMultiDict()
     event_stream = False

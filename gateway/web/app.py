@@ -16,7 +16,7 @@ from gateway.errors import MethodNotAllowedError
 from gateway.observability.metrics import GatewayMetrics
 from gateway.policy.compiled import PolicyStore, compile_policies
 from gateway.web import health
-from gateway.web.edge import install_edge
+from gateway.web.edge import edge_middleware
 from gateway.web.forward import end_upstream_session, forward
 from gateway.web.keys import (
     CONFIG_KEY,
@@ -62,13 +62,14 @@ def create_app(
 ) -> web.Application:
     """Build the gateway application for a validated config.
 
-    Middlewares, outermost first: request context (id, access line, metrics), error mapping,
-    then the edge (Host, Origin, CORS; it also ends the connection's header deadline, so it
-    runs before anything reads a body). MCP routes then run `build_steps(...)`
-    (authentication first) and `forward`.
+    Middlewares, outermost first: request context (id, access line, metrics), the edge (Host,
+    Origin, CORS; it also ends the connection's header deadline, so it runs before anything
+    reads a body; and it adds response headers to errors too), then error mapping. MCP routes
+    then run `build_steps(...)` (authentication first) and `forward`.
     """
-    app = web.Application(middlewares=[request_context_middleware, error_middleware])
-    install_edge(app, config)
+    app = web.Application(
+        middlewares=[request_context_middleware, edge_middleware(config), error_middleware]
+    )
     metrics = GatewayMetrics(registry if registry is not None else CollectorRegistry())
     app[CONFIG_KEY] = config
     app[METRICS_KEY] = metrics

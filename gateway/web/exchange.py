@@ -37,6 +37,11 @@ class RequestContext:
     """What this caller's session and stream limits count against."""
     session: Session | None = None
     """The session named by `Mcp-Session-Id`, once the caller is known to own it."""
+    no_store: bool = False
+    """An MCP route: no response may be stored by a cache."""
+    cors_origin: str | None = None
+    """The allowed browser origin the request came from: answer it with CORS headers."""
+    vary_origin: bool = False
     upstream_status: int | None = None
     response_started: float | None = None
 

@@ -22,7 +22,8 @@ from gateway.policy.listing import (
     filter_json_body,
 )
 from gateway.proxy.connection import UpstreamConnection, UpstreamResponse
-from gateway.proxy.headers import header_lines, response_headers
+from gateway.proxy.headers import header_lines, upstream_response_head
+from gateway.web.edge import response_headers
 from gateway.web.keys import CONTEXT_KEY
 from gateway.web.middleware import new_request_id
 from gateway.web.route import UpstreamRoute
@@ -84,7 +85,7 @@ async def _exchange(request: web.Request, route: UpstreamRoute) -> web.StreamRes
         received = loop.time()
         route.upstream_duration.observe(received - sent)
         context.upstream_status = upstream.status
-        headers, event_stream, upstream_session = response_headers(upstream.raw_headers)
+        headers, event_stream, upstream_session = upstream_response_head(upstream.raw_headers)
         headers["X-Request-Id"] = context.request_id
         if upstream_session is not None or context.session is not None:
             session_id = after_upstream_response(
@@ -175,6 +176,7 @@ async def _relay(
     token that opened it expires or its session ends.
     """
     context = request[CONTEXT_KEY]
+    response_headers(headers, context)  # sent now: the edge cannot add them afterwards
     stream = web.StreamResponse(status=upstream.status, headers=headers)
     await stream.prepare(request)
     loop = asyncio.get_running_loop()

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.proxy.headers import RequestHeadBuilder, header_value, response_headers
+from gateway.proxy.headers import RequestHeadBuilder, header_value, upstream_response_head
 
 
 def head_lines(head: bytes) -> list[str]:
@@ -90,16 +90,16 @@ def test_request_head_without_body_has_no_length() -> None:
     ],
     ids=["sse", "json", "cookies-and-cors", "connection-named"],
 )
-def test_response_headers(
+def test_upstream_response_head(
     raw: list[tuple[bytes, bytes]], expected: dict[str, str], sse: bool
 ) -> None:
-    headers, event_stream, session_id = response_headers(raw)
+    headers, event_stream, session_id = upstream_response_head(raw)
     assert dict(headers) == expected
     assert event_stream is sse
     assert session_id is None
 
 
 def test_upstream_session_id_is_taken_out_of_the_response() -> None:
-    head = response_headers([(b"mcp-session-id", b"upstream-1"), (b"X-Ok", b"1")])
+    head = upstream_response_head([(b"mcp-session-id", b"upstream-1"), (b"X-Ok", b"1")])
     assert dict(head.headers) == {"X-Ok": "1"}
     assert head.session_id == "upstream-1"
