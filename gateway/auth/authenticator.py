@@ -61,8 +61,12 @@ class TrustedServer:
         settings: ResourceServer,
         http: HttpSessionHolder,
         on_jwks_fetch: Callable[[str, str], None],
+        local_jwks: Callable[[], dict[str, object]] | None = None,
     ) -> None:
+        """`local_jwks`: the keys are this process's own (the gateway's authorization server):
+        read them directly instead of over HTTP."""
         self.config = config
+        self._local_jwks = local_jwks
         self.issuer = config.issuer
         self.algorithms = frozenset(config.algorithms)
         self._http = http
@@ -75,6 +79,8 @@ class TrustedServer:
         )
 
     async def _fetch_jwks(self) -> dict[str, object]:
+        if self._local_jwks is not None:
+            return self._local_jwks()
         session = self._http.get()
         jwks_uri = self.config.jwks_uri
         if jwks_uri is None:

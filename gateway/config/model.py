@@ -40,6 +40,8 @@ _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]+$")  # RFC 6749 section 3.
 _ROUTE = re.compile(r"^(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 RESERVED_PREFIXES = ("/.well-known", "/healthz", "/readyz", "/metrics", "/oauth")
+GATEWAY_AS_NAME = "gateway"
+"""The name upstreams use for the gateway's own authorization server (facade mode)."""
 
 _HOST = re.compile(r"^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -269,8 +271,106 @@ class ResourceServer(Model):
         return self
 
 
+class OidcLogin(SecretFileMixin, Model):
+    """Sign users in at the company's OpenID provider (the gateway is its client)."""
+
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"client_secret"})
+
+    issuer: ExactUrl = Field(description="The provider's issuer; discovery must match exactly.")
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr | None = Field(
+        None, description="Omit for a public client (PKCE only)."
+    )
+    scopes: ScopeList = Field(
+        default_factory=lambda: ["openid", "email", "profile"],
+        description="Requested from the provider; `openid` is required.",
+    )
+
+    @field_validator("scopes")
+    @classmethod
+    def _openid(cls, value: list[str]) -> list[str]:
+        if "openid" not in value:
+            raise ValueError("must include openid")
+        return value
+
+
+class LocalLogin(Model):
+    """Sign users in against a file of salted password hashes (small teams, the demo)."""
+
+    users_file: str = Field(description="YAML users file (see `mcp-auth-gateway hash-password`).")
+
+
+class LoginSettings(Model):
+    oidc: OidcLogin | None = None
+    local: LocalLogin | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> LoginSettings:
+        if (self.oidc is None) == (self.local is None):
+            raise ValueError("configure exactly one of oidc or local")
+        return self
+
+
+class GrantRuleSettings(Model):
+    when: dict[str, list[str | bool | int]] = Field(
+        default_factory=dict,
+        description="Claim -> values; the rule applies when every named claim has one of them. "
+        "Empty: every user who can sign in.",
+    )
+    scopes: ScopeList
+
+
+class RegisteredClient(SecretFileMixin, Model):
+    """A client registered in the config rather than dynamically."""
+
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"client_secret"})
+
+    client_id: str = Field(min_length=1, max_length=255)
+    client_secret: SecretStr | None = Field(None, description="Omit for a public client.")
+    client_name: str | None = None
+    redirect_uris: list[str] = Field(min_length=1)
+
+
+class AuthorizationServerSettings(SecretFileMixin, Model):
+    """The gateway as the OAuth authorization server MCP clients use (the facade).
+
+    Its issuer is `server.public_url`; every authenticated route trusts the tokens it mints.
+    """
+
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"signing_key"})
+
+    login: LoginSettings
+    grants: list[GrantRuleSettings] = Field(
+        default_factory=list, description="Which scopes users may be granted (none by default)."
+    )
+    clients: list[RegisteredClient] = Field(default_factory=list)
+    dynamic_registration: bool = Field(True, description="Accept RFC 7591 registrations.")
+    registrations_per_minute: int = Field(
+        10, ge=1, le=10_000, description="Per client address; more get 429."
+    )
+    signing_key: SecretStr | None = Field(
+        None,
+        description="PEM private key (EC P-256 or RSA) for access tokens. Default: a new key "
+        "per process (tokens end when the gateway restarts; replicas must share a key).",
+    )
+    access_token_lifetime: PositiveSeconds = Field(600.0)
+    refresh_token_lifetime: PositiveSeconds = Field(30 * 86_400.0, le=365 * 86_400)
+    code_lifetime: PositiveSeconds = Field(60.0, le=600)
+    login_lifetime: PositiveSeconds = Field(
+        600.0, le=3600, description="Seconds a user has to sign in and consent."
+    )
+
+    @model_validator(mode="after")
+    def _client_ids_unique(self) -> AuthorizationServerSettings:
+        ids = [client.client_id for client in self.clients]
+        if len(ids) != len(set(ids)):
+            raise ValueError("client_id values must be unique")
+        return self
+
+
 class AuthSettings(Model):
     resource_server: ResourceServer | None = None
+    authorization_server: AuthorizationServerSettings | None = None
 
 
 def _check_scope_list(scopes: list[str]) -> list[str]:
@@ -583,26 +683,52 @@ class GatewayConfig(BaseSettings):
     @model_validator(mode="after")
     def _auth_is_configured_where_needed(self) -> GatewayConfig:
         resource_server = self.auth.resource_server
+        facade = self.auth.authorization_server is not None
         known = (
             {s.name for s in resource_server.authorization_servers} if resource_server else set()
         )
+        if facade:
+            known.add(GATEWAY_AS_NAME)
         problems = []
+        if resource_server is not None and GATEWAY_AS_NAME in {
+            s.name for s in resource_server.authorization_servers
+        }:
+            problems.append(f"authorization server name {GATEWAY_AS_NAME!r} is reserved")
         for upstream in self.upstreams:
             if upstream.allow_anonymous:
                 continue
-            if resource_server is None:
+            if not known:
                 problems.append(
-                    f"upstream {upstream.name!r} requires tokens but auth.resource_server is "
-                    "not configured (or set allow_anonymous: true on it)"
+                    f"upstream {upstream.name!r} requires tokens but neither "
+                    "auth.resource_server nor auth.authorization_server is configured (or set "
+                    "allow_anonymous: true on it)"
                 )
             unknown = sorted(set(upstream.authorization_servers or ()) - known)
-            if resource_server is not None and unknown:
+            if known and unknown:
                 problems.append(f"upstream {upstream.name!r} names unknown servers {unknown}")
-        if resource_server is not None and self.server.public_url is None:
+        if known and self.server.public_url is None:
             problems.append("server.public_url is required with auth: resource URLs derive from it")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def token_validation(self) -> ResourceServer | None:
+        """How tokens are validated: `auth.resource_server`, plus the gateway's own issuer
+        when it is the authorization server (facade mode), named `gateway`."""
+        configured = self.auth.resource_server
+        if self.auth.authorization_server is None:
+            return configured
+        own = AuthorizationServer(
+            name=GATEWAY_AS_NAME,
+            issuer=self.public_base(),
+            jwks_uri=self.public_base() + "/oauth/jwks",
+            algorithms=["ES256", "RS256"],
+            require_at_jwt=True,
+        )
+        if configured is None:
+            return ResourceServer(authorization_servers=[own])
+        servers = [*configured.authorization_servers, own]
+        return configured.model_copy(update={"authorization_servers": servers})
 
     def allowed_origins(self) -> frozenset[str]:
         """Browser origins accepted: the configured ones and that of `public_url`."""

@@ -11,12 +11,14 @@ from prometheus_client import CollectorRegistry
 
 from gateway.auth.authenticator import HttpSessionHolder, RouteAuthenticator, TrustedServer
 from gateway.auth.token_cache import TokenCache
-from gateway.config.model import GatewayConfig
+from gateway.config.model import GATEWAY_AS_NAME, GatewayConfig
 from gateway.errors import MethodNotAllowedError
+from gateway.oauth.facade import AuthorizationServer
 from gateway.observability.metrics import GatewayMetrics
 from gateway.policy.compiled import PolicyStore, compile_policies
 from gateway.web import health
 from gateway.web.edge import edge_middleware
+from gateway.web.facade import FacadeEndpoints, build_authorization_server
 from gateway.web.forward import end_upstream_session, forward
 from gateway.web.keys import (
     CONFIG_KEY,
@@ -75,8 +77,12 @@ def create_app(
     app[METRICS_KEY] = metrics
     http = HttpSessionHolder()
     app[HTTP_KEY] = http
-    servers = _trusted_servers(config, http, metrics)
-    resource_server = config.auth.resource_server
+    facade = None
+    if config.auth.authorization_server is not None:
+        facade = build_authorization_server(config)
+        FacadeEndpoints(facade, config).install(app)
+    servers = _trusted_servers(config, http, metrics, facade)
+    resource_server = config.token_validation()
     cache = TokenCache(resource_server.token_cache_size if resource_server else 0)
     public_base = config.public_base()
     sessions = build_registry(config.sessions)
@@ -159,17 +165,31 @@ def create_app(
 
 
 def _trusted_servers(
-    config: GatewayConfig, http: HttpSessionHolder, metrics: GatewayMetrics
+    config: GatewayConfig,
+    http: HttpSessionHolder,
+    metrics: GatewayMetrics,
+    facade: AuthorizationServer | None,
 ) -> dict[str, TrustedServer]:
-    settings = config.auth.resource_server
+    settings = config.token_validation()
     if settings is None:
         return {}
+    own_keys = None
+    if facade is not None:
+
+        def own_keys() -> dict[str, object]:
+            return {"keys": facade.keys.jwks()["keys"]}
 
     def count_fetch(server: str, outcome: str) -> None:
         metrics.jwks_fetches.labels(server, outcome).inc()
 
     return {
-        server.name: TrustedServer(server, settings, http, count_fetch)
+        server.name: TrustedServer(
+            server,
+            settings,
+            http,
+            count_fetch,
+            local_jwks=own_keys if server.name == GATEWAY_AS_NAME else None,
+        )
         for server in settings.authorization_servers
     }
 

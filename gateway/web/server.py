@@ -43,7 +43,7 @@ async def start_gateway(
     """
     app = app if app is not None else create_app(config)
     server = config.server
-    resource_server = config.auth.resource_server
+    resource_server = config.token_validation()
     max_token = resource_server.max_token_bytes if resource_server else 0
     main = web.AppRunner(
         app,

@@ -181,8 +181,8 @@ def test_example_configs_are_valid(path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_routes_require_tokens_unless_they_opt_out() -> None:
     problems = problems_of(MINIMAL.replace(", allow_anonymous: true", ""))
     assert problems == [
-        "(top level): upstream 'files' requires tokens but auth.resource_server is not "
-        "configured (or set allow_anonymous: true on it)"
+        "(top level): upstream 'files' requires tokens but neither auth.resource_server nor "
+        "auth.authorization_server is configured (or set allow_anonymous: true on it)"
     ]
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -124,41 +126,77 @@ def _with_params(url: str, extra: Mapping[str, str]) -> str:
     return urlunsplit(parts._replace(query=query))
 
 
+@dataclass(frozen=True)
+class SignIn:
+    """What the "user" types on the gateway's own sign-in and consent pages."""
+
+    username: str
+    password: str
+    approve: bool = True
+
+
+_FORM = re.compile(r'<form method="post" action="([^"]+)">(.*?)</form>', re.S)
+_HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
+
+
+def _form_answer(page: str, sign_in: SignIn) -> tuple[str, dict[str, str]] | None:
+    """The form on one of the gateway's pages, filled in as `sign_in` says."""
+    found = _FORM.search(page)
+    if found is None:
+        return None
+    action, inner = found.groups()
+    fields = {name: html.unescape(value) for name, value in _HIDDEN.findall(inner)}
+    if 'name="password"' in inner:
+        fields |= {"username": sign_in.username, "password": sign_in.password}
+    if 'name="decision"' in inner:
+        fields["decision"] = "approve" if sign_in.approve else "deny"
+    return action, fields
+
+
 async def follow_authorization(
     authorization_url: str,
     redirect_uri: str,
     *,
     exchanges: list[HttpExchange] | None = None,
+    sign_in: SignIn | None = None,
 ) -> AuthorizationCodeResult:
     """Play the user agent: GET ``authorization_url`` and follow redirects to ``redirect_uri``.
 
     Only ``http://127.0.0.1`` URLs are followed; the ``redirect_uri`` itself is never requested.
     Cookies are kept for the one flow (the provider's interaction and session cookies) and then
-    dropped, so every call logs in afresh. Each request is appended to ``exchanges``.
+    dropped, so every call logs in afresh. Each request is appended to ``exchanges``. With
+    ``sign_in``, the gateway's own sign-in and consent forms are filled in and submitted.
 
     Raises:
-        AuthorizationError: the server answered other than with a redirect, redirected off
-            loopback, redirected too often, or sent the user back with ``error=`` or no code.
+        AuthorizationError: the server answered other than with a redirect (or a form it could
+            fill in), redirected off loopback, redirected too often, or sent the user back with
+            ``error=`` or no code.
     """
-    url = authorization_url
+    url, form = authorization_url, None
     async with httpx2.AsyncClient(
         timeout=_HTTP_TIMEOUT, follow_redirects=False, trust_env=False
     ) as browser:
         for _ in range(MAX_REDIRECTS):
             if not _is_loopback_http(url):
                 raise AuthorizationError(f"refusing to follow a redirect off loopback: {url}")
-            response = await browser.get(url)
+            method = "GET" if form is None else "POST"
+            response = await browser.request(method, url, data=form)
             if exchanges is not None:
-                exchanges.append(HttpExchange("GET", url, response.status_code))
+                exchanges.append(HttpExchange(method, url, response.status_code))
             location = response.headers.get("location")
-            if not response.is_redirect or location is None:
+            if response.is_redirect and location is not None:
+                url, form = urljoin(url, location), None
+                if _same_endpoint(url, redirect_uri):
+                    return _authorization_response(url)
+                continue
+            fillable = sign_in is not None and response.status_code == 200
+            answer = _form_answer(response.text, sign_in) if sign_in and fillable else None
+            if answer is None:
                 raise AuthorizationError(
-                    f"GET {url} answered {response.status_code}, not a redirect: "
+                    f"{method} {url} answered {response.status_code}, not a redirect: "
                     f"{response.text[:500]}"
                 )
-            url = urljoin(url, location)
-            if _same_endpoint(url, redirect_uri):
-                return _authorization_response(url)
+            url, form = urljoin(url, answer[0]), answer[1]
     raise AuthorizationError(f"more than {MAX_REDIRECTS} redirects from {authorization_url}")
 
 
@@ -188,17 +226,24 @@ def loopback_redirect_uri() -> str:
 class _HeadlessBrowser:
     """The SDK's ``redirect_handler`` and ``callback_handler`` for one OAuth client."""
 
-    def __init__(self, redirect_uri: str, record: OAuthRecord, extra: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        redirect_uri: str,
+        record: OAuthRecord,
+        extra: Mapping[str, str],
+        sign_in: SignIn | None = None,
+    ) -> None:
         self.redirect_uri = redirect_uri
         self.record = record
         self.extra = dict(extra)
+        self.sign_in = sign_in
         self._result: AuthorizationCodeResult | None = None
 
     async def redirect(self, authorization_url: str) -> None:
         self.record.authorization_urls.append(authorization_url)
         url = _with_params(authorization_url, self.extra)
         self._result = await follow_authorization(
-            url, self.redirect_uri, exchanges=self.record.exchanges
+            url, self.redirect_uri, exchanges=self.record.exchanges, sign_in=self.sign_in
         )
 
     async def callback(self) -> AuthorizationCodeResult:
@@ -219,6 +264,7 @@ async def oauth_list_and_call(
     record: OAuthRecord | None = None,
     mode: ConnectMode = "auto",
     timeout: float = DEFAULT_TIMEOUT,
+    sign_in: SignIn | None = None,
 ) -> tuple[SessionOutcome, OAuthRecord]:
     """Connect to the protected MCP endpoint ``url`` with the SDK's OAuth, list tools, call one.
 
@@ -233,7 +279,7 @@ async def oauth_list_and_call(
     record = OAuthRecord() if record is None else record
     storage = InMemoryTokenStorage() if storage is None else storage
     redirect_uri = loopback_redirect_uri()
-    browser = _HeadlessBrowser(redirect_uri, record, {"login_hint": user} if user else {})
+    browser = _HeadlessBrowser(redirect_uri, record, {"login_hint": user} if user else {}, sign_in)
     provider = OAuthClientProvider(
         url,
         client_metadata=OAuthClientMetadata(

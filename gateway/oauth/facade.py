@@ -1,0 +1,512 @@
+"""The authorization server's protocol logic, free of HTTP: what each endpoint decides.
+
+`gateway.web.facade` turns requests into calls here and results into responses. The flow:
+
+1. `/oauth/authorize` -> `check_authorization`: the client and its `redirect_uri` are checked
+   exactly first, and anything wrong with them is an `ErrorPageError` (never a redirect); every
+   other problem is a `RedirectError` back to the client, with `state` and `iss`.
+2. The user signs in (`sign_in_local`), then consents (`consent`) unless they approved these
+   scopes for this client before; each step's form carries a single-use `state` from the store.
+3. The client is sent back with a code (`issue_code`): `code`, `state` and `iss`.
+4. `/oauth/token` -> `token`: code (single use, bound to client, redirect URI, PKCE verifier and
+   resource) or refresh token (rotated on every use, reuse revokes the family).
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote_plus, urlsplit
+
+from multidict import MultiMapping
+
+from gateway.oauth.client_metadata import ClientMetadataError, parse_client_metadata
+from gateway.oauth.grants import Grants
+from gateway.oauth.issuer_check import with_issuer
+from gateway.oauth.pkce import PkceError, check_challenge, verify
+from gateway.oauth.redirects import add_query, redirect_matches
+from gateway.oauth.signing import SigningKeys
+from gateway.oauth.store import (
+    NO_CLIENT_AUTH,
+    AuthorizationRequest,
+    AuthStore,
+    ClientRecord,
+    CodeGrant,
+    CodeReplay,
+    LoginTxn,
+    Rotated,
+    ScopeNotGranted,
+    digest,
+)
+from gateway.oauth.users import LocalUsers
+
+OFFLINE_ACCESS = "offline_access"
+"""Asks for a refresh token (OpenID Connect Core section 11); never a resource scope."""
+CONSENT_LIFETIME = 30 * 86_400.0
+MAX_PARAM_CHARS = 2048
+
+
+class OAuthError(Exception):
+    """An OAuth error answered as JSON (token, registration, revocation endpoints)."""
+
+    def __init__(self, error: str, description: str, status: int = 400) -> None:
+        super().__init__(f"{error}: {description}")
+        self.error = error
+        self.description = description
+        self.status = status
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.error, "error_description": self.description}
+
+
+class ErrorPageError(Exception):
+    """An authorization request that must not redirect anywhere (unknown client or
+    redirect URI): the user sees this page instead (RFC 6749 section 4.1.2.1)."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+class RedirectError(Exception):
+    """An authorization error the client learns through its redirect URI."""
+
+    def __init__(self, location: str, error: str) -> None:
+        super().__init__(error)
+        self.location = location
+        self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    issuer: str
+    resources: Mapping[str, Sequence[str]]
+    """Each route's resource URL -> its baseline scopes (the default request)."""
+    access_token_lifetime: int
+    refresh_token_lifetime: float
+    code_lifetime: float
+    login_lifetime: float
+    dynamic_registration: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """The flow is over: send the user agent back to the client."""
+
+    location: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentNeeded:
+    """The user signed in and must approve; `state` goes into the consent form."""
+
+    state: str
+    client_name: str
+    redirect_host: str
+    scopes: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class SignInFailed:
+    """Wrong user name or password: show the form again with this fresh `state`."""
+
+    state: str
+
+
+SignInOutcome = Redirect | ConsentNeeded | SignInFailed
+
+
+@dataclass
+class AuthorizationServer:
+    settings: Settings
+    store: AuthStore
+    keys: SigningKeys
+    grants: Grants
+    users: LocalUsers | None
+    clients: Mapping[str, ClientRecord] = field(default_factory=dict)
+    """Clients registered in the config (they win over dynamic ones of the same id)."""
+    clock: Callable[[], float] = time.time
+
+    # -- metadata and registration --------------------------------------------------------------
+
+    def metadata(self) -> dict[str, Any]:
+        """RFC 8414 authorization server metadata."""
+        issuer = self.settings.issuer
+        scopes = sorted({s for ss in self.settings.resources.values() for s in ss})
+        document: dict[str, Any] = {
+            "issuer": issuer,
+            "authorization_endpoint": issuer + "/oauth/authorize",
+            "token_endpoint": issuer + "/oauth/token",
+            "revocation_endpoint": issuer + "/oauth/revoke",
+            "jwks_uri": issuer + "/oauth/jwks",
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": [
+                "none",
+                "client_secret_basic",
+                "client_secret_post",
+            ],
+            "revocation_endpoint_auth_methods_supported": [
+                "none",
+                "client_secret_basic",
+                "client_secret_post",
+            ],
+            "scopes_supported": [*scopes, OFFLINE_ACCESS],
+            "authorization_response_iss_parameter_supported": True,
+            "client_id_metadata_document_supported": False,
+        }
+        if self.settings.dynamic_registration:
+            document["registration_endpoint"] = issuer + "/oauth/register"
+        return document
+
+    async def register(self, document: Any, client_id: str, secret: str | None) -> dict[str, Any]:
+        """RFC 7591: register a client under `client_id` (and `secret` if it needs one)."""
+        if not self.settings.dynamic_registration:
+            raise OAuthError("access_denied", "Dynamic registration is disabled", 403)
+        try:
+            metadata = parse_client_metadata(document)
+        except ClientMetadataError as exc:
+            raise OAuthError(exc.error, exc.description) from None
+        now = self.clock()
+        public = metadata.token_endpoint_auth_method == NO_CLIENT_AUTH
+        record = ClientRecord(
+            client_id=client_id,
+            redirect_uris=tuple(metadata.redirect_uris),
+            created_at=now,
+            grant_types=tuple(metadata.grant_types),
+            token_endpoint_auth_method=metadata.token_endpoint_auth_method,
+            client_name=metadata.client_name,
+            secret_hash=None if public else digest(secret or ""),
+        )
+        await self.store.save_client(record)
+        answer: dict[str, Any] = {
+            "client_id": client_id,
+            "client_id_issued_at": int(now),
+            "redirect_uris": list(record.redirect_uris),
+            "grant_types": list(record.grant_types),
+            "response_types": ["code"],
+            "token_endpoint_auth_method": record.token_endpoint_auth_method,
+        }
+        if metadata.client_name is not None:
+            answer["client_name"] = metadata.client_name
+        if metadata.scope:
+            answer["scope"] = " ".join(metadata.scope)
+        if not public:
+            answer["client_secret"] = secret
+            answer["client_secret_expires_at"] = 0
+        return answer
+
+    async def client(self, client_id: str) -> ClientRecord | None:
+        return self.clients.get(client_id) or await self.store.get_client(client_id)
+
+    # -- the authorization endpoint --------------------------------------------------------------
+
+    async def check_authorization(
+        self, query: MultiMapping[str]
+    ) -> tuple[ClientRecord, AuthorizationRequest]:
+        """Validate an authorization request (RFC 6749 section 4.1.1, PKCE, RFC 8707)."""
+        client_id = _single(query, "client_id")
+        client = await self.client(client_id) if client_id else None
+        if client is None:
+            raise ErrorPageError("This application is not registered with this server.")
+        redirect_uri = _single(query, "redirect_uri")
+        if redirect_uri is None and len(client.redirect_uris) == 1:
+            redirect_uri = client.redirect_uris[0]
+        if redirect_uri is None or not redirect_matches(redirect_uri, client.redirect_uris):
+            raise ErrorPageError("The redirect address does not match this application's.")
+        state = _single(query, "state")
+
+        def fail(error: str, description: str) -> RedirectError:
+            return RedirectError(self.redirect(redirect_uri, state, error=error,
+                                               error_description=description), error)  # fmt: skip
+
+        for name in ("response_type", "client_id", "redirect_uri", "state", "scope",
+                     "code_challenge", "code_challenge_method", "resource"):  # fmt: skip
+            if len(query.getall(name, ())) > 1:
+                raise fail("invalid_request", f"{name} is repeated")
+            if len(query.get(name, "")) > MAX_PARAM_CHARS:
+                raise fail("invalid_request", f"{name} is too long")
+        if query.get("response_type") != "code":
+            raise fail("unsupported_response_type", "Only response_type=code is supported")
+        try:
+            challenge = check_challenge(
+                query.get("code_challenge_method"), query.get("code_challenge")
+            )
+        except PkceError as exc:
+            raise fail("invalid_request", f"PKCE S256 is required ({exc.reason})") from None
+        resource = query.get("resource")
+        if resource is None or resource not in self.settings.resources:
+            raise fail("invalid_target", "resource must name one of this server's MCP routes")
+        requested = frozenset(query.get("scope", "").split())
+        if not requested - {OFFLINE_ACCESS}:
+            requested |= frozenset(self.settings.resources[resource])
+        if OFFLINE_ACCESS in requested and "refresh_token" not in client.grant_types:
+            requested -= {OFFLINE_ACCESS}
+        request = AuthorizationRequest(
+            client_id=client.client_id,
+            redirect_uri=redirect_uri,
+            code_challenge=challenge,
+            resource=resource,
+            scopes=requested,
+            state=state,
+        )
+        return client, request
+
+    async def begin(self, request: AuthorizationRequest) -> str:
+        """Park a checked request while the user signs in; the login form's `state`."""
+        txn = LoginTxn(request=request, expires_at=self.clock() + self.settings.login_lifetime)
+        return await self.store.begin_login(txn)
+
+    def redirect(self, redirect_uri: str, state: str | None, **params: str) -> str:
+        """The client's redirect URI with an authorization response, always with `iss`."""
+        if state is not None:
+            params["state"] = state
+        return add_query(redirect_uri, with_issuer(params, self.settings.issuer))
+
+    async def sign_in_local(self, state: str, username: str, password: str) -> SignInOutcome:
+        """Check a local user's password for the login form `state` (single use: a failed
+        attempt gets a fresh state, so a form cannot be replayed)."""
+        txn = await self.store.take_login(state, self.clock())
+        if txn is None or txn.subject is not None:
+            raise ErrorPageError("This sign-in has expired. Start again from your application.")
+        assert self.users is not None
+        user = self.users.authenticate(username, password)
+        if user is None:
+            return SignInFailed(await self.begin(txn.request))
+        return await self.signed_in(txn.request, user.username, dict(user.claims))
+
+    async def signed_in(
+        self, request: AuthorizationRequest, subject: str, claims: Mapping[str, Any]
+    ) -> SignInOutcome:
+        """The user is known: refuse scopes no grant rule gives them, skip consent they gave
+        before, or ask for it."""
+        now = self.clock()
+        wanted = request.scopes - {OFFLINE_ACCESS}
+        allowed = self.grants.grant(claims, wanted)
+        if allowed != wanted:
+            missing = " ".join(sorted(wanted - allowed))
+            return Redirect(
+                self.redirect(
+                    request.redirect_uri,
+                    request.state,
+                    error="access_denied",
+                    error_description=f"You may not be granted: {missing}",
+                )
+            )
+        approved = await self.store.consented_scopes(subject, request.client_id, now)
+        txn = LoginTxn(
+            request=request,
+            expires_at=now + self.settings.login_lifetime,
+            subject=subject,
+            claims=claims,
+            auth_time=now,
+        )
+        if wanted <= approved:
+            return Redirect(await self.issue_code(txn))
+        client = await self.client(request.client_id)
+        name = client.client_name if client and client.client_name else request.client_id
+        return ConsentNeeded(
+            state=await self.store.begin_login(txn),
+            client_name=name,
+            redirect_host=urlsplit(request.redirect_uri).netloc,
+            scopes=request.scopes,
+        )
+
+    async def consent(self, state: str, approve: bool) -> str:
+        """The user's decision on the consent form `state`; the redirect Location."""
+        txn = await self.store.take_login(state, self.clock())
+        if txn is None or txn.subject is None:
+            raise ErrorPageError("This approval has expired. Start again from your application.")
+        request = txn.request
+        if not approve:
+            return self.redirect(
+                request.redirect_uri,
+                request.state,
+                error="access_denied",
+                error_description="The user did not approve the request",
+            )
+        await self.store.record_consent(
+            txn.subject,
+            request.client_id,
+            request.scopes - {OFFLINE_ACCESS},
+            self.clock() + CONSENT_LIFETIME,
+        )
+        return await self.issue_code(txn)
+
+    async def issue_code(self, txn: LoginTxn) -> str:
+        assert txn.subject is not None
+        request, now = txn.request, self.clock()
+        code = await self.store.issue_code(
+            CodeGrant(
+                client_id=request.client_id,
+                redirect_uri=request.redirect_uri,
+                code_challenge=request.code_challenge,
+                resource=request.resource,
+                scopes=request.scopes,
+                subject=txn.subject,
+                auth_time=txn.auth_time or now,
+                expires_at=now + self.settings.code_lifetime,
+                claims=txn.claims,
+            )
+        )
+        return self.redirect(request.redirect_uri, request.state, code=code)
+
+    # -- the token endpoint ---------------------------------------------------------------------
+
+    async def authenticate_client(
+        self, form: MultiMapping[str], basic: tuple[str, str] | None
+    ) -> ClientRecord:
+        """RFC 6749 section 2.3: the client making a token or revocation request."""
+        client_id = basic[0] if basic else _single(form, "client_id")
+        if not client_id:
+            raise OAuthError("invalid_client", "Client authentication failed", 401)
+        client = await self.client(client_id)
+        if client is None:
+            raise OAuthError("invalid_client", "Client authentication failed", 401)
+        method = client.token_endpoint_auth_method
+        secret = basic[1] if basic else _single(form, "client_secret")
+        if method == NO_CLIENT_AUTH:
+            if secret is not None:
+                raise OAuthError("invalid_client", "Client authentication failed", 401)
+            return client
+        expected = "client_secret_basic" if basic else "client_secret_post"
+        if method != expected or secret is None or not client.secret_matches(secret):
+            raise OAuthError("invalid_client", "Client authentication failed", 401)
+        return client
+
+    async def token(self, form: MultiMapping[str], basic: tuple[str, str] | None) -> dict[str, Any]:
+        for name in form:
+            if len(form.getall(name)) > 1:
+                raise OAuthError("invalid_request", f"{name} is repeated")
+        client = await self.authenticate_client(form, basic)
+        grant_type = form.get("grant_type")
+        if grant_type == "authorization_code":
+            return await self._redeem_code(client, form)
+        if grant_type == "refresh_token" and "refresh_token" in client.grant_types:
+            return await self._refresh(client, form)
+        raise OAuthError("unsupported_grant_type", "Unsupported grant_type")
+
+    async def _redeem_code(self, client: ClientRecord, form: MultiMapping[str]) -> dict[str, Any]:
+        now = self.clock()
+        redemption = await self.store.consume_code(form.get("code", ""), now)
+        invalid = OAuthError("invalid_grant", "The authorization code is invalid or was used")
+        if redemption is None or isinstance(redemption, CodeReplay):
+            raise invalid  # a replay has revoked everything the code issued
+        grant = redemption.grant
+        verifier = form.get("code_verifier", "")
+        resource = form.get("resource", grant.resource)
+        if (
+            grant.client_id != client.client_id
+            or form.get("redirect_uri") != grant.redirect_uri
+            or resource != grant.resource
+            or not verify(verifier, grant.code_challenge)
+        ):
+            await self.store.revoke_family(redemption.family_id)
+            raise invalid
+        family = redemption.family(now + self.settings.refresh_token_lifetime)
+        answer = await self._access_token(
+            family.family_id,
+            client,
+            family.subject,
+            family.resource,
+            grant.scopes,
+            now,
+            grant.auth_time,
+        )
+        if OFFLINE_ACCESS in grant.scopes and "refresh_token" in client.grant_types:
+            refresh = await self.store.start_family(family)
+            if refresh is None:
+                raise invalid
+            answer["refresh_token"] = refresh
+        return answer
+
+    async def _refresh(self, client: ClientRecord, form: MultiMapping[str]) -> dict[str, Any]:
+        now = self.clock()
+        requested = form.get("scope")
+        scopes = frozenset(requested.split()) if requested is not None else None
+        outcome = await self.store.rotate(
+            form.get("refresh_token", ""), now, client_id=client.client_id, scopes=scopes
+        )
+        if isinstance(outcome, ScopeNotGranted):
+            raise OAuthError("invalid_scope", "A refresh cannot widen the granted scopes")
+        if not isinstance(outcome, Rotated):  # unknown, expired, or Reused (family revoked)
+            raise OAuthError("invalid_grant", "The refresh token is invalid or was used")
+        grant = outcome.grant
+        answer = await self._access_token(
+            grant.family_id,
+            client,
+            grant.subject,
+            grant.resource,
+            outcome.scopes,
+            now,
+            grant.auth_time,
+        )
+        answer["refresh_token"] = outcome.refresh_token
+        return answer
+
+    async def _access_token(
+        self,
+        family_id: str,
+        client: ClientRecord,
+        subject: str,
+        resource: str,
+        scopes: frozenset[str],
+        now: float,
+        auth_time: float,
+    ) -> dict[str, Any]:
+        lifetime = self.settings.access_token_lifetime
+        resource_scopes = scopes - {OFFLINE_ACCESS}
+        minted = self.keys.mint_access_token(
+            issuer=self.settings.issuer,
+            subject=subject,
+            client_id=client.client_id,
+            audience=resource,
+            scopes=resource_scopes,
+            lifetime=lifetime,
+            now=now,
+            auth_time=auth_time,
+        )
+        if not await self.store.record_jti(family_id, minted.jti, minted.expires_at):
+            raise OAuthError("invalid_grant", "The grant has been revoked")
+        answer: dict[str, Any] = {
+            "access_token": minted.token,
+            "token_type": "Bearer",
+            "expires_in": lifetime,
+        }
+        if resource_scopes:
+            answer["scope"] = " ".join(sorted(scopes))
+        return answer
+
+    async def revoke(self, form: MultiMapping[str], basic: tuple[str, str] | None) -> None:
+        """RFC 7009: revoke a refresh token's family (access tokens expire soon; see README)."""
+        client = await self.authenticate_client(form, basic)
+        token = form.get("token")
+        if token:
+            await self.store.revoke(token, client_id=client.client_id)
+
+
+def _single(query: MultiMapping[str], name: str) -> str | None:
+    values = query.getall(name, ())
+    return values[0] if len(values) == 1 else None
+
+
+def basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """RFC 6749 section 2.3.1 client_secret_basic credentials (form-urlencoded, then Basic)."""
+    if header is None:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        raise OAuthError("invalid_client", "Client authentication failed", 401) from None
+    client_id, colon, secret = decoded.partition(":")
+    if not colon:
+        raise OAuthError("invalid_client", "Client authentication failed", 401)
+    return unquote_plus(client_id), unquote_plus(secret)

@@ -1,0 +1,346 @@
+"""The authorization-server facade over HTTP: metadata, JWKS, registration, the authorize,
+sign-in and consent pages, token and revocation endpoints.
+
+Protocol decisions are in `gateway.oauth.facade`; this module parses requests, renders pages
+and JSON, and sets the headers every such answer needs: `Cache-Control: no-store` everywhere,
+and on pages a Content-Security-Policy that forbids framing (clickjacking) and any script.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gateway.config.model import GatewayConfig
+from gateway.oauth.facade import (
+    AuthorizationServer,
+    ConsentNeeded,
+    ErrorPageError,
+    OAuthError,
+    Redirect,
+    RedirectError,
+    Settings,
+    SignInFailed,
+    basic_credentials,
+)
+from gateway.oauth.grants import Grants, rule
+from gateway.oauth.signing import SigningKeys
+from gateway.oauth.store import ClientRecord, MemoryStore, digest
+from gateway.oauth.users import LocalUsers
+from gateway.observability.logging import get_logger
+from gateway.policy.scopes import ScopeImplications
+
+audit = get_logger("gateway.audit")
+
+MAX_FORM_BYTES = 16 * 1024
+MAX_REGISTRATION_BYTES = 32 * 1024
+SIGN_IN_ATTEMPTS_PER_MINUTE = 10
+
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+JSON_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def build_authorization_server(config: GatewayConfig) -> AuthorizationServer:
+    """The facade for `config.auth.authorization_server` (which must be set)."""
+    settings = config.auth.authorization_server
+    assert settings is not None
+    base = config.public_base()
+    resources = {
+        base + upstream.route: tuple(upstream.scopes)
+        for upstream in config.upstreams
+        if not upstream.allow_anonymous
+    }
+    keys = (
+        SigningKeys.from_texts(settings.signing_key.get_secret_value())
+        if settings.signing_key is not None
+        else SigningKeys.generate()
+    )
+    users = None
+    if settings.login.local is not None:
+        users = LocalUsers.load(Path(settings.login.local.users_file))
+    now = time.time()
+    clients = {
+        client.client_id: ClientRecord(
+            client_id=client.client_id,
+            redirect_uris=tuple(client.redirect_uris),
+            created_at=now,
+            client_name=client.client_name,
+            token_endpoint_auth_method="none"
+            if client.client_secret is None
+            else "client_secret_basic",
+            secret_hash=None
+            if client.client_secret is None
+            else digest(client.client_secret.get_secret_value()),
+        )
+        for client in settings.clients
+    }
+    return AuthorizationServer(
+        settings=Settings(
+            issuer=base,
+            resources=resources,
+            access_token_lifetime=int(settings.access_token_lifetime),
+            refresh_token_lifetime=settings.refresh_token_lifetime,
+            code_lifetime=settings.code_lifetime,
+            login_lifetime=settings.login_lifetime,
+            dynamic_registration=settings.dynamic_registration,
+        ),
+        store=MemoryStore(),
+        keys=keys,
+        grants=Grants(
+            [rule(grant.when, grant.scopes) for grant in settings.grants],
+            ScopeImplications(config.scopes.implies),
+        ),
+        users=users,
+        clients=clients,
+    )
+
+
+class RateLimit:
+    """At most `per_minute` events per key in any minute (a sliding log, bounded keys)."""
+
+    def __init__(self, per_minute: int, max_keys: int = 10_000) -> None:
+        self._per_minute = per_minute
+        self._max_keys = max_keys
+        self._events: OrderedDict[str, list[float]] = OrderedDict()
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        recent = [t for t in self._events.pop(key, []) if now - t < 60]
+        allowed = len(recent) < self._per_minute
+        if allowed:
+            recent.append(now)
+        self._events[key] = recent
+        while len(self._events) > self._max_keys:
+            self._events.popitem(last=False)
+        return allowed
+
+
+class FacadeEndpoints:
+    def __init__(self, server: AuthorizationServer, config: GatewayConfig) -> None:
+        self.server = server
+        settings = config.auth.authorization_server
+        assert settings is not None
+        self._registrations = RateLimit(settings.registrations_per_minute)
+        self._sign_ins = RateLimit(SIGN_IN_ATTEMPTS_PER_MINUTE)
+
+    def install(self, app: web.Application) -> None:
+        metadata = self.metadata
+        app.router.add_get("/.well-known/oauth-authorization-server", metadata, allow_head=False)
+        app.router.add_get("/.well-known/openid-configuration", metadata, allow_head=False)
+        app.router.add_get("/oauth/jwks", self.jwks, allow_head=False)
+        app.router.add_post("/oauth/register", self.register)
+        app.router.add_get("/oauth/authorize", self.authorize, allow_head=False)
+        app.router.add_post("/oauth/sign-in", self.sign_in)
+        app.router.add_post("/oauth/consent", self.consent)
+        app.router.add_post("/oauth/token", self.token)
+        app.router.add_post("/oauth/revoke", self.revoke)
+
+    # -- documents ------------------------------------------------------------------------------
+
+    async def metadata(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            self.server.metadata(), headers={"Cache-Control": "public, max-age=300"}
+        )
+
+    async def jwks(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            self.server.keys.jwks(), headers={"Cache-Control": "public, max-age=300"}
+        )
+
+    # -- JSON endpoints -------------------------------------------------------------------------
+
+    async def register(self, request: web.Request) -> web.Response:
+        if not self._registrations.allow(request.remote or ""):
+            return _oauth_error(OAuthError("slow_down", "Too many registrations; retry later", 429))
+        try:
+            document = await _json_body(request)
+            secret = secrets.token_urlsafe(32)
+            answer = await self.server.register(
+                document, client_id=secrets.token_urlsafe(16), secret=secret
+            )
+        except OAuthError as error:
+            return _oauth_error(error)
+        audit.info("client_registered", client_id=answer["client_id"])
+        return web.json_response(answer, status=201, headers=JSON_HEADERS)
+
+    async def token(self, request: web.Request) -> web.Response:
+        try:
+            form = await _form(request)
+            answer = await self.server.token(form, _basic(request))
+        except OAuthError as error:
+            if error.error == "invalid_grant":
+                audit.warning("token_refused", reason=error.description)
+            return _oauth_error(error)
+        return web.json_response(answer, headers=JSON_HEADERS)
+
+    async def revoke(self, request: web.Request) -> web.Response:
+        try:
+            await self.server.revoke(await _form(request), _basic(request))
+        except OAuthError as error:
+            return _oauth_error(error)
+        return web.Response(status=200, headers=JSON_HEADERS)
+
+    # -- pages ----------------------------------------------------------------------------------
+
+    async def authorize(self, request: web.Request) -> web.Response:
+        try:
+            _, parked = await self.server.check_authorization(request.query)
+        except ErrorPageError as error:
+            return _page(400, "Cannot continue", f"<p>{html.escape(error.description)}</p>")
+        except RedirectError as error:
+            return _redirect(error.location)
+        state = await self.server.begin(parked)
+        return _sign_in_page(state)
+
+    async def sign_in(self, request: web.Request) -> web.Response:
+        try:
+            form = await _form(request)
+        except OAuthError as error:
+            return _page(
+                error.status, "Cannot continue", f"<p>{html.escape(error.description)}</p>"
+            )
+        state = form.get("state", "")
+        username, password = form.get("username", ""), form.get("password", "")
+        if not self._sign_ins.allow(f"{request.remote}|{username}"):
+            return _page(429, "Too many attempts", "<p>Wait a minute, then try again.</p>")
+        try:
+            outcome = await self.server.sign_in_local(state, username, password)
+        except ErrorPageError as error:
+            return _page(400, "Cannot continue", f"<p>{html.escape(error.description)}</p>")
+        if isinstance(outcome, SignInFailed):
+            audit.warning("sign_in_failed", user=username[:64])
+            return _sign_in_page(outcome.state, failed=True)
+        audit.info("signed_in", user=username[:64])
+        if isinstance(outcome, Redirect):
+            return _redirect(outcome.location)
+        return _consent_page(outcome)
+
+    async def consent(self, request: web.Request) -> web.Response:
+        try:
+            form = await _form(request)
+            location = await self.server.consent(
+                form.get("state", ""), approve=form.get("decision") == "approve"
+            )
+        except OAuthError as error:
+            return _page(
+                error.status, "Cannot continue", f"<p>{html.escape(error.description)}</p>"
+            )
+        except ErrorPageError as error:
+            return _page(400, "Cannot continue", f"<p>{html.escape(error.description)}</p>")
+        return _redirect(location)
+
+
+def _basic(request: web.Request) -> tuple[str, str] | None:
+    values = request.headers.getall("Authorization", ())
+    if len(values) > 1:
+        raise OAuthError("invalid_request", "One Authorization header")
+    return basic_credentials(values[0] if values else None)
+
+
+async def _form(request: web.Request) -> Any:
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise OAuthError("invalid_request", "Send an application/x-www-form-urlencoded body")
+    if (request.content_length or 0) > MAX_FORM_BYTES:
+        raise OAuthError("invalid_request", "Request body too large", 413)
+    return await request.post()
+
+
+async def _json_body(request: web.Request) -> Any:
+    if request.content_type != "application/json":
+        raise OAuthError("invalid_client_metadata", "Send the client metadata as JSON")
+    body = await request.content.read(MAX_REGISTRATION_BYTES + 1)
+    if len(body) > MAX_REGISTRATION_BYTES:
+        raise OAuthError("invalid_client_metadata", "Client metadata too large", 413)
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise OAuthError("invalid_client_metadata", "Client metadata is not JSON") from None
+
+
+def _redirect(location: str) -> web.Response:
+    return web.Response(status=302, headers={**PAGE_HEADERS, "Location": location})
+
+
+def _oauth_error(error: OAuthError) -> web.Response:
+    headers = dict(JSON_HEADERS)
+    if error.status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="oauth"'
+    return web.json_response(error.body(), status=error.status, headers=headers)
+
+
+# -- pages ------------------------------------------------------------------------------------
+
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem}"
+    "label,input,button{display:block;font-size:1rem;margin:.5rem 0}"
+    "input{width:100%;padding:.4rem}button{padding:.5rem 1rem}"
+    ".row{display:flex;gap:1rem}.error{color:#a00}"
+)
+
+
+def _page(status: int, title: str, body: str) -> web.Response:
+    text = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
+        f"<body><main><h1>{html.escape(title)}</h1>{body}</main></body></html>"
+    )
+    return web.Response(
+        status=status, text=text, content_type="text/html", charset="utf-8", headers=PAGE_HEADERS
+    )
+
+
+def _hidden(fields: Mapping[str, str]) -> str:
+    return "".join(
+        f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+        for k, v in fields.items()
+    )
+
+
+def _sign_in_page(state: str, *, failed: bool = False) -> web.Response:
+    error = '<p class="error" role="alert">Wrong user name or password.</p>' if failed else ""
+    body = (
+        f"{error}"
+        '<form method="post" action="/oauth/sign-in">'
+        f"{_hidden({'state': state})}"
+        '<label for="username">User name</label>'
+        '<input id="username" name="username" autocomplete="username" required autofocus>'
+        '<label for="password">Password</label>'
+        '<input id="password" name="password" type="password" '
+        'autocomplete="current-password" required>'
+        '<button type="submit">Sign in</button></form>'
+    )
+    return _page(401 if failed else 200, "Sign in", body)
+
+
+def _consent_page(outcome: ConsentNeeded) -> web.Response:
+    scopes = "".join(f"<li><code>{html.escape(s)}</code></li>" for s in sorted(outcome.scopes))
+    body = (
+        f"<p><strong>{html.escape(outcome.client_name)}</strong> wants to use MCP servers "
+        "behind this gateway on your behalf.</p>"
+        f"<p>After you decide, you go back to <strong>{html.escape(outcome.redirect_host)}"
+        "</strong>.</p>"
+        f"<p>It asks for:</p><ul>{scopes}</ul>"
+        '<form method="post" action="/oauth/consent">'
+        f"{_hidden({'state': outcome.state})}"
+        '<div class="row">'
+        '<button type="submit" name="decision" value="approve">Approve</button>'
+        '<button type="submit" name="decision" value="deny">Deny</button>'
+        "</div></form>"
+    )
+    return _page(200, "Approve access", body)
