@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import signal
 import sys
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from pathlib import Path
 from gateway import __version__
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.config.schema import render_schema
+from gateway.oauth.users import hash_password
 from gateway.observability.logging import configure_logging, get_logger
 from gateway.policy.compiled import compile_policies
 from gateway.policy.decision import Allow, Deny, InsufficientScope
@@ -50,9 +52,26 @@ def _parser() -> argparse.ArgumentParser:
         "keygen",
         help="print a new session sealing key (for sessions.keys; share it across replicas)",
     )
+    commands.add_parser(
+        "hash-password",
+        help="read a password (prompted, or one line of stdin) and print its hash for a users file",
+    )
     schema = commands.add_parser("schema", help="print the config's JSON Schema")
     schema.add_argument("--output", type=Path, help="write to this file instead of stdout")
     return parser
+
+
+def _hash_password() -> int:
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+    else:
+        password = sys.stdin.readline().removesuffix("\n")
+    try:
+        print(hash_password(password))
+    except ValueError as exc:
+        print(f"hash-password: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "keygen":
         print(new_key())
         return 0
+    if args.command == "hash-password":
+        return _hash_password()
     if args.command == "explain":
         return _explain(args)
     try:

@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from gateway.oauth.users import verify_password
 from tests.support.examples import EXAMPLES, example_env
 from tests.support.http_upstream import recording_upstream
 from tests.support.local_issuer import LocalIssuer
@@ -82,6 +83,17 @@ def test_keygen_prints_a_fresh_key_that_check_accepts(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "sessions.keys" in result.stderr
     assert keys[0][:-1] not in result.stderr
+
+
+def test_hash_password_reads_stdin_and_prints_a_verifiable_hash() -> None:
+    result = subprocess.run(
+        [*CLI, "hash-password"], input="s3cret pass\n", capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    encoded = result.stdout.strip()
+    assert verify_password("s3cret pass", encoded)
+    assert not verify_password("s3cret pass\n", encoded)
+    assert "s3cret" not in encoded
 
 
 def test_check_accepts_the_example_configs() -> None:

@@ -1,0 +1,211 @@
+"""The facade's authorization and token decisions, as tables: what is refused, and how."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from multidict import MultiDict
+
+from gateway.oauth.facade import (
+    AuthorizationServer,
+    ConsentNeeded,
+    ErrorPageError,
+    OAuthError,
+    RedirectError,
+    Settings,
+)
+from gateway.oauth.grants import Grants, rule
+from gateway.oauth.pkce import challenge_of
+from gateway.oauth.signing import SigningKeys
+from gateway.oauth.store import MemoryStore
+from gateway.oauth.users import LocalUsers, hash_password
+from gateway.policy.scopes import ScopeImplications
+
+ISSUER = "https://mcp.example.com"
+RESOURCE = ISSUER + "/files/mcp"
+REDIRECT = "http://127.0.0.1:9999/callback"
+VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+PASSWORD_HASH = hash_password("pw")
+
+
+def facade() -> AuthorizationServer:
+    return AuthorizationServer(
+        settings=Settings(
+            issuer=ISSUER,
+            resources={RESOURCE: ("mcp:tools",)},
+            access_token_lifetime=600,
+            refresh_token_lifetime=86_400,
+            code_lifetime=60,
+            login_lifetime=600,
+        ),
+        store=MemoryStore(),
+        keys=SigningKeys.generate(),
+        grants=Grants([rule({}, ["mcp:tools", "files:read"])], ScopeImplications({})),
+        users=LocalUsers.parse({"users": {"alice": {"password_hash": PASSWORD_HASH}}}),
+    )
+
+
+async def registered(server: AuthorizationServer, client_id: str = "client-a") -> str:
+    document = {
+        "redirect_uris": [REDIRECT],
+        "token_endpoint_auth_method": "none",
+        "grant_types": ["authorization_code", "refresh_token"],
+    }
+    await server.register(document, client_id=client_id, secret=None)
+    return client_id
+
+
+def authorize_query(registered_id: str, **changes: str | None) -> MultiDict[str]:
+    params: dict[str, str | None] = {
+        "response_type": "code",
+        "client_id": registered_id,
+        "redirect_uri": REDIRECT,
+        "state": "xyz",
+        "code_challenge": challenge_of(VERIFIER),
+        "code_challenge_method": "S256",
+        "resource": RESOURCE,
+        "scope": "mcp:tools offline_access",
+    } | changes
+    return MultiDict({k: v for k, v in params.items() if v is not None})
+
+
+def query_of(location: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+async def code_for(server: AuthorizationServer, client_id: str) -> str:
+    _, request = await server.check_authorization(authorize_query(client_id))
+    outcome = await server.sign_in_local(await server.begin(request), "alice", "pw")
+    assert isinstance(outcome, ConsentNeeded)
+    location = await server.consent(outcome.state, approve=True)
+    answer = query_of(location)
+    assert answer["iss"] == ISSUER
+    assert answer["state"] == "xyz"
+    return answer["code"]
+
+
+def token_form(client_id: str, code: str, **changes: str) -> MultiDict[str]:
+    return MultiDict(
+        {
+            "grant_type": "authorization_code",
+            "client_id": client_id,
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "code_verifier": VERIFIER,
+        }
+        | changes
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"response_type": "token"}, "unsupported_response_type"),
+        ({"code_challenge_method": "plain"}, "invalid_request"),
+        ({"code_challenge_method": None}, "invalid_request"),
+        ({"code_challenge": None}, "invalid_request"),
+        ({"resource": ISSUER + "/elsewhere/mcp"}, "invalid_target"),
+        ({"resource": None}, "invalid_target"),
+    ],
+    ids=["implicit", "plain-pkce", "no-method", "no-challenge", "unknown-resource", "no-resource"],
+)
+async def test_bad_requests_go_back_to_the_client_with_iss(
+    changes: dict[str, str | None], error: str
+) -> None:
+    server = facade()
+    client_id = await registered(server)
+    with pytest.raises(RedirectError) as refused:
+        await server.check_authorization(authorize_query(client_id, **changes))
+    answer = query_of(refused.value.location)
+    assert (answer["error"], answer["iss"], answer["state"]) == (error, ISSUER, "xyz")
+    assert refused.value.location.startswith(REDIRECT + "?")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"client_id": "nobody"},
+        {"redirect_uri": "http://127.0.0.1:9999/callback/"},
+        {"redirect_uri": "https://evil.example/callback"},
+    ],
+    ids=["unknown-client", "trailing-slash", "foreign-redirect"],
+)
+async def test_an_unknown_client_or_redirect_uri_never_redirects(changes: dict[str, str]) -> None:
+    server = facade()
+    client_id = await registered(server)
+    with pytest.raises(ErrorPageError):
+        await server.check_authorization(authorize_query(client_id, **changes))
+
+
+async def test_a_code_works_once_and_its_replay_revokes_what_it_issued() -> None:
+    server = facade()
+    client_id = await registered(server)
+    code = await code_for(server, client_id)
+    first = await server.token(token_form(client_id, code), None)
+    assert first["token_type"] == "Bearer"
+    assert "refresh_token" in first
+    with pytest.raises(OAuthError, match="invalid_grant"):
+        await server.token(token_form(client_id, code), None)
+    refresh = MultiDict(
+        {"grant_type": "refresh_token", "client_id": client_id,
+         "refresh_token": first["refresh_token"]}
+    )  # fmt: skip
+    with pytest.raises(OAuthError, match="invalid_grant"):
+        await server.token(refresh, None)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"code_verifier": "x" * 43},
+        {"code_verifier": ""},
+        {"redirect_uri": "http://127.0.0.1:9999/other"},
+        {"resource": ISSUER + "/other/mcp"},
+    ],
+    ids=["wrong-verifier", "no-verifier", "other-redirect", "other-resource"],
+)
+async def test_a_code_redeemed_wrongly_is_spent(changes: dict[str, str]) -> None:
+    server = facade()
+    client_id = await registered(server)
+    code = await code_for(server, client_id)
+    with pytest.raises(OAuthError, match="invalid_grant"):
+        await server.token(token_form(client_id, code, **changes), None)
+    with pytest.raises(OAuthError, match="invalid_grant"):
+        await server.token(token_form(client_id, code), None)
+
+
+async def test_a_code_of_another_client_is_refused() -> None:
+    server = facade()
+    owner = await registered(server, "client-a")
+    thief = await registered(server, "client-b")
+    code = await code_for(server, owner)
+    with pytest.raises(OAuthError, match="invalid_grant"):
+        await server.token(token_form(thief, code), None)
+
+
+async def test_refresh_rotates_reuse_revokes_and_scope_never_widens() -> None:
+    server = facade()
+    client_id = await registered(server)
+    tokens = await server.token(token_form(client_id, await code_for(server, client_id)), None)
+
+    def refresh(token: str, **extra: str) -> MultiDict[str]:
+        base = {"grant_type": "refresh_token", "client_id": client_id, "refresh_token": token}
+        return MultiDict(base | extra)
+
+    with pytest.raises(OAuthError, match="invalid_scope"):
+        await server.token(refresh(tokens["refresh_token"], scope="mcp:tools files:read"), None)
+    rotated = await server.token(refresh(tokens["refresh_token"]), None)
+    assert rotated["refresh_token"] != tokens["refresh_token"]
+    with pytest.raises(OAuthError, match="invalid_grant"):  # reuse of the old one
+        await server.token(refresh(tokens["refresh_token"]), None)
+    with pytest.raises(OAuthError, match="invalid_grant"):  # the whole family is revoked
+        await server.token(refresh(rotated["refresh_token"]), None)
+
+
+async def test_a_public_client_sending_a_secret_is_refused() -> None:
+    server = facade()
+    client_id = await registered(server)
+    code = await code_for(server, client_id)
+    with pytest.raises(OAuthError, match="invalid_client"):
+        await server.token(token_form(client_id, code, client_secret="guess"), None)
