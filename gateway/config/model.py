@@ -350,8 +350,9 @@ class AuthorizationServerSettings(SecretFileMixin, Model):
     )
     signing_key: SecretStr | None = Field(
         None,
-        description="PEM private key (EC P-256 or RSA) for access tokens (or `signing_key_file`). Default: a new key "
-        "per process (tokens end when the gateway restarts; replicas must share a key).",
+        description="PEM private key (EC P-256 or RSA) for access tokens (or "
+        "`signing_key_file`). Default: a new key per process (tokens end when the gateway "
+        "restarts; replicas must share a key).",
     )
     access_token_lifetime: PositiveSeconds = Field(600.0)
     refresh_token_lifetime: PositiveSeconds = Field(30 * 86_400.0, le=365 * 86_400)
