@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -32,6 +33,8 @@ from pydantic_settings import (
 )
 
 from gateway.config.secrets import SecretFileMixin
+from gateway.oauth.signing import SigningKey, SigningKeyError
+from gateway.oauth.users import LocalUsers, UsersFileError
 from gateway.policy.patterns import Pattern, is_pattern, overlap
 from gateway.policy.scopes import ScopeCycleError, ScopeImplications
 
@@ -299,6 +302,15 @@ class LocalLogin(Model):
 
     users_file: str = Field(description="YAML users file (see `mcp-auth-gateway hash-password`).")
 
+    @field_validator("users_file")
+    @classmethod
+    def _readable(cls, value: str) -> str:
+        try:
+            LocalUsers.load(Path(value))  # read again at start: checked here so `check` tells
+        except UsersFileError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
 
 class LoginSettings(Model):
     oidc: OidcLogin | None = None
@@ -360,6 +372,16 @@ class AuthorizationServerSettings(SecretFileMixin, Model):
     login_lifetime: PositiveSeconds = Field(
         600.0, le=3600, description="Seconds a user has to sign in and consent."
     )
+
+    @field_validator("signing_key")
+    @classmethod
+    def _usable_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                SigningKey.from_text(value.get_secret_value())
+            except SigningKeyError as exc:
+                raise ValueError(f"signing key: {exc}") from None  # never the key itself
+        return value
 
     @model_validator(mode="after")
     def _client_ids_unique(self) -> AuthorizationServerSettings:

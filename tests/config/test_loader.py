@@ -235,3 +235,21 @@ def test_invalid_policies(policy: str, expected: str) -> None:
 def test_scope_implication_cycles_are_refused() -> None:
     problems = problems_of(AUTH + "scopes: {implies: {a: [b], b: [a]}}\n")
     assert any("scope implication cycle: a -> b -> a" in p for p in problems), problems
+
+
+def test_facade_users_file_and_signing_key_are_checked_at_load(tmp_path: Path) -> None:
+    not_a_key = r"-----BEGIN PRIVATE KEY-----\nnot really a key\n-----END PRIVATE KEY-----"
+    text = f"""
+        server: {{public_url: "https://mcp.example.com"}}
+        auth:
+          authorization_server:
+            login: {{local: {{users_file: {tmp_path / "missing.yaml"}}}}}
+            signing_key: "{not_a_key}"
+        upstreams:
+          - {{name: files, route: /files/mcp, url: "http://127.0.0.1:3001/mcp"}}
+        """
+    problems = problems_of(text)
+    assert len(problems) == 2, problems
+    assert "users_file" in problems[0] or "users_file" in problems[1]
+    assert any("signing key: not a private key" in p for p in problems)
+    assert not any("not really a key" in p for p in problems)
