@@ -257,10 +257,27 @@ class AuthorizationServer:
         )
         return client, request
 
-    async def begin(self, request: AuthorizationRequest) -> str:
-        """Park a checked request while the user signs in; the login form's `state`."""
-        txn = LoginTxn(request=request, expires_at=self.clock() + self.settings.login_lifetime)
+    async def begin(
+        self,
+        request: AuthorizationRequest,
+        *,
+        code_verifier: str | None = None,
+        nonce: str | None = None,
+    ) -> str:
+        """Park a checked request while the user signs in: the `state` of the login form, or
+        sent to the upstream provider (with our PKCE verifier and nonce for its answer)."""
+        txn = LoginTxn(
+            request=request,
+            expires_at=self.clock() + self.settings.login_lifetime,
+            code_verifier=code_verifier,
+            nonce=nonce,
+        )
         return await self.store.begin_login(txn)
+
+    async def take_upstream_login(self, state: str) -> LoginTxn | None:
+        """The parked request an upstream provider's callback `state` names (single use)."""
+        txn = await self.store.take_login(state, self.clock())
+        return txn if txn is not None and txn.subject is None else None
 
     def redirect(self, redirect_uri: str, state: str | None, **params: str) -> str:
         """The client's redirect URI with an authorization response, always with `iss`."""

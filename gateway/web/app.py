@@ -80,7 +80,7 @@ def create_app(
     facade = None
     if config.auth.authorization_server is not None:
         facade = build_authorization_server(config)
-        FacadeEndpoints(facade, config).install(app)
+        FacadeEndpoints(facade, config, http).install(app)
     servers = _trusted_servers(config, http, metrics, facade)
     resource_server = config.token_validation()
     cache = TokenCache(resource_server.token_cache_size if resource_server else 0)

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.auth.authenticator import HttpSessionHolder
 from gateway.config.model import GatewayConfig
 from gateway.oauth.facade import (
     AuthorizationServer,
@@ -32,8 +33,10 @@ from gateway.oauth.facade import (
     basic_credentials,
 )
 from gateway.oauth.grants import Grants, rule
+from gateway.oauth.issuer_check import IssuerMismatchError, check_issuer
 from gateway.oauth.signing import SigningKeys
 from gateway.oauth.store import ClientRecord, MemoryStore, digest
+from gateway.oauth.upstream import UpstreamLoginError, UpstreamProvider, pkce_pair
 from gateway.oauth.users import LocalUsers
 from gateway.observability.logging import get_logger
 from gateway.policy.scopes import ScopeImplications
@@ -131,10 +134,16 @@ class RateLimit:
 
 
 class FacadeEndpoints:
-    def __init__(self, server: AuthorizationServer, config: GatewayConfig) -> None:
+    def __init__(
+        self, server: AuthorizationServer, config: GatewayConfig, http: HttpSessionHolder
+    ) -> None:
         self.server = server
         settings = config.auth.authorization_server
         assert settings is not None
+        self.upstream = None
+        if settings.login.oidc is not None:
+            callback = server.settings.issuer + "/oauth/callback"
+            self.upstream = UpstreamProvider(settings.login.oidc, callback, http)
         self._registrations = RateLimit(settings.registrations_per_minute)
         self._sign_ins = RateLimit(SIGN_IN_ATTEMPTS_PER_MINUTE)
 
@@ -146,6 +155,7 @@ class FacadeEndpoints:
         app.router.add_post("/oauth/register", self.register)
         app.router.add_get("/oauth/authorize", self.authorize, allow_head=False)
         app.router.add_post("/oauth/sign-in", self.sign_in)
+        app.router.add_get("/oauth/callback", self.callback, allow_head=False)
         app.router.add_post("/oauth/consent", self.consent)
         app.router.add_post("/oauth/token", self.token)
         app.router.add_post("/oauth/revoke", self.revoke)
@@ -204,10 +214,66 @@ class FacadeEndpoints:
             return _page(400, "Cannot continue", f"<p>{html.escape(error.description)}</p>")
         except RedirectError as error:
             return _redirect(error.location)
-        state = await self.server.begin(parked)
-        return _sign_in_page(state)
+        if self.upstream is None:
+            return _sign_in_page(await self.server.begin(parked))
+        verifier, challenge = pkce_pair()
+        nonce = secrets.token_urlsafe(24)
+        state = await self.server.begin(parked, code_verifier=verifier, nonce=nonce)
+        try:
+            location = await self.upstream.authorization_url(state, nonce, challenge)
+        except UpstreamLoginError as error:
+            audit.error("upstream_login_unavailable", reason=error.reason)
+            return _page(503, "Sign-in unavailable", "<p>The identity provider cannot be "
+                         "reached right now. Try again later.</p>")  # fmt: skip
+        return _redirect(location)
+
+    async def callback(self, request: web.Request) -> web.Response:
+        """The upstream provider sends the user back here. Its `iss` is checked before the
+        code goes anywhere (RFC 9207 section 2.4); its error text is never shown or passed on."""
+        assert self.upstream is not None
+        query = request.query
+        states = query.getall("state", ())
+        txn = await self.server.take_upstream_login(states[0]) if len(states) == 1 else None
+        if txn is None or txn.code_verifier is None or txn.nonce is None:
+            return _page(400, "Cannot continue", "<p>This sign-in has expired or is not "
+                         "valid. Start again from your application.</p>")  # fmt: skip
+        parked = txn.request
+        try:
+            metadata = await self.upstream.metadata()
+            check_issuer(
+                query, expected_issuer=metadata.issuer, iss_supported=metadata.iss_supported
+            )
+        except (IssuerMismatchError, UpstreamLoginError) as error:
+            audit.warning("upstream_login_refused", reason=error.reason)
+            return _redirect(self.server.redirect(
+                parked.redirect_uri, parked.state, error="access_denied",
+                error_description="The sign-in could not be verified",
+            ))  # fmt: skip
+        codes = query.getall("code", ())
+        if "error" in query or len(codes) != 1:
+            audit.info("upstream_login_failed")
+            return _redirect(self.server.redirect(
+                parked.redirect_uri, parked.state, error="access_denied",
+                error_description="Sign-in at the identity provider did not complete",
+            ))  # fmt: skip
+        try:
+            claims = await self.upstream.redeem(codes[0], txn.code_verifier, txn.nonce)
+        except UpstreamLoginError as error:
+            audit.warning("upstream_login_refused", reason=error.reason)
+            return _redirect(self.server.redirect(
+                parked.redirect_uri, parked.state, error="access_denied",
+                error_description="The sign-in could not be verified",
+            ))  # fmt: skip
+        audit.info("signed_in", sub=str(claims["sub"])[:128], via="oidc")
+        outcome = await self.server.signed_in(parked, str(claims["sub"]), dict(claims))
+        if isinstance(outcome, Redirect):
+            return _redirect(outcome.location)
+        assert isinstance(outcome, ConsentNeeded)
+        return _consent_page(outcome)
 
     async def sign_in(self, request: web.Request) -> web.Response:
+        if self.server.users is None:  # users sign in at the upstream provider
+            return _page(404, "Not found", "<p>There is no sign-in form here.</p>")
         try:
             form = await _form(request)
         except OAuthError as error:

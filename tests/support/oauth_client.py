@@ -22,7 +22,7 @@ import hashlib
 import html
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
@@ -159,6 +159,7 @@ async def follow_authorization(
     *,
     exchanges: list[HttpExchange] | None = None,
     sign_in: SignIn | None = None,
+    rewrite: Callable[[str], str] | None = None,
 ) -> AuthorizationCodeResult:
     """Play the user agent: GET ``authorization_url`` and follow redirects to ``redirect_uri``.
 
@@ -166,6 +167,7 @@ async def follow_authorization(
     Cookies are kept for the one flow (the provider's interaction and session cookies) and then
     dropped, so every call logs in afresh. Each request is appended to ``exchanges``. With
     ``sign_in``, the gateway's own sign-in and consent forms are filled in and submitted.
+    ``rewrite`` may change each redirect target before it is followed (an attacker's tampering).
 
     Raises:
         AuthorizationError: the server answered other than with a redirect (or a form it could
@@ -186,6 +188,8 @@ async def follow_authorization(
             location = response.headers.get("location")
             if response.is_redirect and location is not None:
                 url, form = urljoin(url, location), None
+                if rewrite is not None:
+                    url = rewrite(url)
                 if _same_endpoint(url, redirect_uri):
                     return _authorization_response(url)
                 continue

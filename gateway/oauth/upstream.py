@@ -1,0 +1,173 @@
+"""Signing users in at the company's OpenID provider: the gateway as an OpenID Connect client.
+
+Discovery with an exact issuer check; authorization-code flow with PKCE S256, a single-use
+`state` (the store's login transaction) and a `nonce`; at the callback the RFC 9207 `iss` check
+comes first, before the code goes anywhere; then the code is redeemed and the ID token verified
+(signature from the provider's JWKS, exact `iss`, `aud` holding our client id, `exp`, `nonce`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from gateway.auth.authenticator import HttpSessionHolder
+from gateway.auth.claims import audiences
+from gateway.auth.fetch import FetchError, fetch_json
+from gateway.auth.jwks import JwksCache, KeysUnavailableError
+from gateway.auth.jwt import TokenError, check_header, parse_jwt, verify_signature
+from gateway.auth.metadata import discover
+from gateway.config.model import ASYMMETRIC_ALGORITHMS, OidcLogin
+
+LEEWAY = 60.0
+FETCH_TIMEOUT = 10.0
+
+
+class UpstreamLoginError(Exception):
+    """The provider's answer cannot be trusted or used; `reason` is for the audit log only."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderMetadata:
+    issuer: str
+    authorization_endpoint: str
+    token_endpoint: str
+    jwks_uri: str
+    iss_supported: bool | None
+    """`authorization_response_iss_parameter_supported`, None when not advertised."""
+
+
+def pkce_pair() -> tuple[str, str]:
+    """(code_verifier, S256 code_challenge), RFC 7636 sections 4.1-4.2."""
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+class UpstreamProvider:
+    def __init__(self, settings: OidcLogin, redirect_uri: str, http: HttpSessionHolder) -> None:
+        self.settings = settings
+        self.redirect_uri = redirect_uri
+        self._http = http
+        self._metadata: ProviderMetadata | None = None
+        self._jwks = JwksCache(self._fetch_jwks, cache_ttl=600.0, cooldown=30.0)
+
+    async def metadata(self) -> ProviderMetadata:
+        if self._metadata is None:
+            try:
+                document = await discover(
+                    self._http.get(), self.settings.issuer, within=FETCH_TIMEOUT
+                )
+            except FetchError as exc:
+                raise UpstreamLoginError(f"discovery failed: {exc}") from None
+            endpoints = {}
+            for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+                value = document.get(name)
+                if not isinstance(value, str) or not value.startswith(("https://", "http://")):
+                    raise UpstreamLoginError(f"discovery document has no usable {name}")
+                endpoints[name] = value
+            advertised = document.get("authorization_response_iss_parameter_supported")
+            self._metadata = ProviderMetadata(
+                issuer=self.settings.issuer,
+                iss_supported=None if advertised is None else advertised is not False,
+                **endpoints,
+            )
+        return self._metadata
+
+    async def authorization_url(self, state: str, nonce: str, challenge: str) -> str:
+        metadata = await self.metadata()
+        params = {
+            "response_type": "code",
+            "client_id": self.settings.client_id,
+            "redirect_uri": self.redirect_uri,
+            "scope": " ".join(self.settings.scopes),
+            "state": state,
+            "nonce": nonce,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+        separator = "&" if "?" in metadata.authorization_endpoint else "?"
+        return metadata.authorization_endpoint + separator + urlencode(params)
+
+    async def redeem(self, code: str, verifier: str, nonce: str) -> Mapping[str, Any]:
+        """Exchange the code; the verified ID token's claims."""
+        metadata = await self.metadata()
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": self.redirect_uri,
+            "code_verifier": verifier,
+            "client_id": self.settings.client_id,
+        }
+        authorization = None
+        secret = self.settings.client_secret
+        if secret is not None:
+            pair = f"{self.settings.client_id}:{secret.get_secret_value()}".encode()
+            authorization = "Basic " + base64.b64encode(pair).decode("ascii")
+        try:
+            answer = await fetch_json(
+                self._http.get(),
+                "POST",
+                metadata.token_endpoint,
+                within=FETCH_TIMEOUT,
+                form=form,
+                authorization=authorization,
+            )
+        except FetchError as exc:
+            raise UpstreamLoginError(f"token request failed: {exc}") from None
+        id_token = answer.get("id_token")
+        if not isinstance(id_token, str):
+            raise UpstreamLoginError("no id_token in the token response")
+        return await self._verify_id_token(id_token, nonce)
+
+    async def _verify_id_token(self, id_token: str, nonce: str) -> Mapping[str, Any]:
+        try:
+            jwt = parse_jwt(id_token)
+            check_header(jwt, algorithms=frozenset(ASYMMETRIC_ALGORITHMS), require_at_jwt=False)
+            try:
+                keys = await self._jwks.keys_for(jwt.kid)
+            except KeysUnavailableError as exc:
+                raise UpstreamLoginError(f"provider keys unavailable: {exc}") from None
+            if not keys:
+                raise UpstreamLoginError("id_token signed with an unknown key")
+            for key in keys:
+                try:
+                    verify_signature(jwt, key)
+                    break
+                except TokenError:
+                    continue
+            else:
+                raise UpstreamLoginError("id_token signature is invalid")
+        except TokenError as exc:
+            raise UpstreamLoginError(f"id_token: {exc.reason}") from None
+        claims = jwt.claims
+        now = time.time()
+        expiry = claims.get("exp")
+        checks = {
+            "iss": claims.get("iss") == self.settings.issuer,
+            "aud": self.settings.client_id in audiences(claims),
+            "azp": len(audiences(claims)) == 1 or claims.get("azp") == self.settings.client_id,
+            "exp": isinstance(expiry, int | float) and expiry + LEEWAY > now,
+            "sub": isinstance(claims.get("sub"), str) and bool(claims.get("sub")),
+            "nonce": isinstance(claims.get("nonce"), str)
+            and hmac.compare_digest(str(claims.get("nonce")), nonce),
+        }
+        failed = [name for name, ok in checks.items() if not ok]
+        if failed:
+            raise UpstreamLoginError(f"id_token claims refused: {', '.join(failed)}")
+        return claims
+
+    async def _fetch_jwks(self) -> dict[str, Any]:
+        metadata = await self.metadata()
+        return await fetch_json(self._http.get(), "GET", metadata.jwks_uri, within=FETCH_TIMEOUT)

@@ -1,0 +1,150 @@
+"""Facade mode with login federated to a real OpenID provider (npm `oidc-provider`).
+
+The mcp 2.x client only knows the gateway's URL: it registers at the gateway, is sent to the
+provider (headless auto-login as alice, groups [eng]), comes back through the gateway's
+callback, approves, and gets a gateway token. At that callback the gateway checks the
+provider's RFC 9207 `iss` before redeeming the code, and never passes the provider's error text
+on to the client.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx2
+import pytest
+
+from gateway.oauth.upstream import pkce_pair
+from tests.conftest import Gateway, StartGateway, gateway_log
+from tests.support.oauth_client import (
+    AuthorizationError,
+    SignIn,
+    follow_authorization,
+    loopback_redirect_uri,
+    oauth_list_and_call,
+)
+from tests.support.oidc import OidcProviderProcess, oidc_provider
+from tests.support.processes import HttpServerProcess, free_port
+
+ROUTE = "/files/mcp"
+APPROVE = SignIn("", "")  # nothing to type at the gateway: the provider signs the user in
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[OidcProviderProcess]:
+    with oidc_provider() as running:
+        yield running
+
+
+async def federated_gateway(
+    start: StartGateway, provider: OidcProviderProcess, upstream: HttpServerProcess
+) -> Gateway:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    async with httpx2.AsyncClient(timeout=10) as http:
+        registered = await http.post(
+            provider.registration_endpoint,
+            json={
+                "redirect_uris": [base + "/oauth/callback"],
+                "token_endpoint_auth_method": "none",
+                "grant_types": ["authorization_code"],
+                "response_types": ["code"],
+            },
+        )
+    assert registered.status_code == 201, registered.text
+    login = {"oidc": {"issuer": provider.issuer, "client_id": registered.json()["client_id"],
+                      "scopes": ["openid", "email"]}}  # fmt: skip
+    return await start(
+        {
+            "name": "files",
+            "route": ROUTE,
+            "url": upstream.url,
+            "scopes": ["mcp:tools"],
+            "policy": {"tools": {"add": ["files:write"]}},
+        },
+        server={"port": port, "public_url": base},
+        auth={
+            "authorization_server": {
+                "login": login,
+                "grants": [{"when": {"groups": ["eng"]}, "scopes": ["mcp:tools", "files:write"]}],
+            }
+        },
+    )
+
+
+async def test_sdk_client_signs_in_at_the_upstream_provider_through_the_gateway(
+    start_gateway_for: StartGateway, provider: OidcProviderProcess, sdk_json: HttpServerProcess
+) -> None:
+    gw = await federated_gateway(start_gateway_for, provider, sdk_json)
+    outcome, record = await oauth_list_and_call(
+        gw.url(ROUTE), "add", {"a": 20, "b": 22}, sign_in=APPROVE
+    )
+    assert outcome.call is not None
+    assert outcome.call.text == "42"
+    assert record.issuer is not None
+    assert record.issuer.rstrip("/") == gw.base  # the gateway's token, not the provider's
+    urls = record.requested_urls
+    assert any(url.startswith(provider.authorization_endpoint) for url in urls)
+    assert any(url.startswith(gw.url("/oauth/callback")) for url in urls)
+
+
+def with_iss(url: str, iss: str | None, error_text: str | None = None) -> str:
+    """The callback URL with `iss` replaced (or removed), and optionally a provider error."""
+    parts = urlsplit(url)
+    params = [(k, v) for k, v in parse_qsl(parts.query) if k != "iss"]
+    if iss is not None:
+        params.append(("iss", iss))
+    if error_text is not None:
+        params.append(("error_description", error_text))
+    return urlunsplit(parts._replace(query=urlencode(params)))
+
+
+@pytest.mark.parametrize(
+    "iss",
+    ["https://evil.example", None, "{issuer}/"],
+    ids=["other-issuer", "missing-while-advertised", "trailing-slash"],
+)
+async def test_a_callback_with_a_bad_iss_is_refused_before_any_token_request(
+    start_gateway_for: StartGateway,
+    provider: OidcProviderProcess,
+    sdk_json: HttpServerProcess,
+    iss: str | None,
+) -> None:
+    gw = await federated_gateway(start_gateway_for, provider, sdk_json)
+    client_redirect = loopback_redirect_uri()
+    async with httpx2.AsyncClient(timeout=10) as http:
+        registered = await http.post(
+            gw.url("/oauth/register"),
+            json={"redirect_uris": [client_redirect], "token_endpoint_auth_method": "none"},
+        )
+    client_id = registered.json()["client_id"]
+    _, challenge = pkce_pair()
+    query = urlencode(
+        {"response_type": "code", "client_id": client_id, "redirect_uri": client_redirect,
+         "state": "s1", "code_challenge": challenge, "code_challenge_method": "S256",
+         "resource": gw.url(ROUTE)}
+    )  # fmt: skip
+    forged_iss = iss.format(issuer=provider.issuer) if iss else None
+    secret_text = "provider-internal-detail-7f3a"
+
+    def tamper(url: str) -> str:
+        if url.startswith(gw.url("/oauth/callback")):
+            return with_iss(url, forged_iss, secret_text)
+        return url
+
+    with pytest.raises(AuthorizationError) as refused:
+        await follow_authorization(
+            gw.url("/oauth/authorize?" + query), client_redirect, sign_in=APPROVE, rewrite=tamper
+        )
+    assert refused.value.error == "access_denied"
+    assert secret_text not in (refused.value.error_description or "")
+    assert secret_text not in str(refused.value)
+    events = [json.loads(line) for line in gateway_log().splitlines() if "upstream_login" in line]
+    assert [e["reason"] for e in events if e["event"] == "upstream_login_refused"] == [
+        "iss_mismatch" if forged_iss else "iss_missing"
+    ]
+    # Refused at the iss check: the code never reached the provider's token endpoint, so it
+    # is still unredeemed there; nothing after the check ran.
+    assert '"signed_in"' not in gateway_log()
