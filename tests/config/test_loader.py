@@ -7,6 +7,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+)
 
 from gateway.config import ConfigError, load_config, parse_config
 from gateway.config.schema import render_schema
@@ -238,18 +244,24 @@ def test_scope_implication_cycles_are_refused() -> None:
 
 
 def test_facade_users_file_and_signing_key_are_checked_at_load(tmp_path: Path) -> None:
-    not_a_key = r"-----BEGIN PRIVATE KEY-----\nnot really a key\n-----END PRIVATE KEY-----"
+    # A real private key made now, of a kind that cannot sign access tokens (Ed25519).
+    unusable = (
+        Ed25519PrivateKey.generate()
+        .private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+        .decode()
+    )
     text = f"""
         server: {{public_url: "https://mcp.example.com"}}
         auth:
           authorization_server:
             login: {{local: {{users_file: {tmp_path / "missing.yaml"}}}}}
-            signing_key: "{not_a_key}"
+            signing_key: "${{SIGNING_KEY}}"
         upstreams:
           - {{name: files, route: /files/mcp, url: "http://127.0.0.1:3001/mcp"}}
         """
-    problems = problems_of(text)
+    problems = problems_of(text, env={"SIGNING_KEY": unusable})
     assert len(problems) == 2, problems
-    assert "users_file" in problems[0] or "users_file" in problems[1]
-    assert any("signing key: not a private key" in p for p in problems)
-    assert not any("not really a key" in p for p in problems)
+    assert any("users_file" in p for p in problems)
+    assert any("signing key: only EC (P-256) and RSA keys" in p for p in problems)
+    body = unusable.splitlines()[1]
+    assert not any(body in p for p in problems)
