@@ -24,7 +24,7 @@ from gateway.auth.jwt import (
     check_header,
     looks_like_jwt,
     parse_jwt,
-    verify_signature,
+    verify_with_any,
 )
 from gateway.auth.metadata import discover
 from gateway.auth.principal import Principal
@@ -186,17 +186,7 @@ class RouteAuthenticator:
             keys = await server.jwks.keys_for(jwt.kid)
         except KeysUnavailableError as exc:
             raise AuthUnavailableError(f"keys of {server.config.name}: {exc}") from None
-        if not keys:
-            raise TokenError("unknown_kid")
-        failure = TokenError("bad_signature")
-        for key in keys:
-            try:
-                verify_signature(jwt, key)
-            except TokenError as exc:
-                failure = exc
-                continue
-            return
-        raise failure
+        verify_with_any(jwt, keys)
 
     async def _introspect(
         self, token: str, now: float, only: TrustedServer | None = None

@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,3 +123,19 @@ def verify_signature(jwt: UnverifiedJwt, key: Key) -> None:
         jws.deserialize_compact(jwt.token, key, algorithms=[jwt.alg])
     except (JoseError, ValueError):
         raise TokenError("bad_signature") from None
+
+
+def verify_with_any(jwt: UnverifiedJwt, keys: Sequence[Key]) -> None:
+    """Check the signature with the candidate keys for the token's `kid`; raise TokenError
+    (`unknown_kid` when there are none, else why the last candidate failed)."""
+    if not keys:
+        raise TokenError("unknown_kid")
+    failure = TokenError("bad_signature")
+    for key in keys:
+        try:
+            verify_signature(jwt, key)
+        except TokenError as exc:
+            failure = exc
+            continue
+        return
+    raise failure

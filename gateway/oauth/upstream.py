@@ -22,7 +22,7 @@ from gateway.auth.authenticator import HttpSessionHolder
 from gateway.auth.claims import audiences
 from gateway.auth.fetch import FetchError, fetch_json
 from gateway.auth.jwks import JwksCache, KeysUnavailableError
-from gateway.auth.jwt import TokenError, check_header, parse_jwt, verify_signature
+from gateway.auth.jwt import TokenError, check_header, parse_jwt, verify_with_any
 from gateway.auth.metadata import discover
 from gateway.config.model import ASYMMETRIC_ALGORITHMS, OidcLogin
 
@@ -139,16 +139,7 @@ class UpstreamProvider:
                 keys = await self._jwks.keys_for(jwt.kid)
             except KeysUnavailableError as exc:
                 raise UpstreamLoginError(f"provider keys unavailable: {exc}") from None
-            if not keys:
-                raise UpstreamLoginError("id_token signed with an unknown key")
-            for key in keys:
-                try:
-                    verify_signature(jwt, key)
-                    break
-                except TokenError:
-                    continue
-            else:
-                raise UpstreamLoginError("id_token signature is invalid")
+            verify_with_any(jwt, keys)
         except TokenError as exc:
             raise UpstreamLoginError(f"id_token: {exc.reason}") from None
         claims = jwt.claims

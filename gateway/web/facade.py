@@ -35,7 +35,7 @@ from gateway.oauth.facade import (
 from gateway.oauth.grants import Grants, rule
 from gateway.oauth.issuer_check import IssuerMismatchError, check_issuer
 from gateway.oauth.signing import SigningKeys
-from gateway.oauth.store import ClientRecord, MemoryStore, digest
+from gateway.oauth.store import NO_CLIENT_AUTH, ClientRecord, MemoryStore, digest
 from gateway.oauth.upstream import UpstreamLoginError, UpstreamProvider, pkce_pair
 from gateway.oauth.users import LocalUsers
 from gateway.observability.logging import get_logger
@@ -83,7 +83,7 @@ def build_authorization_server(config: GatewayConfig) -> AuthorizationServer:
             redirect_uris=tuple(client.redirect_uris),
             created_at=now,
             client_name=client.client_name,
-            token_endpoint_auth_method="none"
+            token_endpoint_auth_method=NO_CLIENT_AUTH
             if client.client_secret is None
             else "client_secret_basic",
             secret_hash=None

@@ -22,7 +22,6 @@ from gateway.observability.logging import get_logger
 from gateway.observability.metrics import GatewayMetrics
 from gateway.session.registry import SessionRegistry, SessionRejectedError, limit_key
 from gateway.session.seal import (
-    MAX_SESSION_ID_CHARS,
     Owner,
     SessionSealer,
     is_upstream_session_id,
@@ -63,8 +62,6 @@ def session_step(
         if len(values) > 1:
             raise RequestError("repeated Mcp-Session-Id")
         try:
-            if len(values[0]) > MAX_SESSION_ID_CHARS:
-                raise SessionRejectedError("unknown")
             assert context.owner is not None
             context.session = registry.resolve(route, values[0], context.owner, context.limit_key)
         except SessionRejectedError as refusal:
