@@ -78,9 +78,14 @@ async def test_sdk_client_signs_in_at_the_upstream_provider_through_the_gateway(
     start_gateway_for: StartGateway, provider: OidcProviderProcess, sdk_json: HttpServerProcess
 ) -> None:
     gw = await federated_gateway(start_gateway_for, provider, sdk_json)
+    tokens_before = (await provider.requests_seen()).get("POST /token", 0)
     outcome, record = await oauth_list_and_call(
         gw.url(ROUTE), "add", {"a": 20, "b": 22}, sign_in=APPROVE
     )
+    # Each authorization (first sign-in, then the step-up to files:write) sent the user to the
+    # provider once, and the gateway redeemed each provider code exactly once.
+    assert len(record.authorization_urls) == 2
+    assert (await provider.requests_seen()).get("POST /token", 0) == tokens_before + 2
     assert outcome.call is not None
     assert outcome.call.text == "42"
     assert record.issuer is not None
@@ -134,10 +139,14 @@ async def test_a_callback_with_a_bad_iss_is_refused_before_any_token_request(
             return with_iss(url, forged_iss, secret_text)
         return url
 
+    tokens_before = (await provider.requests_seen()).get("POST /token", 0)
     with pytest.raises(AuthorizationError) as refused:
         await follow_authorization(
             gw.url("/oauth/authorize?" + query), client_redirect, sign_in=APPROVE, rewrite=tamper
         )
+    seen = await provider.requests_seen()
+    assert seen.get("GET /auth", 0) >= 1  # the login did reach the provider...
+    assert seen.get("POST /token", 0) == tokens_before  # ...but no code went to its token endpoint
     assert refused.value.error == "access_denied"
     assert secret_text not in (refused.value.error_description or "")
     assert secret_text not in str(refused.value)
@@ -145,6 +154,5 @@ async def test_a_callback_with_a_bad_iss_is_refused_before_any_token_request(
     assert [e["reason"] for e in events if e["event"] == "upstream_login_refused"] == [
         "iss_mismatch" if forged_iss else "iss_missing"
     ]
-    # Refused at the iss check: the code never reached the provider's token endpoint, so it
-    # is still unredeemed there; nothing after the check ran.
+    # Refused at the iss check: nothing after the check ran.
     assert '"signed_in"' not in gateway_log()

@@ -114,6 +114,14 @@ class OidcProviderProcess:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.issuer}>"
 
+    async def requests_seen(self) -> dict[str, int]:
+        """``"METHOD /path"`` -> how many such requests the provider has received so far."""
+        async with httpx2.AsyncClient(timeout=10) as http:
+            response = await http.get(f"{self.issuer}/test/requests")
+        response.raise_for_status()
+        seen: dict[str, int] = response.json()
+        return seen
+
     @property
     def keys_file(self) -> Path:
         """The private JWK set file the provider signs with (generated at first start)."""

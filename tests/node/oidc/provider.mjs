@@ -27,6 +27,8 @@
 //   * A non-standard `ttl` form field (seconds, 1-86400) on any token request overrides the
 //     access-token lifetime, so a test can mint a token that expires in one second.
 //   * Access tokens carry the user's `email` and `groups`.
+//   * GET /test/requests answers {"METHOD /path": count, ...} for every request seen so far, so
+//     a test can assert, from the provider's side, that an endpoint was (never) called.
 
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -156,6 +158,18 @@ const configuration = {
 };
 
 const provider = new Provider(ISSUER, configuration);
+
+// The request log behind GET /test/requests (see the header).
+const seen = new Map();
+provider.use(async (ctx, next) => {
+  if (ctx.method === 'GET' && ctx.path === '/test/requests') {
+    ctx.body = Object.fromEntries(seen);
+    return;
+  }
+  const key = `${ctx.method} ${ctx.path}`;
+  seen.set(key, (seen.get(key) ?? 0) + 1);
+  await next();
+});
 
 // Authorization requests without `scope` get DEFAULT_SCOPE.
 provider.use(async (ctx, next) => {
