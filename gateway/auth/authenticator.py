@@ -9,7 +9,8 @@ JWT signature and claims (or RFC 7662 introspection) -> cache. Every refusal rai
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import aiohttp
 
@@ -101,6 +102,15 @@ class TrustedServer:
             raise AuthUnavailableError(f"introspection failed: {exc}") from None
 
 
+@dataclass(frozen=True, slots=True)
+class Revocations:
+    """Revoked `jti`s of the tokens one issuer (the gateway's own authorization server) minted:
+    checked on every request, cached or not, so a revoked token stops at once."""
+
+    issuer: str
+    is_revoked: Callable[[str], Awaitable[bool]]
+
+
 class RouteAuthenticator:
     """Validates bearer tokens for one route (one resource URL)."""
 
@@ -114,8 +124,10 @@ class RouteAuthenticator:
         settings: ResourceServer,
         cache: TokenCache,
         on_outcome: Callable[[str], None],
+        revocations: Revocations | None = None,
     ) -> None:
         self.resource = resource
+        self._revocations = revocations
         self._servers = {server.issuer: server for server in servers}
         self._introspecting = [s for s in servers if s.config.introspection is not None]
         self._leeway = settings.leeway
@@ -151,6 +163,7 @@ class RouteAuthenticator:
         now = time.time()
         principal = self._cache.get(self.resource, token, now)
         if principal is not None:
+            await self._not_revoked(principal)
             self._on_outcome("cached")
             return principal
         try:
@@ -161,9 +174,18 @@ class RouteAuthenticator:
         except AuthUnavailableError:
             self._on_outcome("unavailable")
             raise
+        await self._not_revoked(principal)
         self._on_outcome("valid")
         self._cache.put(self.resource, token, principal)
         return principal
+
+    async def _not_revoked(self, principal: Principal) -> None:
+        revocations = self._revocations
+        if revocations is None or principal.issuer != revocations.issuer:
+            return
+        if principal.token_id is None or await revocations.is_revoked(principal.token_id):
+            self._on_outcome("invalid")
+            raise InvalidTokenError("revoked", challenge=self._invalid_challenge)
 
     async def _validate(self, token: str, now: float) -> Principal:
         if not looks_like_jwt(token):

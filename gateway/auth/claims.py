@@ -103,4 +103,5 @@ def check_claims(
         client_id=client_id,
         scopes=scopes_of(claims),
         expires_at=exp,
+        token_id=jti if isinstance(jti := claims.get("jti"), str) else None,
     )

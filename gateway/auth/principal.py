@@ -18,3 +18,5 @@ class Principal:
     client_id: str | None
     scopes: frozenset[str]
     expires_at: float
+    token_id: str | None = None
+    """The token's `jti`, for revocation checks of tokens the gateway minted itself."""

@@ -343,13 +343,32 @@ class RegisteredClient(SecretFileMixin, Model):
     redirect_uris: list[str] = Field(min_length=1)
 
 
+class ClientIdMetadataDocuments(Model):
+    """Clients identified by an https URL whose JSON metadata document the gateway fetches
+    (draft-ietf-oauth-client-id-metadata-document; MCP's preferred registration)."""
+
+    enabled: bool = Field(True, description="Accept https URLs as client ids.")
+    allow_loopback_for_testing: bool = Field(
+        False,
+        description="TESTS ONLY: also fetch documents from loopback addresses, over plain http "
+        "too. Never in production: any client could make the gateway request its own "
+        "loopback services.",
+    )
+    max_bytes: int = Field(
+        5 * 1024, ge=1024, le=64 * 1024, description="Largest document read (the draft: 5 KiB)."
+    )
+    timeout: float = Field(
+        5.0, gt=0, le=30, description="Seconds for a whole fetch, DNS resolution included."
+    )
+
+
 class AuthorizationServerSettings(SecretFileMixin, Model):
     """The gateway as the OAuth authorization server MCP clients use (the facade).
 
     Its issuer is `server.public_url`; every authenticated route trusts the tokens it mints.
     """
 
-    secret_fields: ClassVar[frozenset[str]] = frozenset({"signing_key"})
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"signing_key", "previous_signing_keys"})
 
     login: LoginSettings
     grants: list[GrantRuleSettings] = Field(
@@ -357,6 +376,9 @@ class AuthorizationServerSettings(SecretFileMixin, Model):
     )
     clients: list[RegisteredClient] = Field(default_factory=list)
     dynamic_registration: bool = Field(True, description="Accept RFC 7591 registrations.")
+    client_id_metadata_documents: ClientIdMetadataDocuments = Field(
+        default_factory=ClientIdMetadataDocuments
+    )
     registrations_per_minute: int = Field(
         10, ge=1, le=10_000, description="Per client address; more get 429."
     )
@@ -365,6 +387,12 @@ class AuthorizationServerSettings(SecretFileMixin, Model):
         description="PEM private key (EC P-256 or RSA) for access tokens (or "
         "`signing_key_file`). Default: a new key per process (tokens end when the gateway "
         "restarts; replicas must share a key).",
+    )
+    previous_signing_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Keys that signed before `signing_key`: still published at `/oauth/jwks` "
+        "and accepted, never used to sign, so tokens they signed stay valid until they expire "
+        "(rotation with overlap). `previous_signing_keys_file`: PEM blocks one after another.",
     )
     access_token_lifetime: PositiveSeconds = Field(600.0)
     refresh_token_lifetime: PositiveSeconds = Field(30 * 86_400.0, le=365 * 86_400)
@@ -377,10 +405,21 @@ class AuthorizationServerSettings(SecretFileMixin, Model):
     @classmethod
     def _usable_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            try:
-                SigningKey.from_text(value.get_secret_value())
-            except SigningKeyError as exc:
-                raise ValueError(f"signing key: {exc}") from None  # never the key itself
+            _check_signing_key(value, "signing key")
+        return value
+
+    @field_validator("previous_signing_keys", mode="before")
+    @classmethod
+    def _keys_from_pem_blocks(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from previous_signing_keys_file
+            return _PEM_BLOCK.findall(value) or [value]
+        return value
+
+    @field_validator("previous_signing_keys")
+    @classmethod
+    def _usable_previous_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for index, key in enumerate(value):
+            _check_signing_key(key, f"previous signing key {index}")
         return value
 
     @model_validator(mode="after")
@@ -389,6 +428,26 @@ class AuthorizationServerSettings(SecretFileMixin, Model):
         if len(ids) != len(set(ids)):
             raise ValueError("client_id values must be unique")
         return self
+
+    @model_validator(mode="after")
+    def _previous_keys_need_a_current_one(self) -> AuthorizationServerSettings:
+        if self.previous_signing_keys and self.signing_key is None:
+            raise ValueError("previous_signing_keys needs signing_key (the key that signs now)")
+        keys = [self.signing_key, *self.previous_signing_keys] if self.signing_key else []
+        kids = [SigningKey.from_text(key.get_secret_value()).kid for key in keys]
+        if len(kids) != len(set(kids)):
+            raise ValueError("a signing key is listed twice (signing_key, previous_signing_keys)")
+        return self
+
+
+_PEM_BLOCK = re.compile(r"-----BEGIN [A-Z ]+-----.+?-----END [A-Z ]+-----", re.DOTALL)
+
+
+def _check_signing_key(value: SecretStr, what: str) -> None:
+    try:
+        SigningKey.from_text(value.get_secret_value())
+    except SigningKeyError as exc:
+        raise ValueError(f"{what}: {exc}") from None  # never the key itself
 
 
 class AuthSettings(Model):

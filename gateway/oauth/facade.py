@@ -23,6 +23,8 @@ from urllib.parse import unquote_plus, urlsplit
 
 from multidict import MultiMapping
 
+from gateway.auth.jwt import TokenError, looks_like_jwt, parse_jwt, verify_with_any
+from gateway.oauth.client_documents import ClientDocumentError, ClientDocuments, is_client_id_url
 from gateway.oauth.client_metadata import ClientMetadataError, parse_client_metadata
 from gateway.oauth.grants import Grants
 from gateway.oauth.issuer_check import with_issuer
@@ -128,6 +130,8 @@ class AuthorizationServer:
     users: LocalUsers | None
     clients: Mapping[str, ClientRecord] = field(default_factory=dict)
     """Clients registered in the config (they win over dynamic ones of the same id)."""
+    documents: ClientDocuments | None = None
+    """Resolves `https://` client ids (Client ID Metadata Documents); None: not supported."""
     clock: Callable[[], float] = time.time
 
     # -- metadata and registration --------------------------------------------------------------
@@ -158,7 +162,7 @@ class AuthorizationServer:
             ],
             "scopes_supported": [*scopes, OFFLINE_ACCESS],
             "authorization_response_iss_parameter_supported": True,
-            "client_id_metadata_document_supported": False,
+            "client_id_metadata_document_supported": self.documents is not None,
         }
         if self.settings.dynamic_registration:
             document["registration_endpoint"] = issuer + "/oauth/register"
@@ -202,7 +206,21 @@ class AuthorizationServer:
         return answer
 
     async def client(self, client_id: str) -> ClientRecord | None:
-        return self.clients.get(client_id) or await self.store.get_client(client_id)
+        """The client `client_id` names, or None (unknown, or its metadata document failed)."""
+        try:
+            return await self._find_client(client_id)
+        except ClientDocumentError:
+            return None
+
+    async def _find_client(self, client_id: str) -> ClientRecord | None:
+        """A configured client first (a URL may be pre-registered, draft section 7.2); a URL is
+        then only ever its metadata document, never a stored registration."""
+        configured = self.clients.get(client_id)
+        if configured is not None:
+            return configured
+        if is_client_id_url(client_id):
+            return None if self.documents is None else await self.documents.resolve(client_id)
+        return await self.store.get_client(client_id)
 
     # -- the authorization endpoint --------------------------------------------------------------
 
@@ -211,7 +229,12 @@ class AuthorizationServer:
     ) -> tuple[ClientRecord, AuthorizationRequest]:
         """Validate an authorization request (RFC 6749 section 4.1.1, PKCE, RFC 8707)."""
         client_id = _single(query, "client_id")
-        client = await self.client(client_id) if client_id else None
+        try:
+            client = await self._find_client(client_id) if client_id else None
+        except ClientDocumentError as exc:
+            raise ErrorPageError(
+                f"This application's metadata document cannot be used: {exc.reason}."
+            ) from None
         if client is None:
             raise ErrorPageError("This application is not registered with this server.")
         redirect_uri = _single(query, "redirect_uri")
@@ -327,6 +350,8 @@ class AuthorizationServer:
             return Redirect(await self.issue_code(txn))
         client = await self.client(request.client_id)
         name = client.client_name if client and client.client_name else request.client_id
+        if is_client_id_url(request.client_id):  # a self-asserted name: show whose it is
+            name = f"{name} (from {urlsplit(request.client_id).netloc})"
         return ConsentNeeded(
             state=await self.store.begin_login(txn),
             client_name=name,
@@ -500,11 +525,33 @@ class AuthorizationServer:
         return answer
 
     async def revoke(self, form: MultiMapping[str], basic: tuple[str, str] | None) -> None:
-        """RFC 7009: revoke a refresh token's family (access tokens expire soon; see README)."""
+        """RFC 7009: a refresh token revokes its family; an access token the gateway minted for
+        this client revokes its `jti`, which every route checks. Anything else changes nothing
+        (the endpoint answers 200 either way)."""
         client = await self.authenticate_client(form, basic)
         token = form.get("token")
-        if token:
-            await self.store.revoke(token, client_id=client.client_id)
+        if not token:
+            return
+        if looks_like_jwt(token):
+            minted = self._own_access_token(token)
+            if minted is not None and minted.get("client_id") == client.client_id:
+                await self.store.revoke_jti(str(minted["jti"]), float(minted["exp"]))
+            return
+        await self.store.revoke(token, client_id=client.client_id)
+
+    def _own_access_token(self, token: str) -> dict[str, Any] | None:
+        """The claims of an access token this gateway signed (expired or not), else None."""
+        try:
+            jwt = parse_jwt(token)
+            verify_with_any(jwt, [key.key for key in self.keys.all() if key.kid == jwt.kid])
+        except TokenError:
+            return None
+        claims = jwt.claims
+        if claims.get("iss") != self.settings.issuer:
+            return None
+        if not isinstance(claims.get("jti"), str) or not isinstance(claims.get("exp"), int):
+            return None
+        return dict(claims)
 
 
 def _single(query: MultiMapping[str], name: str) -> str | None:

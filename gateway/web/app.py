@@ -9,7 +9,12 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from gateway.auth.authenticator import HttpSessionHolder, RouteAuthenticator, TrustedServer
+from gateway.auth.authenticator import (
+    HttpSessionHolder,
+    Revocations,
+    RouteAuthenticator,
+    TrustedServer,
+)
 from gateway.auth.token_cache import TokenCache
 from gateway.config.model import GATEWAY_AS_NAME, GatewayConfig
 from gateway.errors import MethodNotAllowedError
@@ -85,6 +90,11 @@ def create_app(
     resource_server = config.token_validation()
     cache = TokenCache(resource_server.token_cache_size if resource_server else 0)
     public_base = config.public_base()
+    revocations = (
+        Revocations(facade.settings.issuer, facade.store.is_revoked_jti)
+        if facade is not None
+        else None
+    )
     sessions = build_registry(config.sessions)
     metrics.active_sessions.set_function(lambda: len(sessions))
     metrics.open_get_streams.set_function(lambda: sessions.streams_open)
@@ -107,6 +117,7 @@ def create_app(
                 settings=resource_server,
                 cache=cache,
                 on_outcome=_outcome_counter(metrics, upstream.name),
+                revocations=revocations,
             )
             document = metadata_document(
                 resource=public_base + upstream.route,

@@ -33,6 +33,14 @@ WELL_KNOWN = "/.well-known/"
 
 MCP_METHODS = "GET, POST, DELETE"
 METADATA_METHODS = "GET"
+FACADE_API_METHODS = {
+    "/oauth/jwks": "GET",
+    "/oauth/register": "POST",
+    "/oauth/token": "POST",
+    "/oauth/revoke": "POST",
+}
+"""The authorization server's endpoints that browser-based clients call with `fetch` (the
+pages `/oauth/authorize`, `/oauth/sign-in`, `/oauth/consent` are navigated to, never fetched)."""
 ALLOWED_REQUEST_HEADERS = (
     "Authorization",
     "Content-Type",
@@ -108,6 +116,9 @@ class Edge:
         self._config = config
         self._origins = config.allowed_origins()
         self._mcp_routes = frozenset(upstream.route for upstream in config.upstreams)
+        self._facade_api = (
+            FACADE_API_METHODS if config.auth.authorization_server is not None else {}
+        )
         self._hosts: frozenset[str] | None = None
 
     @web.middleware
@@ -135,15 +146,20 @@ class Edge:
             if origin is not None:
                 if not origin_allowed(headers.getall(hdrs.ORIGIN), self._origins):
                     return render_error(OriginRejectedError("origin not allowed"))
+                methods = (
+                    MCP_METHODS
+                    if mcp
+                    else METADATA_METHODS
+                    if metadata
+                    else self._facade_api.get(path)
+                )
                 if (
                     method == hdrs.METH_OPTIONS
-                    and (mcp or metadata)
+                    and methods is not None
                     and hdrs.ACCESS_CONTROL_REQUEST_METHOD in headers
                 ):
                     answer = preflight_headers(
-                        origin,
-                        MCP_METHODS if mcp else METADATA_METHODS,
-                        headers.get(hdrs.ACCESS_CONTROL_REQUEST_HEADERS),
+                        origin, methods, headers.get(hdrs.ACCESS_CONTROL_REQUEST_HEADERS)
                     )
                     if mcp:
                         answer[hdrs.CACHE_CONTROL] = "no-store"

@@ -20,7 +20,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.auth.authenticator import HttpSessionHolder
-from gateway.config.model import GatewayConfig
+from gateway.config.model import ClientIdMetadataDocuments, GatewayConfig
+from gateway.oauth.client_documents import ClientDocuments
 from gateway.oauth.facade import (
     AuthorizationServer,
     ConsentNeeded,
@@ -52,7 +53,9 @@ PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
     "frame-ancestors 'none'; base-uri 'none'",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: under it browsers send `Origin: null` with the pages' own form posts,
+    # which the edge's Origin check refuses (403). same-origin still sends nothing elsewhere.
+    "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
 }
 JSON_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -69,7 +72,10 @@ def build_authorization_server(config: GatewayConfig) -> AuthorizationServer:
         if not upstream.allow_anonymous
     }
     keys = (
-        SigningKeys.from_texts(settings.signing_key.get_secret_value())
+        SigningKeys.from_texts(
+            settings.signing_key.get_secret_value(),
+            (key.get_secret_value() for key in settings.previous_signing_keys),
+        )
         if settings.signing_key is not None
         else SigningKeys.generate()
     )
@@ -110,6 +116,19 @@ def build_authorization_server(config: GatewayConfig) -> AuthorizationServer:
         ),
         users=users,
         clients=clients,
+        documents=_client_documents(settings.client_id_metadata_documents),
+    )
+
+
+def _client_documents(settings: ClientIdMetadataDocuments) -> ClientDocuments | None:
+    if not settings.enabled:
+        return None
+    if settings.allow_loopback_for_testing:
+        audit.warning("client_documents_from_loopback_allowed", note="for tests only")
+    return ClientDocuments(
+        allow_loopback=settings.allow_loopback_for_testing,
+        max_bytes=settings.max_bytes,
+        timeout=settings.timeout,
     )
 
 

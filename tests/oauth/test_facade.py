@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from joserfc import jws
 from multidict import MultiDict
 
 from gateway.oauth.facade import (
@@ -153,6 +155,29 @@ async def test_a_code_works_once_and_its_replay_revokes_what_it_issued() -> None
     )  # fmt: skip
     with pytest.raises(OAuthError, match="invalid_grant"):
         await server.token(refresh, None)
+    # ...and the access token it issued, which every route checks.
+    assert await server.store.is_revoked_jti(jti_of(first["access_token"]))
+
+
+def jti_of(token: str) -> str:
+    jti = json.loads(jws.extract_compact(token.encode()).payload)["jti"]
+    assert isinstance(jti, str)
+    return jti
+
+
+async def test_revoking_an_access_token_revokes_its_jti_for_its_own_client_only() -> None:
+    server = facade()
+    owner = await registered(server, "client-a")
+    other = await registered(server, "client-b")
+    access = (await server.token(token_form(owner, await code_for(server, owner)), None))[
+        "access_token"
+    ]
+    await server.revoke(MultiDict({"client_id": other, "token": access}), None)
+    assert not await server.store.is_revoked_jti(jti_of(access))
+    await server.revoke(MultiDict({"client_id": owner, "token": access + "x"}), None)
+    assert not await server.store.is_revoked_jti(jti_of(access))  # a forged signature: ignored
+    await server.revoke(MultiDict({"client_id": owner, "token": access}), None)
+    assert await server.store.is_revoked_jti(jti_of(access))
 
 
 @pytest.mark.parametrize(
