@@ -226,6 +226,14 @@ class AuthUnavailableError(GatewayError):
     retry_after = 5
 
 
+class StoreUnavailableError(AuthUnavailableError):
+    """The shared state store (Redis) failed or timed out: whatever needed it is refused (503),
+    never answered as if the item were absent or valid."""
+
+    code = "store_unavailable"
+    public_message = "State store unavailable, retry later"
+
+
 class UpstreamError(GatewayError):
     """The upstream MCP server failed before it sent a response.
 

@@ -1,12 +1,15 @@
 """The authorization server's state: clients, login transactions, authorization codes, token
 families, revoked access tokens and consent, behind one async interface.
 
-`AuthStore` is the contract; `MemoryStore` keeps it for one process, and a Redis store (issue 7)
-must keep the same semantics across replicas. The rules both follow:
+`AuthStore` is the contract; `KvAuthStore` keeps it once, over the small atomic operations of
+`gateway.store.kv.KeyValueStore`, so the same code runs on one process (`MemoryStore`: a
+`MemoryKV`) and across replicas (a `RedisKV`). The rules:
 
 - **One method per atomic step.** Whatever must not be split by a concurrent request is a single
   method: `consume_code`, `rotate`, `take_login`, `revoke_family`, `record_jti`, `start_family`.
-  Redis implements each as one Lua script (or GETDEL), never as a read then a write.
+  Each is built from `take` (GETDEL) or an optimistic `compare_and_set` loop over one key,
+  never from a read then a blind write, so two replicas racing on one code or refresh token
+  cannot both win.
 - **Secrets are kept only as SHA-256 digests.** Codes, refresh tokens and login `state` are
   looked up by the hex digest of the value; client secrets are stored as digests and compared
   in constant time. Looking up a digest in a map leaks nothing useful through timing: the values
@@ -33,13 +36,18 @@ from __future__ import annotations
 import copy
 import hashlib
 import hmac
+import json
 import secrets
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
-from types import MappingProxyType
-from typing import Any, Generic, Protocol, TypeVar
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from types import MappingProxyType, UnionType
+from typing import Any, Protocol, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from gateway.errors import StoreUnavailableError
+from gateway.store.kv import KeyValueStore
+from gateway.store.memory import MemoryKV
 
 CODE_REPLAY_MEMORY = 600.0
 """Seconds a redeemed code is remembered after its expiry, so a late replay still revokes."""
@@ -266,9 +274,10 @@ class AuthStore(Protocol):
         client or redirect URI)."""
 
     async def record_jti(self, family_id: str, jti: str, expires_at: float) -> bool:
-        """Note an access token issued in the family, so revoking the family revokes it. False:
-        do not hand the token out (the family is revoked, unknown, or holds too many live
-        tokens)."""
+        """Note an access token issued in the family, so revoking the family revokes it. In a
+        family already revoked (a replay or reuse won the race) the `jti` is revoked at once:
+        a replay revokes what the code issued, also what it issues after the replay. False: do
+        not hand the token out (the family is unknown, or holds too many live tokens)."""
 
     async def start_family(self, grant: FamilyGrant) -> str | None:
         """Start the family's refresh-token chain; returns its first refresh token. None when
@@ -306,12 +315,13 @@ class AuthStore(Protocol):
         """Scopes the user has approved for the client and that have not expired."""
 
 
-# -- one process --------------------------------------------------------------------------------
+# -- over a key-value store ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class MemoryLimits:
-    """How many of each kind a `MemoryStore` keeps; past that, the oldest goes first."""
+    """How many of each kind a `MemoryStore` keeps; past that, the least recently used goes
+    first."""
 
     clients: int = 10_000
     logins: int = 10_000
@@ -322,70 +332,87 @@ class MemoryLimits:
     makes that token valid again until its `exp` (counted in `MemoryStore.evicted`)."""
     consents: int = 100_000
     jtis_per_family: int = 100
+    """Live access tokens one family may hold (also the limit of a `KvAuthStore`)."""
 
     def __post_init__(self) -> None:
         for spec in fields(self):
             if getattr(self, spec.name) < 1:
                 raise ValueError(f"{spec.name} must be at least 1")
 
+    def namespaces(self) -> dict[str, int]:
+        """The `MemoryKV` limits: one namespace per kind (a family's handle goes with it)."""
+        return {
+            "clients": self.clients,
+            "logins": self.logins,
+            "codes": self.codes,
+            "families": self.families,
+            "handles": self.families,
+            "revoked_jtis": self.revoked_jtis,
+            "consents": self.consents,
+        }
 
-K = TypeVar("K")
-V = TypeVar("V")
+
+JTIS_PER_FAMILY = MemoryLimits().jtis_per_family
+CLIENT_LIFETIME = 400 * 86_400.0
+"""Seconds a dynamically registered client is kept after registering: longer than any refresh
+token it can hold (`refresh_token_lifetime` is at most 365 days)."""
+CAS_ATTEMPTS = 32
+"""Optimistic retries of one step before it gives up (503): each failed attempt means another
+request changed the same item, so this is reached only under pathological contention."""
 
 
-class _Bounded(Generic[K, V]):
-    """An insertion-ordered map with a size limit and per-entry expiry, purged lazily: expired
-    entries go when read, and from the oldest end on every write; past the limit the oldest
-    entry is evicted."""
+def _encode(value: Any) -> Any:
+    """JSON-ready form of a record: dataclasses as objects, sets sorted, mappings as dicts."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {spec.name: _encode(getattr(value, spec.name)) for spec in fields(value)}
+    if isinstance(value, frozenset | set):
+        return sorted(value)
+    if isinstance(value, tuple | list):
+        return [_encode(item) for item in value]
+    if isinstance(value, Mapping):
+        return {str(k): _encode(v) for k, v in value.items()}
+    return value
 
-    def __init__(
-        self,
-        kind: str,
-        limit: int,
-        expiry: Callable[[V], float],
-        evicted: Counter[str],
-        on_drop: Callable[[V], None] = lambda value: None,
-    ) -> None:
-        self._kind = kind
-        self._limit = limit
-        self._expiry = expiry
-        self._evicted = evicted
-        self._on_drop = on_drop
-        self.entries: OrderedDict[K, V] = OrderedDict()
 
-    def get(self, key: K, now: float) -> V | None:
-        value = self.entries.get(key)
-        if value is not None and self._expiry(value) <= now:
-            self.pop(key)
-            return None
-        return value
+def _dumps(value: Any) -> bytes:
+    return json.dumps(_encode(value), separators=(",", ":"), sort_keys=True).encode()
 
-    def put(self, key: K, value: V, now: float) -> None:
-        self.purge(now)
-        self.entries[key] = value
-        self.entries.move_to_end(key)
-        while len(self.entries) > self._limit:
-            _, oldest = self.entries.popitem(last=False)
-            self._on_drop(oldest)
-            self._evicted[self._kind] += 1
 
-    def pop(self, key: K) -> V | None:
-        value = self.entries.pop(key, None)
-        if value is not None:
-            self._on_drop(value)
-        return value
+R = TypeVar("R")
 
-    def purge(self, now: float) -> None:
-        entries = self.entries
-        while entries:
-            key, value = next(iter(entries.items()))
-            if self._expiry(value) > now:
-                return
-            del entries[key]
-            self._on_drop(value)
 
-    def __len__(self) -> int:
-        return len(self.entries)
+def _decode(cls: type[R], data: Mapping[str, Any]) -> R:
+    """A record of type `cls` from its `_encode`d form (the field types say what to rebuild)."""
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for spec in fields(cls):  # type: ignore[arg-type]
+        if spec.name not in data:
+            continue
+        raw, hint = data[spec.name], hints[spec.name]
+        values[spec.name] = _rebuild(hint, raw)
+    return cls(**values)
+
+
+def _rebuild(hint: Any, raw: Any) -> Any:
+    if raw is None:
+        return None
+    origin = get_origin(hint)
+    if origin is frozenset:
+        return frozenset(raw)
+    if origin is tuple:
+        return tuple(raw)
+    if origin in (Union, UnionType):
+        for option in get_args(hint):
+            if option is not type(None):
+                return _rebuild(option, raw)
+    if isinstance(hint, type) and is_dataclass(hint):
+        return _decode(hint, raw)
+    return raw
+
+
+def _ttl(expires_at: float, now: float) -> float:
+    """Seconds to keep an item that matters until `expires_at` (at least one)."""
+    return max(expires_at - now, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,7 +426,7 @@ class _Code:
         return self.grant.expires_at + (CODE_REPLAY_MEMORY if self.used else 0.0)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Family:
     expires_at: float
     """The latest of: its grant's end, its last access token's `exp` (plus the revocation
@@ -409,166 +436,184 @@ class _Family:
     """Digest of its refresh tokens' handle."""
     current: str | None = None
     """Digest of its newest refresh token."""
-    jtis: dict[str, float] = field(default_factory=dict)
+    jtis: Mapping[str, float] = field(default_factory=dict)
     """Access tokens issued in it -> their `exp`."""
+    revoked: bool = False
+    """A tombstone: kept so a late write (a code redeemed as its replay revokes) cannot revive
+    the family."""
 
 
-def _expires_at(value: Any) -> float:
-    return float(value.expires_at)
-
-
-def _consent_expiry(scopes: Mapping[str, float]) -> float:
-    return max(scopes.values(), default=0.0)
-
-
-class MemoryStore:
-    """`AuthStore` for one process. No method awaits anything, so each runs whole on the event
-    loop: that is its atomicity. `clock` dates housekeeping (purging expired entries); validity
-    decisions use the `now` the caller passes."""
+class KvAuthStore:
+    """`AuthStore` over a `KeyValueStore`. `clock` dates storage lifetimes (housekeeping);
+    validity decisions use the `now` the caller passes. Store failures propagate as
+    `StoreUnavailableError`: the caller answers 503, never as if the item were valid."""
 
     def __init__(
-        self, limits: MemoryLimits | None = None, *, clock: Callable[[], float] = time.time
+        self,
+        kv: KeyValueStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        jtis_per_family: int = JTIS_PER_FAMILY,
     ) -> None:
-        self.limits = limits = limits or MemoryLimits()
+        self.kv = kv
         self._clock = clock
-        self.evicted: Counter[str] = Counter()
-        """Entries dropped for room, by kind (expired ones are not counted)."""
-        self._clients: OrderedDict[str, ClientRecord] = OrderedDict()
-        self._logins = _Bounded[str, LoginTxn]("logins", limits.logins, _expires_at, self.evicted)
-        self._codes = _Bounded[str, _Code]("codes", limits.codes, _expires_at, self.evicted)
-        self._handles: dict[str, str] = {}  # digest(handle) -> family id
-        self._families = _Bounded[str, _Family](
-            "families", limits.families, _expires_at, self.evicted, self._forget_handle
-        )
-        self._revoked_jtis = _Bounded[str, float](
-            "revoked_jtis", limits.revoked_jtis, float, self.evicted
-        )
-        self._consents = _Bounded[tuple[str, str], dict[str, float]](
-            "consents", limits.consents, _consent_expiry, self.evicted
-        )
+        self._jtis_per_family = jtis_per_family
 
-    def _forget_handle(self, family: _Family) -> None:
-        if family.handle is not None:
-            self._handles.pop(family.handle, None)
+    async def _read(self, cls: type[R], key: str) -> tuple[bytes, R] | None:
+        raw = await self.kv.get(key)
+        return None if raw is None else (raw, _decode(cls, json.loads(raw)))
 
     # -- clients --------------------------------------------------------------------------------
 
     async def save_client(self, client: ClientRecord) -> None:
-        self._clients[client.client_id] = client
-        self._clients.move_to_end(client.client_id)
-        while len(self._clients) > self.limits.clients:
-            self._clients.popitem(last=False)
-            self.evicted["clients"] += 1
+        await self.kv.set(f"clients:{client.client_id}", _dumps(client), CLIENT_LIFETIME)
 
     async def get_client(self, client_id: str) -> ClientRecord | None:
-        """The client, if registered; a client in use is the last to be evicted."""
-        client = self._clients.get(client_id)
-        if client is not None:
-            self._clients.move_to_end(client_id)
-        return client
+        found = await self._read(ClientRecord, f"clients:{client_id}")
+        return None if found is None else found[1]
 
     # -- login transactions ---------------------------------------------------------------------
 
     async def begin_login(self, txn: LoginTxn) -> str:
         state = secrets.token_urlsafe(32)
-        self._logins.put(digest(state), txn, self._clock())
+        ttl = _ttl(txn.expires_at, self._clock())
+        await self.kv.set(f"logins:{digest(state)}", _dumps(txn), ttl)
         return state
 
     async def take_login(self, state: str, now: float) -> LoginTxn | None:
-        txn = self._logins.pop(digest(state))
-        if txn is None or txn.expires_at <= now:
+        raw = await self.kv.take(f"logins:{digest(state)}")
+        if raw is None:
             return None
-        return txn
+        txn = _decode(LoginTxn, json.loads(raw))
+        return txn if txn.expires_at > now else None
 
     # -- authorization codes --------------------------------------------------------------------
 
     async def issue_code(self, grant: CodeGrant) -> str:
         code = secrets.token_urlsafe(32)
         entry = _Code(grant, family_id=secrets.token_urlsafe(16))
-        self._codes.put(digest(code), entry, self._clock())
+        ttl = _ttl(entry.expires_at, self._clock())
+        await self.kv.set(f"codes:{digest(code)}", _dumps(entry), ttl)
         return code
 
     async def consume_code(self, code: str, now: float) -> CodeRedemption | CodeReplay | None:
-        key = digest(code)
-        entry = self._codes.get(key, now)
-        if entry is None:
-            return None
-        if entry.used:
-            await self.revoke_family(entry.family_id)
-            return CodeReplay(entry.family_id)
-        used = replace(entry, used=True)
-        self._codes.entries[key] = used  # in place: keeps its age for eviction
-        self._families.put(entry.family_id, _Family(expires_at=used.expires_at), now)
-        return CodeRedemption(entry.grant, entry.family_id)
+        key = f"codes:{digest(code)}"
+        for _ in range(CAS_ATTEMPTS):
+            found = await self._read(_Code, key)
+            if found is None:
+                return None
+            raw, entry = found
+            if entry.expires_at <= now:  # storage lifetimes are housekeeping: `now` decides
+                return None
+            if entry.used:
+                await self.revoke_family(entry.family_id)
+                return CodeReplay(entry.family_id)
+            if entry.grant.expires_at <= now:
+                return None
+            used = replace(entry, used=True)
+            ttl = _ttl(used.expires_at, self._clock())
+            if await self.kv.compare_and_set(key, raw, _dumps(used), ttl):
+                # Only if absent: a replay that revoked the family first left a tombstone.
+                await self.kv.compare_and_set(
+                    f"families:{entry.family_id}", None, _dumps(_Family(used.expires_at)), ttl
+                )
+                return CodeRedemption(entry.grant, entry.family_id)
+        raise StoreUnavailableError("authorization code: too much contention")
 
     # -- token families -------------------------------------------------------------------------
 
     async def record_jti(self, family_id: str, jti: str, expires_at: float) -> bool:
-        now = self._clock()
-        family = self._families.get(family_id, now)
-        if family is None:
-            return False
-        live = {j: exp for j, exp in family.jtis.items() if exp + REVOCATION_MARGIN > now}
-        if len(live) >= self.limits.jtis_per_family:
-            family.jtis = live
-            return False
-        family.jtis = live | {jti: expires_at}
-        family.expires_at = max(family.expires_at, expires_at + REVOCATION_MARGIN)
-        return True
+        key = f"families:{family_id}"
+        for _ in range(CAS_ATTEMPTS):
+            found = await self._read(_Family, key)
+            if found is None:
+                return False
+            if found[1].revoked:
+                await self.revoke_jti(jti, expires_at)
+                return True
+            raw, family = found
+            now = self._clock()
+            live = {j: exp for j, exp in family.jtis.items() if exp + REVOCATION_MARGIN > now}
+            if len(live) >= self._jtis_per_family:
+                return False
+            grown = replace(
+                family,
+                jtis=live | {jti: expires_at},
+                expires_at=max(family.expires_at, expires_at + REVOCATION_MARGIN),
+            )
+            if await self.kv.compare_and_set(key, raw, _dumps(grown), _ttl(grown.expires_at, now)):
+                return True
+        raise StoreUnavailableError("token family: too much contention")
 
     async def start_family(self, grant: FamilyGrant) -> str | None:
-        family = self._families.get(grant.family_id, self._clock())
-        if family is None or family.grant is not None:
-            return None
-        handle = secrets.token_urlsafe(16)
-        token = f"{handle}.{secrets.token_urlsafe(32)}"
-        family.grant = grant
-        family.handle = digest(handle)
-        family.current = digest(token)
-        family.expires_at = max(family.expires_at, grant.expires_at)
-        self._handles[family.handle] = grant.family_id
-        return token
+        key = f"families:{grant.family_id}"
+        for _ in range(CAS_ATTEMPTS):
+            found = await self._read(_Family, key)
+            if found is None or found[1].revoked or found[1].grant is not None:
+                return None
+            raw, family = found
+            handle = secrets.token_urlsafe(16)
+            token = f"{handle}.{secrets.token_urlsafe(32)}"
+            started = replace(
+                family,
+                grant=grant,
+                handle=digest(handle),
+                current=digest(token),
+                expires_at=max(family.expires_at, grant.expires_at),
+            )
+            ttl = _ttl(started.expires_at, self._clock())
+            if await self.kv.compare_and_set(key, raw, _dumps(started), ttl):
+                await self.kv.set(f"handles:{started.handle}", grant.family_id.encode(), ttl)
+                return token
+        raise StoreUnavailableError("token family: too much contention")
 
-    def _family_of(self, refresh_token: str, now: float) -> tuple[str, _Family] | None:
+    async def _family_of(self, refresh_token: str) -> tuple[str, bytes, _Family] | None:
         handle, dot, secret = refresh_token.partition(".")
         if not (handle and dot and secret):
             return None
-        family_id = self._handles.get(digest(handle))
-        family = self._families.get(family_id, now) if family_id is not None else None
-        if family_id is None or family is None or family.grant is None:
+        family_id = await self.kv.get(f"handles:{digest(handle)}")
+        if family_id is None:
             return None
-        return family_id, family
+        found = await self._read(_Family, f"families:{family_id.decode()}")
+        if found is None or found[1].revoked or found[1].grant is None:
+            return None
+        return family_id.decode(), found[0], found[1]
 
     async def rotate(
         self, refresh_token: str, now: float, *, client_id: str, scopes: frozenset[str] | None
     ) -> Rotated | Reused | ScopeNotGranted | None:
-        found = self._family_of(refresh_token, now)
-        if found is None:
-            return None
-        family_id, family = found
-        grant, current = family.grant, family.current
-        assert grant is not None
-        assert current is not None
-        if grant.expires_at <= now:
-            return None
-        if not secret_matches(refresh_token, current):
-            await self.revoke_family(family_id)
-            return Reused(family_id)
-        if grant.client_id != client_id:
-            return None
-        granted = grant.scopes if scopes is None else scopes
-        if not granted <= grant.scopes:
-            return ScopeNotGranted(granted - grant.scopes)
-        handle = refresh_token.partition(".")[0]
-        new_token = f"{handle}.{secrets.token_urlsafe(32)}"
-        family.current = digest(new_token)
-        return Rotated(new_token, grant, granted)
+        for _ in range(CAS_ATTEMPTS):
+            found = await self._family_of(refresh_token)
+            if found is None:
+                return None
+            family_id, raw, family = found
+            grant, current = family.grant, family.current
+            assert grant is not None
+            assert current is not None
+            if grant.expires_at <= now:
+                return None
+            if not secret_matches(refresh_token, current):
+                await self.revoke_family(family_id)
+                return Reused(family_id)
+            if grant.client_id != client_id:
+                return None
+            granted = grant.scopes if scopes is None else scopes
+            if not granted <= grant.scopes:
+                return ScopeNotGranted(granted - grant.scopes)
+            handle = refresh_token.partition(".")[0]
+            new_token = f"{handle}.{secrets.token_urlsafe(32)}"
+            rotated = replace(family, current=digest(new_token))
+            ttl = _ttl(rotated.expires_at, self._clock())
+            if await self.kv.compare_and_set(f"families:{family_id}", raw, _dumps(rotated), ttl):
+                return Rotated(new_token, grant, granted)
+            # Changed meanwhile: look again (a concurrent rotation makes this token a reuse).
+        raise StoreUnavailableError("refresh token: too much contention")
 
     async def revoke(self, token: str, *, client_id: str) -> bool:
-        found = self._family_of(token, self._clock())
+        found = await self._family_of(token)
         if found is None:
             return False
-        family_id, family = found
+        family_id, _, family = found
         assert family.grant is not None
         if family.grant.client_id != client_id:
             return False
@@ -576,31 +621,76 @@ class MemoryStore:
         return True
 
     async def revoke_family(self, family_id: str) -> None:
-        # Gone means revoked: every later use of the family id or its tokens finds nothing.
-        family = self._families.pop(family_id)
-        if family is None:
-            return
-        now = self._clock()
-        for jti, expires_at in family.jtis.items():
-            self._revoked_jtis.put(jti, expires_at + REVOCATION_MARGIN, now)
+        key = f"families:{family_id}"
+        for _ in range(CAS_ATTEMPTS):
+            now = self._clock()
+            found = await self._read(_Family, key)
+            if found is None:
+                tombstone = _Family(now + CODE_REPLAY_MEMORY, revoked=True)
+                if await self.kv.compare_and_set(key, None, _dumps(tombstone), CODE_REPLAY_MEMORY):
+                    return
+                continue
+            raw, family = found
+            if family.revoked:
+                return
+            revoked = _Family(family.expires_at, handle=family.handle, revoked=True)
+            if await self.kv.compare_and_set(
+                key, raw, _dumps(revoked), _ttl(family.expires_at, now)
+            ):
+                for jti, expires_at in family.jtis.items():
+                    await self.revoke_jti(jti, expires_at)
+                if family.handle is not None:
+                    await self.kv.delete(f"handles:{family.handle}")
+                return
+        raise StoreUnavailableError("token family: too much contention")
 
     async def revoke_jti(self, jti: str, expires_at: float) -> None:
-        self._revoked_jtis.put(jti, expires_at + REVOCATION_MARGIN, self._clock())
+        ttl = _ttl(expires_at + REVOCATION_MARGIN, self._clock())
+        await self.kv.set(f"revoked_jtis:{jti}", b"1", ttl)
 
     async def is_revoked_jti(self, jti: str) -> bool:
-        return self._revoked_jtis.get(jti, self._clock()) is not None
+        return await self.kv.get(f"revoked_jtis:{jti}") is not None
 
     # -- consent --------------------------------------------------------------------------------
 
     async def record_consent(
         self, subject: str, client_id: str, scopes: Iterable[str], expires_at: float
     ) -> None:
-        now = self._clock()
-        key = (subject, client_id)
-        approved = dict(self._consents.get(key, now) or {})
-        approved.update(dict.fromkeys(scopes, expires_at))
-        self._consents.put(key, {s: exp for s, exp in approved.items() if exp > now}, now)
+        key = _consent_key(subject, client_id)
+        scopes = list(scopes)
+        for _ in range(CAS_ATTEMPTS):
+            now = self._clock()
+            raw = await self.kv.get(key)
+            approved: dict[str, float] = json.loads(raw) if raw is not None else {}
+            approved.update(dict.fromkeys(scopes, expires_at))
+            live = {s: exp for s, exp in approved.items() if exp > now}
+            ttl = _ttl(max(live.values(), default=now), now)
+            if await self.kv.compare_and_set(key, raw, _dumps(live), ttl):
+                return
+        raise StoreUnavailableError("consent: too much contention")
 
     async def consented_scopes(self, subject: str, client_id: str, now: float) -> frozenset[str]:
-        approved = self._consents.get((subject, client_id), now) or {}
+        raw = await self.kv.get(_consent_key(subject, client_id))
+        approved: dict[str, float] = json.loads(raw) if raw is not None else {}
         return frozenset(scope for scope, expires_at in approved.items() if expires_at > now)
+
+
+def _consent_key(subject: str, client_id: str) -> str:
+    return "consents:" + digest(json.dumps([subject, client_id]))
+
+
+class MemoryStore(KvAuthStore):
+    """`AuthStore` for one process (the embedded default): a `KvAuthStore` over a bounded
+    `MemoryKV`. Nothing in it awaits, so each method also runs whole on the event loop."""
+
+    def __init__(
+        self, limits: MemoryLimits | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.limits = limits = limits or MemoryLimits()
+        self.memory = MemoryKV(limits.namespaces(), clock=clock)
+        super().__init__(self.memory, clock=clock, jtis_per_family=limits.jtis_per_family)
+
+    @property
+    def evicted(self) -> Counter[str]:
+        """Entries dropped for room, by kind (expired ones are not counted)."""
+        return self.memory.evicted

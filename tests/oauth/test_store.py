@@ -250,17 +250,27 @@ async def test_a_code_replay_revokes_the_family_its_first_use_started(store: Aut
     assert await store.consume_code(code, T0 + 5) == CodeReplay(grant.family_id)
     assert await store.is_revoked_jti("jti-1")
     assert await rotate(store, refresh_token) is None
-    assert not await store.record_jti(grant.family_id, "jti-2", T0 + 300)
+    assert await store.record_jti(grant.family_id, "jti-2", T0 + 300)
+    assert await store.is_revoked_jti("jti-2")  # issued after the replay: revoked at once
 
 
-async def test_a_replay_during_the_first_redemption_stops_it_issuing(store: AuthStore) -> None:
+async def test_a_replay_during_the_first_redemption_revokes_what_it_then_issues(
+    store: AuthStore,
+) -> None:
     code = await store.issue_code(code_grant())
     redemption = await store.consume_code(code, T0)
     assert isinstance(redemption, CodeRedemption)
     assert isinstance(await store.consume_code(code, T0), CodeReplay)
-    # The first request, still minting, must not hand anything out now.
-    assert not await store.record_jti(redemption.family_id, "jti-1", T0 + 300)
+    # The first request, still minting, answers; but its access token is dead on arrival and
+    # it starts no refresh-token chain.
+    assert await store.record_jti(redemption.family_id, "jti-1", T0 + 300)
+    assert await store.is_revoked_jti("jti-1")
     assert await store.start_family(redemption.family(T0 + DAY)) is None
+
+
+async def test_an_unknown_family_records_nothing(store: AuthStore) -> None:
+    assert not await store.record_jti("never-started", "jti-1", T0 + 300)
+    assert not await store.is_revoked_jti("jti-1")
 
 
 async def test_a_replay_is_recognised_for_a_while_after_the_code_expired(
@@ -493,7 +503,7 @@ async def test_clients_are_bounded_least_recently_used_first() -> None:
 async def test_codes_are_bounded_oldest_first(clock: Clock) -> None:
     memory = MemoryStore(MemoryLimits(codes=3), clock=clock)
     codes = [await memory.issue_code(code_grant()) for _ in range(5)]
-    assert len(memory._codes) == 3
+    assert memory.memory.count("codes") == 3
     assert [await memory.consume_code(c, T0) is not None for c in codes] == [False] * 2 + [True] * 3
     assert memory.evicted["codes"] == 2
 
@@ -501,15 +511,15 @@ async def test_codes_are_bounded_oldest_first(clock: Clock) -> None:
 async def test_logins_are_bounded_oldest_first(clock: Clock) -> None:
     memory = MemoryStore(MemoryLimits(logins=2), clock=clock)
     states = [await memory.begin_login(login()) for _ in range(3)]
-    assert len(memory._logins) == 2
+    assert memory.memory.count("logins") == 2
     assert [await memory.take_login(s, T0) is not None for s in states] == [False, True, True]
 
 
 async def test_families_are_bounded_and_an_evicted_one_fails_closed(clock: Clock) -> None:
     memory = MemoryStore(MemoryLimits(families=2), clock=clock)
     tokens = [(await family(memory, jti=f"jti-{n}"))[1] for n in range(3)]
-    assert len(memory._families) == 2
-    assert len(memory._handles) == 2  # an evicted family's handle goes with it
+    assert memory.memory.count("families") == 2
+    assert memory.memory.count("handles") == 2  # an evicted family's handle goes with it
     assert await rotate(memory, tokens[0]) is None
     assert isinstance(await rotate(memory, tokens[2]), Rotated)
     assert memory.evicted["families"] == 1
@@ -554,7 +564,11 @@ async def test_expired_entries_are_purged_on_later_writes(clock: Clock) -> None:
     await memory.issue_code(code_grant(expires_in=CODE_REPLAY_MEMORY))
     await memory.begin_login(login(expires_in=CODE_REPLAY_MEMORY))
     await memory.revoke_jti("k", clock.now)
-    assert (len(memory._codes), len(memory._logins), len(memory._revoked_jtis)) == (1, 1, 1)
+    assert (
+        memory.memory.count("codes"),
+        memory.memory.count("logins"),
+        memory.memory.count("revoked_jtis"),
+    ) == (1, 1, 1)
     assert sum(memory.evicted.values()) == 0  # expired, not evicted
 
 
@@ -569,6 +583,8 @@ def strings_inside(value: object, seen: set[int] | None = None) -> Iterator[str]
     seen.add(id(value))
     if isinstance(value, str):
         yield value
+    elif isinstance(value, bytes):  # a stored value (JSON)
+        yield value.decode()
     elif isinstance(value, Mapping):
         for key, item in value.items():
             yield from strings_inside(key, seen)

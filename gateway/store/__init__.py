@@ -1,0 +1,1 @@
+"""Shared state behind one small interface: `KeyValueStore`, in memory or in Redis."""
