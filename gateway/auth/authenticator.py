@@ -183,7 +183,12 @@ class RouteAuthenticator:
         revocations = self._revocations
         if revocations is None or principal.issuer != revocations.issuer:
             return
-        if principal.token_id is None or await revocations.is_revoked(principal.token_id):
+        try:
+            revoked = principal.token_id is None or await revocations.is_revoked(principal.token_id)
+        except AuthUnavailableError:  # the store is down: refuse (503), never let it pass
+            self._on_outcome("unavailable")
+            raise
+        if revoked:
             self._on_outcome("invalid")
             raise InvalidTokenError("revoked", challenge=self._invalid_challenge)
 

@@ -382,6 +382,9 @@ class AuthorizationServerSettings(SecretFileMixin, Model):
     registrations_per_minute: int = Field(
         10, ge=1, le=10_000, description="Per client address; more get 429."
     )
+    sign_ins_per_minute: int = Field(
+        10, ge=1, le=10_000, description="Local sign-in attempts per address and user name."
+    )
     signing_key: SecretStr | None = Field(
         None,
         description="PEM private key (EC P-256 or RSA) for access tokens (or "
@@ -718,6 +721,40 @@ class _ProcessEnvSource(EnvSettingsSource):
         return super().get_field_value(field, field_name)
 
 
+class StoreSettings(SecretFileMixin, Model):
+    """Where the authorization server keeps its state (clients, logins, codes, token families,
+    revocations, consent, rate-limit counters). `memory`: this process only (one replica).
+    `redis`: shared by every replica; an outage refuses what needs the store (503)."""
+
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"url"})
+
+    backend: Literal["memory", "redis"] = "memory"
+    url: SecretStr | None = Field(
+        None,
+        description="`redis://[:password@]host:port/db` (or `rediss://` for TLS); `url_file` "
+        "to read it (and its password) from a Secret.",
+    )
+    key_prefix: str = Field(
+        "mcp-gateway:", pattern=r"^[A-Za-z0-9._:-]{0,64}$", description="Prefix of every key."
+    )
+    timeout: float = Field(
+        1.0, gt=0, le=30, description="Seconds for one store operation (connect included)."
+    )
+    max_connections: int = Field(50, ge=1, le=10_000, description="Connection pool size.")
+
+    @model_validator(mode="after")
+    def _url_for_redis_only(self) -> StoreSettings:
+        if self.backend == "redis":
+            if self.url is None:
+                raise ValueError("backend redis needs url (or url_file)")
+            scheme = urlsplit(self.url.get_secret_value()).scheme
+            if scheme not in ("redis", "rediss"):
+                raise ValueError("url must be redis:// or rediss://")  # never the url itself
+        elif self.url is not None:
+            raise ValueError("url is for backend redis")
+        return self
+
+
 class GatewayConfig(BaseSettings):
     """The whole gateway configuration (one YAML file)."""
 
@@ -734,6 +771,7 @@ class GatewayConfig(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     scopes: ScopeSettings = Field(default_factory=ScopeSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
     upstreams: list[Upstream] = Field(min_length=1)
 
     @classmethod

@@ -462,9 +462,8 @@ class AuthorizationServer:
         )
         if OFFLINE_ACCESS in grant.scopes and "refresh_token" in client.grant_types:
             refresh = await self.store.start_family(family)
-            if refresh is None:
-                raise invalid
-            answer["refresh_token"] = refresh
+            if refresh is not None:  # None: a concurrent replay revoked the family (and the
+                answer["refresh_token"] = refresh  # access token above): nothing more to give
         return answer
 
     async def _refresh(self, client: ClientRecord, form: MultiMapping[str]) -> dict[str, Any]:

@@ -99,6 +99,19 @@ class GatewayMetrics:
             ("upstream", "reason"),
             registry=registry,
         )
+        self.store_errors = Counter(
+            "mcp_gateway_store_errors_total",
+            "State store (Redis) operations that failed or timed out, by operation; each one "
+            "refused what needed it (503).",
+            ("operation",),
+            registry=registry,
+        )
+        self.store_up = Gauge(
+            "mcp_gateway_store_up",
+            "1 while the last state store operation succeeded, 0 after a failure.",
+            registry=registry,
+        )
+        self.store_up.set(1)
         self._request_children: dict[tuple[str, str, int], Counter] = {}
 
     def count_request(self, upstream: str, method: str, status: int) -> None:

@@ -21,6 +21,8 @@ from gateway.errors import MethodNotAllowedError
 from gateway.oauth.facade import AuthorizationServer
 from gateway.observability.metrics import GatewayMetrics
 from gateway.policy.compiled import PolicyStore, compile_policies
+from gateway.store.kv import KeyValueStore
+from gateway.store.observed import open_shared_store
 from gateway.web import health
 from gateway.web.edge import edge_middleware
 from gateway.web.facade import FacadeEndpoints, build_authorization_server
@@ -33,6 +35,7 @@ from gateway.web.keys import (
     POLICIES_KEY,
     RELOADER_KEY,
     ROUTES_KEY,
+    STORE_KEY,
 )
 from gateway.web.middleware import error_middleware, request_context_middleware
 from gateway.web.pipeline import BodyLimits, Step, build_steps
@@ -84,8 +87,12 @@ def create_app(
     app[HTTP_KEY] = http
     facade = None
     if config.auth.authorization_server is not None:
-        facade = build_authorization_server(config)
-        FacadeEndpoints(facade, config, http).install(app)
+        shared = open_shared_store(config.store, metrics)
+        if shared is not None:
+            app[STORE_KEY] = shared
+            app.cleanup_ctx.append(_closing(shared))
+        facade = build_authorization_server(config, shared)
+        FacadeEndpoints(facade, config, http, shared).install(app)
     servers = _trusted_servers(config, http, metrics, facade)
     resource_server = config.token_validation()
     cache = TokenCache(resource_server.token_cache_size if resource_server else 0)
@@ -218,6 +225,14 @@ def _outcome_counter(metrics: GatewayMetrics, upstream: str) -> Callable[[str], 
         outcome: metrics.token_validations.labels(upstream, outcome) for outcome in TOKEN_OUTCOMES
     }
     return lambda outcome: children[outcome].inc()
+
+
+def _closing(store: KeyValueStore) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def close_at_cleanup(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await store.close()
+
+    return close_at_cleanup
 
 
 async def _outbound_http(app: web.Application) -> AsyncIterator[None]:

@@ -12,8 +12,7 @@ import html
 import json
 import secrets
 import time
-from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +35,21 @@ from gateway.oauth.facade import (
 from gateway.oauth.grants import Grants, rule
 from gateway.oauth.issuer_check import IssuerMismatchError, check_issuer
 from gateway.oauth.signing import SigningKeys
-from gateway.oauth.store import NO_CLIENT_AUTH, ClientRecord, MemoryStore, digest
+from gateway.oauth.store import NO_CLIENT_AUTH, ClientRecord, KvAuthStore, MemoryStore, digest
 from gateway.oauth.upstream import UpstreamLoginError, UpstreamProvider, pkce_pair
 from gateway.oauth.users import LocalUsers
 from gateway.observability.logging import get_logger
 from gateway.policy.scopes import ScopeImplications
+from gateway.store.kv import KeyValueStore, StoreUnavailableError
+from gateway.store.memory import MemoryKV
 
 audit = get_logger("gateway.audit")
 
 MAX_FORM_BYTES = 16 * 1024
 MAX_REGISTRATION_BYTES = 32 * 1024
-SIGN_IN_ATTEMPTS_PER_MINUTE = 10
+PageHandler = Callable[[web.Request], Awaitable[web.Response]]
+RATE_KEYS = 100_000
+"""Rate-limit counters kept in memory (without a shared store); past it the oldest go."""
 
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -61,8 +64,11 @@ PAGE_HEADERS = {
 JSON_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-def build_authorization_server(config: GatewayConfig) -> AuthorizationServer:
-    """The facade for `config.auth.authorization_server` (which must be set)."""
+def build_authorization_server(
+    config: GatewayConfig, shared: KeyValueStore | None = None
+) -> AuthorizationServer:
+    """The facade for `config.auth.authorization_server` (which must be set); its state in
+    `shared` (Redis, every replica) or else in this process's memory."""
     settings = config.auth.authorization_server
     assert settings is not None
     base = config.public_base()
@@ -108,7 +114,7 @@ def build_authorization_server(config: GatewayConfig) -> AuthorizationServer:
             login_lifetime=settings.login_lifetime,
             dynamic_registration=settings.dynamic_registration,
         ),
-        store=MemoryStore(),
+        store=KvAuthStore(shared) if shared is not None else MemoryStore(),
         keys=keys,
         grants=Grants(
             [rule(grant.when, grant.scopes) for grant in settings.grants],
@@ -133,28 +139,27 @@ def _client_documents(settings: ClientIdMetadataDocuments) -> ClientDocuments | 
 
 
 class RateLimit:
-    """At most `per_minute` events per key in any minute (a sliding log, bounded keys)."""
+    """At most `per_minute` events per key in each clock minute (a fixed window), counted in
+    the state store, so replicas share the count."""
 
-    def __init__(self, per_minute: int, max_keys: int = 10_000) -> None:
+    def __init__(self, kv: KeyValueStore, kind: str, per_minute: int) -> None:
+        self._kv = kv
+        self._kind = kind
         self._per_minute = per_minute
-        self._max_keys = max_keys
-        self._events: OrderedDict[str, list[float]] = OrderedDict()
 
-    def allow(self, key: str) -> bool:
-        now = time.monotonic()
-        recent = [t for t in self._events.pop(key, []) if now - t < 60]
-        allowed = len(recent) < self._per_minute
-        if allowed:
-            recent.append(now)
-        self._events[key] = recent
-        while len(self._events) > self._max_keys:
-            self._events.popitem(last=False)
-        return allowed
+    async def allow(self, key: str) -> bool:
+        window = int(time.time() // 60)
+        name = f"rate:{self._kind}:{window}:{digest(key)}"
+        return await self._kv.increment(name, 60.0) <= self._per_minute
 
 
 class FacadeEndpoints:
     def __init__(
-        self, server: AuthorizationServer, config: GatewayConfig, http: HttpSessionHolder
+        self,
+        server: AuthorizationServer,
+        config: GatewayConfig,
+        http: HttpSessionHolder,
+        shared: KeyValueStore | None = None,
     ) -> None:
         self.server = server
         settings = config.auth.authorization_server
@@ -163,21 +168,26 @@ class FacadeEndpoints:
         if settings.login.oidc is not None:
             callback = server.settings.issuer + "/oauth/callback"
             self.upstream = UpstreamProvider(settings.login.oidc, callback, http)
-        self._registrations = RateLimit(settings.registrations_per_minute)
-        self._sign_ins = RateLimit(SIGN_IN_ATTEMPTS_PER_MINUTE)
+        counters = shared if shared is not None else MemoryKV({"rate": RATE_KEYS})
+        self._registrations = RateLimit(counters, "register", settings.registrations_per_minute)
+        self._sign_ins = RateLimit(counters, "sign-in", settings.sign_ins_per_minute)
 
     def install(self, app: web.Application) -> None:
         metadata = self.metadata
         app.router.add_get("/.well-known/oauth-authorization-server", metadata, allow_head=False)
         app.router.add_get("/.well-known/openid-configuration", metadata, allow_head=False)
         app.router.add_get("/oauth/jwks", self.jwks, allow_head=False)
-        app.router.add_post("/oauth/register", self.register)
-        app.router.add_get("/oauth/authorize", self.authorize, allow_head=False)
-        app.router.add_post("/oauth/sign-in", self.sign_in)
-        app.router.add_get("/oauth/callback", self.callback, allow_head=False)
-        app.router.add_post("/oauth/consent", self.consent)
-        app.router.add_post("/oauth/token", self.token)
-        app.router.add_post("/oauth/revoke", self.revoke)
+        app.router.add_post("/oauth/register", _fail_closed(self.register))
+        app.router.add_get(
+            "/oauth/authorize", _fail_closed(self.authorize, page=True), allow_head=False
+        )
+        app.router.add_post("/oauth/sign-in", _fail_closed(self.sign_in, page=True))
+        app.router.add_get(
+            "/oauth/callback", _fail_closed(self.callback, page=True), allow_head=False
+        )
+        app.router.add_post("/oauth/consent", _fail_closed(self.consent, page=True))
+        app.router.add_post("/oauth/token", _fail_closed(self.token))
+        app.router.add_post("/oauth/revoke", _fail_closed(self.revoke))
 
     # -- documents ------------------------------------------------------------------------------
 
@@ -194,7 +204,7 @@ class FacadeEndpoints:
     # -- JSON endpoints -------------------------------------------------------------------------
 
     async def register(self, request: web.Request) -> web.Response:
-        if not self._registrations.allow(request.remote or ""):
+        if not await self._registrations.allow(request.remote or ""):
             return _oauth_error(OAuthError("slow_down", "Too many registrations; retry later", 429))
         try:
             document = await _json_body(request)
@@ -301,7 +311,7 @@ class FacadeEndpoints:
             )
         state = form.get("state", "")
         username, password = form.get("username", ""), form.get("password", "")
-        if not self._sign_ins.allow(f"{request.remote}|{username}"):
+        if not await self._sign_ins.allow(f"{request.remote}|{username}"):
             return _page(429, "Too many attempts", "<p>Wait a minute, then try again.</p>")
         try:
             outcome = await self.server.sign_in_local(state, username, password)
@@ -359,6 +369,29 @@ async def _json_body(request: web.Request) -> Any:
 
 def _redirect(location: str) -> web.Response:
     return web.Response(status=302, headers={**PAGE_HEADERS, "Location": location})
+
+
+def _fail_closed(handler: PageHandler, *, page: bool = False) -> PageHandler:
+    """`handler`, answering 503 with `Retry-After` when the state store is down: an OAuth
+    JSON error (`temporarily_unavailable`) or, for pages, a page saying to try again. Nothing
+    that needed the store is answered as if it had been checked."""
+
+    async def guarded(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except StoreUnavailableError:
+            if page:
+                response = _page(
+                    503, "Try again shortly", "<p>Signing in is unavailable for a moment.</p>"
+                )
+            else:
+                response = _oauth_error(
+                    OAuthError("temporarily_unavailable", "Try again shortly", 503)
+                )
+            response.headers["Retry-After"] = str(StoreUnavailableError.retry_after)
+            return response
+
+    return guarded
 
 
 def _oauth_error(error: OAuthError) -> web.Response:

@@ -7,7 +7,8 @@ import asyncio
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.web.keys import METRICS_KEY, ROUTES_KEY
+from gateway.store.kv import StoreUnavailableError
+from gateway.web.keys import METRICS_KEY, ROUTES_KEY, STORE_KEY
 
 PROBE_TIMEOUT = 2.0
 
@@ -18,7 +19,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Config loaded and every upstream accepts connections; 503 names the ones that do not."""
+    """Config loaded, every upstream accepts connections and the shared store (if any) answers;
+    503 names what does not."""
     routes = request.app[ROUTES_KEY]
     results = await asyncio.gather(*(route.pool.probe(PROBE_TIMEOUT) for route in routes))
     upstreams = {
@@ -26,8 +28,17 @@ async def readyz(request: web.Request) -> web.Response:
         for route, ok in zip(routes, results, strict=True)
     }
     ready = all(results)
+    body: dict[str, object] = {"upstreams": upstreams}
+    store = request.app.get(STORE_KEY)
+    if store is not None:
+        try:
+            await store.ping()
+            body["store"] = "ok"
+        except StoreUnavailableError:
+            body["store"] = "unavailable"
+            ready = False
     return web.json_response(
-        {"status": "ready" if ready else "not_ready", "upstreams": upstreams},
+        {"status": "ready" if ready else "not_ready", **body},
         status=200 if ready else 503,
         headers={"Cache-Control": "no-store"},
     )

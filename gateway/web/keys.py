@@ -8,6 +8,7 @@ from gateway.auth.authenticator import HttpSessionHolder
 from gateway.config.model import GatewayConfig
 from gateway.observability.metrics import GatewayMetrics
 from gateway.policy.compiled import PolicyStore
+from gateway.store.kv import KeyValueStore
 from gateway.web.exchange import RequestContext
 from gateway.web.reload import PolicyReloader
 from gateway.web.route import UpstreamRoute
@@ -19,3 +20,5 @@ CONTEXT_KEY = web.RequestKey("context", RequestContext)
 HTTP_KEY = web.AppKey("outbound_http", HttpSessionHolder)
 POLICIES_KEY = web.AppKey("policies", PolicyStore)
 RELOADER_KEY = web.AppKey("policy_reloader", PolicyReloader)
+STORE_KEY = web.AppKey("shared_store", KeyValueStore)
+"""The shared state store, when one is configured (Redis): readiness pings it."""

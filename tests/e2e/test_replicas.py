@@ -1,0 +1,285 @@
+"""Two gateway processes sharing one real `redis-server`, as replicas behind a load balancer:
+nothing depends on which replica a request lands on, codes and refresh tokens are single use
+across replicas, and a Redis outage refuses (503) what needs the store, then heals by itself.
+
+Both replicas serve the same public URL (the issuer and the resource URLs derive from it), as
+they would behind one load balancer; each also accepts its own loopback port as `Host`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx2
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+from gateway.oauth.upstream import pkce_pair
+from gateway.oauth.users import hash_password
+from gateway.session.seal import new_key
+from tests.support.crowd import Exchange, RawMcpClient
+from tests.support.oauth_client import SignIn, follow_authorization, loopback_redirect_uri
+from tests.support.processes import HttpServerProcess, ManagedProcess, free_port
+from tests.support.redis import RedisServer
+from tests.support.secrets import remember
+
+ROUTE = "/everything/mcp"
+PASSWORD = remember("replicas share one store")
+GATEWAY = Path(sys.executable).parent / "mcp-auth-gateway"
+
+
+@dataclass
+class Replicas:
+    public: str
+    """The URL clients know (the issuer); replica A's own address in this test."""
+    a: str
+    b: str
+    processes: tuple[ManagedProcess, ManagedProcess]
+
+    def logs(self) -> str:
+        return "".join(p.stdout_text() + p.stderr_text() for p in self.processes)
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    with RedisServer(password=remember(new_key())) as server:
+        yield server
+
+
+def _config(tmp: Path, redis: RedisServer, upstream: str, a: int, b: int) -> Path:
+    """One config for both replicas (as one ConfigMap); each gets its port from the env."""
+    secret_dir = tmp / "secrets"
+    secret_dir.mkdir()
+    (secret_dir / "redis-url").write_text(redis.url)
+    (secret_dir / "session-keys").write_text(remember(new_key()) + "\n")
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
+    (secret_dir / "signing-key.pem").write_text(remember(pem))
+    users = tmp / "users.yaml"
+    users.write_text(f'users:\n  alice: {{password_hash: "{hash_password(PASSWORD)}"}}\n')
+    config = tmp / "gateway.yaml"
+    config.write_text(
+        f"""
+server:
+  host: 127.0.0.1
+  public_url: http://127.0.0.1:{a}
+  allowed_hosts: ["127.0.0.1:{a}", "127.0.0.1:{b}"]
+log: {{level: info, format: json}}
+store:
+  backend: redis
+  url_file: {secret_dir / "redis-url"}
+  key_prefix: "replicas-{a}:"
+  timeout: 1
+sessions:
+  keys_file: {secret_dir / "session-keys"}
+auth:
+  authorization_server:
+    login: {{local: {{users_file: {users}}}}}
+    grants: [{{scopes: [mcp:tools]}}]
+    signing_key_file: {secret_dir / "signing-key.pem"}
+    sign_ins_per_minute: 10000
+upstreams:
+  - {{name: everything, route: {ROUTE}, url: "{upstream}", scopes: [mcp:tools]}}
+"""
+    )
+    return config
+
+
+@pytest.fixture
+async def replicas(
+    tmp_path: Path, redis: RedisServer, everything: HttpServerProcess
+) -> AsyncIterator[Replicas]:
+    ports = free_port(), free_port()
+    config = _config(tmp_path, redis, everything.url, *ports)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MCP_GATEWAY")}
+    processes = tuple(
+        ManagedProcess(
+            [str(GATEWAY), "serve", "--config", str(config)],
+            env={**environment, "MCP_GATEWAY_SERVER__PORT": str(port)},
+            ready_url=f"http://127.0.0.1:{port}/healthz",
+            name=f"gateway-{port}",
+        )
+        for port in ports
+    )
+    a, b = processes
+    async with a, b:
+        urls = [f"http://127.0.0.1:{port}" for port in ports]
+        running = Replicas(urls[0], urls[0], urls[1], (a, b))
+        yield running
+    logs = running.logs()
+    for secret in (PASSWORD, redis.password or ""):
+        assert secret not in logs
+
+
+async def register(http: httpx2.AsyncClient, replica: str, redirect_uri: str) -> str:
+    answer = await http.post(
+        replica + "/oauth/register",
+        json={"redirect_uris": [redirect_uri], "token_endpoint_auth_method": "none",
+              "grant_types": ["authorization_code", "refresh_token"]},
+    )  # fmt: skip
+    assert answer.status_code == 201, answer.text
+    client_id: str = answer.json()["client_id"]
+    return client_id
+
+
+@dataclass
+class Code:
+    client_id: str
+    redirect_uri: str
+    code: str
+    verifier: str
+
+
+async def authorize(replicas: Replicas, replica: str, client_id: str, redirect_uri: str) -> Code:
+    verifier, challenge = pkce_pair()
+    query = urlencode(
+        {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
+         "state": "s", "code_challenge": challenge, "code_challenge_method": "S256",
+         "resource": replicas.public + ROUTE, "scope": "mcp:tools offline_access"}
+    )  # fmt: skip
+    result = await follow_authorization(
+        f"{replica}/oauth/authorize?{query}", redirect_uri, sign_in=SignIn("alice", PASSWORD)
+    )
+    assert result.iss == replicas.public  # the same issuer whichever replica answered
+    return Code(client_id, redirect_uri, remember(result.code), verifier)
+
+
+def redeem_form(code: Code) -> dict[str, str]:
+    return {"grant_type": "authorization_code", "code": code.code, "client_id": code.client_id,
+            "redirect_uri": code.redirect_uri, "code_verifier": code.verifier}  # fmt: skip
+
+
+def refresh_form(client_id: str, refresh_token: str) -> dict[str, str]:
+    return {"grant_type": "refresh_token", "client_id": client_id, "refresh_token": refresh_token}
+
+
+async def token(http: httpx2.AsyncClient, replica: str, form: dict[str, str]) -> httpx2.Response:
+    answer = await http.post(replica + "/oauth/token", data=form)
+    if answer.status_code == 200:
+        body: dict[str, Any] = answer.json()
+        remember(body["access_token"])
+        if "refresh_token" in body:
+            remember(body["refresh_token"])
+    return answer
+
+
+def echoed(exchange: Exchange) -> list[object]:
+    return [summary[2] for summary in exchange.summaries() if summary[0] == "result"]
+
+
+async def test_a_client_moves_between_replicas_at_every_step(replicas: Replicas) -> None:
+    a, b = replicas.a, replicas.b
+    redirect_uri = loopback_redirect_uri()
+    async with httpx2.AsyncClient(timeout=10) as http:
+        client_id = await register(http, a, redirect_uri)  # registered at A...
+        code = await authorize(replicas, b, client_id, redirect_uri)  # ...authorized at B
+        redeemed = await token(http, a, redeem_form(code))  # redeemed at A
+        assert redeemed.status_code == 200, redeemed.text
+        first = redeemed.json()
+        refreshed = await token(http, b, refresh_form(client_id, first["refresh_token"]))
+        assert refreshed.status_code == 200, refreshed.text  # refreshed at B
+        access = refreshed.json()["access_token"]
+
+    async with RawMcpClient(a + ROUTE, access, era="stateful") as client:
+        opened = await client.open(1)
+        assert opened[0].status == 200
+        assert client.session_id is not None
+        for n, replica in enumerate([b, a, b, a], start=2):
+            client.url = replica + ROUTE  # one session, alternately through A and B
+            answer = await client.call_tool(n, "echo", {"message": f"hop {n}"})
+            assert answer.status == 200
+            assert echoed(answer) == [f"Echo: hop {n}"]
+        client.url = b + ROUTE
+        assert await client.end_session() in (200, 204)
+
+
+async def test_codes_and_refresh_tokens_are_single_use_across_replicas(
+    replicas: Replicas,
+) -> None:
+    a, b = replicas.a, replicas.b
+    redirect_uri = loopback_redirect_uri()
+    async with httpx2.AsyncClient(timeout=10) as http:
+        client_id = await register(http, a, redirect_uri)
+        for trial in range(100):
+            # The same code at both replicas at once: exactly one answers with tokens, and the
+            # other, a replay, revokes them.
+            code = await authorize(replicas, (a, b)[trial % 2], client_id, redirect_uri)
+            form = redeem_form(code)
+            answers = await asyncio.gather(token(http, a, form), token(http, b, form))
+            statuses = sorted(answer.status_code for answer in answers)
+            assert statuses == [200, 400], (trial, [answer.text for answer in answers])
+            winner = next(answer for answer in answers if answer.status_code == 200).json()
+            assert await mcp_status((a, b)[trial % 2], winner["access_token"]) == 401
+
+            # The same refresh token at both replicas at once: exactly one rotation.
+            code = await authorize(replicas, (b, a)[trial % 2], client_id, redirect_uri)
+            tokens = (await token(http, a, redeem_form(code))).json()
+            form = refresh_form(client_id, tokens["refresh_token"])
+            answers = await asyncio.gather(token(http, a, form), token(http, b, form))
+            statuses = sorted(answer.status_code for answer in answers)
+            assert statuses == [200, 400], (trial, [answer.text for answer in answers])
+
+
+async def test_a_redis_outage_refuses_and_service_resumes_without_restarts(
+    replicas: Replicas, redis: RedisServer
+) -> None:
+    a, b = replicas.a, replicas.b
+    redirect_uri = loopback_redirect_uri()
+    async with httpx2.AsyncClient(timeout=10) as http:
+        client_id = await register(http, a, redirect_uri)
+        code = await authorize(replicas, b, client_id, redirect_uri)
+        tokens = (await token(http, a, redeem_form(code))).json()
+        access = tokens["access_token"]
+        assert await mcp_status(a, access) == 200
+
+        redis.stop()
+        try:
+            for replica in (a, b):
+                outage = [
+                    await http.post(
+                        replica + "/oauth/register",
+                        json={
+                            "redirect_uris": [redirect_uri],
+                            "token_endpoint_auth_method": "none",
+                        },
+                    ),
+                    await token(http, replica, refresh_form(client_id, tokens["refresh_token"])),
+                    await http.get(
+                        replica + "/oauth/authorize",
+                        params={"client_id": client_id, "redirect_uri": redirect_uri},
+                    ),
+                    await http.get(replica + "/readyz"),
+                ]
+                assert [answer.status_code for answer in outage] == [503] * 4
+                assert all(answer.headers.get("Retry-After") for answer in outage[:3])
+                assert outage[1].json()["error"] == "temporarily_unavailable"
+                assert outage[3].json()["store"] == "unavailable"
+                # A gateway token cannot be checked against revocations: refused, not passed.
+                assert await mcp_status(replica, access) == 503
+        finally:
+            redis.start()
+
+        # Back without restarting either gateway. Redis came back empty (no persistence here),
+        # so the old registration is gone: a client registers again and everything works.
+        for replica in (a, b):
+            assert (await http.get(replica + "/readyz")).status_code == 200
+        client_id = await register(http, b, redirect_uri)
+        code = await authorize(replicas, a, client_id, redirect_uri)
+        answer = await token(http, b, redeem_form(code))
+        assert answer.status_code == 200, answer.text
+        assert await mcp_status(a, answer.json()["access_token"]) == 200
+    logs = replicas.logs()
+    assert '"store_unavailable"' in logs
+    assert '"store_recovered"' in logs
+
+
+async def mcp_status(replica: str, access: str) -> int:
+    async with RawMcpClient(replica + ROUTE, access, era="stateful") as client:
+        return (await client.open(1))[0].status
