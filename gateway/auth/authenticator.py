@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 import aiohttp
 
@@ -102,13 +101,44 @@ class TrustedServer:
             raise AuthUnavailableError(f"introspection failed: {exc}") from None
 
 
-@dataclass(frozen=True, slots=True)
 class Revocations:
     """Revoked `jti`s of the tokens one issuer (the gateway's own authorization server) minted:
-    checked on every request, cached or not, so a revoked token stops at once."""
+    checked on every request, cached or not.
 
-    issuer: str
-    is_revoked: Callable[[str], Awaitable[bool]]
+    With a shared store each check would be a round trip on the hot path, so a token found
+    not revoked is trusted for `recheck_after` seconds before asking again: a revocation made
+    through another replica takes effect within that time (0: ask every time, for a store in
+    this process)."""
+
+    def __init__(
+        self,
+        issuer: str,
+        is_revoked: Callable[[str], Awaitable[bool]],
+        *,
+        recheck_after: float = 0.0,
+        max_entries: int = 100_000,
+    ) -> None:
+        self.issuer = issuer
+        self._is_revoked = is_revoked
+        self._recheck_after = recheck_after
+        self._max_entries = max_entries
+        self._checked: dict[str, float] = {}  # jti -> when it was found not revoked
+
+    async def is_revoked(self, jti: str) -> bool:
+        if self._recheck_after <= 0:
+            return await self._is_revoked(jti)
+        now = time.monotonic()
+        checked = self._checked.get(jti)
+        if checked is not None and now - checked < self._recheck_after:
+            return False
+        revoked = await self._is_revoked(jti)
+        if revoked:
+            self._checked.pop(jti, None)
+        else:
+            if len(self._checked) >= self._max_entries:
+                self._checked.clear()  # crude but bounded: costs one round of re-checks
+            self._checked[jti] = now
+        return revoked
 
 
 class RouteAuthenticator:

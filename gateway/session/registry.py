@@ -12,10 +12,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gateway.config.model import SessionSettings
 from gateway.errors import CapacityError, SessionNotFoundError, TooManyError
 from gateway.session.seal import Owner, SessionClaims, SessionSealer
+
+if TYPE_CHECKING:
+    from gateway.session.shared import SharedSessions
 
 MAX_ENDED = 100_000
 """Ended session ids remembered (each until it would have expired anyway)."""
@@ -46,6 +50,9 @@ class Session:
     streams: set[Callable[[], None]] = field(default_factory=set)
     """Closers of the GET streams open on it, called when the session ends."""
     ended: bool = False
+    adopted: bool = False
+    """Minted by another replica (or before a restart) and not yet checked against the
+    sessions ended elsewhere (see `gateway.session.shared`)."""
 
 
 class SessionRegistry:
@@ -64,6 +71,8 @@ class SessionRegistry:
         self._per_owner: dict[object, int] = {}
         self.streams_open = 0
         self._streams_per_key: dict[object, int] = {}
+        self.shared: SharedSessions | None = None
+        """With replicas: where ends and activity are shared (set by the app)."""
 
     def __len__(self) -> int:
         return len(self._live)
@@ -81,9 +90,12 @@ class SessionRegistry:
         """A new session for `owner` around the upstream's id; returns it with its sealed id."""
         now = self._clock()
         session_id = self._sealer.seal(route, SessionClaims(upstream_id, owner, int(now)))
-        return self._admit(
+        session = self._admit(
             Session(session_id, route, upstream_id, owner, limit_key, now + self._lifetime, now)
         )
+        if self.shared is not None:
+            self.shared.used(session)
+        return session
 
     def resolve(self, route: str, session_id: str, owner: Owner, limit_key: object) -> Session:
         """The session a request names, if the request's principal owns it; else raises
@@ -105,6 +117,7 @@ class SessionRegistry:
             session = self._admit(
                 Session(session_id, route, claims.upstream_id, owner, limit_key, expires_at, now)
             )
+            session.adopted = self.shared is not None
         elif session.route != route or session.owner != owner:
             raise SessionRejectedError("foreign" if session.route == route else "unknown")
         elif session.expires_at <= now:
@@ -130,6 +143,8 @@ class SessionRegistry:
             self._ended.popitem(last=False)
         for close in list(session.streams):
             close()
+        if self.shared is not None:
+            self.shared.ended(session)
 
     def idle(self) -> list[Session]:
         """Sessions past their lifetime, or idle longer than `idle_timeout` with no open
@@ -144,6 +159,14 @@ class SessionRegistry:
         ]
 
     def touch(self, session: Session) -> None:
+        """The session was used here (and so, for the other replicas, is in use)."""
+        session.last_seen = self._clock()
+        if self.shared is not None:
+            self.shared.used(session)
+
+    def keep(self, session: Session) -> None:
+        """Not idle after all (in use through another replica): restart its idle time here
+        without announcing use, so idle replicas cannot keep each other's sessions alive."""
         session.last_seen = self._clock()
 
     # -- streams ----------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from gateway.errors import MethodNotAllowedError
 from gateway.oauth.facade import AuthorizationServer
 from gateway.observability.metrics import GatewayMetrics
 from gateway.policy.compiled import PolicyStore, compile_policies
+from gateway.session.shared import SharedSessions
 from gateway.store.kv import KeyValueStore
 from gateway.store.observed import open_shared_store
 from gateway.web import health
@@ -45,6 +46,9 @@ from gateway.web.route import UpstreamRoute
 from gateway.web.sessions import build_registry, count_rejections, reaper, session_step
 
 MCP_METHODS = ("DELETE", "GET", "POST")
+REVOCATION_RECHECK = 2.0
+"""Seconds a gateway token found not revoked in the shared store is trusted before asking
+again (a revocation through another replica takes effect within it)."""
 TOKEN_OUTCOMES = ("valid", "cached", "invalid", "missing", "malformed", "unavailable")
 
 
@@ -85,12 +89,9 @@ def create_app(
     app[METRICS_KEY] = metrics
     http = HttpSessionHolder()
     app[HTTP_KEY] = http
+    shared = open_shared_store(config.store, metrics)
     facade = None
     if config.auth.authorization_server is not None:
-        shared = open_shared_store(config.store, metrics)
-        if shared is not None:
-            app[STORE_KEY] = shared
-            app.cleanup_ctx.append(_closing(shared))
         facade = build_authorization_server(config, shared)
         FacadeEndpoints(facade, config, http, shared).install(app)
     servers = _trusted_servers(config, http, metrics, facade)
@@ -98,11 +99,19 @@ def create_app(
     cache = TokenCache(resource_server.token_cache_size if resource_server else 0)
     public_base = config.public_base()
     revocations = (
-        Revocations(facade.settings.issuer, facade.store.is_revoked_jti)
+        Revocations(
+            facade.settings.issuer,
+            facade.store.is_revoked_jti,
+            recheck_after=REVOCATION_RECHECK if shared is not None else 0.0,
+        )
         if facade is not None
         else None
     )
     sessions = build_registry(config.sessions)
+    if shared is not None:
+        app[STORE_KEY] = shared
+        sessions.shared = SharedSessions(shared, config.sessions)
+        app.cleanup_ctx.append(_closing(shared, sessions.shared))
     metrics.active_sessions.set_function(lambda: len(sessions))
     metrics.open_get_streams.set_function(lambda: sessions.streams_open)
 
@@ -227,9 +236,12 @@ def _outcome_counter(metrics: GatewayMetrics, upstream: str) -> Callable[[str], 
     return lambda outcome: children[outcome].inc()
 
 
-def _closing(store: KeyValueStore) -> Callable[[web.Application], AsyncIterator[None]]:
+def _closing(
+    store: KeyValueStore, sessions: SharedSessions
+) -> Callable[[web.Application], AsyncIterator[None]]:
     async def close_at_cleanup(app: web.Application) -> AsyncIterator[None]:
         yield
+        await sessions.close()  # pending writes first, then the connections
         await store.close()
 
     return close_at_cleanup

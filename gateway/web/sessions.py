@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
@@ -20,7 +21,7 @@ from gateway.errors import RequestError, SessionNotFoundError, UpstreamError
 from gateway.mcp_request import McpCall
 from gateway.observability.logging import get_logger
 from gateway.observability.metrics import GatewayMetrics
-from gateway.session.registry import SessionRegistry, SessionRejectedError, limit_key
+from gateway.session.registry import Session, SessionRegistry, SessionRejectedError, limit_key
 from gateway.session.seal import (
     Owner,
     SessionSealer,
@@ -63,7 +64,10 @@ def session_step(
             raise RequestError("repeated Mcp-Session-Id")
         try:
             assert context.owner is not None
-            context.session = registry.resolve(route, values[0], context.owner, context.limit_key)
+            session = registry.resolve(route, values[0], context.owner, context.limit_key)
+            if session.adopted:
+                await _not_ended_elsewhere(registry, session)
+            context.session = session
         except SessionRejectedError as refusal:
             rejected(refusal.reason)
             principal = context.principal
@@ -80,6 +84,16 @@ def session_step(
             raise SessionNotFoundError("session rejected") from None
 
     return bind_session
+
+
+async def _not_ended_elsewhere(registry: SessionRegistry, session: Session) -> None:
+    """A session minted by another replica: refused if it ended there (a store that cannot
+    say answers 503 and the check runs again on the next request)."""
+    assert registry.shared is not None
+    if await registry.shared.ended_elsewhere(session):
+        registry.end(session)
+        raise SessionRejectedError("ended")
+    session.adopted = False
 
 
 def after_upstream_response(
@@ -148,6 +162,14 @@ def reaper(
         while True:
             await asyncio.sleep(interval)
             for session in registry.idle():
+                shared = registry.shared
+                if (
+                    shared is not None
+                    and session.expires_at > time.time()
+                    and await shared.used_elsewhere(session)
+                ):
+                    registry.keep(session)  # idle here, in use through another replica
+                    continue
                 registry.end(session)
                 log.info("session_reaped", upstream_route=session.route)
                 end_upstream(session.route, session.upstream_id)

@@ -31,6 +31,7 @@ from tests.support.redis import RedisServer
 from tests.support.secrets import remember
 
 ROUTE = "/everything/mcp"
+IDLE = 2  # seconds: short, so that replicas reap idle sessions within a test
 PASSWORD = remember("replicas share one store")
 GATEWAY = Path(sys.executable).parent / "mcp-auth-gateway"
 
@@ -79,6 +80,7 @@ store:
   timeout: 1
 sessions:
   keys_file: {secret_dir / "session-keys"}
+  idle_timeout: {IDLE}
 auth:
   authorization_server:
     login: {{local: {{users_file: {users}}}}}
@@ -236,8 +238,7 @@ async def test_a_redis_outage_refuses_and_service_resumes_without_restarts(
         client_id = await register(http, a, redirect_uri)
         code = await authorize(replicas, b, client_id, redirect_uri)
         tokens = (await token(http, a, redeem_form(code))).json()
-        access = tokens["access_token"]
-        assert await mcp_status(a, access) == 200
+        access = tokens["access_token"]  # not yet used: no replica has checked it
 
         redis.stop()
         try:
@@ -275,6 +276,7 @@ async def test_a_redis_outage_refuses_and_service_resumes_without_restarts(
         answer = await token(http, b, redeem_form(code))
         assert answer.status_code == 200, answer.text
         assert await mcp_status(a, answer.json()["access_token"]) == 200
+        assert await mcp_status(b, access) == 200  # checkable again (nothing revoked it)
     logs = replicas.logs()
     assert '"store_unavailable"' in logs
     assert '"store_recovered"' in logs
@@ -283,3 +285,43 @@ async def test_a_redis_outage_refuses_and_service_resumes_without_restarts(
 async def mcp_status(replica: str, access: str) -> int:
     async with RawMcpClient(replica + ROUTE, access, era="stateful") as client:
         return (await client.open(1))[0].status
+
+
+async def new_access_token(replicas: Replicas) -> str:
+    redirect_uri = loopback_redirect_uri()
+    async with httpx2.AsyncClient(timeout=10) as http:
+        client_id = await register(http, replicas.b, redirect_uri)
+        code = await authorize(replicas, replicas.a, client_id, redirect_uri)
+        answer = await token(http, replicas.b, redeem_form(code))
+    access: str = answer.json()["access_token"]
+    return access
+
+
+async def test_a_session_ended_through_one_replica_is_refused_by_the_other(
+    replicas: Replicas,
+) -> None:
+    access = await new_access_token(replicas)
+    async with RawMcpClient(replicas.a + ROUTE, access, era="stateful") as client:
+        await client.open(1)
+        assert await client.end_session() in (200, 204)  # DELETE through A
+        client.url = replicas.b + ROUTE  # B has never seen this session
+        refused = await client.call_tool(2, "echo", {"message": "after the end"})
+        assert refused.status == 404
+    assert '"reason":"ended"' in replicas.logs()
+
+
+async def test_a_session_in_use_through_one_replica_is_not_reaped_by_the_other(
+    replicas: Replicas,
+) -> None:
+    access = await new_access_token(replicas)
+    async with RawMcpClient(replicas.a + ROUTE, access, era="stateful") as client:
+        await client.open(1)  # minted by A, then used only through B for a while
+        client.url = replicas.b + ROUTE
+        for n in range(2, 2 + 6 * IDLE * 2):  # about three idle timeouts of use through B
+            answer = await client.call_tool(n, "echo", {"message": f"via B {n}"})
+            assert echoed(answer) == [f"Echo: via B {n}"]
+            await asyncio.sleep(0.25)
+        client.url = replicas.a + ROUTE  # A has seen no request in all that time
+        answer = await client.call_tool(99, "echo", {"message": "back at A"})
+        assert echoed(answer) == ["Echo: back at A"]
+    assert "session_reaped" not in replicas.logs()
