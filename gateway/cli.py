@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config.reference import render_configuration_reference
 from gateway.config.schema import render_schema
 from gateway.oauth.users import hash_password
 from gateway.observability.logging import configure_logging, get_logger
@@ -58,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     schema = commands.add_parser("schema", help="print the config's JSON Schema")
     schema.add_argument("--output", type=Path, help="write to this file instead of stdout")
+    schema.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the configuration reference (docs/configuration.md) instead",
+    )
     return parser
 
 
@@ -79,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         return _check(args.config)
     if args.command == "schema":
-        return _schema(args.output)
+        return _schema(args.output, markdown=args.markdown)
     if args.command == "keygen":
         print(new_key())
         return 0
@@ -159,8 +165,8 @@ def _explain(args: argparse.Namespace) -> int:
     return 0 if isinstance(decision, Allow) else 3
 
 
-def _schema(output: Path | None) -> int:
-    text = render_schema()
+def _schema(output: Path | None, *, markdown: bool = False) -> int:
+    text = render_configuration_reference() if markdown else render_schema()
     if output is None:
         sys.stdout.write(text)
     else:

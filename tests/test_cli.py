@@ -54,9 +54,10 @@ def test_check_lists_every_problem_with_its_path(tmp_path: Path) -> None:
         "server.port",
         "server.public_url",
         "upstreams[0].retries",
-        "upstreams[1].url",
+        "upstreams[1]",
         "logging",
     ]
+    assert "give exactly one of url (an HTTP server) or command (a stdio one)" in lines[4]
 
 
 def test_keygen_prints_a_fresh_key_that_check_accepts(tmp_path: Path) -> None:

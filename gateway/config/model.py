@@ -570,12 +570,44 @@ def normalized_header(name: str) -> str:
     return name.lower().replace("_", "-")
 
 
+SESSION_DIR = "{session_dir}"
+"""In `env` values and `cwd` of a stdio upstream: the process's private directory."""
+
+
 class Upstream(SecretFileMixin, Model):
-    secret_fields: ClassVar[frozenset[str]] = frozenset({"headers"})
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"headers", "env"})
 
     name: Name = Field(description="Short identifier, used in logs and metrics labels.")
     route: str = Field(description="Path the gateway serves this upstream at, e.g. /files/mcp.")
-    url: AnyHttpUrl = Field(description="The upstream's MCP endpoint (http or https).")
+    url: AnyHttpUrl | None = Field(
+        None, description="The upstream's MCP endpoint (http or https); or give `command`."
+    )
+    command: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="A stdio MCP server to start instead of `url`: program and arguments (no "
+        "shell). One process per session; the program is looked up on the gateway's PATH.",
+    )
+    env: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="The stdio server's whole environment (the gateway's own is never passed "
+        f"on). `{SESSION_DIR}` in a value is replaced by the process's private directory. "
+        "`env_file` maps names to files holding the values.",
+    )
+    cwd: str | None = Field(
+        None, description=f"The stdio server's working directory (may be `{SESSION_DIR}`)."
+    )
+    private_dir: bool = Field(
+        False,
+        description="Give each stdio process a fresh private directory (mode 0700), removed "
+        f"when it ends; `{SESSION_DIR}` names it. Default working directory: it.",
+    )
+    max_processes: int = Field(
+        50, ge=1, le=10_000, description="Stdio processes of this upstream in all; more: 503."
+    )
+    max_processes_per_principal: int = Field(
+        4, ge=1, le=1_000, description="Stdio processes one principal may hold; more: 429."
+    )
     headers: dict[str, SecretStr] = Field(
         default_factory=dict,
         description="Static headers added to every upstream request (e.g. an API key). "
@@ -602,6 +634,22 @@ class Upstream(SecretFileMixin, Model):
         default_factory=IdentityHeaders,
         description="Tell the upstream who is calling, in headers set from the validated token.",
     )
+
+    @model_validator(mode="after")
+    def _url_or_command(self) -> Upstream:
+        if (self.url is None) == (self.command is None):
+            raise ValueError("give exactly one of url (an HTTP server) or command (a stdio one)")
+        if self.command is None:
+            if self.env or self.cwd is not None or self.private_dir:
+                raise ValueError("env, cwd and private_dir are for stdio upstreams (command)")
+        elif self.headers or self.identity_headers.names():
+            raise ValueError("headers and identity_headers are for HTTP upstreams (url)")
+        elif not self.private_dir and (
+            SESSION_DIR in (self.cwd or "")
+            or any(SESSION_DIR in v.get_secret_value() for v in self.env.values())
+        ):
+            raise ValueError(f"{SESSION_DIR} needs private_dir: true")
+        return self
 
     @model_validator(mode="after")
     def _identity_headers_distinct(self) -> Upstream:
@@ -633,8 +681,8 @@ class Upstream(SecretFileMixin, Model):
 
     @field_validator("url")
     @classmethod
-    def _check_url(cls, value: AnyHttpUrl) -> AnyHttpUrl:
-        if value.username or value.password or value.fragment:
+    def _check_url(cls, value: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        if value is not None and (value.username or value.password or value.fragment):
             raise ValueError("must not carry credentials or a fragment; use `headers`")
         return value
 

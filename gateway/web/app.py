@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from gateway.web.reload import PolicyReloader, reload_context
 from gateway.web.resource_metadata import metadata_document, metadata_handler, metadata_path
 from gateway.web.route import UpstreamRoute
 from gateway.web.sessions import build_registry, count_rejections, reaper, session_step
+from gateway.web.stdio_route import StdioRoute
 
 MCP_METHODS = ("DELETE", "GET", "POST")
 REVOCATION_RECHECK = 2.0
@@ -55,7 +57,7 @@ TOKEN_OUTCOMES = ("valid", "cached", "invalid", "missing", "malformed", "unavail
 class McpEndpoint:
     """The handler of one upstream route: run the pipeline steps, then forward."""
 
-    def __init__(self, route: UpstreamRoute, steps: tuple[Step, ...]) -> None:
+    def __init__(self, route: UpstreamRoute | StdioRoute, steps: tuple[Step, ...]) -> None:
         self.route = route
         self.steps = steps
 
@@ -65,7 +67,10 @@ class McpEndpoint:
             raise MethodNotAllowedError(MCP_METHODS)
         for step in self.steps:
             await step(request)
-        return await forward(request, self.route)
+        route = self.route
+        if isinstance(route, StdioRoute):
+            return await route.bridge.handle(request)
+        return await forward(request, route)
 
 
 def create_app(
@@ -144,8 +149,9 @@ def create_app(
             app.router.add_get(
                 metadata_path(upstream.route), metadata_handler(document), allow_head=False
             )
+        kind = StdioRoute if upstream.command is not None else UpstreamRoute
         routes.append(
-            UpstreamRoute(
+            kind(
                 upstream,
                 metrics,
                 public_base=public_base,
@@ -161,7 +167,7 @@ def create_app(
         reaper(
             sessions,
             config.sessions,
-            lambda path, upstream_id: end_upstream_session(by_route[path], upstream_id),
+            lambda path, upstream_id: _end_session(by_route[path], upstream_id),
         )
     )
 
@@ -264,6 +270,14 @@ def create_metrics_app(metrics: GatewayMetrics) -> web.Application:
 
 
 async def _close_pools(app: web.Application) -> AsyncIterator[None]:
+    """Upstream connections closed and stdio processes stopped, at shutdown."""
     yield
-    for route in app[ROUTES_KEY]:
-        route.pool.close()
+    await asyncio.gather(*(route.close() for route in app[ROUTES_KEY]))
+
+
+def _end_session(route: UpstreamRoute | StdioRoute, upstream_id: str) -> None:
+    """A session reaped as idle: stop its stdio process, or DELETE it at the HTTP upstream."""
+    if isinstance(route, StdioRoute):
+        route.bridge.end(upstream_id)
+    else:
+        end_upstream_session(route, upstream_id)

@@ -22,7 +22,7 @@ async def readyz(request: web.Request) -> web.Response:
     """Config loaded, every upstream accepts connections and the shared store (if any) answers;
     503 names what does not."""
     routes = request.app[ROUTES_KEY]
-    results = await asyncio.gather(*(route.pool.probe(PROBE_TIMEOUT) for route in routes))
+    results = await asyncio.gather(*(route.probe(PROBE_TIMEOUT) for route in routes))
     upstreams = {
         route.name: ("ok" if ok else "unreachable")
         for route, ok in zip(routes, results, strict=True)

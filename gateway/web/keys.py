@@ -11,11 +11,11 @@ from gateway.policy.compiled import PolicyStore
 from gateway.store.kv import KeyValueStore
 from gateway.web.exchange import RequestContext
 from gateway.web.reload import PolicyReloader
-from gateway.web.route import UpstreamRoute
+from gateway.web.route import Route
 
 CONFIG_KEY = web.AppKey("config", GatewayConfig)
 METRICS_KEY = web.AppKey("metrics", GatewayMetrics)
-ROUTES_KEY = web.AppKey("routes", tuple[UpstreamRoute, ...])
+ROUTES_KEY = web.AppKey("routes", tuple[Route, ...])
 CONTEXT_KEY = web.RequestKey("context", RequestContext)
 HTTP_KEY = web.AppKey("outbound_http", HttpSessionHolder)
 POLICIES_KEY = web.AppKey("policies", PolicyStore)

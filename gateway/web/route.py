@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from gateway.auth.authenticator import RouteAuthenticator
@@ -12,6 +14,18 @@ from gateway.proxy.pool import UpstreamPool
 from gateway.session.registry import SessionRegistry
 
 UPSTREAM_ERROR_KINDS = ("connect", "timeout", "closed", "protocol", "stream")
+
+
+class Route(Protocol):
+    """What the app needs of any mounted upstream, HTTP or stdio."""
+
+    name: str
+    config: Upstream
+    sessions: SessionRegistry
+
+    async def probe(self, within: float) -> bool: ...
+
+    async def close(self) -> None: ...
 
 
 class UpstreamRoute:
@@ -52,3 +66,10 @@ class UpstreamRoute:
         self.upstream_errors: dict[str, Counter] = {
             kind: metrics.upstream_errors.labels(self.name, kind) for kind in UPSTREAM_ERROR_KINDS
         }
+
+    async def probe(self, within: float) -> bool:
+        """Readiness: the upstream accepts connections."""
+        return await self.pool.probe(within)
+
+    async def close(self) -> None:
+        self.pool.close()

@@ -106,9 +106,11 @@ async def connect(
     http_client: httpx2.AsyncClient | None = None,
     mode: ConnectMode = "auto",
     timeout: float = DEFAULT_TIMEOUT,
+    **client_options: Any,
 ) -> AsyncIterator[Client]:
     """A connected, negotiated 2.x `Client` for the Streamable HTTP endpoint ``url``.
 
+    ``client_options`` go to `Client` (e.g. ``sampling_callback``).
     ``headers`` / ``auth`` configure the HTTP client this function creates; pass
     ``http_client`` instead to bring your own (e.g. one with an ``OAuthClientProvider``).
     ``timeout`` bounds each MCP request (``read_timeout_seconds``). A failure the SDK wraps
@@ -126,7 +128,7 @@ async def connect(
                 )
             transport = streamable_http_client(url, http_client=http_client)
             client = await stack.enter_async_context(
-                Client(transport, mode=mode, read_timeout_seconds=timeout)
+                Client(transport, mode=mode, read_timeout_seconds=timeout, **client_options)
             )
             yield client
     except BaseExceptionGroup as group:

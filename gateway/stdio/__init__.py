@@ -1,0 +1,1 @@
+"""Stdio MCP servers behind the gateway: one process per session, served as Streamable HTTP."""

@@ -1,0 +1,330 @@
+"""A stdio MCP server served as Streamable HTTP (the stateful 2025-11-25 era), one process per
+session.
+
+`initialize` starts a process for the caller and answers with a gateway session id bound to
+the caller (the same sealed ids as HTTP upstreams, so ownership, limits, idle reaping and
+`DELETE` work the same). Each later request in the session goes to that process only:
+
+- a request is answered on an SSE stream carrying what the server sends while handling it,
+  then its response (list responses filtered as for HTTP upstreams);
+- a notification, or the client's answer to a server request, gets 202;
+- GET opens the session's stream for server messages that belong to no request in flight;
+- DELETE stops the process. A process that exits ends its session: the client's next request
+  gets 404 and it initializes again.
+
+A client of the stateless 2026-07-28 era probes with `server/discover` (or any request without a
+session): it gets 400, and falls back to `initialize` (MCP "Backwards compatibility"). Policy,
+step-up challenges and session checks run before the bridge, in the common pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import shutil
+import tempfile
+from collections import Counter
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gateway.config.model import SESSION_DIR, Upstream
+from gateway.errors import (
+    CapacityError,
+    RequestError,
+    SessionNotFoundError,
+    TooManyError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from gateway.observability.logging import get_logger
+from gateway.policy.listing import filter_response
+from gateway.session.registry import Session, SessionRegistry
+from gateway.stdio.process import StdioProcess
+from gateway.stdio.session import InFlight, Message, StdioSession, StreamBusyError
+from gateway.web.edge import response_headers
+from gateway.web.keys import CONTEXT_KEY
+from gateway.web.sessions import SESSION_HEADER
+
+log = get_logger("gateway.stdio")
+audit = get_logger("gateway.audit")
+
+STOP_TIMEOUT = 5.0
+"""Seconds a process gets after its stdin closes, and again after SIGTERM, before SIGKILL."""
+SSE_HEADERS = {"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
+
+
+class SessionRequiredError(RequestError):
+    """A request without a session on a stdio route: only `initialize` may open one. Clients
+    of the 2026-07-28 era read the 400 as "fall back to the stateful era"."""
+
+    code = "session_required"
+    public_message = "This server needs a session: send initialize (protocol 2025-11-25) first"
+
+
+class StreamConflictError(RequestError):
+    status = 409
+    code = "stream_open"
+    public_message = "The session already has a GET stream open"
+
+
+class _Live:
+    """A running process and the gateway session that owns it."""
+
+    def __init__(self, stdio: StdioSession, directory: str | None) -> None:
+        self.stdio = stdio
+        self.directory = directory
+        self.session: Session | None = None
+        self.limit_key: object = None
+
+
+class StdioBridge:
+    def __init__(self, config: Upstream, registry: SessionRegistry, start_timeout: float) -> None:
+        assert config.command is not None
+        self._config = config
+        self._registry = registry
+        self._start_timeout = start_timeout
+        self._live: dict[str, _Live] = {}  # upstream session id (ours) -> its process
+        self._per_owner: Counter[object] = Counter()
+
+    def program(self) -> str | None:
+        """The program's path on the gateway's PATH, or None when it cannot be found."""
+        assert self._config.command is not None
+        return shutil.which(self._config.command[0])
+
+    # -- HTTP ---------------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        context = request[CONTEXT_KEY]
+        session = context.session
+        if session is None:
+            if request.method == "POST" and context.rpc_method == "initialize":
+                return await self._initialize(request)
+            raise SessionRequiredError("no session")
+        live = self._live.get(session.upstream_id)
+        if live is None or not live.stdio.alive:
+            self._registry.end(session)
+            audit.warning("session_rejected", request_id=context.request_id,
+                          upstream=context.upstream, reason="process_ended")  # fmt: skip
+            raise SessionNotFoundError("session rejected")
+        if request.method == "DELETE":
+            self._registry.end(session)
+            await self._stop(session.upstream_id)
+            audit.info("session_ended", request_id=context.request_id,
+                       upstream=context.upstream, by="client")  # fmt: skip
+            return web.Response(status=204)
+        self._registry.touch(session)
+        if request.method == "GET":
+            return await self._stream(request, live.stdio)
+        assert context.message is not None
+        message: Message = context.message.payload
+        if "method" in message and "id" in message:
+            return await self._request(request, live.stdio, message)
+        if "method" in message:
+            await live.stdio.notify(message)
+        elif not await live.stdio.answer(message):
+            raise RequestError("a response to no request of this session")
+        return web.Response(status=202)
+
+    async def _initialize(self, request: web.Request) -> web.StreamResponse:
+        context = request[CONTEXT_KEY]
+        owner_key = context.limit_key
+        if len(self._live) >= self._config.max_processes:
+            raise CapacityError("stdio process limit reached")
+        if self._per_owner[owner_key] >= self._config.max_processes_per_principal:
+            raise TooManyError("stdio process limit per principal reached")
+        upstream_id = secrets.token_urlsafe(24)
+        live = await self._start(upstream_id)
+        live.limit_key = owner_key
+        self._per_owner[owner_key] += 1
+        assert context.message is not None
+        try:
+            async with asyncio.timeout(self._start_timeout):
+                _, pending = await live.stdio.request(context.message.payload)
+                answer = await _final(pending)
+        except (TimeoutError, ConnectionError) as exc:
+            await self._stop(upstream_id)
+            if isinstance(exc, TimeoutError):
+                raise UpstreamTimeoutError("stdio server did not answer initialize") from None
+            raise UpstreamError("stdio server closed before answering initialize") from None
+        headers = CIMultiDict[str]()
+        context.upstream_status = 200
+        if answer is not None and "result" in answer and live.stdio.alive:
+            assert context.owner is not None
+            live.session = self._registry.mint(
+                self._config.route, upstream_id, context.owner, owner_key
+            )
+            headers[SESSION_HEADER] = live.session.session_id
+            audit.info("session_started", request_id=context.request_id, upstream=context.upstream)
+        else:
+            await self._stop(upstream_id)
+        response_headers(headers, context)
+        body = json.dumps(answer if answer is not None else _ended(context.rpc_id))
+        return web.Response(
+            status=200, body=body.encode(), content_type="application/json", headers=headers
+        )
+
+    async def _request(
+        self, request: web.Request, stdio: StdioSession, message: Message
+    ) -> web.StreamResponse:
+        context = request[CONTEXT_KEY]
+        try:
+            child_id, pending = await stdio.request(message)
+        except ConnectionError:
+            raise UpstreamError("stdio server is not accepting input") from None
+        headers = CIMultiDict[str](SSE_HEADERS)
+        response_headers(headers, context)
+        stream = web.StreamResponse(status=200, headers=headers)
+        context.upstream_status = 200
+        await stream.prepare(request)
+        try:
+            while (item := await pending.queue.get()) is not None:
+                if context.list_filter is not None and "method" not in item:
+                    method = context.rpc_method
+                    assert method is not None
+                    assert context.rpc_id is not None
+                    item = _as_message(
+                        filter_response(method, context.rpc_id, item, context.list_filter), item
+                    )
+                await stream.write(_event(item))
+        except (ConnectionResetError, asyncio.CancelledError):
+            stdio.abandon(child_id)
+            raise
+        await stream.write_eof()
+        return stream
+
+    async def _stream(self, request: web.Request, stdio: StdioSession) -> web.StreamResponse:
+        context = request[CONTEXT_KEY]
+        self._registry.open_stream(context.limit_key)
+        try:
+            try:
+                queue = stdio.open_stream()
+            except StreamBusyError:
+                raise StreamConflictError("GET stream already open") from None
+            try:
+                headers = CIMultiDict[str](SSE_HEADERS)
+                response_headers(headers, context)
+                stream = web.StreamResponse(status=200, headers=headers)
+                context.upstream_status = 200
+                await stream.prepare(request)
+                with contextlib.suppress(ConnectionResetError):
+                    while (item := await queue.get()) is not None:
+                        await stream.write(_event(item))
+                    await stream.write_eof()
+                return stream
+            finally:
+                stdio.close_stream(queue)
+        finally:
+            self._registry.close_stream(context.limit_key)
+
+    # -- processes ------------------------------------------------------------------------------
+
+    async def _start(self, upstream_id: str) -> _Live:
+        config = self._config
+        assert config.command is not None
+        program = self.program()
+        if program is None:
+            raise UpstreamError(f"stdio server program not found: {config.command[0]}")
+        directory = tempfile.mkdtemp(prefix="mcp-stdio-") if config.private_dir else None
+
+        def place(value: str) -> str:
+            return value.replace(SESSION_DIR, directory) if directory is not None else value
+
+        env = {name: place(value.get_secret_value()) for name, value in config.env.items()}
+        cwd = place(config.cwd) if config.cwd is not None else directory
+        stdio = StdioSession(config.name)
+        live = _Live(stdio, directory)
+        stdio.process = StdioProcess(
+            [program, *config.command[1:]],
+            env=env,
+            cwd=cwd,
+            upstream=config.name,
+            on_message=stdio.on_message,
+            on_exit=lambda: self._exited(upstream_id),
+        )
+        self._live[upstream_id] = live
+        try:
+            await stdio.process.start()
+        except OSError:
+            self._forget(upstream_id)
+            raise UpstreamError("stdio server could not be started") from None
+        return live
+
+    def _exited(self, upstream_id: str) -> None:
+        live = self._live.get(upstream_id)
+        if live is None:
+            return
+        live.stdio.on_exit()
+        if live.session is not None and not live.session.ended:
+            self._registry.end(live.session)
+            log.warning("stdio_session_ended", upstream=self._config.name, why="process exited")
+        self._forget(upstream_id)
+
+    def _forget(self, upstream_id: str) -> None:
+        live = self._live.pop(upstream_id, None)
+        if live is None:
+            return
+        if live.limit_key is not None:
+            self._per_owner[live.limit_key] -= 1
+            if self._per_owner[live.limit_key] <= 0:
+                del self._per_owner[live.limit_key]
+        if live.directory is not None:
+            shutil.rmtree(live.directory, ignore_errors=True)
+
+    async def _stop(self, upstream_id: str) -> None:
+        live = self._live.get(upstream_id)
+        if live is not None and live.stdio.process is not None:
+            await live.stdio.process.stop(grace=STOP_TIMEOUT)
+        self._forget(upstream_id)
+
+    def end(self, upstream_id: str) -> None:
+        """A session reaped as idle: stop its process in the background."""
+        task = asyncio.get_running_loop().create_task(self._stop(upstream_id))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    async def close(self) -> None:
+        """Stop every process (gateway shutdown): none is left behind."""
+        await asyncio.gather(*(self._stop(upstream_id) for upstream_id in list(self._live)))
+
+    @property
+    def pids(self) -> list[int]:
+        return [
+            pid
+            for live in self._live.values()
+            if live.stdio.process is not None and (pid := live.stdio.process.pid) is not None
+        ]
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+async def _final(pending: InFlight) -> Message | None:
+    """The response of a request whose other messages nobody reads (during `initialize`)."""
+    answer = None
+    while (item := await pending.queue.get()) is not None:
+        if "method" not in item:
+            answer = item
+    return answer
+
+
+def _as_message(filtered: object | None, original: Message) -> Message:
+    if isinstance(filtered, dict):
+        return filtered
+    return original
+
+
+def _event(message: Message) -> bytes:
+    data = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    return f"event: message\ndata: {data}\n\n".encode()
+
+
+def _ended(rpc_id: Any) -> Message:
+    return {
+        "jsonrpc": "2.0",
+        "id": rpc_id,
+        "error": {"code": -32603, "message": "The MCP server process ended"},
+    }
