@@ -398,7 +398,7 @@ class AuthorizationServerSettings(SecretFileMixin, Model):
         "(rotation with overlap). `previous_signing_keys_file`: PEM blocks one after another.",
     )
     access_token_lifetime: PositiveSeconds = Field(600.0)
-    refresh_token_lifetime: PositiveSeconds = Field(30 * 86_400.0, le=365 * 86_400)
+    refresh_token_lifetime: float = Field(30 * 86_400.0, gt=0, le=365 * 86_400)
     code_lifetime: PositiveSeconds = Field(60.0, le=600)
     login_lifetime: PositiveSeconds = Field(
         600.0, le=3600, description="Seconds a user has to sign in and consent."

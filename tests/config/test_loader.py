@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from gateway.config import ConfigError, load_config, parse_config
 from gateway.config.schema import render_schema
+from gateway.oauth.users import hash_password
 from tests.support.examples import EXAMPLES, example_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -265,3 +266,22 @@ def test_facade_users_file_and_signing_key_are_checked_at_load(tmp_path: Path) -
     assert any("signing key: only EC (P-256) and RSA keys" in p for p in problems)
     body = unusable.splitlines()[1]
     assert not any(body in p for p in problems)
+
+
+def test_refresh_tokens_may_live_longer_than_a_day(tmp_path: Path) -> None:
+    users = tmp_path / "users.yaml"
+    users.write_text('users:\n  a: {password_hash: "' + hash_password("pw-for-a-test") + '"}\n')
+    text = f"""
+        server: {{public_url: "https://mcp.example.com"}}
+        auth:
+          authorization_server:
+            login: {{local: {{users_file: {users}}}}}
+            refresh_token_lifetime: 2592000
+        upstreams:
+          - {{name: files, route: /files/mcp, url: "http://127.0.0.1:3001/mcp"}}
+        """
+    settings = parse_config(textwrap.dedent(text), env={}).auth.authorization_server
+    assert settings is not None
+    assert settings.refresh_token_lifetime == 2_592_000
+    problems = problems_of(text.replace("2592000", "31622400"))  # over a year: refused
+    assert any("refresh_token_lifetime" in p for p in problems), problems
