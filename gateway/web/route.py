@@ -28,13 +28,12 @@ class Route(Protocol):
     async def close(self) -> None: ...
 
 
-class UpstreamRoute:
-    """Everything the hot path needs about one upstream, resolved once at start-up."""
+class MountedRoute:
+    """What every upstream mounted at a route has, HTTP or stdio."""
 
     def __init__(
         self,
         config: Upstream,
-        metrics: GatewayMetrics,
         *,
         public_base: str,
         sessions: SessionRegistry,
@@ -46,6 +45,23 @@ class UpstreamRoute:
         """The route's canonical URL: its RFC 8707 resource indicator and RFC 9728 `resource`."""
         self.authenticator = authenticator
         self.sessions = sessions
+
+
+class UpstreamRoute(MountedRoute):
+    """Everything the hot path needs about one HTTP upstream, resolved once at start-up."""
+
+    def __init__(
+        self,
+        config: Upstream,
+        metrics: GatewayMetrics,
+        *,
+        public_base: str,
+        sessions: SessionRegistry,
+        authenticator: RouteAuthenticator | None = None,
+    ) -> None:
+        super().__init__(
+            config, public_base=public_base, sessions=sessions, authenticator=authenticator
+        )
         self.response_timeout = config.timeouts.response
         self.pool = UpstreamPool(
             str(config.url),

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from prometheus_client import Histogram
-
 from gateway.auth.authenticator import RouteAuthenticator
 from gateway.config.model import Upstream
 from gateway.observability.metrics import GatewayMetrics
 from gateway.session.registry import SessionRegistry
 from gateway.stdio.bridge import StdioBridge
+from gateway.web.route import MountedRoute
 
 
-class StdioRoute:
-    """A stdio upstream mounted at a route: its processes, one per session."""
+class StdioRoute(MountedRoute):
+    """A stdio upstream: its processes, one per session."""
 
     def __init__(
         self,
@@ -23,13 +22,10 @@ class StdioRoute:
         sessions: SessionRegistry,
         authenticator: RouteAuthenticator | None = None,
     ) -> None:
-        self.config = config
-        self.name = config.name
-        self.resource = public_base + config.route
-        self.authenticator = authenticator
-        self.sessions = sessions
+        super().__init__(
+            config, public_base=public_base, sessions=sessions, authenticator=authenticator
+        )
         self.bridge = StdioBridge(config, sessions, start_timeout=config.timeouts.response)
-        self.request_duration: Histogram = metrics.request_duration.labels(self.name)
 
     async def probe(self, within: float) -> bool:
         """Readiness: the program can be found (each session starts its own process)."""

@@ -12,9 +12,6 @@ origin from the gateway: the OAuth client's redirect URI, or an attacker's page.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,6 +19,7 @@ from pathlib import Path
 from aiohttp import web
 from playwright.async_api import Browser, async_playwright
 
+from .apt import PackageUnavailableError, apt_install
 from .processes import LOOPBACK, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -39,10 +37,9 @@ LAUNCH_ARGS = (
     # Any host name resolves to nothing: only IP-literal loopback URLs can be reached.
     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
 )
-_APT_TIMEOUT = 900
 
 
-class ChromiumUnavailableError(RuntimeError):
+class ChromiumUnavailableError(PackageUnavailableError):
     """Debian's Chromium is not installed and cannot be installed here."""
 
 
@@ -50,22 +47,7 @@ def ensure_chromium() -> str:
     """The path of Debian's Chromium, installed with apt-get first if it is missing."""
     if CHROMIUM.exists():
         return str(CHROMIUM)
-    apt_get = shutil.which("apt-get")
-    if apt_get is None or os.geteuid() != 0:
-        raise ChromiumUnavailableError(
-            f"{CHROMIUM} is missing and cannot be installed here (needs root and apt-get): "
-            "run `apt-get update && apt-get install -y chromium` as root"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for argv in ([apt_get, "update", "-qq"], [apt_get, "install", "-y", "-qq", "chromium"]):
-        result = subprocess.run(
-            argv, env=env, capture_output=True, text=True, timeout=_APT_TIMEOUT, check=False
-        )
-        if result.returncode != 0:
-            raise ChromiumUnavailableError(
-                f"`{' '.join(argv)}` failed with status {result.returncode}:\n"
-                f"{(result.stderr or result.stdout)[-2000:]}"
-            )
+    apt_install("chromium")
     if not CHROMIUM.exists():
         raise ChromiumUnavailableError(f"apt-get installed chromium but {CHROMIUM} is missing")
     return str(CHROMIUM)

@@ -9,21 +9,18 @@ that went away and came back empty: an outage, then recovery. It never uses the 
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 from urllib.parse import quote
 
+from .apt import PackageUnavailableError, apt_install
 from .processes import LOOPBACK, ManagedProcess, free_port
 
-_APT_TIMEOUT = 900
 
-
-class RedisUnavailableError(RuntimeError):
+class RedisUnavailableError(PackageUnavailableError):
     """``redis-server`` is not installed and cannot be installed here."""
 
 
@@ -37,22 +34,7 @@ def ensure_redis_server() -> str:
     found = _installed()
     if found:
         return found
-    apt_get = shutil.which("apt-get")
-    if apt_get is None or os.geteuid() != 0:
-        raise RedisUnavailableError(
-            "redis-server is missing and cannot be installed here (needs root and apt-get): "
-            "run `apt-get update && apt-get install -y redis-server` as root"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for argv in ([apt_get, "update", "-qq"], [apt_get, "install", "-y", "-qq", "redis-server"]):
-        result = subprocess.run(
-            argv, env=env, capture_output=True, text=True, timeout=_APT_TIMEOUT, check=False
-        )
-        if result.returncode != 0:
-            raise RedisUnavailableError(
-                f"`{' '.join(argv)}` failed with status {result.returncode}:\n"
-                f"{(result.stderr or result.stdout)[-2000:]}"
-            )
+    apt_install("redis-server")
     found = _installed()
     if not found:
         raise RedisUnavailableError("apt-get installed redis-server but it is not on PATH")
