@@ -193,7 +193,8 @@ class RouteAuthenticator:
         now = time.time()
         principal = self._cache.get(self.resource, token, now)
         if principal is not None:
-            await self._not_revoked(principal)
+            if self._revocations is not None:  # no await at all on the usual hot path
+                await self._not_revoked(principal, self._revocations)
             self._on_outcome("cached")
             return principal
         try:
@@ -204,14 +205,14 @@ class RouteAuthenticator:
         except AuthUnavailableError:
             self._on_outcome("unavailable")
             raise
-        await self._not_revoked(principal)
+        if self._revocations is not None:
+            await self._not_revoked(principal, self._revocations)
         self._on_outcome("valid")
         self._cache.put(self.resource, token, principal)
         return principal
 
-    async def _not_revoked(self, principal: Principal) -> None:
-        revocations = self._revocations
-        if revocations is None or principal.issuer != revocations.issuer:
+    async def _not_revoked(self, principal: Principal, revocations: Revocations) -> None:
+        if principal.issuer != revocations.issuer:
             return
         try:
             revoked = principal.token_id is None or await revocations.is_revoked(principal.token_id)
