@@ -115,6 +115,20 @@ async def secured_memory(start: StartGateway, issuer: LocalIssuer, **policy: Any
     )
 
 
+async def test_sdk_client_uses_server_memory_with_a_bearer_token(
+    start_gateway_for: StartGateway, issuer: LocalIssuer
+) -> None:
+    gw = await secured_memory(start_gateway_for, issuer)
+    token = issuer.mint(issuer.claims(gw.url(MEMORY), scope="mcp:tools"))
+    entity = {"name": "gateway", "entityType": "software", "observations": ["speaks stdio"]}
+    async with connect(gw.url(MEMORY), headers={"Authorization": f"Bearer {token}"}) as client:
+        tools = {tool.name for tool in (await client.list_tools()).tools}
+        assert {"create_entities", "read_graph", "search_nodes"} <= tools
+        await client.call_tool("create_entities", {"entities": [entity]})
+        found = await client.call_tool("search_nodes", {"query": "stdio"})
+        assert "gateway" in found.content[0].text  # type: ignore[union-attr]
+
+
 async def test_two_principals_get_two_processes_and_cannot_see_each_others_state(
     start_gateway_for: StartGateway, issuer: LocalIssuer
 ) -> None:
