@@ -258,3 +258,16 @@ async def wait_until_exited(pid: int) -> None:
 @pytest.fixture(autouse=True)
 def _node_packages() -> None:
     ensure_node_packages()
+
+
+async def test_an_idle_session_is_reaped_and_its_process_stopped(
+    start_gateway_for: StartGateway,
+) -> None:
+    gw = await start_gateway_for(memory_upstream(), sessions={"idle_timeout": 1})
+    async with RawMcpClient(gw.url(MEMORY), "anonymous", era="stateful") as client:
+        await client.open(1)
+        [pid] = stdio_pids()
+        await wait_until_exited(pid)  # nobody used it for a second: reaped, process stopped
+        assert not alive(pid)
+        assert (await client.call_tool(2, "read_graph", {})).status == 404
+    assert '"session_reaped"' in gateway_log()
