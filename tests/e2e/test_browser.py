@@ -23,13 +23,12 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Browser, Page, Response, expect
 
-from gateway.oauth.users import hash_password
 from tests.conftest import Gateway, StartGateway
 from tests.support.browser import LoopbackSite, ensure_chromium, html_response, launch_chromium
+from tests.support.facade import ROUTE, facade_gateway, write_users
 from tests.support.processes import LOOPBACK, free_port
 from tests.support.secrets import remember
 
-ROUTE = "/files/mcp"
 PASSWORD = remember("tr0ub4dor & 3, in a browser")
 CLIENT_NAME = "Notes <b>App</b> & Co"  # shown as text, never as markup
 SCOPES = ("files:write", "mcp:tools")
@@ -48,35 +47,11 @@ async def browser(chromium: str) -> AsyncIterator[Browser]:
 
 
 @pytest.fixture
-def users_file(tmp_path: Path) -> Path:
-    path = tmp_path / "users.yaml"
-    path.write_text(
-        "users:\n"
-        f'  alice: {{password_hash: "{hash_password(PASSWORD)}", claims: {{groups: [eng]}}}}\n'
-    )
-    return path
-
-
-@pytest.fixture
-async def gateway(start_gateway_for: StartGateway, users_file: Path) -> Gateway:
-    """A facade gateway with one local user; its upstream is never called here."""
-    return await start_gateway_for(
-        {
-            "name": "files",
-            "route": ROUTE,
-            "url": f"http://{LOOPBACK}:{free_port()}/mcp",
-            "scopes": ["mcp:tools"],
-        },
-        auth={
-            "authorization_server": {
-                "login": {"local": {"users_file": str(users_file)}},
-                "grants": [
-                    {"scopes": ["mcp:tools"]},
-                    {"when": {"groups": ["eng"]}, "scopes": ["files:write"]},
-                ],
-            }
-        },
-    )
+async def gateway(start_gateway_for: StartGateway, tmp_path: Path) -> Gateway:
+    """A facade gateway with local users; its upstream is never called here."""
+    users_file = write_users(tmp_path / "users.yaml", PASSWORD)
+    upstream = f"http://{LOOPBACK}:{free_port()}/mcp"
+    return await facade_gateway(start_gateway_for, upstream, users_file)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ gateway's own pages, and the SDK checks the gateway's RFC 9207 `iss` itself."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import httpx2
 import pytest
@@ -13,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from joserfc import jws
 
-from gateway.oauth.users import hash_password
 from tests.conftest import Gateway, StartGateway
+from tests.support.facade import ROUTE, facade_gateway, write_users
 from tests.support.oauth_client import (
     AuthorizationError,
     InMemoryTokenStorage,
@@ -25,54 +24,18 @@ from tests.support.oauth_client import (
 from tests.support.processes import HttpServerProcess, free_port
 from tests.support.secrets import remember
 
-ROUTE = "/files/mcp"
 PASSWORD = remember("correct horse battery staple")
 
 
 @pytest.fixture
 def users_file(tmp_path: Path) -> Path:
-    path = tmp_path / "users.yaml"
-    encoded = hash_password(PASSWORD)
-    path.write_text(
-        "users:\n"
-        f'  alice: {{password_hash: "{encoded}", claims: {{groups: [eng]}}}}\n'
-        f'  bob: {{password_hash: "{encoded}", claims: {{groups: [sales]}}}}\n'
-    )
-    return path
-
-
-async def facade_gateway(
-    start: StartGateway,
-    upstream: HttpServerProcess,
-    users_file: Path,
-    server: dict[str, Any] | None = None,
-    **settings: Any,
-) -> Gateway:
-    authorization_server: dict[str, Any] = {
-        "login": {"local": {"users_file": str(users_file)}},
-        "grants": [
-            {"scopes": ["mcp:tools"]},
-            {"when": {"groups": ["eng"]}, "scopes": ["files:write"]},
-        ],
-        **settings,
-    }
-    return await start(
-        {
-            "name": "files",
-            "route": ROUTE,
-            "url": upstream.url,
-            "scopes": ["mcp:tools"],
-            "policy": {"tools": {"add": ["files:write"]}},
-        },
-        server=server,
-        auth={"authorization_server": authorization_server},
-    )
+    return write_users(tmp_path / "users.yaml", PASSWORD)
 
 
 async def test_sdk_client_registers_signs_in_and_calls_a_tool(
     start_gateway_for: StartGateway, sdk_json: HttpServerProcess, users_file: Path
 ) -> None:
-    gw = await facade_gateway(start_gateway_for, sdk_json, users_file)
+    gw = await facade_gateway(start_gateway_for, sdk_json.url, users_file)
     outcome, record = await oauth_list_and_call(
         gw.url(ROUTE), "echo", {"text": "hello"}, sign_in=SignIn("alice", PASSWORD)
     )
@@ -94,7 +57,7 @@ async def test_sdk_client_registers_signs_in_and_calls_a_tool(
 async def test_step_up_to_a_granted_scope_succeeds(
     start_gateway_for: StartGateway, sdk_json: HttpServerProcess, users_file: Path
 ) -> None:
-    gw = await facade_gateway(start_gateway_for, sdk_json, users_file)
+    gw = await facade_gateway(start_gateway_for, sdk_json.url, users_file)
     record = OAuthRecord()
     outcome, _ = await oauth_list_and_call(
         gw.url(ROUTE),
@@ -114,7 +77,7 @@ async def test_step_up_to_a_granted_scope_succeeds(
 async def test_step_up_beyond_the_users_grants_ends_in_a_clear_refusal(
     start_gateway_for: StartGateway, sdk_json: HttpServerProcess, users_file: Path
 ) -> None:
-    gw = await facade_gateway(start_gateway_for, sdk_json, users_file)
+    gw = await facade_gateway(start_gateway_for, sdk_json.url, users_file)
     with pytest.raises(AuthorizationError) as refused:
         await oauth_list_and_call(
             gw.url(ROUTE), "add", {"a": 2, "b": 3}, sign_in=SignIn("bob", PASSWORD)
@@ -126,7 +89,7 @@ async def test_step_up_beyond_the_users_grants_ends_in_a_clear_refusal(
 async def test_a_wrong_password_never_yields_a_code(
     start_gateway_for: StartGateway, sdk_json: HttpServerProcess, users_file: Path
 ) -> None:
-    gw = await facade_gateway(start_gateway_for, sdk_json, users_file)
+    gw = await facade_gateway(start_gateway_for, sdk_json.url, users_file)
     with pytest.raises(AuthorizationError, match="answered 401"):
         await oauth_list_and_call(gw.url(ROUTE), "echo", {"text": "x"},
                                   sign_in=SignIn("alice", "wrong"))  # fmt: skip
@@ -154,7 +117,9 @@ async def test_signing_key_rotation_keeps_tokens_of_the_previous_key_valid(
     old_key, new_key = new_pem_key(), new_pem_key()
     port = free_port()
     server = {"port": port, "public_url": f"http://127.0.0.1:{port}"}  # the same issuer throughout
-    gw = await facade_gateway(start_gateway_for, sdk_json, users_file, server, signing_key=old_key)
+    gw = await facade_gateway(
+        start_gateway_for, sdk_json.url, users_file, server, signing_key=old_key
+    )
     _, record = await oauth_list_and_call(gw.url(ROUTE), sign_in=SignIn("alice", PASSWORD))
     assert record.access_token is not None
     token = remember(record.access_token)
@@ -162,7 +127,7 @@ async def test_signing_key_rotation_keeps_tokens_of_the_previous_key_valid(
     await gw.running.stop()
 
     rotated = await facade_gateway(
-        start_gateway_for, sdk_json, users_file, server,
+        start_gateway_for, sdk_json.url, users_file, server,
         signing_key=new_key, previous_signing_keys=[old_key],
     )  # fmt: skip
     async with httpx2.AsyncClient(timeout=10) as http:
@@ -177,7 +142,7 @@ async def test_signing_key_rotation_keeps_tokens_of_the_previous_key_valid(
     assert jws.extract_compact(fresh.access_token.encode()).protected["kid"] == kids[0]
     await rotated.running.stop()
 
-    dropped = await facade_gateway(start_gateway_for, sdk_json, users_file, server,
+    dropped = await facade_gateway(start_gateway_for, sdk_json.url, users_file, server,
                                    signing_key=new_key)  # fmt: skip
     assert await bearer_status(dropped, token) == 401  # the old key is gone: so are its tokens
 
@@ -185,7 +150,7 @@ async def test_signing_key_rotation_keeps_tokens_of_the_previous_key_valid(
 async def test_a_revoked_access_token_stops_working_at_once(
     start_gateway_for: StartGateway, sdk_json: HttpServerProcess, users_file: Path
 ) -> None:
-    gw = await facade_gateway(start_gateway_for, sdk_json, users_file)
+    gw = await facade_gateway(start_gateway_for, sdk_json.url, users_file)
     storage = InMemoryTokenStorage()
     _, record = await oauth_list_and_call(
         gw.url(ROUTE), sign_in=SignIn("alice", PASSWORD), storage=storage
@@ -207,7 +172,9 @@ async def test_browser_based_clients_get_cors_on_registration_and_token_endpoint
     start_gateway_for: StartGateway, sdk_json: HttpServerProcess, users_file: Path
 ) -> None:
     app = "http://localhost:6274"  # e.g. the MCP Inspector
-    gw = await facade_gateway(start_gateway_for, sdk_json, users_file, {"allowed_origins": [app]})
+    gw = await facade_gateway(
+        start_gateway_for, sdk_json.url, users_file, {"allowed_origins": [app]}
+    )
     preflight = {"Origin": app, "Access-Control-Request-Method": "POST",
                  "Access-Control-Request-Headers": "content-type"}  # fmt: skip
     async with httpx2.AsyncClient(timeout=10) as http:

@@ -16,8 +16,8 @@ import pytest
 from aiohttp import web
 
 from gateway.oauth.upstream import pkce_pair
-from gateway.oauth.users import hash_password
 from tests.conftest import Gateway, StartGateway
+from tests.support.facade import ROUTE, facade_gateway, write_users
 from tests.support.oauth_client import (
     SignIn,
     follow_authorization,
@@ -27,7 +27,6 @@ from tests.support.processes import HttpServerProcess
 from tests.support.sdk_client import ToolOutcome, connect
 from tests.support.secrets import remember
 
-ROUTE = "/files/mcp"
 DOCUMENT_PATH = "/oauth/client.json"
 PASSWORD = remember("correct horse battery staple")
 
@@ -68,27 +67,17 @@ async def host() -> AsyncIterator[DocumentHost]:
 
 @pytest.fixture
 def users_file(tmp_path: Path) -> Path:
-    path = tmp_path / "users.yaml"
-    path.write_text(
-        f'users:\n  alice: {{password_hash: "{hash_password(PASSWORD)}", claims: {{}}}}\n'
-    )
-    return path
+    return write_users(tmp_path / "users.yaml", PASSWORD)
 
 
 async def cimd_gateway(
     start: StartGateway, upstream: HttpServerProcess, users_file: Path
 ) -> Gateway:
-    return await start(
-        {"name": "files", "route": ROUTE, "url": upstream.url, "scopes": ["mcp:tools"]},
-        auth={
-            "authorization_server": {
-                "login": {"local": {"users_file": str(users_file)}},
-                "grants": [{"scopes": ["mcp:tools"]}],
-                "dynamic_registration": False,
-                "client_id_metadata_documents": {"allow_loopback_for_testing": True},
-            }
-        },
-    )
+    return await facade_gateway(
+        start, upstream.url, users_file,
+        dynamic_registration=False,
+        client_id_metadata_documents={"allow_loopback_for_testing": True},
+    )  # fmt: skip
 
 
 def document(client_id: str, redirect_uri: str) -> dict[str, Any]:

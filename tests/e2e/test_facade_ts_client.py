@@ -12,43 +12,18 @@ from typing import Any
 
 import pytest
 
-from gateway.oauth.users import hash_password
-from tests.conftest import Gateway, StartGateway
+from tests.conftest import StartGateway
+from tests.support.facade import ROUTE, facade_gateway, write_users
 from tests.support.processes import HttpServerProcess
 from tests.support.secrets import remember
 from tests.support.ts_client import run_ts_client
 
-ROUTE = "/files/mcp"
 PASSWORD = remember("tr0ub4dor & 3, typed by a TypeScript user")
 
 
 @pytest.fixture
 def users_file(tmp_path: Path) -> Path:
-    path = tmp_path / "users.yaml"
-    path.write_text(
-        "users:\n"
-        f'  alice: {{password_hash: "{hash_password(PASSWORD)}", claims: {{groups: [eng]}}}}\n'
-    )
-    return path
-
-
-async def facade_gateway(
-    start: StartGateway, upstream: HttpServerProcess, users_file: Path
-) -> Gateway:
-    authorization_server: dict[str, Any] = {
-        "login": {"local": {"users_file": str(users_file)}},
-        "grants": [{"scopes": ["mcp:tools"]}],
-    }
-    return await start(
-        {
-            "name": "files",
-            "route": ROUTE,
-            "url": upstream.url,
-            "scopes": ["mcp:tools"],
-            "policy": {"tools": {"add": ["files:write"]}},
-        },
-        auth={"authorization_server": authorization_server},
-    )
+    return write_users(tmp_path / "users.yaml", PASSWORD)
 
 
 def _paths(exchanges: list[dict[str, Any]], base: str) -> list[str]:
@@ -58,7 +33,7 @@ def _paths(exchanges: list[dict[str, Any]], base: str) -> list[str]:
 async def test_ts_client_discovers_registers_signs_in_and_calls_a_tool(
     start_gateway_for: StartGateway, sdk_json: HttpServerProcess, users_file: Path
 ) -> None:
-    gw = await facade_gateway(start_gateway_for, sdk_json, users_file)
+    gw = await facade_gateway(start_gateway_for, sdk_json.url, users_file)
     result = await run_ts_client(gw.url(ROUTE), username="alice", password=PASSWORD)
     for token in (result["access_token"], result["refresh_token"]):
         if token:
@@ -92,7 +67,7 @@ async def test_ts_client_discovers_registers_signs_in_and_calls_a_tool(
 async def test_ts_client_refuses_a_tampered_iss(
     start_gateway_for: StartGateway, sdk_json: HttpServerProcess, users_file: Path
 ) -> None:
-    gw = await facade_gateway(start_gateway_for, sdk_json, users_file)
+    gw = await facade_gateway(start_gateway_for, sdk_json.url, users_file)
     result = await run_ts_client(
         gw.url(ROUTE), username="alice", password=PASSWORD, tamper_iss=True
     )
