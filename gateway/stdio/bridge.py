@@ -179,7 +179,14 @@ class StdioBridge:
         response_headers(headers, context)
         stream = web.StreamResponse(status=200, headers=headers)
         context.upstream_status = 200
+        session = context.session
+        assert session is not None
+
+        def end_with_session() -> None:  # the session ended meanwhile: end this stream too
+            pending.queue.put_nowait(None)
+
         await stream.prepare(request)
+        session.streams.add(end_with_session)  # an open stream keeps it from idle reaping
         try:
             while (item := await pending.queue.get()) is not None:
                 if context.list_filter is not None and "method" not in item:
@@ -193,6 +200,9 @@ class StdioBridge:
         except (ConnectionResetError, asyncio.CancelledError):
             stdio.abandon(child_id)
             raise
+        finally:
+            session.streams.discard(end_with_session)
+            self._registry.touch(session)  # idle from the end of its last stream
         await stream.write_eof()
         return stream
 
