@@ -71,9 +71,6 @@ class SharedSessions:
         except StoreUnavailableError:
             return True
 
-    def forget(self, session: Session) -> None:
-        self._written.pop(session.session_id, None)
-
     def _spawn(self, write: Awaitable[None], what: str) -> None:
         async def run() -> None:
             try:

@@ -300,14 +300,6 @@ class StdioBridge:
         """Stop every process (gateway shutdown): none is left behind."""
         await asyncio.gather(*(self._stop(upstream_id) for upstream_id in list(self._live)))
 
-    @property
-    def pids(self) -> list[int]:
-        return [
-            pid
-            for live in self._live.values()
-            if live.stdio.process is not None and (pid := live.stdio.process.pid) is not None
-        ]
-
 
 _background: set[asyncio.Task[None]] = set()
 
