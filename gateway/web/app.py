@@ -149,16 +149,19 @@ def create_app(
             app.router.add_get(
                 metadata_path(upstream.route), metadata_handler(document), allow_head=False
             )
-        kind = StdioRoute if upstream.command is not None else UpstreamRoute
-        routes.append(
-            kind(
+        if upstream.command is not None:
+            route: UpstreamRoute | StdioRoute = StdioRoute(
+                upstream, public_base=public_base, sessions=sessions, authenticator=authenticator
+            )
+        else:
+            route = UpstreamRoute(
                 upstream,
                 metrics,
                 public_base=public_base,
                 sessions=sessions,
                 authenticator=authenticator,
             )
-        )
+        routes.append(route)
     app[ROUTES_KEY] = tuple(routes)
     app.cleanup_ctx.append(_outbound_http)
     app.cleanup_ctx.append(_close_pools)

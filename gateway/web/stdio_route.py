@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from gateway.auth.authenticator import RouteAuthenticator
 from gateway.config.model import Upstream
-from gateway.observability.metrics import GatewayMetrics
 from gateway.session.registry import SessionRegistry
 from gateway.stdio.bridge import StdioBridge
 from gateway.web.route import MountedRoute
@@ -16,7 +15,6 @@ class StdioRoute(MountedRoute):
     def __init__(
         self,
         config: Upstream,
-        metrics: GatewayMetrics,
         *,
         public_base: str,
         sessions: SessionRegistry,
