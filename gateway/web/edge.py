@@ -146,17 +146,10 @@ class Edge:
             if origin is not None:
                 if not origin_allowed(headers.getall(hdrs.ORIGIN), self._origins):
                     return render_error(OriginRejectedError("origin not allowed"))
-                methods = (
-                    MCP_METHODS
-                    if mcp
-                    else METADATA_METHODS
-                    if metadata
-                    else self._facade_api.get(path)
-                )
                 if (
                     method == hdrs.METH_OPTIONS
-                    and methods is not None
                     and hdrs.ACCESS_CONTROL_REQUEST_METHOD in headers
+                    and (methods := self._preflight_methods(path, mcp, metadata)) is not None
                 ):
                     answer = preflight_headers(
                         origin, methods, headers.get(hdrs.ACCESS_CONTROL_REQUEST_HEADERS)
@@ -175,6 +168,14 @@ class Edge:
         finally:
             if deadline is not None:
                 deadline.request_ended()
+
+    def _preflight_methods(self, path: str, mcp: bool, metadata: bool) -> str | None:
+        """The methods a CORS preflight to `path` may be answered with; None: not answered."""
+        if mcp:
+            return MCP_METHODS
+        if metadata:
+            return METADATA_METHODS
+        return self._facade_api.get(path)
 
     def _allowed_hosts(self, request: web.Request) -> frozenset[str]:
         """The served `Host` values; by default they name the port bound, which is only known
