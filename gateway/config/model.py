@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -46,6 +47,7 @@ RESERVED_PREFIXES = ("/.well-known", "/healthz", "/readyz", "/metrics", "/oauth"
 GATEWAY_AS_NAME = "gateway"
 """The name upstreams use for the gateway's own authorization server (facade mode)."""
 
+_METHOD_NAME = re.compile(r"^[\x21-\x7e]{1,200}$")
 _HOST = re.compile(r"^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 PositiveSeconds = Annotated[float, Field(gt=0, le=86_400)]
@@ -147,6 +149,12 @@ class ServerSettings(Model):
     keepalive_timeout: PositiveSeconds = Field(
         60.0, description="Seconds an idle keep-alive client connection is kept open."
     )
+    trusted_proxies: list[IPv4Network | IPv6Network] = Field(
+        default_factory=list,
+        description="Addresses (CIDRs) of reverse proxies in front of the gateway. Only from "
+        "these peers are `Forwarded` / `X-Forwarded-For` read, and only for the client "
+        "address (rate limits, logs); URLs and resources never come from request headers.",
+    )
 
     @field_validator("allowed_origins")
     @classmethod
@@ -211,6 +219,14 @@ class Introspection(SecretFileMixin, Model):
     client_id: str = Field(min_length=1)
     client_secret: SecretStr
     auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
+    ttl_without_exp: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="Seconds an active answer without `exp` is trusted before the token is "
+        "introspected again (0: ask on every request). Answers with `exp` are trusted until "
+        "then.",
+    )
 
 
 class AuthorizationServer(Model):
@@ -287,6 +303,12 @@ class OidcLogin(SecretFileMixin, Model):
     scopes: ScopeList = Field(
         default_factory=lambda: ["openid", "email", "profile"],
         description="Requested from the provider; `openid` is required.",
+    )
+    allow_unadvertised_pkce: bool = Field(
+        False,
+        description="Sign in even when the provider's discovery document does not list `S256` "
+        "in `code_challenge_methods_supported` (PKCE S256 is sent either way). Only for a "
+        "provider known to support it without saying so.",
     )
 
     @field_validator("scopes")
@@ -491,6 +513,11 @@ class Policy(Model):
     hide_unauthorized: bool = Field(
         True, description="Lists (tools/list, ...) show only what the caller may use."
     )
+    methods: dict[str, Requirement] = Field(
+        default_factory=dict,
+        description="Rules for JSON-RPC methods the gateway does not know as MCP methods "
+        "(e.g. a vendor extension). Any other unknown method is decided by `default`.",
+    )
 
     @model_validator(mode="after")
     def _patterns_are_unambiguous(self) -> Policy:
@@ -511,6 +538,14 @@ class Policy(Model):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @field_validator("methods")
+    @classmethod
+    def _check_methods(cls, value: dict[str, Requirement]) -> dict[str, Requirement]:
+        for method in value:
+            if not _METHOD_NAME.fullmatch(method):
+                raise ValueError(f"method {method!r} must be visible ASCII without spaces")
+        return value
 
     def default_requirement(self) -> Requirement | None:
         if isinstance(self.default, DefaultRule):
@@ -634,6 +669,12 @@ class Upstream(SecretFileMixin, Model):
         default_factory=IdentityHeaders,
         description="Tell the upstream who is calling, in headers set from the validated token.",
     )
+    pass_headers: list[str] = Field(
+        default_factory=list,
+        description="Client request headers passed to the upstream besides the built-in "
+        "allowlist (Content-Type, Accept, MCP-Protocol-Version, Mcp-Method, Mcp-Name, "
+        "Mcp-Param-*, traceparent, tracestate); every other client header is dropped.",
+    )
 
     @model_validator(mode="after")
     def _url_or_command(self) -> Upstream:
@@ -686,6 +727,16 @@ class Upstream(SecretFileMixin, Model):
             raise ValueError("must not carry credentials or a fragment; use `headers`")
         return value
 
+    @field_validator("pass_headers")
+    @classmethod
+    def _check_pass_headers(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _TOKEN_CHARS.fullmatch(name):
+                raise ValueError(f"header name {name!r} is not a valid HTTP field name")
+            if normalized_header(name) in NEVER_PASSED_HEADERS:
+                raise ValueError(f"header {name!r} is never passed from a client")
+        return [name.lower() for name in value]
+
     @field_validator("headers")
     @classmethod
     def _check_headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
@@ -703,6 +754,24 @@ class Upstream(SecretFileMixin, Model):
 FORBIDDEN_STATIC_HEADERS = frozenset(
     {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te"}
 )
+NEVER_PASSED_HEADERS = FORBIDDEN_STATIC_HEADERS | {
+    "authorization",
+    "cookie",
+    "proxy-authorization",
+    "proxy-connection",
+    "trailer",
+    "expect",
+    "mcp-session-id",
+    "last-event-id",
+    "x-request-id",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+}
+"""Headers the gateway owns or that carry credentials or forwarding claims: a route cannot
+pass them from clients."""
 
 
 class SessionSettings(SecretFileMixin, Model):
@@ -732,9 +801,16 @@ class SessionSettings(SecretFileMixin, Model):
     )
     max_total: int = Field(10_000, ge=1, description="Open sessions in all; more get 503.")
     max_streams_per_principal: int = Field(
-        8, ge=1, description="Open GET streams one principal may hold; more get 429."
+        8, ge=1, description="Open response streams one principal may hold; more get 429."
     )
-    max_streams: int = Field(2_000, ge=1, description="Open GET streams in all; more get 503.")
+    max_streams: int = Field(
+        2_000, ge=1, description="Open response streams (GET or POST) in all; more get 503."
+    )
+    stalled_stream_timeout: PositiveSeconds = Field(
+        30.0,
+        description="Seconds a response stream may wait on a client that does not read; then "
+        "it is closed and its upstream connection released.",
+    )
 
     @field_validator("keys", mode="before")
     @classmethod
