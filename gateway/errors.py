@@ -110,6 +110,13 @@ class UnsupportedEncodingError(RequestError):
     close_connection = True
 
 
+class UnsafeRequestPartError(RequestError):
+    """A request target or header with bytes HTTP/1.1 does not allow there (CR, LF, NUL, other
+    controls, an unencoded space): never written upstream, whoever would write it."""
+
+    code = "invalid_request_part"
+
+
 class MisdirectedRequestError(RequestError):
     """A `Host` the gateway does not serve (DNS rebinding defence)."""
 

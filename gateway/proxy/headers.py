@@ -1,12 +1,15 @@
-"""Which headers cross the gateway, in each direction (RFC 9110 section 7.6.1, hop-by-hop).
+"""Which headers cross the gateway, in each direction, and the one writer of upstream request heads.
 
-Toward the upstream the gateway never forwards the client's credentials (`Authorization`,
-`Cookie`), its `Origin` (the gateway validates it; the upstream sees the gateway as its client),
-forwarding claims it cannot vouch for, compression preferences (bodies must stay inspectable), or
-its session id and `Last-Event-ID` (the gateway maps sessions and adds the upstream's own). A
-header the gateway sets itself is dropped in every spelling a server framework may merge with it
-(any case, `_` for `-`). Toward the client it drops upstream cookies, CORS headers and the
-upstream's session id: the gateway owns its origin and its sessions.
+Toward the upstream the client's headers pass only through an allowlist: what MCP over Streamable
+HTTP needs (`Content-Type`, `Accept`, the MCP headers, trace context) plus the names a route opts
+into. Everything else (credentials, cookies, `Origin`, forwarding and identity claims, hop-by-hop
+headers, compression preferences, the client's session id and `Last-Event-ID`) is dropped; the
+gateway sets its own `Host`, static and identity headers, session id and length.
+
+The writer refuses (`UnsafeRequestPartError`, a 400) any target, header name or value holding a
+byte HTTP/1.1 does not allow there (RFC 9112 section 3.2, RFC 9110 sections 5.1 and 5.5), whoever
+passes it: one request in, exactly one request out. Toward the client it drops upstream cookies,
+CORS headers and the upstream's session id: the gateway owns its origin and its sessions.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import NamedTuple
 from urllib.parse import quote
 
 from multidict import CIMultiDict
+
+from gateway.errors import UnsafeRequestPartError
 
 HOP_BY_HOP = frozenset(
     {
@@ -32,23 +37,20 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-REQUEST_DROPPED = HOP_BY_HOP | {
-    b"host",
-    b"content-length",
-    b"authorization",
-    b"cookie",
-    b"origin",
-    b"expect",
-    b"accept-encoding",
-    b"forwarded",
-    b"x-forwarded-for",
-    b"x-forwarded-host",
-    b"x-forwarded-proto",
-    b"x-real-ip",
-    b"x-request-id",
-    b"mcp-session-id",
-    b"last-event-id",
-}
+PASSED_REQUEST_HEADERS = frozenset(
+    {
+        b"content-type",
+        b"accept",
+        b"mcp-protocol-version",
+        b"mcp-method",
+        b"mcp-name",
+        b"traceparent",
+        b"tracestate",
+    }
+)
+"""Client headers every route passes upstream (compared case-insensitively, `_` never read as
+`-`), besides `Mcp-Param-*` (Streamable HTTP 2026-07-28, "Custom Headers")."""
+PASSED_PREFIX = b"mcp-param-"
 
 RESPONSE_DROPPED = HOP_BY_HOP | {
     b"content-length",
@@ -62,6 +64,17 @@ RESPONSE_DROPPED = HOP_BY_HOP | {
     b"mcp-session-id",
 }
 
+# RFC 9110 section 5.6.2 (token) for names and methods; section 5.5 for values: visible ASCII,
+# obs-text, and space or tab inside (leading and trailing whitespace is not part of a value).
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff](?:[\x20\x09\x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?")
+# RFC 9112 section 3.2.1 origin-form: an absolute path and an optional query, both made of
+# RFC 3986 pchar (unreserved, sub-delims, ":" "@", and complete percent-escapes), "/" and "?".
+_ORIGIN_FORM = re.compile(
+    r"/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*"
+    r"(?:\?(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*)?"
+)
+
 
 def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
     """Header names listed in `Connection` are hop-by-hop too (RFC 9110 section 7.6.1)."""
@@ -72,49 +85,66 @@ def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[byte
     return frozenset(tokens)
 
 
+def check_target(target: str) -> bytes:
+    """`target` as request-line bytes, if it is a valid origin-form (path and query as the
+    client encoded them); raises `UnsafeRequestPartError` otherwise."""
+    if _ORIGIN_FORM.fullmatch(target) is None:
+        raise UnsafeRequestPartError("request target has bytes HTTP does not allow")
+    return target.encode("ascii")
+
+
+def _header_line(name: bytes, value: bytes) -> bytes:
+    if _TOKEN.fullmatch(name) is None:
+        raise UnsafeRequestPartError("header name is not an HTTP token")
+    if _FIELD_VALUE.fullmatch(value) is None:
+        raise UnsafeRequestPartError("header value has bytes HTTP does not allow")
+    return b"%s: %s\r\n" % (name, value)
+
+
 class RequestHeadBuilder:
-    """Builds the request head sent upstream; the static part is encoded once at start-up."""
+    """Writes the request heads sent upstream; the fixed part is checked and encoded once."""
 
     def __init__(
         self,
         host_header: str,
         static_headers: Mapping[str, str],
         managed: Iterable[str] = (),
+        passed: Iterable[str] = (),
     ) -> None:
-        """`managed`: more header names the gateway sets per request (identity headers)."""
-        self._dropped = REQUEST_DROPPED | {
-            n.lower().replace("_", "-").encode() for n in (*static_headers, *managed)
-        }
-        fixed = [f"Host: {host_header}\r\n"]
-        fixed += [f"{name}: {value}\r\n" for name, value in static_headers.items()]
-        self._fixed = "".join(fixed).encode("latin-1")
+        """`managed`: more header names the gateway sets per request (identity headers);
+        `passed`: client headers this route passes besides `PASSED_REQUEST_HEADERS`."""
+        own = {n.lower().encode() for n in (*static_headers, *managed)}
+        self._passed = (PASSED_REQUEST_HEADERS | {n.lower().encode() for n in passed}) - own
+        self._fixed = _header_line(b"Host", host_header.encode("ascii")) + b"".join(
+            _header_line(name.encode("ascii"), value.encode("latin-1"))
+            for name, value in static_headers.items()
+        )
 
     def build(
         self,
         method: str,
         target: str,
-        client_headers: tuple[tuple[bytes, bytes], ...],
+        client_headers: Iterable[tuple[bytes, bytes]],
         body_length: int | None,
         request_id: str,
-        added: bytes = b"",
+        added: Iterable[tuple[bytes, bytes]] = (),
     ) -> bytes:
-        """The request head; `added` holds complete header lines the gateway sets for this
-        request (session id, identity), each ending in CRLF."""
-        dropped = self._dropped
-        kept: list[tuple[bytes, bytes]] = []
-        extra: frozenset[bytes] = frozenset()
+        """The request head. `client_headers` are filtered through the allowlist; `added` are
+        headers the gateway sets for this request (session id, identity). Every part is
+        checked: a CR, LF, NUL or other byte HTTP does not allow raises
+        `UnsafeRequestPartError` and nothing is written."""
+        if _TOKEN.fullmatch(method.encode("ascii", "replace")) is None:
+            raise UnsafeRequestPartError("method is not an HTTP token")
+        parts = [b"%s %s HTTP/1.1\r\n" % (method.encode("ascii"), check_target(target))]
+        parts.append(self._fixed)
         for name, value in client_headers:
             lower = name.lower()
-            if b"_" in lower:
-                lower = lower.replace(b"_", b"-")
-            if lower in dropped:
-                if lower == b"connection":
-                    extra = _connection_tokens(client_headers)
-                continue
-            kept.append((lower, b"%s: %s\r\n" % (name, value)))
-        parts = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1"), self._fixed]
-        parts += [line for lower, line in kept if lower not in extra]
-        parts.append(b"X-Request-Id: %s\r\n%s" % (request_id.encode("ascii"), added))
+            if lower in self._passed or (
+                lower.startswith(PASSED_PREFIX) and len(lower) > len(PASSED_PREFIX)
+            ):
+                parts.append(_header_line(name, value))
+        parts.append(_header_line(b"X-Request-Id", request_id.encode("ascii", "replace")))
+        parts.extend(_header_line(name, value) for name, value in added)
         if body_length is not None:
             parts.append(b"Content-Length: %d\r\n" % body_length)
         parts.append(b"\r\n")
@@ -166,8 +196,6 @@ def header_value(text: str) -> str:
     return quote(text, safe="")
 
 
-def header_lines(headers: Iterable[tuple[str, str]]) -> bytes:
-    """Header lines for `RequestHeadBuilder.build(added=...)`; values via `header_value`."""
-    return b"".join(
-        f"{name}: {header_value(value)}\r\n".encode("latin-1") for name, value in headers
-    )
+def header_pairs(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """(name, value) pairs for `RequestHeadBuilder.build(added=...)`; values via `header_value`."""
+    return [(name.encode("ascii"), header_value(value).encode("ascii")) for name, value in headers]

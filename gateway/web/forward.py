@@ -22,7 +22,7 @@ from gateway.policy.listing import (
     filter_json_body,
 )
 from gateway.proxy.connection import UpstreamConnection, UpstreamResponse
-from gateway.proxy.headers import header_lines, upstream_response_head
+from gateway.proxy.headers import header_pairs, upstream_response_head
 from gateway.web.edge import response_headers
 from gateway.web.keys import CONTEXT_KEY
 from gateway.web.middleware import new_request_id
@@ -55,8 +55,9 @@ async def _exchange(request: web.Request, route: UpstreamRoute) -> web.StreamRes
     context = request[CONTEXT_KEY]
     loop = asyncio.get_running_loop()
     target = route.pool.path
-    if request.query_string:
-        target += ("&" if "?" in target else "?") + request.query_string
+    query = request.raw_path.partition("?")[2]  # as the client encoded it, never decoded
+    if query:
+        target += ("&" if "?" in target else "?") + query
     body = context.body
     head = route.head_builder.build(
         request.method,
@@ -116,17 +117,17 @@ async def _exchange(request: web.Request, route: UpstreamRoute) -> web.StreamRes
         route.pool.release(conn)
 
 
-def _added_headers(request: web.Request, route: UpstreamRoute) -> bytes:
-    """Header lines the gateway sets upstream: the upstream's own session id and, within a
+def _added_headers(request: web.Request, route: UpstreamRoute) -> list[tuple[bytes, bytes]]:
+    """Headers the gateway sets upstream: the upstream's own session id and, within a
     session only, `Last-Event-ID` (resumption never crosses sessions or principals); the
     caller's identity where the route asks for it."""
     context = request[CONTEXT_KEY]
-    added = b""
+    added: list[tuple[bytes, bytes]] = []
     if context.session is not None:
-        added = b"Mcp-Session-Id: %s\r\n" % context.session.upstream_id.encode("ascii")
+        added.append((b"Mcp-Session-Id", context.session.upstream_id.encode("ascii")))
         last_event = [v for n, v in request.raw_headers if n.lower() == b"last-event-id"]
         if len(last_event) == 1:
-            added += b"Last-Event-ID: %s\r\n" % last_event[0]
+            added.append((b"Last-Event-ID", last_event[0]))
     principal = context.principal
     if route.identity_headers and principal is not None:
         claims = {
@@ -135,7 +136,7 @@ def _added_headers(request: web.Request, route: UpstreamRoute) -> bytes:
             "issuer": principal.issuer,
             "scopes": " ".join(sorted(principal.scopes)),
         }
-        added += header_lines(
+        added += header_pairs(
             (name, value) for claim, name in route.identity_headers
             if (value := claims[claim]) is not None
         )  # fmt: skip
@@ -252,7 +253,7 @@ def end_upstream_session(route: UpstreamRoute, upstream_id: str) -> None:
 
 
 async def _delete_upstream_session(route: UpstreamRoute, upstream_id: str) -> None:
-    added = b"Mcp-Session-Id: %s\r\n" % upstream_id.encode("ascii")
+    added = [(b"Mcp-Session-Id", upstream_id.encode("ascii"))]
     head = route.head_builder.build("DELETE", route.pool.path, (), None, new_request_id(), added)
     try:
         conn, upstream = await route.pool.request(head, b"", END_TIMEOUT, idempotent=True)

@@ -75,6 +75,7 @@ class UpstreamRoute(MountedRoute):
             self.pool.host_header,
             {name: value.get_secret_value() for name, value in config.headers.items()},
             managed=[name for _, name in self.identity_headers],
+            passed=config.pass_headers,
         )
         self.request_duration: Histogram = metrics.request_duration.labels(self.name)
         self.upstream_duration: Histogram = metrics.upstream_duration.labels(self.name)

@@ -59,5 +59,5 @@ async def test_identity_comes_from_the_token_and_forged_spellings_are_dropped(
     assert [v for k, v in sent if k.replace("_", "-") == "x-client"] == ["client-1"]
     assert [v for k, v in sent if k == "x-issuer"] == [issuer.issuer]
     assert [v for k, v in sent if k == "x-scopes"] == ["files:read mcp:tools"]
-    # Headers the gateway does not manage pass through as they are.
-    assert [v for k, v in sent if k == "x-admin"] == ["1"]
+    # Headers outside the allowlist do not pass at all (issue 14, finding 4).
+    assert [v for k, v in sent if k == "x-admin"] == []
