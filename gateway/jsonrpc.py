@@ -18,6 +18,16 @@ class DuplicateKeyError(ValueError):
     """An object repeats a key, so its meaning depends on which duplicate a parser keeps."""
 
 
+class NonFiniteNumberError(ValueError):
+    """`NaN`, `Infinity` or `-Infinity`: not JSON (RFC 8259 section 6), though Python reads them."""
+
+
+class LoneSurrogateError(ValueError):
+    """A `\\uD800`-`\\uDFFF` escape that is not half of a pair: no Unicode character, and no
+    UTF-8 encoding, so an upstream, a log line or a list filter would each read it differently
+    (RFC 8259 section 8.2)."""
+
+
 def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
@@ -25,7 +35,28 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-_decode = json.JSONDecoder(object_pairs_hook=_unique_object).decode
+def _no_constant(name: str) -> Any:
+    raise NonFiniteNumberError(name)
+
+
+_decode = json.JSONDecoder(object_pairs_hook=_unique_object, parse_constant=_no_constant).decode
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(value: object) -> bool:
+    """Whether a decoded value holds a surrogate code point in any key or string.
+
+    Decoding joins an escaped pair into one character, so any surrogate left is a lone one.
+    Recursion is bounded by the nesting limit checked before decoding.
+    """
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(item) for item in value)
+    return False
+
 
 # A complete JSON string literal (unrolled loop: linear, no backtracking).
 _STRING_LITERAL = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
@@ -70,8 +101,10 @@ def parse_message(body: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> JsonRpc
 
     Raises `MessageError("parse", ...)` for bytes that are not UTF-8 JSON, for an object that
     repeats a key anywhere in the body (the gateway must never authorize one reading of a body
-    while the upstream executes another), and for containers nested deeper than `max_depth`;
-    `MessageError("invalid", ...)` for JSON that is neither an object nor an array of objects.
+    while the upstream executes another), for `NaN`/`Infinity`/`-Infinity` and lone surrogate
+    escapes anywhere (not JSON text, RFC 8259 sections 6 and 8.2, and read differently by every
+    parser), and for containers nested deeper than `max_depth`; `MessageError("invalid", ...)`
+    for JSON that is neither an object nor an array of objects.
     """
     try:
         text = body.decode("utf-8")
@@ -84,6 +117,9 @@ def parse_message(body: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> JsonRpc
     except (ValueError, RecursionError) as exc:
         # RecursionError only if a caller raises max_depth past the interpreter's stack.
         raise MessageError("parse", type(exc).__name__) from None
+    # Only an escape can produce a surrogate (raw ones are not UTF-8): skip the walk without one.
+    if ("\\ud" in text or "\\uD" in text) and _has_lone_surrogate(payload):
+        raise MessageError("parse", LoneSurrogateError.__name__)
     if isinstance(payload, dict):
         method = payload.get("method")
         return JsonRpcMessage(

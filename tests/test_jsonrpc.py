@@ -129,3 +129,71 @@ def test_parse_message_rejects_deep_nesting(body: bytes, max_depth: int) -> None
 )
 def test_parse_message_accepts_nesting_up_to_the_limit(body: bytes, max_depth: int) -> None:
     assert parse_message(body, max_depth=max_depth).payload == json.loads(body)
+
+
+def _call(params: bytes) -> bytes:
+    return b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":' + params + b"}"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _call(b'{"name":"\\ud800"}'),
+        _call(b'{"name":"read_\\uDFFF_file"}'),
+        _call(b'{"name":"\\ude00\\ud83d"}'),
+        _call(b'{"name":"\\ud83d x"}'),
+        b'{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///\\udbff"}}',
+        _call(b'{"name":"a","arguments":{"\\ud800":1}}'),
+        _call(b'{"name":"a","arguments":{"deep":[[{"x":["\\uDC01"]}]]}}'),
+        b'[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"x\\ud800"}]',
+        b'{"jsonrpc":"2.0","id":"\\ud800","method":"ping"}',
+    ],
+    ids=[
+        "high-alone",
+        "low-alone-upper-case-escape",
+        "pair-reversed",
+        "high-then-other",
+        "resource-uri",
+        "object-key",
+        "deep-in-arguments",
+        "in-batch",
+        "id",
+    ],
+)
+def test_parse_message_rejects_lone_surrogates(body: bytes) -> None:
+    with pytest.raises(MessageError) as caught:
+        parse_message(body)
+    assert (caught.value.kind, str(caught.value)) == ("parse", "LoneSurrogateError")
+
+
+@pytest.mark.parametrize(
+    ("body", "value"),
+    [
+        (_call(b'{"name":"\\ud83d\\ude00"}'), "\U0001f600"),
+        (_call(b'{"name":"\\uD83D\\uDE00"}'), "\U0001f600"),
+        (_call('{"name":"\U0001f600"}'.encode()), "\U0001f600"),
+        (_call(b'{"name":"\\\\ud800"}'), "\\ud800"),
+        (_call(b'{"name":"\\ud7ff\\ue000"}'), "\ud7ff\ue000"),
+    ],
+    ids=["escaped-pair", "escaped-pair-upper", "raw-utf8", "escaped-backslash", "around-range"],
+)
+def test_parse_message_accepts_surrogate_pairs_and_lookalikes(body: bytes, value: str) -> None:
+    assert parse_message(body).payload["params"]["name"] == value
+
+
+@pytest.mark.parametrize(
+    "constant", [b"NaN", b"Infinity", b"-Infinity"], ids=["nan", "infinity", "minus-infinity"]
+)
+@pytest.mark.parametrize(
+    "template",
+    [
+        _call(b'{"name":"a","arguments":{"n":%s}}'),
+        b'{"jsonrpc":"2.0","id":%s,"method":"ping"}',
+        b'[{"jsonrpc":"2.0","method":"x","params":[[%s]]}]',
+    ],
+    ids=["argument", "id", "in-batch"],
+)
+def test_parse_message_rejects_non_finite_numbers(constant: bytes, template: bytes) -> None:
+    with pytest.raises(MessageError) as caught:
+        parse_message(template % constant)
+    assert (caught.value.kind, str(caught.value)) == ("parse", "NonFiniteNumberError")
