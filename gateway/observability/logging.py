@@ -13,7 +13,7 @@ from typing import Any, BinaryIO, TextIO
 
 import orjson
 import structlog
-from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.http_exceptions import HttpProcessingError
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from gateway.config.model import LogFormat, LogSettings
@@ -135,15 +135,33 @@ class AccessLog:
 ACCESS_LOG = AccessLog()
 
 
+_client_log = structlog.get_logger("gateway.client")
+
+
 def _redact_malformed_http(record: logging.LogRecord) -> bool:
-    """aiohttp logs a rejected request line or header with its first bytes, which can be a
-    bearer token or cookie: keep the event, drop the bytes."""
-    if record.exc_info and isinstance(record.exc_info[1], BadHttpMessage):
-        record.msg = "malformed_http_request_rejected"
-        record.args = ()
-        record.exc_info = None
-        record.exc_text = None
-    return True
+    """Re-log what aiohttp logs at error level about a client's own fault, below error.
+
+    aiohttp logs a request it cannot parse (bad request line, oversized or malformed header,
+    broken chunked body) and a client that went away mid-response at error level, with the
+    first bytes of the offending line, which can be a bearer token or cookie. Anyone who can
+    open a connection could fill the error log at will, so such a record is dropped and logged
+    again as an info event that names the kind of problem and never the bytes.
+    """
+    error = record.exc_info[1] if record.exc_info else None
+    if not record.name.startswith("aiohttp.") or not isinstance(
+        error, HttpProcessingError | ConnectionResetError
+    ):
+        return True
+    log = _client_log.debug if record.levelno < logging.INFO else _client_log.info
+    if isinstance(error, HttpProcessingError):
+        log("malformed_http_request_rejected", reason=_snake(type(error).__name__))
+    else:
+        log("client_connection_lost")
+    return False
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
 def get_logger(name: str) -> Any:
