@@ -2,14 +2,19 @@
 
 Log events are past-tense snake_case with data in fields. A last-line-of-defence processor drops
 fields whose names say they hold a credential; the code never passes such values in the first place.
+Every string a line carries may come from a client (a tool name, a URI, a token's claims), so each
+is cut to `MAX_LOGGED_CHARS` with a visible marker, and a line that cannot be serialised as it is
+gets its odd values escaped rather than being lost.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO, Final, TextIO
 
 import orjson
 import structlog
@@ -39,10 +44,68 @@ SENSITIVE_KEYS = frozenset(
 )
 
 
+MAX_LOGGED_CHARS: Final = 200
+"""Longest string a log field keeps; the rest is replaced by a marker counting it."""
+MAX_LOGGED_ITEMS: Final = 50
+"""Most items a logged list keeps."""
+_MAX_LOGGED_DEPTH: Final = 8
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_UNBOUNDED_KEYS = frozenset({"exc_info", "exception", "stack_info", "_record", "_from_structlog"})
+"""Tracebacks (formatted later, kept whole) and structlog's own bookkeeping."""
+
+
 def drop_sensitive_fields(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     for key in SENSITIVE_KEYS.intersection(event):
         event[key] = "[redacted]"
     return event
+
+
+def truncated(value: str, limit: int = MAX_LOGGED_CHARS) -> str:
+    """`value` cut to `limit` characters, followed by `…[+N chars]` when anything was cut."""
+    if len(value) <= limit:
+        return value
+    return f"{value[:limit]}…[+{len(value) - limit} chars]"
+
+
+def loggable(value: Any, depth: int = 0) -> Any:
+    """A log-safe copy of a field value: strings truncated and lone surrogates (which no UTF-8
+    line can hold) written as visible `\\udxxx` text; lists capped at `MAX_LOGGED_ITEMS`."""
+    if isinstance(value, str):
+        if not value.isascii() and _SURROGATE.search(value) is not None:
+            value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return truncated(value)
+    if depth >= _MAX_LOGGED_DEPTH:
+        return value if isinstance(value, int | float | bool | None) else "…[nested]"
+    if isinstance(value, dict):
+        return {loggable(str(k), depth + 1): loggable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [loggable(item, depth + 1) for item in list(value)[:MAX_LOGGED_ITEMS]]
+        if len(value) > MAX_LOGGED_ITEMS:
+            items.append(f"…[+{len(value) - MAX_LOGGED_ITEMS} items]")
+        return items
+    return value
+
+
+def bound_field_values(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """Make every field log-safe (see `loggable`); runs before tracebacks are formatted, which
+    are kept whole."""
+    for key, value in event.items():
+        if key in _UNBOUNDED_KEYS or value is None or isinstance(value, int | float):
+            continue
+        if not isinstance(value, str) or len(value) > MAX_LOGGED_CHARS or not value.isascii():
+            event[key] = loggable(value)
+    return event
+
+
+def dumps_escaping(value: Any, **kwargs: Any) -> bytes:
+    """orjson, or, for a value orjson refuses (lone surrogates, integers over 64 bits, odd
+    types), the standard library's encoder over a log-safe copy: the line is escaped, never
+    lost."""
+    try:
+        return orjson.dumps(value, **kwargs)
+    except TypeError:
+        text = json.dumps(loggable(value), default=repr, ensure_ascii=False)
+        return text.encode("utf-8", "backslashreplace")
 
 
 def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> None:
@@ -65,7 +128,7 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> No
         else structlog.WriteLoggerFactory(file=stream)
     )
     final: Processor = (
-        structlog.processors.JSONRenderer(serializer=orjson.dumps)
+        structlog.processors.JSONRenderer(serializer=dumps_escaping)
         if binary is not None
         else renderer
     )
@@ -75,6 +138,7 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> No
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         drop_sensitive_fields,
+        bound_field_values,
     ]
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, final],
@@ -104,8 +168,9 @@ class AccessLog:
 
     In JSON mode it is serialised straight to the binary stream with orjson, the same shape
     structlog would produce, without running the processor chain: it is on every request's path
-    and its fields are fixed and credential-free by construction. Otherwise (console format, or
-    a stream without a binary buffer) it goes through structlog like any other event.
+    and its fields are fixed and credential-free by construction; strings and lists in them are
+    made log-safe (`loggable`) all the same. Otherwise (console format, or a stream without a
+    binary buffer) it goes through structlog like any other event.
     """
 
     def __init__(self) -> None:
@@ -121,6 +186,11 @@ class AccessLog:
         level = logging.DEBUG if quiet else logging.INFO
         if level < self._level:
             return
+        for key, value in fields.items():
+            if isinstance(value, list) or (
+                isinstance(value, str) and (len(value) > MAX_LOGGED_CHARS or not value.isascii())
+            ):
+                fields[key] = loggable(value)
         sink = self._sink
         if sink is None:
             (self._fallback.debug if quiet else self._fallback.info)("request_completed", **fields)
@@ -128,7 +198,7 @@ class AccessLog:
         fields["event"] = "request_completed"
         fields["level"] = "debug" if quiet else "info"
         fields["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        sink.write(orjson.dumps(fields) + b"\n")
+        sink.write(dumps_escaping(fields) + b"\n")
         sink.flush()
 
 
