@@ -699,6 +699,10 @@ class Upstream(SecretFileMixin, Model):
                        if normalized_header(n) in static)  # fmt: skip
         if clash:
             raise ValueError(f"identity headers {clash} are also static headers")
+        own = static | {normalized_header(n) for n in self.identity_headers.names().values()}
+        passed = sorted(name for name in self.pass_headers if normalized_header(name) in own)
+        if passed:
+            raise ValueError(f"pass_headers {passed} are set by the gateway on this route")
         return self
 
     @field_validator("scopes")

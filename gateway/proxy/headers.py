@@ -67,7 +67,8 @@ RESPONSE_DROPPED = HOP_BY_HOP | {
 # RFC 9110 section 5.6.2 (token) for names and methods; section 5.5 for values: visible ASCII,
 # obs-text, and space or tab inside (leading and trailing whitespace is not part of a value).
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_FIELD_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff](?:[\x20\x09\x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?")
+_VCHAR = rb"[\x21-\x7e\x80-\xff]"
+_FIELD_VALUE = re.compile(rb"(?:%s(?:[\x20\x09\x21-\x7e\x80-\xff]*%s)?)?" % (_VCHAR, _VCHAR))
 # RFC 9112 section 3.2.1 origin-form: an absolute path and an optional query, both made of
 # RFC 3986 pchar (unreserved, sub-delims, ":" "@", and complete percent-escapes), "/" and "?".
 _ORIGIN_FORM = re.compile(
