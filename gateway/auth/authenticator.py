@@ -37,8 +37,10 @@ from gateway.errors import (
     InvalidTokenError,
 )
 
-INTROSPECTION_DEFAULT_TTL = 60.0
-"""Seconds an active introspection result without `exp` is trusted before asking again."""
+NO_EXP_LIFETIME = 60.0
+"""Seconds (at least; `ttl_without_exp` if longer) a principal from an active introspection
+answer without `exp` lasts: it bounds the responses streamed to it. New requests trust such an
+answer only for `introspection.ttl_without_exp` seconds."""
 
 
 class HttpSessionHolder:
@@ -92,11 +94,11 @@ class TrustedServer:
         return await fetch_json(session, "GET", jwks_uri, within=self._within)
 
     async def introspect(self, token: str) -> dict[str, object]:
-        assert self.config.introspection is not None
+        settings = self.config.introspection
+        if settings is None:  # only servers configured for introspection are asked
+            raise AuthUnavailableError(f"{self.config.name} has no introspection endpoint")
         try:
-            return await introspect(
-                self._http.get(), self.config.introspection, token, within=self._within
-            )
+            return await introspect(self._http.get(), settings, token, within=self._within)
         except FetchError as exc:
             raise AuthUnavailableError(f"introspection failed: {exc}") from None
 
@@ -198,7 +200,7 @@ class RouteAuthenticator:
             self._on_outcome("cached")
             return principal
         try:
-            principal = await self._validate(token, now)
+            principal, trust_until = await self._validate(token, now)
         except (TokenError, ClaimsError) as exc:
             self._on_outcome("invalid")
             raise InvalidTokenError(exc.reason, challenge=self._invalid_challenge) from None
@@ -208,7 +210,8 @@ class RouteAuthenticator:
         if self._revocations is not None:
             await self._not_revoked(principal, self._revocations)
         self._on_outcome("valid")
-        self._cache.put(self.resource, token, principal)
+        if trust_until is None or trust_until > now:
+            self._cache.put(self.resource, token, principal, until=trust_until)
         return principal
 
     async def _not_revoked(self, principal: Principal, revocations: Revocations) -> None:
@@ -223,7 +226,9 @@ class RouteAuthenticator:
             self._on_outcome("invalid")
             raise InvalidTokenError("revoked", challenge=self._invalid_challenge)
 
-    async def _validate(self, token: str, now: float) -> Principal:
+    async def _validate(self, token: str, now: float) -> tuple[Principal, float | None]:
+        """The principal, and until when its verdict may be cached if that is before its
+        token's expiry (None: until then)."""
         if not looks_like_jwt(token):
             return await self._introspect(token, now)
         jwt = parse_jwt(token)
@@ -235,9 +240,10 @@ class RouteAuthenticator:
             return await self._introspect(token, now, only=server)
         check_header(jwt, algorithms=server.algorithms, require_at_jwt=server.config.require_at_jwt)
         await self._verify(server, jwt)
-        return check_claims(
+        principal = check_claims(
             jwt.claims, issuer=server.issuer, resource=self.resource, now=now, leeway=self._leeway
         )
+        return principal, None
 
     async def _verify(self, server: TrustedServer, jwt: UnverifiedJwt) -> None:
         try:
@@ -248,7 +254,10 @@ class RouteAuthenticator:
 
     async def _introspect(
         self, token: str, now: float, only: TrustedServer | None = None
-    ) -> Principal:
+    ) -> tuple[Principal, float | None]:
+        """RFC 7662: an active answer with `exp` is trusted until then; one without `exp`
+        (section 2.2 makes it optional) only for `ttl_without_exp` seconds, so a token the
+        authorization server deactivates stops working soon (at once with 0)."""
         servers = [only] if only is not None else self._introspecting
         if not servers:
             raise TokenError("malformed")
@@ -257,12 +266,15 @@ class RouteAuthenticator:
             if answer.get("active") is not True:
                 continue
             claims = {"iss": server.issuer} | answer  # `iss` is optional in the response
-            return check_claims(
+            settings = server.config.introspection
+            ttl = settings.ttl_without_exp if settings is not None else 0.0
+            principal = check_claims(
                 claims,
                 issuer=server.issuer,
                 resource=self.resource,
                 now=now,
                 leeway=self._leeway,
-                default_expiry=now + INTROSPECTION_DEFAULT_TTL,
+                default_expiry=now + max(NO_EXP_LIFETIME, ttl),
             )
+            return principal, (now + ttl if answer.get("exp") is None else None)
         raise TokenError("inactive")

@@ -35,3 +35,18 @@ def test_size_zero_disables_the_cache() -> None:
     cache = TokenCache(0)
     cache.put("r", "t", principal(100))
     assert cache.get("r", "t", 0) is None
+
+
+def test_a_brief_verdict_is_trusted_only_until_its_own_deadline() -> None:
+    cache = TokenCache(10)
+    cache.put("r", "t", principal(200), until=105)
+    assert cache.get("r", "t", 104.9) == principal(200)
+    assert cache.get("r", "t", 105) is None
+    assert len(cache) == 0
+
+
+def test_a_deadline_after_the_tokens_expiry_never_extends_it() -> None:
+    cache = TokenCache(10)
+    cache.put("r", "t", principal(100), until=500)
+    assert cache.get("r", "t", 99) is not None
+    assert cache.get("r", "t", 100) is None
