@@ -133,6 +133,9 @@ class AuthorizationServer:
     documents: ClientDocuments | None = None
     """Resolves `https://` client ids (Client ID Metadata Documents); None: not supported."""
     clock: Callable[[], float] = time.time
+    on_revoked: Callable[[], None] = lambda: None
+    """Called after something may have been revoked, so that it takes effect at once here
+    (open streams included)."""
 
     # -- metadata and registration --------------------------------------------------------------
 
@@ -311,10 +314,11 @@ class AuthorizationServer:
     async def sign_in_local(self, state: str, username: str, password: str) -> SignInOutcome:
         """Check a local user's password for the login form `state` (single use: a failed
         attempt gets a fresh state, so a form cannot be replayed)."""
+        if self.users is None:  # users sign in at the upstream provider
+            raise ErrorPageError("There is no sign-in form here.")
         txn = await self.store.take_login(state, self.clock())
         if txn is None or txn.subject is not None:
             raise ErrorPageError("This sign-in has expired. Start again from your application.")
-        assert self.users is not None
         user = self.users.authenticate(username, password)
         if user is None:
             return SignInFailed(await self.begin(txn.request))
@@ -322,7 +326,7 @@ class AuthorizationServer:
 
     async def signed_in(
         self, request: AuthorizationRequest, subject: str, claims: Mapping[str, Any]
-    ) -> SignInOutcome:
+    ) -> Redirect | ConsentNeeded:
         """The user is known: refuse scopes no grant rule gives them, skip consent they gave
         before, or ask for it."""
         now = self.clock()
@@ -347,7 +351,7 @@ class AuthorizationServer:
             auth_time=now,
         )
         if wanted <= approved:
-            return Redirect(await self.issue_code(txn))
+            return Redirect(await self.issue_code(txn, subject))
         client = await self.client(request.client_id)
         name = client.client_name if client and client.client_name else request.client_id
         if is_client_id_url(request.client_id):  # a self-asserted name: show whose it is
@@ -378,10 +382,10 @@ class AuthorizationServer:
             request.scopes - {OFFLINE_ACCESS},
             self.clock() + CONSENT_LIFETIME,
         )
-        return await self.issue_code(txn)
+        return await self.issue_code(txn, txn.subject)
 
-    async def issue_code(self, txn: LoginTxn) -> str:
-        assert txn.subject is not None
+    async def issue_code(self, txn: LoginTxn, subject: str) -> str:
+        """A code for the signed-in `subject`; the redirect Location that carries it."""
         request, now = txn.request, self.clock()
         code = await self.store.issue_code(
             CodeGrant(
@@ -390,7 +394,7 @@ class AuthorizationServer:
                 code_challenge=request.code_challenge,
                 resource=request.resource,
                 scopes=request.scopes,
-                subject=txn.subject,
+                subject=subject,
                 auth_time=txn.auth_time or now,
                 expires_at=now + self.settings.code_lifetime,
                 claims=txn.claims,
@@ -438,6 +442,8 @@ class AuthorizationServer:
         redemption = await self.store.consume_code(form.get("code", ""), now)
         invalid = OAuthError("invalid_grant", "The authorization code is invalid or was used")
         if redemption is None or isinstance(redemption, CodeReplay):
+            if redemption is not None:
+                self.on_revoked()
             raise invalid  # a replay has revoked everything the code issued
         grant = redemption.grant
         verifier = form.get("code_verifier", "")
@@ -449,6 +455,7 @@ class AuthorizationServer:
             or not verify(verifier, grant.code_challenge)
         ):
             await self.store.revoke_family(redemption.family_id)
+            self.on_revoked()
             raise invalid
         family = redemption.family(now + self.settings.refresh_token_lifetime)
         answer = await self._access_token(
@@ -476,6 +483,7 @@ class AuthorizationServer:
         if isinstance(outcome, ScopeNotGranted):
             raise OAuthError("invalid_scope", "A refresh cannot widen the granted scopes")
         if not isinstance(outcome, Rotated):  # unknown, expired, or Reused (family revoked)
+            self.on_revoked()
             raise OAuthError("invalid_grant", "The refresh token is invalid or was used")
         grant = outcome.grant
         answer = await self._access_token(
@@ -535,8 +543,10 @@ class AuthorizationServer:
             minted = self._own_access_token(token)
             if minted is not None and minted.get("client_id") == client.client_id:
                 await self.store.revoke_jti(str(minted["jti"]), float(minted["exp"]))
+                self.on_revoked()
             return
-        await self.store.revoke(token, client_id=client.client_id)
+        if await self.store.revoke(token, client_id=client.client_id):
+            self.on_revoked()
 
     def _own_access_token(self, token: str) -> dict[str, Any] | None:
         """The claims of an access token this gateway signed (expired or not), else None."""

@@ -1,6 +1,8 @@
 """Signing users in at the company's OpenID provider: the gateway as an OpenID Connect client.
 
-Discovery with an exact issuer check; authorization-code flow with PKCE S256, a single-use
+Discovery with an exact issuer check, and a provider that does not advertise PKCE S256
+(`code_challenge_methods_supported`, RFC 8414 section 2) refused unless the config vouches for
+it; authorization-code flow with PKCE S256 (sent either way), a single-use
 `state` (the store's login transaction) and a `nonce`; at the callback the RFC 9207 `iss` check
 comes first, before the code goes anywhere; then the code is redeemed and the ID token verified
 (signature from the provider's JWKS, exact `iss`, `aud` holding our client id, `exp`, `nonce`).
@@ -36,6 +38,11 @@ class UpstreamLoginError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class UpstreamProviderUnusableError(UpstreamLoginError):
+    """The provider answered, but the gateway will not sign users in there as it is
+    configured (e.g. it does not advertise PKCE S256): an operator must act."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +84,12 @@ class UpstreamProvider:
                 if not isinstance(value, str) or not value.startswith(("https://", "http://")):
                     raise UpstreamLoginError(f"discovery document has no usable {name}")
                 endpoints[name] = value
+            methods = document.get("code_challenge_methods_supported")
+            s256 = isinstance(methods, list) and "S256" in methods
+            if not s256 and not self.settings.allow_unadvertised_pkce:
+                raise UpstreamProviderUnusableError(
+                    "discovery document does not list S256 in code_challenge_methods_supported"
+                )
             advertised = document.get("authorization_response_iss_parameter_supported")
             self._metadata = ProviderMetadata(
                 issuer=self.settings.issuer,

@@ -4,6 +4,11 @@ sign-in and consent pages, token and revocation endpoints.
 Protocol decisions are in `gateway.oauth.facade`; this module parses requests, renders pages
 and JSON, and sets the headers every such answer needs: `Cache-Control: no-store` everywhere,
 and on pages a Content-Security-Policy that forbids framing (clickjacking) and any script.
+
+The sign-in and consent forms are accepted only from the gateway's own pages: their POST must
+carry `Origin` equal to the origin of `server.public_url` (browsers send it on form posts), so
+another site, even one in `server.allowed_origins`, cannot submit them (login CSRF, forged
+consent). Unexpected input gets a 4xx and a logged reason, never a 500.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import MultiDict
 
 from gateway.auth.authenticator import HttpSessionHolder
 from gateway.config.model import ClientIdMetadataDocuments, GatewayConfig
@@ -36,7 +43,12 @@ from gateway.oauth.grants import Grants, rule
 from gateway.oauth.issuer_check import IssuerMismatchError, check_issuer
 from gateway.oauth.signing import SigningKeys
 from gateway.oauth.store import NO_CLIENT_AUTH, ClientRecord, KvAuthStore, MemoryStore, digest
-from gateway.oauth.upstream import UpstreamLoginError, UpstreamProvider, pkce_pair
+from gateway.oauth.upstream import (
+    UpstreamLoginError,
+    UpstreamProvider,
+    UpstreamProviderUnusableError,
+    pkce_pair,
+)
 from gateway.oauth.users import LocalUsers
 from gateway.observability.logging import get_logger
 from gateway.policy.scopes import ScopeImplications
@@ -46,6 +58,7 @@ from gateway.store.memory import MemoryKV
 audit = get_logger("gateway.audit")
 
 MAX_FORM_BYTES = 16 * 1024
+MAX_FORM_FIELDS = 64
 MAX_REGISTRATION_BYTES = 32 * 1024
 PageHandler = Callable[[web.Request], Awaitable[web.Response]]
 RATE_KEYS = 100_000
@@ -62,6 +75,36 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 JSON_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+PROVIDER_UNUSABLE = (
+    "<p>The identity provider is not set up in a way this server can use. "
+    "Tell the administrator.</p>"
+)
+
+
+def origin_of(url: str) -> str:
+    """The serialized origin of an http(s) URL (RFC 6454 section 6.2): scheme://host[:port],
+    lowercase, the default port left out; as browsers send it in `Origin`."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    port = parts.port
+    suffix = "" if port is None or port == _DEFAULT_PORTS.get(parts.scheme) else f":{port}"
+    return f"{parts.scheme}://{host}{suffix}"
+
+
+def foreign_form_post(origins: list[str], own_origin: str) -> str | None:
+    """Why a form POST with these `Origin` values did not come from the gateway's own pages
+    (`missing`, `repeated`, `null`, `other`), or None when it did."""
+    if not origins:
+        return "missing"
+    if len(origins) > 1:
+        return "repeated"
+    if origins[0] == "null":
+        return "null"
+    if origins[0].lower() != own_origin:
+        return "other"
+    return None
 
 
 def build_authorization_server(
@@ -163,7 +206,8 @@ class FacadeEndpoints:
     ) -> None:
         self.server = server
         settings = config.auth.authorization_server
-        assert settings is not None
+        assert settings is not None  # the app installs these endpoints only in facade mode
+        self.own_origin = origin_of(server.settings.issuer)
         self.upstream = None
         if settings.login.oidc is not None:
             callback = server.settings.issuer + "/oauth/callback"
@@ -181,10 +225,14 @@ class FacadeEndpoints:
         app.router.add_get(
             "/oauth/authorize", _fail_closed(self.authorize, page=True), allow_head=False
         )
-        app.router.add_post("/oauth/sign-in", _fail_closed(self.sign_in, page=True))
-        app.router.add_get(
-            "/oauth/callback", _fail_closed(self.callback, page=True), allow_head=False
-        )
+        # Users sign in either on the gateway's form or at the upstream provider, which sends
+        # them back to the callback; the other endpoint does not exist (404 like any path).
+        if self.upstream is None:
+            app.router.add_post("/oauth/sign-in", _fail_closed(self.sign_in, page=True))
+        else:
+            app.router.add_get(
+                "/oauth/callback", _fail_closed(self.callback, page=True), allow_head=False
+            )
         app.router.add_post("/oauth/consent", _fail_closed(self.consent, page=True))
         app.router.add_post("/oauth/token", _fail_closed(self.token))
         app.router.add_post("/oauth/revoke", _fail_closed(self.revoke))
@@ -250,6 +298,9 @@ class FacadeEndpoints:
         state = await self.server.begin(parked, code_verifier=verifier, nonce=nonce)
         try:
             location = await self.upstream.authorization_url(state, nonce, challenge)
+        except UpstreamProviderUnusableError as error:
+            audit.warning("upstream_provider_unusable", reason=error.reason)
+            return _page(503, "Sign-in unavailable", PROVIDER_UNUSABLE)
         except UpstreamLoginError as error:
             audit.error("upstream_login_unavailable", reason=error.reason)
             return _page(503, "Sign-in unavailable", "<p>The identity provider cannot be "
@@ -258,8 +309,11 @@ class FacadeEndpoints:
 
     async def callback(self, request: web.Request) -> web.Response:
         """The upstream provider sends the user back here. Its `iss` is checked before the
-        code goes anywhere (RFC 9207 section 2.4); its error text is never shown or passed on."""
-        assert self.upstream is not None
+        code goes anywhere (RFC 9207 section 2.4); its error text is never shown or passed on.
+        Routed only with federated login."""
+        upstream = self.upstream
+        if upstream is None:
+            return _page(404, "Not found", "<p>There is nothing here.</p>")
         query = request.query
         states = query.getall("state", ())
         txn = await self.server.take_upstream_login(states[0]) if len(states) == 1 else None
@@ -268,7 +322,7 @@ class FacadeEndpoints:
                          "valid. Start again from your application.</p>")  # fmt: skip
         parked = txn.request
         try:
-            metadata = await self.upstream.metadata()
+            metadata = await upstream.metadata()
             check_issuer(
                 query, expected_issuer=metadata.issuer, iss_supported=metadata.iss_supported
             )
@@ -286,7 +340,7 @@ class FacadeEndpoints:
                 error_description="Sign-in at the identity provider did not complete",
             ))  # fmt: skip
         try:
-            claims = await self.upstream.redeem(codes[0], txn.code_verifier, txn.nonce)
+            claims = await upstream.redeem(codes[0], txn.code_verifier, txn.nonce)
         except UpstreamLoginError as error:
             audit.warning("upstream_login_refused", reason=error.reason)
             return _redirect(self.server.redirect(
@@ -297,12 +351,13 @@ class FacadeEndpoints:
         outcome = await self.server.signed_in(parked, str(claims["sub"]), dict(claims))
         if isinstance(outcome, Redirect):
             return _redirect(outcome.location)
-        assert isinstance(outcome, ConsentNeeded)
         return _consent_page(outcome)
 
     async def sign_in(self, request: web.Request) -> web.Response:
         if self.server.users is None:  # users sign in at the upstream provider
             return _page(404, "Not found", "<p>There is no sign-in form here.</p>")
+        if (refused := self._foreign_form_post(request)) is not None:
+            return refused
         try:
             form = await _form(request)
         except OAuthError as error:
@@ -326,6 +381,8 @@ class FacadeEndpoints:
         return _consent_page(outcome)
 
     async def consent(self, request: web.Request) -> web.Response:
+        if (refused := self._foreign_form_post(request)) is not None:
+            return refused
         try:
             form = await _form(request)
             location = await self.server.consent(
@@ -339,6 +396,15 @@ class FacadeEndpoints:
             return _page(400, "Cannot continue", f"<p>{html.escape(error.description)}</p>")
         return _redirect(location)
 
+    def _foreign_form_post(self, request: web.Request) -> web.Response | None:
+        """A 403 page for a sign-in or consent POST not sent from the gateway's own pages."""
+        reason = foreign_form_post(request.headers.getall(hdrs.ORIGIN, []), self.own_origin)
+        if reason is None:
+            return None
+        audit.warning("form_post_refused", path=request.path, reason=reason)
+        return _page(403, "Cannot continue", "<p>This form can only be sent from this "
+                     "server's own page. Start again from your application.</p>")  # fmt: skip
+
 
 def _basic(request: web.Request) -> tuple[str, str] | None:
     values = request.headers.getall("Authorization", ())
@@ -347,24 +413,49 @@ def _basic(request: web.Request) -> tuple[str, str] | None:
     return basic_credentials(values[0] if values else None)
 
 
-async def _form(request: web.Request) -> Any:
+async def _form(request: web.Request) -> MultiDict[str]:
+    """An application/x-www-form-urlencoded body (UTF-8, at most 16 KiB and 64 fields); any
+    other body is an `invalid_request` (HTML forms and OAuth clients send nothing else)."""
     if request.content_type != "application/x-www-form-urlencoded":
         raise OAuthError("invalid_request", "Send an application/x-www-form-urlencoded body")
-    if (request.content_length or 0) > MAX_FORM_BYTES:
-        raise OAuthError("invalid_request", "Request body too large", 413)
-    return await request.post()
+    if (request.charset or "utf-8").lower() != "utf-8":
+        raise OAuthError("invalid_request", "Send the form in UTF-8")
+    body = await _bounded_body(request, MAX_FORM_BYTES, "invalid_request")
+    try:
+        pairs = parse_qsl(
+            body.decode("utf-8"),
+            keep_blank_values=True,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_FORM_FIELDS,
+        )
+    except ValueError:  # not UTF-8 (UnicodeDecodeError), or too many fields
+        raise OAuthError("invalid_request", "The form is not valid UTF-8 form data") from None
+    return MultiDict(pairs)
 
 
 async def _json_body(request: web.Request) -> Any:
     if request.content_type != "application/json":
         raise OAuthError("invalid_client_metadata", "Send the client metadata as JSON")
-    body = await request.content.read(MAX_REGISTRATION_BYTES + 1)
-    if len(body) > MAX_REGISTRATION_BYTES:
-        raise OAuthError("invalid_client_metadata", "Client metadata too large", 413)
+    body = await _bounded_body(request, MAX_REGISTRATION_BYTES, "invalid_client_metadata")
     try:
         return json.loads(body)
-    except ValueError:
+    except ValueError:  # not UTF-8 or not JSON
         raise OAuthError("invalid_client_metadata", "Client metadata is not JSON") from None
+
+
+async def _bounded_body(request: web.Request, limit: int, error: str) -> bytes:
+    """The whole request body, or 413 as soon as it exceeds `limit` bytes."""
+    if (request.content_length or 0) > limit:
+        raise OAuthError(error, "Request body too large", 413)
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > limit:
+            raise OAuthError(error, "Request body too large", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _redirect(location: str) -> web.Response:

@@ -146,9 +146,10 @@ async def authorize(replicas: Replicas, replica: str, client_id: str, redirect_u
          "state": "s", "code_challenge": challenge, "code_challenge_method": "S256",
          "resource": replicas.public + ROUTE, "scope": "mcp:tools offline_access"}
     )  # fmt: skip
-    result = await follow_authorization(
-        f"{replica}/oauth/authorize?{query}", redirect_uri, sign_in=SignIn("alice", PASSWORD)
-    )
+    result = await follow_authorization(  # the browser sees the public origin (one LB)
+        f"{replica}/oauth/authorize?{query}", redirect_uri, sign_in=SignIn("alice", PASSWORD),
+        origin=replicas.public,
+    )  # fmt: skip
     assert result.iss == replicas.public  # the same issuer whichever replica answered
     return Code(client_id, redirect_uri, remember(result.code), verifier)
 

@@ -113,6 +113,11 @@ def _is_loopback_http(url: str) -> bool:
     return parts.scheme == "http" and parts.hostname == LOOPBACK
 
 
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def _same_endpoint(url: str, redirect_uri: str) -> bool:
     a, b = urlsplit(url), urlsplit(redirect_uri)
     return (a.scheme, a.netloc, a.path) == (b.scheme, b.netloc, b.path)
@@ -160,6 +165,7 @@ async def follow_authorization(
     exchanges: list[HttpExchange] | None = None,
     sign_in: SignIn | None = None,
     rewrite: Callable[[str], str] | None = None,
+    origin: str | None = None,
 ) -> AuthorizationCodeResult:
     """Play the user agent: GET ``authorization_url`` and follow redirects to ``redirect_uri``.
 
@@ -168,13 +174,15 @@ async def follow_authorization(
     dropped, so every call logs in afresh. Each request is appended to ``exchanges``. With
     ``sign_in``, the gateway's own sign-in and consent forms are filled in and submitted.
     ``rewrite`` may change each redirect target before it is followed (an attacker's tampering).
+    Like a browser, each form POST carries ``Origin``: that of the page holding the form, or
+    ``origin`` if given (a page served through a load balancer under another origin).
 
     Raises:
         AuthorizationError: the server answered other than with a redirect (or a form it could
             fill in), redirected off loopback, redirected too often, or sent the user back with
             ``error=`` or no code.
     """
-    url, form = authorization_url, None
+    url, form, form_origin = authorization_url, None, ""
     async with httpx2.AsyncClient(
         timeout=_HTTP_TIMEOUT, follow_redirects=False, trust_env=False
     ) as browser:
@@ -182,7 +190,8 @@ async def follow_authorization(
             if not _is_loopback_http(url):
                 raise AuthorizationError(f"refusing to follow a redirect off loopback: {url}")
             method = "GET" if form is None else "POST"
-            response = await browser.request(method, url, data=form)
+            headers = {} if form is None else {"Origin": form_origin}
+            response = await browser.request(method, url, data=form, headers=headers)
             if exchanges is not None:
                 exchanges.append(HttpExchange(method, url, response.status_code))
             location = response.headers.get("location")
@@ -200,6 +209,7 @@ async def follow_authorization(
                     f"{method} {url} answered {response.status_code}, not a redirect: "
                     f"{response.text[:500]}"
                 )
+            form_origin = origin or _origin(url)
             url, form = urljoin(url, answer[0]), answer[1]
     raise AuthorizationError(f"more than {MAX_REDIRECTS} redirects from {authorization_url}")
 

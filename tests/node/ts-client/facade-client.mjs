@@ -132,10 +132,13 @@ async function followAuthorization(authorizationUrl, redirectUri, username, pass
     const target = new URL(redirectUri);
     let url = new URL(authorizationUrl);
     let body;
+    let formOrigin;
     for (let step = 0; step < MAX_STEPS; step++) {
         if (!isLoopbackHttp(url)) throw new Error(`refusing to leave loopback: ${url.origin}`);
         const method = body === undefined ? 'GET' : 'POST';
-        const response = await fetch(url, { method, body, redirect: 'manual' });
+        // Like a browser, a form POST carries the Origin of the page that held the form.
+        const headers = body === undefined ? {} : { Origin: formOrigin };
+        const response = await fetch(url, { method, body, headers, redirect: 'manual' });
         visited.push({ method, url: `${url.origin}${url.pathname}`, status: response.status });
         const location = response.headers.get('location');
         if (response.status >= 300 && response.status < 400 && location) {
@@ -149,6 +152,7 @@ async function followAuthorization(authorizationUrl, redirectUri, username, pass
         if (answer === undefined) {
             throw new Error(`${method} ${url.pathname} answered ${response.status}, not a redirect or a form`);
         }
+        formOrigin = url.origin;
         url = new URL(answer[0], url);
         body = answer[1];
     }
