@@ -18,6 +18,9 @@ class RequestContext:
 
     request_id: str
     started: float
+    client: str | None = None
+    """The client's address: the peer's, or the one trusted proxies forwarded
+    (`gateway.web.client_address`); for rate and session limits and the access line."""
     upstream: str = "none"
     body: bytes = b""
     message: JsonRpcMessage | None = None

@@ -54,6 +54,7 @@ from gateway.observability.logging import get_logger
 from gateway.policy.scopes import ScopeImplications
 from gateway.store.kv import KeyValueStore, StoreUnavailableError
 from gateway.store.memory import MemoryKV
+from gateway.web.keys import CONTEXT_KEY
 
 audit = get_logger("gateway.audit")
 
@@ -252,7 +253,7 @@ class FacadeEndpoints:
     # -- JSON endpoints -------------------------------------------------------------------------
 
     async def register(self, request: web.Request) -> web.Response:
-        if not await self._registrations.allow(request.remote or ""):
+        if not await self._registrations.allow(request[CONTEXT_KEY].client or ""):
             return _oauth_error(OAuthError("slow_down", "Too many registrations; retry later", 429))
         try:
             document = await _json_body(request)
@@ -366,7 +367,7 @@ class FacadeEndpoints:
             )
         state = form.get("state", "")
         username, password = form.get("username", ""), form.get("password", "")
-        if not await self._sign_ins.allow(f"{request.remote}|{username}"):
+        if not await self._sign_ins.allow(f"{request[CONTEXT_KEY].client}|{username}"):
             return _page(429, "Too many attempts", "<p>Wait a minute, then try again.</p>")
         try:
             outcome = await self.server.sign_in_local(state, username, password)

@@ -6,16 +6,18 @@ import asyncio
 import itertools
 import secrets
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from gateway.errors import GatewayError, MethodNotAllowedError, NotFoundError
 from gateway.observability.logging import ACCESS_LOG, get_logger
+from gateway.web.client_address import client_address
 from gateway.web.error_response import render_error
 from gateway.web.exchange import RequestContext
-from gateway.web.keys import CONTEXT_KEY, METRICS_KEY
+from gateway.web.keys import CONFIG_KEY, CONTEXT_KEY, METRICS_KEY
 
 error_log = get_logger("gateway.error")
+client_log = get_logger("gateway.client")
 
 CLIENT_CLOSED = 499  # nginx's code for "client closed the request", for logs and metrics only
 MAX_LOGGED_PATH = 256
@@ -32,12 +34,16 @@ def new_request_id() -> str:
 
 @web.middleware
 async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give the request an id, then write one access line and count it when it ends.
+    """Give the request an id and its client's address, then write one access line and count
+    it when it ends.
 
     The line never holds the query string, headers or body: they can carry credentials.
     """
     loop = asyncio.get_running_loop()
-    context = RequestContext(request_id=new_request_id(), started=loop.time())
+    request_id = new_request_id()
+    context = RequestContext(
+        request_id=request_id, started=loop.time(), client=_client(request, request_id)
+    )
     request[CONTEXT_KEY] = context
     status = 500
     try:
@@ -59,6 +65,7 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
         ACCESS_LOG.emit(
             {
                 "request_id": context.request_id,
+                "client": context.client,
                 "method": request.method,
                 "path": request.rel_url.raw_path[:MAX_LOGGED_PATH],
                 "upstream": context.upstream,
@@ -78,6 +85,29 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
             # Probes and scrapes arrive every few seconds: debug unless they failed.
             quiet=context.upstream == "none" and status < 400,
         )
+
+
+def _client(request: web.Request, request_id: str) -> str | None:
+    """The client's address (see `gateway.web.client_address`); forwarding headers are read
+    only when proxies are trusted at all, and then only from one of them."""
+    proxies = request.app[CONFIG_KEY].server.trusted_proxies
+    if not proxies:
+        return request.remote
+    headers = request.headers
+    found = client_address(
+        request.remote,
+        headers.getall(hdrs.FORWARDED, ()),
+        headers.getall(hdrs.X_FORWARDED_FOR, ()),
+        proxies,
+    )
+    if found.problem is not None:
+        client_log.info(
+            "forwarded_client_address_ignored",
+            request_id=request_id,
+            reason=found.problem,
+            peer=found.address,
+        )
+    return found.address
 
 
 @web.middleware

@@ -136,7 +136,7 @@ def _identify(request: web.Request) -> None:
     context = request[CONTEXT_KEY]
     owner = Owner.of(context.principal, _token(request))
     context.owner = owner
-    context.limit_key = limit_key(owner, request.remote)
+    context.limit_key = limit_key(owner, context.client)
 
 
 def _is_initialize(calls: tuple[McpCall, ...]) -> bool:
