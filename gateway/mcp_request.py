@@ -38,11 +38,14 @@ NAME_FIELDS: Final[Mapping[str, str]] = {
     "resources/unsubscribe": "uri",
 }
 """The params field that names what a method acts on."""
+REMOVED_IN_MODERN: Final = frozenset({"resources/subscribe", "resources/unsubscribe"})
+"""Replaced by `subscriptions/listen` in 2026-07-28 ("changelog" item 4): unknown methods there,
+which the upstream answers itself (404, -32601), so their name is read but not required."""
 NAME_HEADER_REQUIRED: Final = frozenset({"tools/call", "resources/read", "prompts/get"})
 """Methods whose requests MUST carry `Mcp-Name` ("Standard Request Headers" table)."""
 
 _META_VERSION_KEY: Final = "io.modelcontextprotocol/protocolVersion"
-_VERSION = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DATE_VERSION = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # RFC 9110 field-value characters: visible ASCII, space, horizontal tab.
 _HEADER_SAFE = re.compile(r"[\x20-\x7e\t]*")
 _JSON_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
@@ -60,7 +63,8 @@ class McpCall:
     method: str
     """The JSON-RPC method; "" for a response."""
     name: str | None
-    """`params.name` or `params.uri` for the methods in `NAME_FIELDS`, else None."""
+    """`params.name` or `params.uri` for the methods in `NAME_FIELDS`, else None (also for a
+    method of `REMOVED_IN_MODERN` sent at a modern version without one)."""
     rpc_id: JsonRpcId
     kind: Literal["request", "notification", "response"]
 
@@ -84,6 +88,9 @@ def inspect_request(
     """Validate a decoded POST body and its headers; return one `McpCall` per message.
 
     `headers` has lower-case names. Batches are accepted only at protocol version 2025-03-26.
+    A version this module does not know (any header-safe value, date-shaped or not) is not
+    refused here: the upstream answers it with its own `UnsupportedProtocolVersionError`
+    (-32022, listing the versions it supports), which dual-era clients need in order to retry.
     Header values are checked against the body whenever present; at modern versions
     (>= 2026-07-28) `Mcp-Method` is required on requests and `Mcp-Name` on the requests in
     `NAME_HEADER_REQUIRED`. `Mcp-Param-*` headers are checked only for tools whose
@@ -92,11 +99,11 @@ def inspect_request(
     otherwise ignored (Streamable HTTP, "Server Behavior for Custom Headers").
     """
     version = headers.get("mcp-protocol-version", DEFAULT_PROTOCOL_VERSION)
-    if _VERSION.fullmatch(version) is None:
+    if _HEADER_SAFE.fullmatch(version) is None:
         raise McpRequestError(
             INVALID_REQUEST, "invalid_protocol_version", "malformed MCP-Protocol-Version", None
         )
-    modern = version >= FIRST_MODERN_VERSION
+    modern = is_stateless_era(version)
     if isinstance(payload, list):
         if version != BATCH_PROTOCOL_VERSION:
             raise McpRequestError(
@@ -113,6 +120,17 @@ def inspect_request(
         _check_headers(call, message, headers, modern=modern, tool_headers=tool_headers)
         calls.append(call)
     return tuple(calls)
+
+
+def is_stateless_era(version: str | None) -> bool:
+    """Whether `version` (an `MCP-Protocol-Version` value) is a modern one (>= 2026-07-28):
+    per-request metadata, no `initialize` handshake, no sessions (versioning, "Terminology").
+    An absent header, an earlier date or a value that is not a date is not."""
+    return (
+        version is not None
+        and _DATE_VERSION.fullmatch(version) is not None
+        and version >= FIRST_MODERN_VERSION
+    )
 
 
 def _inspect_message(message: object, *, modern: bool) -> McpCall:
@@ -133,7 +151,7 @@ def _inspect_message(message: object, *, modern: bool) -> McpCall:
             INVALID_REQUEST, "invalid_params", "params must be an object or array", rpc_id
         )
     kind: Literal["request", "notification"] = "request" if "id" in message else "notification"
-    return McpCall(method, _name(method, params, rpc_id), rpc_id, kind)
+    return McpCall(method, _name(method, params, rpc_id, modern=modern), rpc_id, kind)
 
 
 def _inspect_response(message: dict[str, Any], rpc_id: JsonRpcId, *, modern: bool) -> McpCall:
@@ -150,16 +168,20 @@ def _inspect_response(message: dict[str, Any], rpc_id: JsonRpcId, *, modern: boo
     return McpCall("", None, rpc_id, "response")
 
 
-def _name(method: str, params: object, rpc_id: JsonRpcId) -> str | None:
+def _name(method: str, params: object, rpc_id: JsonRpcId, *, modern: bool) -> str | None:
     field = NAME_FIELDS.get(method)
     if field is None:
         return None
     value = params.get(field) if isinstance(params, dict) else None
-    if not isinstance(value, str) or not value:
+    name = value if isinstance(value, str) and value else None
+    # A method the revision removed is still named when it names something (a lenient upstream
+    # that executes it anyway is decided by the same per-URI rules), but never refused for
+    # lacking a name: the upstream answers it as unknown.
+    if name is None and not (modern and method in REMOVED_IN_MODERN):
         raise McpRequestError(
             INVALID_PARAMS, "invalid_name", f"{method} needs a non-empty params.{field}", rpc_id
         )
-    return value
+    return name
 
 
 def _check_headers(

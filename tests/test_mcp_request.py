@@ -12,6 +12,7 @@ from gateway.mcp_request import (
     ToolHeaders,
     decode_header_value,
     inspect_request,
+    is_stateless_era,
 )
 
 MODERN = "2026-07-28"
@@ -186,6 +187,68 @@ FILE = "file:///projects/app/config.json"
             [McpCall("tools/call", "get_weather", 1, "request")],
             id="batch-at-2025-03-26",
         ),
+        # Removed at 2026-07-28 (replaced by subscriptions/listen): unknown methods, forwarded
+        # for the upstream's own 404 -32601; still named when they name something.
+        pytest.param(
+            request("resources/subscribe", {}),
+            modern("resources/subscribe"),
+            [McpCall("resources/subscribe", None, 1, "request")],
+            id="modern-subscribe-without-uri",
+        ),
+        pytest.param(
+            request("resources/unsubscribe"),
+            modern("resources/unsubscribe"),
+            [McpCall("resources/unsubscribe", None, 1, "request")],
+            id="modern-unsubscribe-without-params",
+        ),
+        pytest.param(
+            request("resources/subscribe", {"uri": 7}),
+            modern("resources/subscribe"),
+            [McpCall("resources/subscribe", None, 1, "request")],
+            id="modern-subscribe-number-uri",
+        ),
+        pytest.param(
+            request("resources/subscribe", {"uri": FILE}),
+            modern("resources/subscribe"),
+            [McpCall("resources/subscribe", FILE, 1, "request")],
+            id="modern-subscribe-still-named",
+        ),
+        # A version the gateway does not know is the upstream's to refuse (-32022, listing
+        # its supported versions): forwarded, with the headers present still checked.
+        pytest.param(
+            CALL,
+            {"mcp-protocol-version": "v999.0.0"},
+            [McpCall("tools/call", "get_weather", 1, "request")],
+            id="version-not-a-date",
+        ),
+        pytest.param(
+            CALL,
+            {
+                "mcp-protocol-version": "v999.0.0",
+                "mcp-method": "tools/call",
+                "mcp-name": "get_weather",
+            },
+            [McpCall("tools/call", "get_weather", 1, "request")],
+            id="version-not-a-date-with-matching-headers",
+        ),
+        pytest.param(
+            request("ping"),
+            {"mcp-protocol-version": "latest"},
+            [McpCall("ping", None, 1, "request")],
+            id="version-a-word",
+        ),
+        pytest.param(
+            request("ping"),
+            {"mcp-protocol-version": ""},
+            [McpCall("ping", None, 1, "request")],
+            id="version-empty",
+        ),
+        pytest.param(
+            request("ping"),
+            {"mcp-protocol-version": "1900-01-01"},
+            [McpCall("ping", None, 1, "request")],
+            id="version-an-old-date",
+        ),
     ],
 )
 def test_inspect_request_accepts(
@@ -260,19 +323,27 @@ MISMATCH = -32020
         # Protocol version and batching
         error_case(
             CALL,
-            {"mcp-protocol-version": "latest"},
+            {"mcp-protocol-version": "2026-07-28\x00"},
             -32600,
             "invalid_protocol_version",
             None,
-            "version-not-a-date",
+            "version-with-nul",
         ),
         error_case(
             CALL,
-            {"mcp-protocol-version": ""},
+            {"mcp-protocol-version": "v999\x7f"},
             -32600,
             "invalid_protocol_version",
             None,
-            "version-empty",
+            "version-with-del",
+        ),
+        error_case(
+            CALL,
+            {"mcp-protocol-version": "v999\r\nX-Injected: 1"},
+            -32600,
+            "invalid_protocol_version",
+            None,
+            "version-with-crlf",
         ),
         error_case(
             CALL,
@@ -295,6 +366,49 @@ MISMATCH = -32020
             "batch-modern",
         ),
         error_case([], legacy(), -32600, "batch_not_allowed", None, "empty-batch-2025-11-25"),
+        error_case(
+            [CALL], legacy("v999.0.0"), -32600, "batch_not_allowed", None, "batch-unknown-version"
+        ),
+        error_case(
+            CALL,
+            {"mcp-protocol-version": "v999.0.0", "mcp-method": "tools/list"},
+            MISMATCH,
+            "header_mismatch",
+            1,
+            "unknown-version-method-header-checked",
+        ),
+        error_case(
+            CALL,
+            {"mcp-protocol-version": "v999.0.0", "mcp-name": "other"},
+            MISMATCH,
+            "header_mismatch",
+            1,
+            "unknown-version-name-header-checked",
+        ),
+        error_case(
+            request("tools/list", {"_meta": {"io.modelcontextprotocol/protocolVersion": MODERN}}),
+            {"mcp-protocol-version": "v999.0.0"},
+            MISMATCH,
+            "header_mismatch",
+            1,
+            "unknown-version-meta-checked",
+        ),
+        error_case(
+            request("resources/subscribe", {}),
+            modern("resources/subscribe", FILE),
+            MISMATCH,
+            "header_mismatch",
+            1,
+            "modern-subscribe-name-header-without-uri",
+        ),
+        error_case(
+            request("resources/subscribe", {}),
+            legacy(),
+            -32602,
+            "invalid_name",
+            1,
+            "legacy-subscribe-without-uri",
+        ),
         error_case([], NO_HEADERS, -32600, "empty_batch", None, "empty-batch-2025-03-26"),
         error_case(
             [CALL, request("ping", rpc_id=False)],
@@ -697,3 +811,20 @@ def test_param_headers_unchecked_without_tool_schema() -> None:
 )
 def test_decode_header_value(value: str, decoded: str | None) -> None:
     assert decode_header_value(value) == decoded
+
+
+@pytest.mark.parametrize(
+    ("version", "stateless"),
+    [
+        pytest.param(None, False, id="absent"),
+        pytest.param("2025-03-26", False, id="2025-03-26"),
+        pytest.param("2025-11-25", False, id="2025-11-25"),
+        pytest.param("2026-07-28", True, id="2026-07-28"),
+        pytest.param("2027-01-01", True, id="later-date"),
+        pytest.param("v999.0.0", False, id="not-a-date"),
+        pytest.param("2026-07-28 ", False, id="date-with-trailing-space"),
+        pytest.param("", False, id="empty"),
+    ],
+)
+def test_is_stateless_era(version: str | None, stateless: bool) -> None:
+    assert is_stateless_era(version) is stateless

@@ -47,7 +47,7 @@ from gateway.stdio.process import StdioProcess
 from gateway.stdio.session import InFlight, Message, StdioSession, StreamBusyError
 from gateway.web.edge import response_headers
 from gateway.web.keys import CONTEXT_KEY
-from gateway.web.sessions import SESSION_HEADER
+from gateway.web.sessions import SESSION_HEADER, opens_session
 
 log = get_logger("gateway.stdio")
 audit = get_logger("gateway.audit")
@@ -101,7 +101,7 @@ class StdioBridge:
         context = request[CONTEXT_KEY]
         session = context.session
         if session is None:
-            if request.method == "POST" and context.rpc_method == "initialize":
+            if request.method == "POST" and opens_session(request):
                 return await self._initialize(request)
             raise SessionRequiredError("no session")
         live = self._live.get(session.upstream_id)

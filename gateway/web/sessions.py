@@ -18,7 +18,7 @@ from aiohttp import web
 
 from gateway.config.model import SessionSettings
 from gateway.errors import RequestError, SessionNotFoundError, UpstreamError
-from gateway.mcp_request import McpCall
+from gateway.mcp_request import is_stateless_era
 from gateway.observability.logging import get_logger
 from gateway.observability.metrics import GatewayMetrics
 from gateway.session.registry import Session, SessionRegistry, SessionRejectedError, limit_key
@@ -53,7 +53,7 @@ def session_step(
         context = request[CONTEXT_KEY]
         values = request.headers.getall(SESSION_HEADER, ())
         if not values:
-            if _is_initialize(context.calls):
+            if opens_session(request):
                 _identify(request)
                 registry.check_room(context.limit_key)
             elif request.method == "GET":
@@ -121,7 +121,7 @@ def after_upstream_response(
         else:
             registry.touch(session)
         return None
-    if upstream_id is None or not (200 <= status < 300) or not _is_initialize(context.calls):
+    if upstream_id is None or not (200 <= status < 300) or not opens_session(request):
         return None
     if not is_upstream_session_id(upstream_id):
         raise UpstreamError("upstream sent an invalid session id")
@@ -139,8 +139,17 @@ def _identify(request: web.Request) -> None:
     context.limit_key = limit_key(owner, context.client)
 
 
-def _is_initialize(calls: tuple[McpCall, ...]) -> bool:
-    return len(calls) == 1 and calls[0].method == "initialize"
+def opens_session(request: web.Request) -> bool:
+    """Whether the request may open a gateway session, so that the session limits apply to it:
+    a lone `initialize` of the stateful era. A request of the stateless era (2026-07-28 on)
+    opens none, whatever the upstream answers: it is forwarded as it is, and limits that count
+    sessions do not apply to it."""
+    calls = request[CONTEXT_KEY].calls
+    return (
+        len(calls) == 1
+        and calls[0].method == "initialize"
+        and not is_stateless_era(request.headers.get("MCP-Protocol-Version"))
+    )
 
 
 def _token(request: web.Request) -> str | None:

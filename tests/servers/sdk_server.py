@@ -118,8 +118,15 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="answer requests with plain JSON instead of an SSE stream",
     )
+    parser.add_argument(
+        "--stateless",
+        action="store_true",
+        help="open no Mcp-Session-Id sessions, not even on initialize",
+    )
     args = parser.parse_args(argv)
-    app = mcp.streamable_http_app(json_response=args.json_response, host=HOST)
+    app = mcp.streamable_http_app(
+        json_response=args.json_response, stateless_http=args.stateless, host=HOST
+    )
     config = uvicorn.Config(
         app,
         host=HOST,

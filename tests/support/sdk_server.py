@@ -21,17 +21,25 @@ FAIL_PREFIX = "Error executing tool fail: "
 
 
 def sdk_server(
-    port: int | None = None, *, json_response: bool = False, ready_timeout: float = 20.0
+    port: int | None = None,
+    *,
+    json_response: bool = False,
+    stateless: bool = False,
+    ready_timeout: float = 20.0,
 ) -> HttpServerProcess:
     """An unstarted SDK test server; enter it (``with`` / ``async with``).
 
     ``json_response=True`` makes it answer with plain JSON bodies; otherwise it streams SSE,
-    which is the only mode that delivers progress notifications. The handle's ``url`` is the
-    MCP endpoint, ``http://127.0.0.1:PORT/mcp``.
+    which is the only mode that delivers progress notifications. ``stateless=True`` opens no
+    ``Mcp-Session-Id`` session, even on ``initialize``. The handle's ``url`` is the MCP
+    endpoint, ``http://127.0.0.1:PORT/mcp``.
     """
     port = free_port() if port is None else port
     args = ["--json-response"] if json_response else []
     name = "sdk-server-json" if json_response else "sdk-server-sse"
+    if stateless:
+        args.append("--stateless")
+        name += "-stateless"
     return python_server(SERVER_SCRIPT, port, args, name=name, ready_timeout=ready_timeout)
 
 
