@@ -53,7 +53,7 @@ async def fetch_json(
         raise FetchError(type(exc).__name__) from None
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not UTF-8 or not JSON, or nested too deep
         raise FetchError("not JSON") from None
     if not isinstance(document, dict):
         raise FetchError("not a JSON object")

@@ -204,7 +204,7 @@ def parse_document(client_id: str, body: bytes) -> ClientRecord:
     """
     try:
         document = json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested too deep
         raise ClientDocumentError("the metadata document is not JSON") from None
     if not isinstance(document, dict):
         raise ClientDocumentError("the metadata document is not a JSON object")

@@ -303,7 +303,8 @@ class FacadeEndpoints:
             audit.warning("upstream_provider_unusable", reason=error.reason)
             return _page(503, "Sign-in unavailable", PROVIDER_UNUSABLE)
         except UpstreamLoginError as error:
-            audit.error("upstream_login_unavailable", reason=error.reason)
+            # Not error: any client can start a sign-in; the outage shows as 503s in the access log.
+            audit.warning("upstream_login_unavailable", reason=error.reason)
             return _page(503, "Sign-in unavailable", "<p>The identity provider cannot be "
                          "reached right now. Try again later.</p>")  # fmt: skip
         return _redirect(location)
@@ -441,7 +442,7 @@ async def _json_body(request: web.Request) -> Any:
     body = await _bounded_body(request, MAX_REGISTRATION_BYTES, "invalid_client_metadata")
     try:
         return json.loads(body)
-    except ValueError:  # not UTF-8 or not JSON
+    except (ValueError, RecursionError):  # not UTF-8 or not JSON, or nested too deep
         raise OAuthError("invalid_client_metadata", "Client metadata is not JSON") from None
 
 

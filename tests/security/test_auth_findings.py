@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import time
@@ -435,4 +436,79 @@ async def test_the_sign_in_form_does_not_exist_with_federated_login(
             ) as answer,
         ):
             assert answer.status == 404
+    no_error_logged()
+
+
+# -- malformed input: a 4xx and a logged reason, never a 500 -----------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize("part", ["header", "payload"])
+async def test_a_token_nested_too_deep_to_parse_is_refused_with_401(
+    start_gateway_for: StartGateway, issuer: LocalIssuer, upstream: RecordingUpstream, part: str
+) -> None:
+    gw = await resource_gateway(start_gateway_for, issuer, upstream)
+    nested, plain = _b64(b"[" * 3000), _b64(b'{"alg":"RS256"}')
+    segments = [nested, _b64(b"{}")] if part == "header" else [plain, nested]
+    token = remember(".".join([*segments, _b64(b"signature")]))
+    assert await call(gw, token) == 401
+    assert upstream.requests == []
+    no_error_logged()
+
+
+FORM = "application/x-www-form-urlencoded"
+BAD_BODIES = {
+    "not-utf8": (FORM, b"grant_type=\xff"),
+    "percent-escape-not-utf8": (FORM, b"grant_type=%ff"),
+    "latin-1-charset": (FORM + "; charset=latin-1", b"grant_type=x"),
+    "unknown-charset": (FORM + "; charset=no-such-charset", b"grant_type=x"),
+    "too-many-fields": (FORM, b"a=1&" * 100),
+}
+
+
+@pytest.mark.parametrize("path", ["/oauth/token", "/oauth/revoke"])
+@pytest.mark.parametrize(("content_type", "body"), BAD_BODIES.values(), ids=list(BAD_BODIES))
+async def test_a_form_that_is_not_utf8_form_data_is_a_bad_request(
+    facade: Gateway, path: str, content_type: str, body: bytes
+) -> None:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(facade.url(path), data=body, headers={"Content-Type": content_type}) as answer,
+    ):
+        assert answer.status == 400
+        assert (await answer.json())["error"] == "invalid_request"
+    no_error_logged()
+
+
+async def test_a_chunked_form_is_read_whole_and_bounded(facade: Gateway) -> None:
+    async def chunks(parts: list[bytes]) -> AsyncIterator[bytes]:
+        for part in parts:
+            yield part
+
+    async with aiohttp.ClientSession() as http:
+        headers = {"Content-Type": FORM}
+        small = [b"grant_type=nope", b"&client_id=", b"unknown"]  # no Content-Length
+        async with http.post(facade.url("/oauth/token"), data=chunks(small), headers=headers) as a:
+            assert a.status == 401  # read whole: the client_id in the last chunk was seen
+            assert (await a.json())["error"] == "invalid_client"
+        large = [b"a=" + b"x" * 8192] * 3
+        async with http.post(facade.url("/oauth/token"), data=chunks(large), headers=headers) as a:
+            assert a.status == 413
+    no_error_logged()
+
+
+async def test_a_registration_nested_too_deep_to_parse_is_a_bad_request(facade: Gateway) -> None:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            facade.url("/oauth/register"),
+            data=b"[" * 5000,
+            headers={"Content-Type": "application/json"},
+        ) as answer,
+    ):
+        assert answer.status == 400
+        assert (await answer.json())["error"] == "invalid_client_metadata"
     no_error_logged()
