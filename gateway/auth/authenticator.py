@@ -28,6 +28,7 @@ from gateway.auth.jwt import (
 )
 from gateway.auth.metadata import discover
 from gateway.auth.principal import Principal
+from gateway.auth.revocation_watch import RevocationWatch
 from gateway.auth.token_cache import TokenCache
 from gateway.config.model import AuthorizationServer, ResourceServer
 from gateway.errors import (
@@ -110,7 +111,7 @@ class Revocations:
     With a shared store each check would be a round trip on the hot path, so a token found
     not revoked is trusted for `recheck_after` seconds before asking again: a revocation made
     through another replica takes effect within that time (0: ask every time, for a store in
-    this process)."""
+    this process). The same holds for the streams such tokens opened (`streams`)."""
 
     def __init__(
         self,
@@ -125,6 +126,14 @@ class Revocations:
         self._recheck_after = recheck_after
         self._max_entries = max_entries
         self._checked: dict[str, float] = {}  # jti -> when it was found not revoked
+        self.streams = RevocationWatch(issuer, is_revoked, interval=recheck_after)
+        """The open streams of this issuer's tokens, closed when their token is revoked."""
+
+    def revoked_here(self) -> None:
+        """Something was (or may have been) revoked through this replica: it takes effect here
+        at once, for new requests and for the open streams."""
+        self._checked.clear()
+        self.streams.check_now()
 
     async def is_revoked(self, jti: str) -> bool:
         if self._recheck_after <= 0:
@@ -159,7 +168,8 @@ class RouteAuthenticator:
         revocations: Revocations | None = None,
     ) -> None:
         self.resource = resource
-        self._revocations = revocations
+        self.revocations = revocations
+        """The gateway's own tokens' revocations, also for the streams they open; or None."""
         self._servers = {server.issuer: server for server in servers}
         self._introspecting = [s for s in servers if s.config.introspection is not None]
         self._leeway = settings.leeway
@@ -195,8 +205,8 @@ class RouteAuthenticator:
         now = time.time()
         principal = self._cache.get(self.resource, token, now)
         if principal is not None:
-            if self._revocations is not None:  # no await at all on the usual hot path
-                await self._not_revoked(principal, self._revocations)
+            if self.revocations is not None:  # no await at all on the usual hot path
+                await self._not_revoked(principal, self.revocations)
             self._on_outcome("cached")
             return principal
         try:
@@ -207,8 +217,8 @@ class RouteAuthenticator:
         except AuthUnavailableError:
             self._on_outcome("unavailable")
             raise
-        if self._revocations is not None:
-            await self._not_revoked(principal, self._revocations)
+        if self.revocations is not None:
+            await self._not_revoked(principal, self.revocations)
         self._on_outcome("valid")
         if trust_until is None or trust_until > now:
             self._cache.put(self.resource, token, principal, until=trust_until)

@@ -88,8 +88,18 @@ class GatewayMetrics:
         )
         self.open_get_streams = Gauge(
             "mcp_gateway_open_get_streams",
-            "GET (server-to-client) streams open through this replica; they count against "
-            "the stream limits.",
+            "Response streams counted against the stream limits on this replica: GET streams, "
+            "event streams answering POSTs, and POST requests awaiting an answer that may "
+            "stream (the name predates POST streams).",
+            registry=registry,
+        )
+        self.streams_closed = Counter(
+            "mcp_gateway_streams_closed_total",
+            "Response streams the gateway ended, by upstream route and reason: token_expired, "
+            "token_revoked, revocation_unavailable (the store could not say: fail closed), "
+            "session_ended, client_stalled (the client read nothing for "
+            "stalled_stream_timeout).",
+            ("upstream", "reason"),
             registry=registry,
         )
         self.session_rejections = Counter(

@@ -3,7 +3,8 @@
 The sealed id is the source of truth for *who* owns a session (any replica can check it); the
 registry adds what needs memory: which sessions have ended (so an ended id gets 404 even from an
 upstream that would answer 400), when each was last used (idle reaping), and how many sessions
-and GET streams each principal and the whole gateway hold (limits).
+and response streams (GET, or an event stream answering a POST) each principal and the whole
+gateway hold (limits).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Session:
     """Wall-clock end of its lifetime (`max_lifetime` after it was minted)."""
     last_seen: float
     streams: set[Callable[[], None]] = field(default_factory=set)
-    """Closers of the GET streams open on it, called when the session ends."""
+    """Closers of the response streams open on it, called when the session ends."""
     ended: bool = False
     adopted: bool = False
     """Minted by another replica (or before a restart) and not yet checked against the
@@ -71,6 +72,8 @@ class SessionRegistry:
         self._per_owner: dict[object, int] = {}
         self.streams_open = 0
         self._streams_per_key: dict[object, int] = {}
+        self.stalled_stream_timeout = settings.stalled_stream_timeout
+        """Seconds a response stream may wait on a client that does not read."""
         self.shared: SharedSessions | None = None
         """With replicas: where ends and activity are shared (set by the app)."""
 
@@ -171,12 +174,14 @@ class SessionRegistry:
 
     # -- streams ----------------------------------------------------------------------------
 
-    def open_stream(self, key: object) -> None:
-        """Count a new GET stream for `key` (an owner, or a client address when anonymous)."""
-        if self._streams_per_key.get(key, 0) >= self._settings.max_streams_per_principal:
-            raise TooManyError("stream limit per principal reached")
-        if self.streams_open >= self._settings.max_streams:
-            raise CapacityError("stream limit reached")
+    def open_stream(self, key: object, *, enforce: bool = True) -> None:
+        """Count a new response stream for `key` (an owner, or a client address when
+        anonymous); with `enforce`, refuse one the limits would not admit (429, or 503)."""
+        if enforce:
+            if self._streams_per_key.get(key, 0) >= self._settings.max_streams_per_principal:
+                raise TooManyError("stream limit per principal reached")
+            if self.streams_open >= self._settings.max_streams:
+                raise CapacityError("stream limit reached")
         self._streams_per_key[key] = self._streams_per_key.get(key, 0) + 1
         self.streams_open += 1
 
@@ -187,6 +192,10 @@ class SessionRegistry:
         else:
             del self._streams_per_key[key]
         self.streams_open -= 1
+
+    def stream_slot(self, key: object) -> StreamSlot:
+        """A place in the stream limits for one response that may stream, taken on demand."""
+        return StreamSlot(self, key)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -207,6 +216,29 @@ class SessionRegistry:
             if expires_at > now:
                 break
             del self._ended[session_id]
+
+
+class StreamSlot:
+    """One response's place in the stream limits: taken at most once, released at most once,
+    however the response ends."""
+
+    __slots__ = ("_key", "_registry", "held")
+
+    def __init__(self, registry: SessionRegistry, key: object) -> None:
+        self._registry = registry
+        self._key = key
+        self.held = False
+
+    def take(self, *, enforce: bool = True) -> None:
+        """Count the stream (a no-op if it already counts); see `SessionRegistry.open_stream`."""
+        if not self.held:
+            self._registry.open_stream(self._key, enforce=enforce)
+            self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self._registry.close_stream(self._key)
 
 
 def limit_key(owner: Owner, client_address: str | None) -> object:

@@ -112,6 +112,8 @@ def create_app(
         if facade is not None
         else None
     )
+    if facade is not None and revocations is not None:
+        facade.on_revoked = revocations.revoked_here  # at once here, open streams included
     sessions = build_registry(config.sessions)
     if shared is not None:
         app[STORE_KEY] = shared

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import time
 
@@ -23,8 +22,9 @@ from gateway.policy.listing import (
 )
 from gateway.proxy.connection import UpstreamConnection, UpstreamResponse
 from gateway.proxy.headers import header_pairs, upstream_response_head
+from gateway.session.registry import StreamSlot
 from gateway.web.edge import response_headers
-from gateway.web.keys import CONTEXT_KEY
+from gateway.web.keys import CONTEXT_KEY, METRICS_KEY
 from gateway.web.middleware import new_request_id
 from gateway.web.route import UpstreamRoute
 from gateway.web.sessions import SESSION_HEADER, after_upstream_response
@@ -38,20 +38,29 @@ async def forward(request: web.Request, route: UpstreamRoute) -> web.StreamRespo
 
     A body that has fully arrived with the headers is answered in one response; anything else
     (SSE above all) is relayed chunk by chunk. If the client goes away, the upstream connection
-    is closed, which cancels the upstream request. A GET stream counts against the caller's
-    stream limits while it is open.
+    is closed, which cancels the upstream request.
+
+    Every response stream counts against the caller's stream limits while it is open. Whether
+    a POST's answer streams is known only once the upstream answers, so a GET, or a POST that
+    carries a request, takes its place in the limits before it is forwarded (at the limit: 429
+    or 503, and nothing reaches the upstream) and gives it back as soon as the answer turns
+    out not to be an event stream. A POST of notifications or responses only is never refused
+    (it could not cancel or answer anything at the limit otherwise); should its answer stream,
+    that stream counts.
     """
-    if request.method != "GET":
-        return await _exchange(request, route)
-    sessions, key = route.sessions, request[CONTEXT_KEY].limit_key
-    sessions.open_stream(key)
+    context = request[CONTEXT_KEY]
+    slot = route.sessions.stream_slot(context.limit_key)
+    if request.method == "GET" or any(call.kind == "request" for call in context.calls):
+        slot.take()
     try:
-        return await _exchange(request, route)
+        return await _exchange(request, route, slot)
     finally:
-        sessions.close_stream(key)
+        slot.release()
 
 
-async def _exchange(request: web.Request, route: UpstreamRoute) -> web.StreamResponse:
+async def _exchange(
+    request: web.Request, route: UpstreamRoute, slot: StreamSlot
+) -> web.StreamResponse:
     context = request[CONTEXT_KEY]
     loop = asyncio.get_running_loop()
     target = route.pool.path
@@ -87,6 +96,10 @@ async def _exchange(request: web.Request, route: UpstreamRoute) -> web.StreamRes
         route.upstream_duration.observe(received - sent)
         context.upstream_status = upstream.status
         headers, event_stream, upstream_session = upstream_response_head(upstream.raw_headers)
+        if event_stream:
+            slot.take(enforce=False)  # a no-op if it was taken before forwarding
+        else:
+            slot.release()
         headers["X-Request-Id"] = context.request_id
         if upstream_session is not None or context.session is not None:
             session_id = after_upstream_response(
@@ -174,7 +187,9 @@ async def _relay(
     response's events pass through `sse_filter`, which holds back only incomplete events).
 
     An event stream ends (cleanly, so the client may resume with a fresh token) when the
-    token that opened it expires or its session ends.
+    token that opened it expires or is revoked, or its session ends. A client that reads
+    nothing for `stalled_stream_timeout` seconds while a write waits on it loses its
+    connection, and the upstream connection is closed, not pooled.
     """
     context = request[CONTEXT_KEY]
     response_headers(headers, context)  # sent now: the edge cannot add them afterwards
@@ -183,20 +198,30 @@ async def _relay(
     loop = asyncio.get_running_loop()
     context.response_started = loop.time()
     route.request_duration.observe(context.response_started - context.started)
+    stalled_after = route.sessions.stalled_stream_timeout
     ended_by: list[str] = []
 
     def end_stream(reason: str) -> None:
         ended_by.append(reason)
         conn.close()  # the pending read fails; the loop below then ends the client's stream
 
-    expiry = None
+    async def send(data: bytes, *, last: bool = False) -> None:
+        """Write within `stalled_after` seconds (aiohttp waits for the client to drain)."""
+        async with asyncio.timeout(stalled_after):
+            await (stream.write_eof(data) if last else stream.write(data))
+
+    expiry = unwatch = None
     session = context.session
     session_closer = functools.partial(end_stream, "session_ended")
     if event_stream:
         route.open_streams.inc()
-        if context.principal is not None:
-            remaining = context.principal.expires_at - time.time()
+        principal = context.principal
+        if principal is not None:
+            remaining = principal.expires_at - time.time()
             expiry = loop.call_later(max(remaining, 0.0), end_stream, "token_expired")
+            revocations = route.authenticator.revocations if route.authenticator else None
+            if revocations is not None:
+                unwatch = revocations.streams.watch(principal, end_stream)
         if session is not None:
             session.streams.add(session_closer)
     try:
@@ -204,19 +229,23 @@ async def _relay(
             if sse_filter is not None:
                 chunk = sse_filter.feed(chunk)
             if chunk:
-                await stream.write(chunk)
-        if sse_filter is not None and (tail := sse_filter.finish()):
-            await stream.write(tail)
+                await send(chunk)
+        await send(sse_filter.finish() if sse_filter is not None else b"", last=True)
     except (UpstreamStreamError, ListFilterError):
         if ended_by:
+            _count_closed(request, route, ended_by[0])
             log.info(
                 "stream_closed",
                 request_id=context.request_id,
                 upstream=route.name,
                 reason=ended_by[0],
             )
-            with contextlib.suppress(ConnectionResetError):
-                await stream.write_eof()
+            try:
+                await send(b"", last=True)
+            except TimeoutError:
+                _drop_client(request)
+            except ConnectionResetError:
+                pass
             return stream
         # Headers are gone already: all that is left is to cut the client's connection so it
         # sees a truncated response rather than a clean end.
@@ -225,6 +254,19 @@ async def _relay(
         if request.transport is not None:
             request.transport.close()
         return stream
+    except TimeoutError:
+        # The client has read nothing for that long: drop it (what it has not read is lost
+        # anyway) and the upstream connection with it.
+        _count_closed(request, route, "client_stalled")
+        log.info(
+            "stream_closed",
+            request_id=context.request_id,
+            upstream=route.name,
+            reason="client_stalled",
+        )
+        conn.close()
+        _drop_client(request)
+        return stream
     except ConnectionResetError:
         return stream  # the client went away mid-stream; releasing the pool closes upstream
     finally:
@@ -232,11 +274,22 @@ async def _relay(
             route.open_streams.dec()
             if expiry is not None:
                 expiry.cancel()
+            if unwatch is not None:
+                unwatch()
             if session is not None:
                 session.streams.discard(session_closer)
                 route.sessions.touch(session)  # idle from the end of its last stream
-    await stream.write_eof()
     return stream
+
+
+def _count_closed(request: web.Request, route: UpstreamRoute, reason: str) -> None:
+    request.app[METRICS_KEY].streams_closed.labels(route.name, reason).inc()
+
+
+def _drop_client(request: web.Request) -> None:
+    """Close a client's connection now, with what it has not read still buffered."""
+    if request.transport is not None:
+        request.transport.abort()
 
 
 END_TIMEOUT = 5.0

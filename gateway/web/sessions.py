@@ -56,8 +56,8 @@ def session_step(
             if opens_session(request):
                 _identify(request)
                 registry.check_room(context.limit_key)
-            elif request.method == "GET":
-                _identify(request)  # for the stream limits
+            else:
+                _identify(request)  # for the stream limits (a POST's answer may stream too)
             return
         _identify(request)
         if len(values) > 1:

@@ -40,6 +40,7 @@ INITIALIZE = {
     },
 }
 CALL = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "whoami"}}
+CANCELLED = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 2}}
 
 
 @dataclass
@@ -74,6 +75,8 @@ class StatefulServer:
             return web.Response(status=200)
         if request.method == "GET":
             return await self._stream(request)
+        if "id" not in body:
+            return web.Response(status=202)
         result = {"content": [{"type": "text", "text": session}]}
         return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": result})
 
@@ -376,15 +379,22 @@ async def test_stream_limit_refuses_new_streams_while_open_ones_keep_flowing(
         assert await stream.content.readuntil(b"\n\n") == b"id: ev-1\ndata: \n\n"
         second = await send(gw, "GET", alice, session=session)
         assert second.status == 429
+        # A POSTed request may be answered with a stream too: refused before it is forwarded.
+        seen = len(upstream.requests)
+        assert (await send(gw, "POST", alice, session=session, body=CALL)).status == 429
+        assert len(upstream.requests) == seen
+        # A notification opens nothing (and must get through, to cancel something at the limit).
+        assert (await send(gw, "POST", alice, session=session, body=CANCELLED)).status == 202
         bob = token(issuer, gw, sub="bob")
         bob_session = await initialize(gw, bob)
-        assert (await send(gw, "POST", alice, session=session, body=CALL)).status == 200
         async with http.get(
             gw.url(ROUTE),
             headers={**headers, "Authorization": f"Bearer {bob}", "Mcp-Session-Id": bob_session},
         ) as other:
             assert other.status == 200  # the limit is per principal
         assert not stream.content.at_eof()
+    # The GET stream has ended: its place is free again.
+    assert (await send(gw, "POST", alice, session=session, body=CALL)).status == 200
 
 
 async def test_a_stream_closes_when_the_token_that_opened_it_expires(
