@@ -14,6 +14,7 @@ from gateway import __version__
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.config.reference import render_configuration_reference
 from gateway.config.schema import render_schema
+from gateway.mcp_methods import MCP_METHODS
 from gateway.oauth.users import hash_password
 from gateway.observability.logging import configure_logging, get_logger
 from gateway.policy.compiled import compile_policies
@@ -48,7 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--tool", help="decide tools/call of this tool")
     target.add_argument("--resource", help="decide resources/read of this URI")
     target.add_argument("--prompt", help="decide prompts/get of this prompt")
-    target.add_argument("--method", help="decide another JSON-RPC method (baseline scopes)")
+    target.add_argument(
+        "--method",
+        help="decide another JSON-RPC method (an MCP method needs the route's scopes; any other "
+        "is decided by policy.methods or the default)",
+    )
     commands.add_parser(
         "keygen",
         help="print a new session sealing key (for sessions.keys; share it across replicas)",
@@ -94,13 +99,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "explain":
         return _explain(args)
     try:
-        config = load_config(args.config)
+        config = _load(args.config)
     except ConfigError as error:
         _print_problems(error)
         return 1
     configure_logging(config.log)
     _run(config, args.config)
     return 0
+
+
+def _load(path: Path) -> GatewayConfig:
+    """Load a config file and compile its policies, as `serve` will (every problem raised as
+    one `ConfigError`)."""
+    config = load_config(path)
+    compile_policies(config, source=str(path))
+    return config
 
 
 def _print_problems(error: ConfigError) -> None:
@@ -113,7 +126,7 @@ def _check(paths: list[Path]) -> int:
     failed = False
     for path in paths:
         try:
-            config = load_config(path)
+            config = _load(path)
         except ConfigError as error:
             _print_problems(error)
             failed = True
@@ -125,7 +138,7 @@ def _check(paths: list[Path]) -> int:
 def _explain(args: argparse.Namespace) -> int:
     """Exit 0 when the call would be allowed, 3 when refused, 1 on a bad config or route."""
     try:
-        config = load_config(args.config)
+        config = _load(args.config)
     except ConfigError as error:
         _print_problems(error)
         return 1
@@ -147,6 +160,11 @@ def _explain(args: argparse.Namespace) -> int:
         else (args.method, None)
     )
     granted = frozenset(args.scopes.split())
+    if (like := MCP_METHODS.variant_of(method)) is not None:
+        print(f"route:    {upstream.route} ({upstream.name})")
+        print(f"call:     {method!r}")
+        print(f"refused:  a look-alike of the MCP method {like!r} (400 method_variant)")
+        return 3
     decision = policy.decide(granted, method, name)
     rule = policy.rule_for(method, name)
     effective = ScopeImplications(config.scopes.implies).expand(granted)

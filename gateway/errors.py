@@ -198,6 +198,20 @@ class HeaderMismatchError(RequestError):
     jsonrpc_code = -32020
 
 
+class MethodVariantError(RequestError):
+    """A method spelled like an MCP method but not exactly (case, spaces, control characters):
+    an upstream that normalised it would run a call the policy never decided."""
+
+    code = "method_variant"
+
+
+class DuplicateIdError(RequestError):
+    """A batch whose requests share an id: their responses could not be told apart, so a list
+    response could not be filtered by the call it answers."""
+
+    code = "duplicate_id"
+
+
 class InsufficientScopeError(GatewayError):
     """The token lacks scopes this operation needs: 403 with a step-up challenge listing every
     scope needed (RFC 6750 section 3.1; MCP 2026-07-28 Scope Challenge Handling)."""

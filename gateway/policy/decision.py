@@ -2,7 +2,10 @@
 
 Pure: no aiohttp, no I/O. `tools/call`, `prompts/get` and `resources/read|subscribe|unsubscribe`
 are decided by the called name against the route's rules (exact name, then the most specific
-pattern, then the default); every other method needs the route's baseline scopes.
+pattern, then the default); every other MCP method, a client's response (no method) and a GET or
+DELETE on the session need the route's baseline scopes. A method MCP does not define is decided
+by its `methods` entry if it has one, else by the default: an upstream may give it any meaning.
+A look-alike of a listed or MCP method (another case, spaces, control characters) is denied.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from gateway.mcp_methods import MCP_METHODS, MethodSet
 from gateway.policy.patterns import Pattern, is_pattern
 from gateway.policy.scopes import ScopeImplications
 
@@ -60,14 +64,16 @@ class Rule:
     source: str
 
 
+def _rule(requirement: Requirement, source: str) -> Rule:
+    return Rule(None if requirement == DENY else frozenset(requirement), source)
+
+
 class _RuleTable:
     def __init__(self, kind: Kind, rules: Mapping[str, Requirement], default: Rule) -> None:
         self._exact: dict[str, Rule] = {}
         patterns: list[tuple[Pattern, Rule]] = []
         for name, requirement in rules.items():
-            rule = Rule(
-                None if requirement == DENY else frozenset(requirement), f"{kind}[{name!r}]"
-            )
+            rule = _rule(requirement, f"{kind}[{name!r}]")
             if is_pattern(name):
                 patterns.append((Pattern(name), rule))
             else:
@@ -98,7 +104,10 @@ class RoutePolicy:
         prompts: Mapping[str, Requirement],
         implications: ScopeImplications,
         hide_unauthorized: bool = True,
+        methods: Mapping[str, Requirement] | None = None,
     ) -> None:
+        """`methods`: rules for JSON-RPC methods MCP does not define (MCP methods there are a
+        configuration error, reported by `compile_policies`)."""
         self.hide_unauthorized = hide_unauthorized
         self._baseline = Rule(frozenset(baseline), "baseline scopes")
         if default is None:
@@ -112,16 +121,35 @@ class RoutePolicy:
             "resources": _RuleTable("resources", resources, default_rule),
             "prompts": _RuleTable("prompts", prompts, default_rule),
         }
+        self._default = default_rule
+        self._methods = {
+            method: _rule(requirement, f"methods[{method!r}]")
+            for method, requirement in (methods or {}).items()
+        }
+        self._listed = MethodSet(self._methods)
         self._implications = implications
 
-    def rule_for(self, method: str, name: str | None) -> Rule:
-        kind = NAMED_METHODS.get(method)
-        if kind is None or name is None:
+    def rule_for(self, method: str | None, name: str | None) -> Rule:
+        """The rule deciding `method` (None: no method, i.e. a client's response or an HTTP GET
+        or DELETE on the session) on `name` (None for unnamed methods)."""
+        if method is None:
             return self._baseline
-        return self._tables[kind].lookup(name)
+        kind = NAMED_METHODS.get(method)
+        if kind is not None and name is not None:
+            return self._tables[kind].lookup(name)
+        rule = self._methods.get(method)
+        if rule is not None:
+            return rule
+        if method in MCP_METHODS:
+            return self._baseline
+        like = self._listed.variant_of(method) or MCP_METHODS.variant_of(method)
+        if like is not None:
+            return Rule(None, f"look-alike of {like!r}")
+        return self._default
 
-    def decide(self, granted: frozenset[str], method: str, name: str | None) -> Decision:
-        """Decide one call. `granted` is the token's scopes, before implication."""
+    def decide(self, granted: frozenset[str], method: str | None, name: str | None) -> Decision:
+        """Decide one call (see `rule_for`). `granted` is the token's scopes, before
+        implication."""
         rule = self.rule_for(method, name)
         if rule.scopes is None:
             return Deny(rule.source)

@@ -2,9 +2,12 @@
 
 The MCP list methods (server features: tools, resources, prompts; 2025-11-25 and 2026-07-28)
 return their items in one array of `result`, beside pagination state (`nextCursor`) and `_meta`,
-which are kept as they are. The response reaches the gateway either as an `application/json`
-body or as one event of a `text/event-stream` body (Streamable HTTP, "Sending Messages" /
-"Receiving Messages"); `SseListFilter` rewrites that event and passes every other one through.
+which are kept as they are. A request may hold several list calls (a JSON-RPC batch, 2025-03-26),
+so the filter takes every list call of the request by id (`ListCalls`) and rewrites each response
+that answers one of them. The response reaches the gateway either as an `application/json` body
+(one message, or an array of them for a batch) or as events of a `text/event-stream` body
+(Streamable HTTP, "Sending Messages" / "Receiving Messages") whose data is again a message or an
+array; `SseListFilter` rewrites those events and passes every other one through.
 
 Everything here fails closed: a body or event too large or too deeply nested to inspect raises
 `ListFilterError` instead of letting an unfiltered list through.
@@ -30,6 +33,8 @@ LIST_FIELDS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
 
 Allowed: TypeAlias = Callable[[str], bool]
 """Given an item's name, uri or uriTemplate: may the caller see it."""
+ListCalls: TypeAlias = Mapping[str | int, tuple[str, Allowed]]
+"""The list calls of one request: JSON-RPC id -> (list method, what the caller may see)."""
 
 MAX_BYTES: Final = 4 * 1024 * 1024
 
@@ -47,21 +52,28 @@ class ListFilterError(ValueError):
     """
 
 
-def filter_response(
-    method: str, rpc_id: str | int, message: object, allowed: Allowed
-) -> object | None:
-    """Filter the list in `message` if it is the success response to request `rpc_id`.
+def filter_message(calls: ListCalls, message: object) -> object | None:
+    """Filter the list in `message` if it is the success response to one of `calls`.
 
     Returns a new message whose `result[<array key>]` keeps only the items whose key is a string
-    that `allowed` accepts; every other field of `result` (`nextCursor`, `_meta`, ...) and of the
-    message is kept. Returns None for anything else: notifications, errors, requests and other
-    ids. Ids compare by JSON value (`1.0` matches `1`, `true` does not), erring towards filtering.
+    that the call's `allowed` accepts; every other field of `result` (`nextCursor`, `_meta`, ...)
+    and of the message is kept. Returns None for anything else: notifications, errors, requests
+    and other ids. Ids compare by JSON value (`1.0` matches `1`, `true` does not), erring
+    towards filtering.
     """
-    fields = LIST_FIELDS.get(method)
-    if fields is None or not isinstance(message, dict):
+    if not isinstance(message, dict):
         return None
     msg_id = message.get("id")
-    if isinstance(msg_id, bool) or msg_id != rpc_id:
+    if isinstance(msg_id, float) and msg_id.is_integer():
+        msg_id = int(msg_id)  # the JSON value 1.0 is the id 1
+    if isinstance(msg_id, bool) or not isinstance(msg_id, str | int):
+        return None
+    call = calls.get(msg_id)
+    if call is None:
+        return None
+    method, allowed = call
+    fields = LIST_FIELDS.get(method)
+    if fields is None:
         return None
     array_key, item_key = fields
     result = message.get("result")
@@ -77,9 +89,18 @@ def filter_response(
     return {**message, "result": {**result, array_key: kept}}
 
 
-def filter_json_body(
-    method: str, rpc_id: str | int, body: bytes, allowed: Allowed, *, max_bytes: int = MAX_BYTES
-) -> bytes:
+def filter_payload(calls: ListCalls, payload: object) -> object | None:
+    """`filter_message` over one message or a batch reply (an array of messages): the payload
+    with every list response in it filtered, or None if none was."""
+    if not isinstance(payload, list):
+        return filter_message(calls, payload)
+    filtered = [filter_message(calls, message) for message in payload]
+    if all(message is None for message in filtered):
+        return None
+    return [new if new is not None else old for new, old in zip(filtered, payload, strict=True)]
+
+
+def filter_json_body(calls: ListCalls, body: bytes, *, max_bytes: int = MAX_BYTES) -> bytes:
     """Filter an `application/json` response body; any other body is returned unchanged.
 
     Raises `ListFilterError` for a body over `max_bytes`, whatever it holds.
@@ -88,7 +109,7 @@ def filter_json_body(
         raise ListFilterError(f"response body over {max_bytes} bytes")
     # Decoded as a fetch() client would (BOM dropped, bad bytes replaced), so it cannot see a
     # list that this parser missed.
-    filtered = filter_response(method, rpc_id, _parse(body.decode("utf-8-sig", "replace")), allowed)
+    filtered = filter_payload(calls, _parse(body.decode("utf-8-sig", "replace")))
     return body if filtered is None else _serialise(filtered).encode()
 
 
@@ -97,18 +118,14 @@ class SseListFilter:
     interpretation"; MCP Streamable HTTP).
 
     `feed` returns what can be sent now: every complete event, at once. An event whose data (its
-    `data:` lines joined with LF) is a message `filter_response` applies to is re-emitted with
+    `data:` lines joined with LF) is a payload `filter_payload` applies to is re-emitted with
     its other lines (`event:`, `id:`, `retry:`, comments) in place and one `data:` line holding
     the filtered JSON, using the event's first line ending. Every other event is passed through
     byte for byte. Raises `ListFilterError` once an event grows past `max_bytes`.
     """
 
-    def __init__(
-        self, method: str, rpc_id: str | int, allowed: Allowed, *, max_bytes: int = MAX_BYTES
-    ) -> None:
-        self._method = method
-        self._rpc_id = rpc_id
-        self._allowed = allowed
+    def __init__(self, calls: ListCalls, *, max_bytes: int = MAX_BYTES) -> None:
+        self._calls = calls
         self._max_bytes = max_bytes
         self._buffer = bytearray()
         self._first_event = True
@@ -162,9 +179,7 @@ class SseListFilter:
         data = [value for name, value in map(_field, lines) if name == "data"]
         if not data:
             return None
-        filtered = filter_response(
-            self._method, self._rpc_id, _parse("\n".join(data)), self._allowed
-        )
+        filtered = filter_payload(self._calls, _parse("\n".join(data)))
         if filtered is None:
             return None
         kept = [line for line in lines if _field(line)[0] != "data"]

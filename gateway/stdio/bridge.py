@@ -41,7 +41,7 @@ from gateway.errors import (
     UpstreamTimeoutError,
 )
 from gateway.observability.logging import get_logger
-from gateway.policy.listing import filter_response
+from gateway.policy.listing import filter_message
 from gateway.session.registry import Session, SessionRegistry
 from gateway.stdio.process import StdioProcess
 from gateway.stdio.session import InFlight, Message, StdioSession, StreamBusyError
@@ -189,13 +189,8 @@ class StdioBridge:
         session.streams.add(end_with_session)  # an open stream keeps it from idle reaping
         try:
             while (item := await pending.queue.get()) is not None:
-                if context.list_filter is not None and "method" not in item:
-                    method = context.rpc_method
-                    assert method is not None
-                    assert context.rpc_id is not None
-                    item = _as_message(
-                        filter_response(method, context.rpc_id, item, context.list_filter), item
-                    )
+                if context.list_calls and "method" not in item:
+                    item = _as_message(filter_message(context.list_calls, item), item)
                 await stream.write(_event(item))
         except (ConnectionResetError, asyncio.CancelledError):
             stdio.abandon(child_id)

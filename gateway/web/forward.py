@@ -15,7 +15,7 @@ from gateway.policy.listing import (
     MAX_BYTES as LIST_MAX_BYTES,
 )
 from gateway.policy.listing import (
-    Allowed,
+    ListCalls,
     ListFilterError,
     SseListFilter,
     filter_json_body,
@@ -109,13 +109,11 @@ async def _exchange(
                 headers[SESSION_HEADER] = session_id
         whole = upstream.take_body()
         sse_filter = None
-        if context.list_filter is not None and context.message is not None:
-            method, rpc_id = context.calls[0].method, context.message.rpc_id
-            assert rpc_id is not None
+        if context.list_calls:
             if not event_stream:
-                whole = await _filtered_body(upstream, whole, method, rpc_id, context.list_filter)
+                whole = await _filtered_body(upstream, whole, context.list_calls)
             else:
-                sse_filter = SseListFilter(method, rpc_id, context.list_filter)
+                sse_filter = SseListFilter(context.list_calls)
                 if whole is not None:  # the whole stream has already arrived
                     try:
                         whole = sse_filter.feed(whole) + sse_filter.finish()
@@ -156,9 +154,7 @@ def _added_headers(request: web.Request, route: UpstreamRoute) -> list[tuple[byt
     return added
 
 
-async def _filtered_body(
-    upstream: UpstreamResponse, body: bytes | None, method: str, rpc_id: str | int, allowed: Allowed
-) -> bytes:
+async def _filtered_body(upstream: UpstreamResponse, body: bytes | None, calls: ListCalls) -> bytes:
     """A JSON list response with what the caller may not use removed (read whole, bounded)."""
     try:
         if body is None:
@@ -169,7 +165,7 @@ async def _filtered_body(
                     raise ListFilterError("list response too large to filter")
                 chunks.append(chunk)
             body = b"".join(chunks)
-        return filter_json_body(method, rpc_id, body, allowed)
+        return filter_json_body(calls, body)
     except (ListFilterError, UpstreamStreamError) as exc:
         raise UnfilterableResponseError(str(exc)) from None
 

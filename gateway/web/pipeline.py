@@ -8,6 +8,7 @@ decide policy. Each is a `Step` that reads and fills the `RequestContext` or rai
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
@@ -16,10 +17,12 @@ from aiohttp import web
 from gateway.auth.authenticator import RouteAuthenticator
 from gateway.errors import (
     BodyTooLargeError,
+    DuplicateIdError,
     GatewayError,
     HeaderMismatchError,
     InsufficientScopeError,
     InvalidParamsError,
+    MethodVariantError,
     ParseError,
     PolicyDeniedError,
     RequestError,
@@ -27,10 +30,12 @@ from gateway.errors import (
     UnsupportedEncodingError,
 )
 from gateway.jsonrpc import MessageError, parse_message
+from gateway.mcp_methods import MCP_METHODS
 from gateway.mcp_request import McpCall, McpRequestError, inspect_request
 from gateway.observability.logging import get_logger
 from gateway.policy.compiled import PolicyStore
-from gateway.policy.decision import LIST_KINDS, Allow, Deny, InsufficientScope
+from gateway.policy.decision import LIST_KINDS, Allow, Deny, InsufficientScope, Kind, RoutePolicy
+from gateway.policy.listing import Allowed
 from gateway.web.keys import CONTEXT_KEY
 
 Step = Callable[[web.Request], Awaitable[None]]
@@ -122,7 +127,7 @@ def build_steps(
         calls = calls_of(request.method, context.calls)
         required: set[str] = set()
         denied = False
-        for method, name in calls:
+        for label, method, name in calls:
             decision = policy.decide(granted, method, name)
             outcome = _OUTCOMES[type(decision)]
             count_decision(outcome)
@@ -134,7 +139,7 @@ def build_steps(
                     "policy_decided",
                     request_id=context.request_id,
                     upstream=route_name,
-                    method=method,
+                    method=label,
                     name=name,
                     decision=outcome,
                     rule=decision.rule,
@@ -145,11 +150,8 @@ def build_steps(
                 required |= decision.required
         if denied:
             raise PolicyDeniedError("denied by policy")
-        if len(calls) == 1 and policy.hide_unauthorized and context.message is not None:
-            method, _ = calls[0]
-            kind = LIST_KINDS.get(method)
-            if kind is not None and context.message.rpc_id is not None:
-                context.list_filter = lambda name: policy.visible(kind, name, granted)
+        if policy.hide_unauthorized:
+            context.list_calls = list_calls(context.calls, policy, granted) or None
         if required:
             raise InsufficientScopeError(
                 "missing scopes",
@@ -172,13 +174,37 @@ def build_steps(
 _OUTCOMES: dict[type, str] = {Allow: "allow", InsufficientScope: "insufficient_scope", Deny: "deny"}
 
 
-def calls_of(http_method: str, calls: tuple[McpCall, ...]) -> list[tuple[str, str | None]]:
-    """(method, name) for every message of the request. A GET stream or DELETE acts on the
-    session as a whole, and a client's reply to a server request has no method: both are
-    decided like a method with no name (the route's baseline scopes)."""
+def calls_of(
+    http_method: str, calls: tuple[McpCall, ...]
+) -> list[tuple[str, str | None, str | None]]:
+    """(label for the audit, JSON-RPC method, name) for every message of the request. A GET
+    stream or DELETE acts on the session as a whole, and a client's reply to a server request
+    has no method: both are decided with no method (the route's baseline scopes)."""
     if not calls:
-        return [(http_method, None)]
-    return [(call.method or "(response)", call.name) for call in calls]
+        return [(http_method, None, None)]
+    return [
+        ("(response)", None, None)
+        if call.kind == "response"
+        else (call.method, call.method, call.name)
+        for call in calls
+    ]
+
+
+def list_calls(
+    calls: tuple[McpCall, ...], policy: RoutePolicy, granted: frozenset[str]
+) -> dict[str | int, tuple[str, Allowed]]:
+    """Every list request of the request (one, or several in a batch) by id, each with what
+    the caller may see, so that every list response can be filtered like a single one's."""
+    found: dict[str | int, tuple[str, Allowed]] = {}
+    for call in calls:
+        kind = LIST_KINDS.get(call.method)
+        if kind is not None and call.kind == "request" and call.rpc_id is not None:
+            found[call.rpc_id] = (call.method, functools.partial(_visible, policy, kind, granted))
+    return found
+
+
+def _visible(policy: RoutePolicy, kind: Kind, granted: frozenset[str], name: str) -> bool:
+    return policy.visible(kind, name, granted)
 
 
 _REQUEST_ERRORS: dict[int, type[RequestError]] = {
@@ -210,3 +236,18 @@ async def inspect_message(request: web.Request) -> None:
     except McpRequestError as exc:
         error_class = _REQUEST_ERRORS.get(exc.jsonrpc_code, RequestError)
         raise error_class(exc.reason, rpc_id=exc.rpc_id) from None
+    check_calls(context.calls)
+
+
+def check_calls(calls: tuple[McpCall, ...]) -> None:
+    """Refuse what the policy could not decide soundly: a look-alike of an MCP method (an
+    upstream that normalised it would run a call nobody decided), and requests of one batch
+    sharing an id (their responses, list responses above all, could not be told apart)."""
+    ids: set[str | int] = set()
+    for call in calls:
+        if call.kind != "response" and (like := MCP_METHODS.variant_of(call.method)):
+            raise MethodVariantError(f"look-alike of {like}", rpc_id=call.rpc_id)
+        if call.kind == "request" and call.rpc_id is not None:
+            if call.rpc_id in ids:
+                raise DuplicateIdError("two requests share an id")
+            ids.add(call.rpc_id)

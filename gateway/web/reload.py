@@ -53,6 +53,7 @@ class PolicyReloader:
             self._stamp = self._file_stamp()
             try:
                 config = await asyncio.to_thread(load_config, self.path)
+                policies = compile_policies(config, source=str(self.path))
             except ConfigError as error:
                 self._refused([str(problem) for problem in error.problems])
                 return False
@@ -64,7 +65,7 @@ class PolicyReloader:
                 exclude={"upstreams", "scopes"}
             ):
                 log.warning("config_changes_need_restart", path=str(self.path))
-            self._store.current = compile_policies(config)
+            self._store.current = policies
             self._metrics.policy_reloads.labels("ok").inc()
             log.info("policy_reloaded", path=str(self.path))
             return True

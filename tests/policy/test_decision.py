@@ -245,3 +245,66 @@ def test_implication_cycles_are_refused() -> None:
     with pytest.raises(ScopeCycleError) as caught:
         ScopeImplications({"a": ["b"], "b": ["c"], "c": ["a"]})
     assert caught.value.cycle == ["a", "b", "c", "a"]
+
+
+METHOD_CASES = [
+    # (id, default, granted, method, expected kind, required, rule)
+    ("mcp-method-baseline", "deny", {"mcp:tools"}, "tools/list", "allow", None, "baseline scopes"),
+    ("notification-baseline", "deny", {"mcp:tools"}, "notifications/initialized", "allow", None,
+     "baseline scopes"),
+    ("no-method-baseline", "deny", {"mcp:tools"}, None, "allow", None, "baseline scopes"),
+    ("no-method-baseline-missing", "deny", set(), None, "insufficient", {"mcp:tools"},
+     "baseline scopes"),
+    ("unknown-default-deny", "deny", {"mcp:tools"}, "x/other", "deny", None, "default: deny"),
+    ("unknown-default-scopes", ["extra"], {"mcp:tools"}, "x/other", "insufficient", {"extra"},
+     "default"),
+    ("unknown-default-unset", None, {"mcp:tools"}, "x/other", "allow", None,
+     "default (baseline scopes)"),
+    ("empty-method", "deny", {"mcp:tools"}, "", "deny", None, "default: deny"),
+    ("http-verb-spelled-as-method", "deny", {"mcp:tools"}, "GET", "deny", None, "default: deny"),
+    ("response-label-as-method", "deny", {"mcp:tools"}, "(response)", "deny", None,
+     "default: deny"),
+    ("listed-missing", "deny", {"mcp:tools"}, "x/vendor", "insufficient", {"vendor:use"},
+     "methods['x/vendor']"),
+    ("listed-present", "deny", {"vendor:use"}, "x/vendor", "allow", None, "methods['x/vendor']"),
+    ("listed-deny", None, {"mcp:tools"}, "x/off", "deny", None, "methods['x/off']"),
+    ("listed-open", "deny", set(), "x/open", "allow", None, "methods['x/open']"),
+    ("mcp-case-variant", None, {"mcp:tools"}, "Tools/Call", "deny", None,
+     "look-alike of 'tools/call'"),
+    ("mcp-trailing-space", None, {"mcp:tools"}, "tools/list ", "deny", None,
+     "look-alike of 'tools/list'"),
+    ("mcp-nul", None, {"mcp:tools"}, "tools/call\x00", "deny", None, "look-alike of 'tools/call'"),
+    ("mcp-zero-width", None, {"mcp:tools"}, "\u200binitialize", "deny", None,
+     "look-alike of 'initialize'"),
+    ("listed-case-variant", None, {"vendor:use", "mcp:tools"}, "X/Vendor", "deny", None,
+     "look-alike of 'x/vendor'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("default", "granted", "method", "kind", "required", "rule"),
+    [case[1:] for case in METHOD_CASES],
+    ids=[case[0] for case in METHOD_CASES],
+)
+def test_methods(
+    default: object,
+    granted: set[str],
+    method: str | None,
+    kind: str,
+    required: set[str] | None,
+    rule: str,
+) -> None:
+    """MCP methods need the baseline; any other method its `methods` rule or the default."""
+    route = policy(
+        default=default,
+        methods={"x/vendor": ["vendor:use"], "x/off": "deny", "x/open": []},
+    )
+    decision = route.decide(frozenset(granted), method, None)
+    expected_required = frozenset(required) if required is not None else None
+    assert outcome(decision) == (kind, expected_required, rule)
+
+
+def test_named_methods_ignore_the_methods_table() -> None:
+    route = policy(default="deny", methods={"x/vendor": []})
+    decision = route.decide(frozenset({"files:read"}), "tools/call", "read_file")
+    assert outcome(decision) == ("allow", None, "tools['read_file']")

@@ -8,15 +8,22 @@ import pytest
 
 from gateway.policy.listing import (
     LIST_FIELDS,
+    ListCalls,
     ListFilterError,
     SseListFilter,
     filter_json_body,
-    filter_response,
+    filter_message,
+    filter_payload,
 )
 
 
 def allowed(key: str) -> bool:
     return key.startswith("ok")
+
+
+def one(method: str = "tools/list", rpc_id: str | int = 1) -> ListCalls:
+    """The list calls of a request holding one list call."""
+    return {rpc_id: (method, allowed)}
 
 
 def compact(value: object) -> bytes:
@@ -38,7 +45,7 @@ TOOLS = list_response("tools/list", ["ok-a", "no-b", "ok-c"])
 FILTERED_TOOLS = list_response("tools/list", ["ok-a", "ok-c"])
 
 
-# --- filter_response / filter_json_body ---------------------------------------------------
+# --- filter_message / filter_json_body ---------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -54,31 +61,29 @@ FILTERED_TOOLS = list_response("tools/list", ["ok-a", "ok-c"])
     ],
     ids=["tools", "resources", "templates", "prompts", "non-str-key", "empty", "none-allowed"],
 )
-def test_filter_response_keeps_allowed_items(
+def test_filter_message_keeps_allowed_items(
     method: str, keys: list[Any], expected: list[str]
 ) -> None:
-    assert (
-        listed(filter_response(method, 1, list_response(method, keys), allowed), method) == expected
-    )
+    assert listed(filter_message(one(method, 1), list_response(method, keys)), method) == expected
 
 
-def test_filter_response_drops_items_that_are_not_objects() -> None:
+def test_filter_message_drops_items_that_are_not_objects() -> None:
     message = {"jsonrpc": "2.0", "id": 1, "result": {"tools": ["ok-a", 3, {"name": "ok-b"}]}}
-    assert filter_response("tools/list", 1, message, allowed) == {
+    assert filter_message(one("tools/list", 1), message) == {
         "jsonrpc": "2.0",
         "id": 1,
         "result": {"tools": [{"name": "ok-b"}]},
     }
 
 
-def test_filter_response_keeps_every_other_field_and_copies() -> None:
+def test_filter_message_keeps_every_other_field_and_copies() -> None:
     message = list_response(
         "tools/list", ["ok-a", "no-b"], nextCursor="c2", _meta={"k": [1]}, extra=None
     )
     message["x-vendor"] = {"y": 1}
     original = copy.deepcopy(message)
 
-    filtered = filter_response("tools/list", 1, message, allowed)
+    filtered = filter_message(one("tools/list", 1), message)
 
     assert filtered == {
         "jsonrpc": "2.0",
@@ -129,10 +134,10 @@ def test_filter_response_keeps_every_other_field_and_copies() -> None:
         "null",
     ],
 )
-def test_filter_response_leaves_other_messages(
+def test_filter_message_leaves_other_messages(
     method: str, rpc_id: str | int, message: object
 ) -> None:
-    assert filter_response(method, rpc_id, message, allowed) is None
+    assert filter_message(one(method, rpc_id), message) is None
 
 
 @pytest.mark.parametrize(
@@ -140,8 +145,8 @@ def test_filter_response_leaves_other_messages(
     [(1, 1), ("req-1", "req-1"), (1, 1.0)],
     ids=["int", "str", "float-equal-value"],
 )
-def test_filter_response_matches_same_id(rpc_id: str | int, message_id: object) -> None:
-    filtered = filter_response("tools/list", rpc_id, {**TOOLS, "id": message_id}, allowed)
+def test_filter_message_matches_same_id(rpc_id: str | int, message_id: object) -> None:
+    filtered = filter_message(one("tools/list", rpc_id), {**TOOLS, "id": message_id})
     assert listed(filtered) == ["ok-a", "ok-c"]
 
 
@@ -164,7 +169,7 @@ def test_filter_response_matches_same_id(rpc_id: str | int, message_id: object) 
     ids=["compact", "indented", "utf8-bom", "non-ascii-kept-raw", "lone-surrogate-escaped"],
 )
 def test_filter_json_body_rewrites_the_response(body: bytes, expected: bytes) -> None:
-    assert filter_json_body("tools/list", 1, body, allowed) == expected
+    assert filter_json_body(one(), body) == expected
 
 
 @pytest.mark.parametrize(
@@ -182,7 +187,7 @@ def test_filter_json_body_rewrites_the_response(body: bytes, expected: bytes) ->
     ids=["other-id", "error", "notification", "empty", "not-json", "truncated", "binary", "html"],
 )
 def test_filter_json_body_leaves_other_bodies_byte_for_byte(body: bytes) -> None:
-    assert filter_json_body("tools/list", 1, body, allowed) is body
+    assert filter_json_body(one(), body) is body
 
 
 @pytest.mark.parametrize(
@@ -193,20 +198,18 @@ def test_filter_json_body_leaves_other_bodies_byte_for_byte(body: bytes) -> None
 def test_filter_json_body_over_max_bytes_fails_closed(body: bytes) -> None:
     body = body.ljust(101)
     with pytest.raises(ListFilterError):
-        filter_json_body("tools/list", 1, body, allowed, max_bytes=100)
+        filter_json_body(one(), body, max_bytes=100)
 
 
 def test_filter_json_body_at_max_bytes_is_filtered() -> None:
     body = compact(TOOLS)
-    assert filter_json_body("tools/list", 1, body, allowed, max_bytes=len(body)) == compact(
-        FILTERED_TOOLS
-    )
+    assert filter_json_body(one(), body, max_bytes=len(body)) == compact(FILTERED_TOOLS)
 
 
 def test_filter_json_body_too_deep_fails_closed() -> None:
     deep = b'{"jsonrpc":"2.0","id":1,"result":{"tools":[' + b"[" * 100_000 + b"]" * 100_000
     with pytest.raises(ListFilterError):
-        filter_json_body("tools/list", 1, deep + b"]}}", allowed, max_bytes=1 << 20)
+        filter_json_body(one(), deep + b"]}}", max_bytes=1 << 20)
 
 
 # --- SseListFilter ---------------------------------------------------------------------------
@@ -217,7 +220,7 @@ PROGRESS = b'{"jsonrpc":"2.0","method":"notifications/progress","params":{"progr
 
 
 def run_sse(stream: bytes, *, rpc_id: str | int = 1, method: str = "tools/list") -> bytes:
-    sse = SseListFilter(method, rpc_id, allowed)
+    sse = SseListFilter(one(method, rpc_id))
     return sse.feed(stream) + sse.finish()
 
 
@@ -327,7 +330,7 @@ def test_sse_filters_a_whole_stream_and_keeps_the_rest() -> None:
 
 
 def test_sse_sends_each_event_as_soon_as_it_is_complete() -> None:
-    sse = SseListFilter("tools/list", 1, allowed)
+    sse = SseListFilter(one())
     assert sse.feed(b"id: 0\rdata:\r\r") == b"id: 0\rdata:\r\r"
     assert sse.feed(b"event: message\ndata: " + RESPONSE[:20]) == b""
     assert sse.feed(RESPONSE[20:] + b"\n") == b""
@@ -371,11 +374,11 @@ def test_sse_output_does_not_depend_on_chunking(eol: bytes) -> None:
     assert whole.count(b"data: " + SAMPLE_FILTERED) == 2
 
     for split in range(len(stream) + 1):
-        sse = SseListFilter("tools/list", 1, allowed)
+        sse = SseListFilter(one())
         chunked = sse.feed(stream[:split]) + sse.feed(stream[split:]) + sse.finish()
         assert chunked == whole, f"split at byte {split}"
 
-    sse = SseListFilter("tools/list", 1, allowed)
+    sse = SseListFilter(one())
     byte_by_byte = b"".join(sse.feed(stream[i : i + 1]) for i in range(len(stream)))
     assert byte_by_byte + sse.finish() == whole
 
@@ -384,7 +387,7 @@ def test_sse_multibyte_name_split_inside_a_character() -> None:
     message = compact(list_response("tools/list", ["ok-工具", "no-工具"]))
     stream = b"data: " + message + b"\n\n"
     split = stream.index("工".encode()) + 1
-    sse = SseListFilter("tools/list", 1, allowed)
+    sse = SseListFilter(one())
     out = sse.feed(stream[:split]) + sse.feed(stream[split:]) + sse.finish()
     assert json.loads(out.removeprefix(b"data: "))["result"]["tools"] == [
         {"name": "ok-工具", "description": "d"}
@@ -403,7 +406,7 @@ def test_sse_multibyte_name_split_inside_a_character() -> None:
     ids=["partial", "line-ended", "truncated-response", "whole-response-crlf", "whole-response"],
 )
 def test_sse_finish_returns_the_unterminated_tail(tail: bytes, expected: bytes) -> None:
-    sse = SseListFilter("tools/list", 1, allowed)
+    sse = SseListFilter(one())
     assert sse.feed(b"id: 0\ndata:\n\n" + tail) == b"id: 0\ndata:\n\n"
     assert sse.finish() == expected
 
@@ -420,7 +423,7 @@ def test_sse_finish_returns_the_unterminated_tail(tail: bytes, expected: bytes) 
     ids=["response", "notification", "comment", "incomplete-response", "incomplete-garbage"],
 )
 def test_sse_event_over_max_bytes_fails_closed(chunks: list[bytes]) -> None:
-    sse = SseListFilter("tools/list", 1, allowed, max_bytes=100)
+    sse = SseListFilter(one(), max_bytes=100)
     assert sse.feed(b"id: 0\ndata:\n\n") == b"id: 0\ndata:\n\n"
     *head, last = chunks
     for chunk in head:
@@ -431,9 +434,81 @@ def test_sse_event_over_max_bytes_fails_closed(chunks: list[bytes]) -> None:
 
 def test_sse_event_at_max_bytes_is_filtered() -> None:
     event = b"data: " + RESPONSE + b"\n\n"
-    sse = SseListFilter("tools/list", 1, allowed, max_bytes=len(event))
+    sse = SseListFilter(one(), max_bytes=len(event))
     assert sse.feed(event) == b"data: " + FILTERED + b"\n\n"
 
 
 def test_list_filter_error_is_a_value_error() -> None:
     assert issubclass(ListFilterError, ValueError)
+
+
+# --- batches: several list calls in one request -----------------------------------------------
+
+ALL_LISTS = {
+    1: ("tools/list", allowed),
+    "r": ("resources/list", allowed),
+    3: ("resources/templates/list", allowed),
+    "p": ("prompts/list", allowed),
+}
+
+
+def batch_reply() -> list[Any]:
+    return [
+        list_response("tools/list", ["ok-a", "no-b"], 1),
+        list_response("resources/list", ["no://x", "ok://y"], "r", nextCursor="c"),
+        list_response("resources/templates/list", ["ok://{z}", "no://{w}"], 3),
+        list_response("prompts/list", ["no", "ok"], "p"),
+        {"jsonrpc": "2.0", "id": 5, "result": {"tools": [{"name": "no-call-result"}]}},
+        {"jsonrpc": "2.0", "id": "r2", "error": {"code": -32601, "message": "nope"}},
+    ]
+
+
+def filtered_batch_reply() -> list[Any]:
+    reply = batch_reply()
+    reply[:4] = [
+        list_response("tools/list", ["ok-a"], 1),
+        list_response("resources/list", ["ok://y"], "r", nextCursor="c"),
+        list_response("resources/templates/list", ["ok://{z}"], 3),
+        list_response("prompts/list", ["ok"], "p"),
+    ]
+    return reply
+
+
+def test_filter_payload_filters_every_list_response_of_a_batch_reply() -> None:
+    assert filter_payload(ALL_LISTS, batch_reply()) == filtered_batch_reply()
+
+
+def test_filter_payload_leaves_a_batch_reply_without_list_responses() -> None:
+    assert filter_payload(ALL_LISTS, batch_reply()[4:]) is None
+    assert filter_payload({}, batch_reply()) is None
+
+
+def test_filter_payload_filters_a_single_message_by_its_own_call() -> None:
+    message = list_response("prompts/list", ["no", "ok"], "p")
+    assert filter_payload(ALL_LISTS, message) == list_response("prompts/list", ["ok"], "p")
+    # The same items under the id of another list call are read by that call's fields.
+    assert filter_payload(ALL_LISTS, {**message, "id": 1}) is None
+
+
+def test_filter_json_body_filters_a_batch_reply() -> None:
+    assert filter_json_body(ALL_LISTS, compact(batch_reply())) == compact(filtered_batch_reply())
+
+
+def test_filter_json_body_over_max_bytes_fails_closed_for_a_batch_reply() -> None:
+    body = compact(batch_reply())
+    with pytest.raises(ListFilterError):
+        filter_json_body(ALL_LISTS, body, max_bytes=len(body) - 1)
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"], ids=["lf", "crlf"])
+def test_sse_filters_a_batch_reply_in_one_event_or_in_many(newline: bytes) -> None:
+    reply, expected = batch_reply(), filtered_batch_reply()
+    one_event = b"data: " + compact(reply) + newline * 2
+    sse = SseListFilter(ALL_LISTS)
+    assert sse.feed(one_event) + sse.finish() == b"data: " + compact(expected) + newline * 2
+    many = b"".join(b"id: %d%sdata: %s%s" % (i, newline, compact(m), newline * 2)
+                    for i, m in enumerate(reply))  # fmt: skip
+    sse = SseListFilter(ALL_LISTS)
+    out = b"".join(sse.feed(many[i : i + 7]) for i in range(0, len(many), 7)) + sse.finish()
+    assert out == b"".join(b"id: %d%sdata: %s%s" % (i, newline, compact(m), newline * 2)
+                           for i, m in enumerate(expected))  # fmt: skip

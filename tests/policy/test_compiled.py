@@ -1,0 +1,94 @@
+"""Compiling policies: what the config models cannot judge alone is reported as problems."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import ConfigError, GatewayConfig
+from gateway.policy.compiled import compile_policies
+
+
+def config(methods: dict[str, Any], **route: Any) -> GatewayConfig:
+    return GatewayConfig(
+        server={"public_url": "https://gw.example"},
+        auth={"resource_server": {"authorization_servers": [{"name": "a", "issuer": "https://a"}]}},
+        upstreams=[
+            {"name": "ok", "route": "/ok/mcp", "url": "http://127.0.0.1:1/mcp"},
+            {
+                "name": "files",
+                "route": "/files/mcp",
+                "url": "http://127.0.0.1:1/mcp",
+                "policy": {"methods": methods},
+                **route,
+            },
+        ],
+    )
+
+
+def test_extra_methods_compile_into_the_route_policy() -> None:
+    policies = compile_policies(config({"x/vendor": ["vendor:use"], "x/off": "deny"}))
+    route = policies["files"]
+    assert route.rule_for("x/vendor", None).source == "methods['x/vendor']"
+    assert route.rule_for("x/off", None).scopes is None
+    assert policies["ok"].rule_for("x/vendor", None).source == "default (baseline scopes)"
+
+
+@pytest.mark.parametrize(
+    ("method", "message"),
+    [
+        ("tools/call", "'tools/call' is an MCP method"),
+        ("notifications/initialized", "'notifications/initialized' is an MCP method"),
+        ("Tools/List", "'Tools/List' is a look-alike of the MCP method 'tools/list'"),
+    ],
+    ids=["named-method", "notification", "look-alike"],
+)
+def test_an_mcp_method_in_methods_is_a_problem(method: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        compile_policies(config({method: ["s"], "x/fine": []}), source="gw.yaml")
+    [problem] = caught.value.problems
+    assert problem.path == f"upstreams[1].policy.methods.{method}"
+    assert problem.message.startswith(message)
+    assert caught.value.source == "gw.yaml"
+
+
+def test_anonymous_routes_are_checked_too() -> None:
+    with pytest.raises(ConfigError):
+        compile_policies(config({"ping": []}, allow_anonymous=True))
+
+
+def test_check_reports_it_like_every_other_problem(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            server: {public_url: "https://gw.example"}
+            auth:
+              resource_server:
+                authorization_servers: [{name: a, issuer: "https://a.example"}]
+            upstreams:
+              - name: files
+                route: /files/mcp
+                url: "http://127.0.0.1:1/mcp"
+                policy: {methods: {tools/call: [files:admin]}}
+            """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "check", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[:2] == [
+        f"{path}: 1 problem(s)",
+        "  - upstreams[0].policy.methods.tools/call: 'tools/call' is an MCP method: it needs the "
+        "route's scopes (named calls are decided under tools, resources and prompts); list only "
+        "methods MCP does not define",
+    ]
