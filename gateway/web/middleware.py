@@ -20,7 +20,6 @@ error_log = get_logger("gateway.error")
 client_log = get_logger("gateway.client")
 
 CLIENT_CLOSED = 499  # nginx's code for "client closed the request", for logs and metrics only
-MAX_LOGGED_PATH = 256
 
 # Request ids correlate log lines; they carry no authority, so a random per-process prefix and a
 # counter serve (unique across replicas and restarts) without a urandom call per request.
@@ -67,7 +66,7 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
                 "request_id": context.request_id,
                 "client": context.client,
                 "method": request.method,
-                "path": request.rel_url.raw_path[:MAX_LOGGED_PATH],
+                "path": request.rel_url.raw_path,  # cut with a marker by ACCESS_LOG
                 "upstream": context.upstream,
                 "sub": principal.subject if principal else None,
                 "client_id": principal.client_id if principal else None,

@@ -187,3 +187,13 @@ async def test_the_access_line_survives_a_value_orjson_refuses(
     assert len(upstream.requests) == 1
     line = access_line(access_lines)
     assert (line["sub"], line["status"], line["name"]) == ("alice\\ud800", 200, "read_file")
+
+
+async def test_a_long_path_is_logged_truncated_with_a_marker(
+    gw: Gateway, access_lines: io.BytesIO
+) -> None:
+    path = "/files/mcp/" + "p" * 3_000
+    async with aiohttp.ClientSession() as http, http.get(gw.url(path)) as resp:
+        assert resp.status == 404
+    [line] = [json.loads(raw) for raw in access_lines.getvalue().splitlines()]
+    assert line["path"] == path[:200] + f"…[+{len(path) - 200} chars]"
