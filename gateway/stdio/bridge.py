@@ -120,6 +120,8 @@ class StdioBridge:
         if request.method == "GET":
             return await self._stream(request, live.stdio)
         assert context.message is not None
+        if isinstance(context.message.payload, list):  # a process takes one message at a time
+            raise RequestError("a batch on a stdio route")
         message: Message = context.message.payload
         if "method" in message and "id" in message:
             return await self._request(request, live.stdio, message)

@@ -29,9 +29,10 @@ from gateway.policy.listing import (
     filter_message,
 )
 from tests.conftest import Gateway, StartGateway
-from tests.support.everything import everything_server
+from tests.support.everything import ensure_everything_installed, everything_server
 from tests.support.http_upstream import RecordingUpstream, recording_upstream
 from tests.support.local_issuer import LocalIssuer
+from tests.support.node import node_executable
 from tests.support.processes import HttpServerProcess
 
 LIST_METHODS = list(LIST_FIELDS)
@@ -391,3 +392,25 @@ async def test_server_everything_batch_lists_are_filtered(
     status, single_messages = await session_batch(gw.url("/ev/mcp"), [batch[0]], auth)
     assert status == 200
     assert items_by_id(single_messages) == {1: through[1]}
+
+
+# --- stdio routes: one process per session, no batching ---------------------------------------
+
+
+async def test_a_stdio_route_refuses_a_batch_with_400(start_gateway_for: StartGateway) -> None:
+    """Its processes take one message at a time: a batch is refused, never half-handled."""
+    gw = await start_gateway_for(
+        {
+            "name": "stdio",
+            "route": "/stdio/mcp",
+            "command": [node_executable(), str(ensure_everything_installed()), "stdio"],
+        }
+    )
+    for batch in (
+        [call("tools/list", 1)],
+        [{"jsonrpc": "2.0", "id": "srv-1", "result": {}}],
+        [{"jsonrpc": "2.0", "method": "notifications/initialized"}],
+    ):
+        status, messages = await session_batch(gw.url("/stdio/mcp"), batch, {})
+        assert status == 400
+        assert messages[0]["error"]["code"] == -32600
