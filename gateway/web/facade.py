@@ -60,6 +60,8 @@ audit = get_logger("gateway.audit")
 
 MAX_FORM_BYTES = 16 * 1024
 MAX_FORM_FIELDS = 64
+MAX_REASON_CHARS = 200
+"""Refusal reasons can quote a parameter name the client chose: logged this long at most."""
 MAX_REGISTRATION_BYTES = 32 * 1024
 PageHandler = Callable[[web.Request], Awaitable[web.Response]]
 RATE_KEYS = 100_000
@@ -254,7 +256,8 @@ class FacadeEndpoints:
 
     async def register(self, request: web.Request) -> web.Response:
         if not await self._registrations.allow(request[CONTEXT_KEY].client or ""):
-            return _oauth_error(OAuthError("slow_down", "Too many registrations; retry later", 429))
+            return _refused("registration_refused", OAuthError("slow_down", "Too many "
+                            "registrations; retry later", 429))  # fmt: skip
         try:
             document = await _json_body(request)
             secret = secrets.token_urlsafe(32)
@@ -262,7 +265,7 @@ class FacadeEndpoints:
                 document, client_id=secrets.token_urlsafe(16), secret=secret
             )
         except OAuthError as error:
-            return _oauth_error(error)
+            return _refused("registration_refused", error)
         audit.info("client_registered", client_id=answer["client_id"])
         return web.json_response(answer, status=201, headers=JSON_HEADERS)
 
@@ -271,16 +274,17 @@ class FacadeEndpoints:
             form = await _form(request)
             answer = await self.server.token(form, _basic(request))
         except OAuthError as error:
-            if error.error == "invalid_grant":
-                audit.warning("token_refused", reason=error.description)
-            return _oauth_error(error)
+            if error.error == "invalid_grant":  # a replayed or stolen code or refresh token
+                audit.warning("token_refused", error=error.error, reason=error.description)
+                return _oauth_error(error)
+            return _refused("token_refused", error)
         return web.json_response(answer, headers=JSON_HEADERS)
 
     async def revoke(self, request: web.Request) -> web.Response:
         try:
             await self.server.revoke(await _form(request), _basic(request))
         except OAuthError as error:
-            return _oauth_error(error)
+            return _refused("revocation_refused", error)
         return web.Response(status=200, headers=JSON_HEADERS)
 
     # -- pages ----------------------------------------------------------------------------------
@@ -289,8 +293,9 @@ class FacadeEndpoints:
         try:
             _, parked = await self.server.check_authorization(request.query)
         except ErrorPageError as error:
-            return _page(400, "Cannot continue", f"<p>{html.escape(error.description)}</p>")
+            return _error_page("authorization_refused", error.description)
         except RedirectError as error:
+            audit.info("authorization_refused", error=error.error)
             return _redirect(error.location)
         if self.upstream is None:
             return _sign_in_page(await self.server.begin(parked))
@@ -320,8 +325,8 @@ class FacadeEndpoints:
         states = query.getall("state", ())
         txn = await self.server.take_upstream_login(states[0]) if len(states) == 1 else None
         if txn is None or txn.code_verifier is None or txn.nonce is None:
-            return _page(400, "Cannot continue", "<p>This sign-in has expired or is not "
-                         "valid. Start again from your application.</p>")  # fmt: skip
+            return _error_page("upstream_callback_refused", "This sign-in has expired or is "
+                               "not valid. Start again from your application.")  # fmt: skip
         parked = txn.request
         try:
             metadata = await upstream.metadata()
@@ -363,17 +368,16 @@ class FacadeEndpoints:
         try:
             form = await _form(request)
         except OAuthError as error:
-            return _page(
-                error.status, "Cannot continue", f"<p>{html.escape(error.description)}</p>"
-            )
+            return _error_page("sign_in_refused", error.description, error.status)
         state = form.get("state", "")
         username, password = form.get("username", ""), form.get("password", "")
         if not await self._sign_ins.allow(f"{request[CONTEXT_KEY].client}|{username}"):
+            audit.warning("sign_in_refused", reason="rate limited", user=username[:64])
             return _page(429, "Too many attempts", "<p>Wait a minute, then try again.</p>")
         try:
             outcome = await self.server.sign_in_local(state, username, password)
         except ErrorPageError as error:
-            return _page(400, "Cannot continue", f"<p>{html.escape(error.description)}</p>")
+            return _error_page("sign_in_refused", error.description)
         if isinstance(outcome, SignInFailed):
             audit.warning("sign_in_failed", user=username[:64])
             return _sign_in_page(outcome.state, failed=True)
@@ -391,11 +395,9 @@ class FacadeEndpoints:
                 form.get("state", ""), approve=form.get("decision") == "approve"
             )
         except OAuthError as error:
-            return _page(
-                error.status, "Cannot continue", f"<p>{html.escape(error.description)}</p>"
-            )
+            return _error_page("consent_refused", error.description, error.status)
         except ErrorPageError as error:
-            return _page(400, "Cannot continue", f"<p>{html.escape(error.description)}</p>")
+            return _error_page("consent_refused", error.description)
         return _redirect(location)
 
     def _foreign_form_post(self, request: web.Request) -> web.Response | None:
@@ -485,6 +487,18 @@ def _fail_closed(handler: PageHandler, *, page: bool = False) -> PageHandler:
             return response
 
     return guarded
+
+
+def _refused(event: str, error: OAuthError) -> web.Response:
+    """Log why a request was refused (info: the client's own doing) and answer the error."""
+    audit.info(event, error=error.error, reason=error.description[:MAX_REASON_CHARS])
+    return _oauth_error(error)
+
+
+def _error_page(event: str, description: str, status: int = 400) -> web.Response:
+    """Log why a page request was refused (info) and show the "Cannot continue" page."""
+    audit.info(event, reason=description[:MAX_REASON_CHARS])
+    return _page(status, "Cannot continue", f"<p>{html.escape(description)}</p>")
 
 
 def _oauth_error(error: OAuthError) -> web.Response:

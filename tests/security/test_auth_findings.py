@@ -480,6 +480,29 @@ async def test_a_form_that_is_not_utf8_form_data_is_a_bad_request(
     ):
         assert answer.status == 400
         assert (await answer.json())["error"] == "invalid_request"
+    event = {"/oauth/token": "token_refused", "/oauth/revoke": "revocation_refused"}[path]
+    [refusal] = [r for r in log_records() if r.get("event") == event]
+    assert (refusal["level"], refusal["error"]) == ("info", "invalid_request")
+    no_error_logged()
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["", "?client_id=nobody", "?client_id=a&client_id=b", "?client_id=%ff%00"],
+    ids=["empty", "unknown-client", "repeated-client", "bad-encoding"],
+)
+async def test_a_bad_authorization_request_gets_a_page_and_a_logged_reason(
+    facade: Gateway, query: str
+) -> None:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(facade.url("/oauth/authorize" + query), allow_redirects=False) as page,
+    ):
+        assert page.status == 400
+        assert "Cannot continue" in await page.text()
+    [refusal] = [r for r in log_records() if r.get("event") == "authorization_refused"]
+    assert refusal["level"] == "info"
+    assert "not registered" in refusal["reason"]
     no_error_logged()
 
 
