@@ -27,6 +27,9 @@ from gateway.auth.jwks import JwksCache, KeysUnavailableError
 from gateway.auth.jwt import TokenError, check_header, parse_jwt, verify_with_any
 from gateway.auth.metadata import discover
 from gateway.config.model import ASYMMETRIC_ALGORITHMS, OidcLogin
+from gateway.observability.logging import get_logger
+
+log = get_logger("gateway.audit")
 
 LEEWAY = 60.0
 FETCH_TIMEOUT = 10.0
@@ -90,6 +93,8 @@ class UpstreamProvider:
                 raise UpstreamProviderUnusableError(
                     "discovery document does not list S256 in code_challenge_methods_supported"
                 )
+            if not s256:  # once: the metadata is kept from here on
+                log.warning("upstream_pkce_unadvertised_allowed", issuer=self.settings.issuer)
             advertised = document.get("authorization_response_iss_parameter_supported")
             self._metadata = ProviderMetadata(
                 issuer=self.settings.issuer,

@@ -420,6 +420,8 @@ async def test_a_provider_advertising_s256_or_vouched_for_gets_an_s256_challenge
     params = parse_qs(location.query)
     assert params["code_challenge_method"] == ["S256"]
     assert len(params["code_challenge"][0]) == 43
+    warned = [r for r in log_records() if r.get("event") == "upstream_pkce_unadvertised_allowed"]
+    assert len(warned) == (1 if allow else 0)
 
 
 async def test_the_sign_in_form_does_not_exist_with_federated_login(
