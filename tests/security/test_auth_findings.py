@@ -5,6 +5,8 @@
 8. After a JWKS outage the gateway serves again within seconds of the keys coming back.
 12a. An active introspection answer without `exp` is trusted only `ttl_without_exp` seconds.
 12b. Federated login refuses a provider that does not advertise PKCE S256.
+And malformed input on this side (tokens and JSON nested too deep, forms that are not UTF-8
+form data, bad authorization requests) gets a 4xx and an info-level reason, never a 500.
 """
 
 from __future__ import annotations
