@@ -3,11 +3,15 @@
 The MCP list methods (server features: tools, resources, prompts; 2025-11-25 and 2026-07-28)
 return their items in one array of `result`, beside pagination state (`nextCursor`) and `_meta`,
 which are kept as they are. A request may hold several list calls (a JSON-RPC batch, 2025-03-26),
-so the filter takes every list call of the request by id (`ListCalls`) and rewrites each response
-that answers one of them. The response reaches the gateway either as an `application/json` body
-(one message, or an array of them for a batch) or as events of a `text/event-stream` body
-(Streamable HTTP, "Sending Messages" / "Receiving Messages") whose data is again a message or an
-array; `SseListFilter` rewrites those events and passes every other one through.
+so a `ListFilter` holds every list call of the request by id and rewrites each response that
+answers one of them. A GET stream answers no request of its own, but a server may replay earlier
+responses on it (Streamable HTTP, "Resumability and Redelivery"): there any response whose result
+holds a list array is filtered by that array's kind.
+
+A response reaches the gateway either as an `application/json` body (one message, or an array of
+them for a batch) or as events of a `text/event-stream` body (Streamable HTTP, "Sending Messages"
+/ "Receiving Messages") whose data is again a message or an array; `SseListFilter` rewrites those
+events and passes every other one through.
 
 Everything here fails closed: a body or event too large or too deeply nested to inspect raises
 `ListFilterError` instead of letting an unfiltered list through.
@@ -18,8 +22,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 LIST_FIELDS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
     {
@@ -35,6 +40,18 @@ Allowed: TypeAlias = Callable[[str], bool]
 """Given an item's name, uri or uriTemplate: may the caller see it."""
 ListCalls: TypeAlias = Mapping[str | int, tuple[str, Allowed]]
 """The list calls of one request: JSON-RPC id -> (list method, what the caller may see)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListFilter:
+    """Which responses of one exchange to filter, and what each may show."""
+
+    calls: ListCalls = field(default_factory=dict)
+    """The request's list calls by id: the responses answering them are filtered."""
+    replayed: Mapping[str, Allowed] | None = None
+    """List method -> what the caller may see, for a stream that can replay responses to
+    earlier requests (GET): every response holding a list array is filtered by its kind."""
+
 
 MAX_BYTES: Final = 4 * 1024 * 1024
 
@@ -52,33 +69,40 @@ class ListFilterError(ValueError):
     """
 
 
-def filter_message(calls: ListCalls, message: object) -> object | None:
-    """Filter the list in `message` if it is the success response to one of `calls`.
+def filter_message(lists: ListFilter, message: object) -> object | None:
+    """Filter the list in `message` if it is the success response to one of `lists.calls` (or,
+    with `lists.replayed`, any success response holding a list array).
 
     Returns a new message whose `result[<array key>]` keeps only the items whose key is a string
-    that the call's `allowed` accepts; every other field of `result` (`nextCursor`, `_meta`, ...)
-    and of the message is kept. Returns None for anything else: notifications, errors, requests
-    and other ids. Ids compare by JSON value (`1.0` matches `1`, `true` does not), erring
-    towards filtering.
+    the call's `allowed` accepts; every other field of `result` (`nextCursor`, `_meta`, ...) and
+    of the message is kept. Returns None for anything else: notifications, errors, requests and
+    other ids. Ids compare by JSON value (`1.0` matches `1`, `true` does not), erring towards
+    filtering.
     """
-    if not isinstance(message, dict):
+    if not isinstance(message, dict) or not isinstance(message.get("result"), dict):
         return None
     msg_id = message.get("id")
     if isinstance(msg_id, float) and msg_id.is_integer():
         msg_id = int(msg_id)  # the JSON value 1.0 is the id 1
-    if isinstance(msg_id, bool) or not isinstance(msg_id, str | int):
+    if isinstance(msg_id, str | int) and not isinstance(msg_id, bool):
+        call = lists.calls.get(msg_id)
+        if call is not None:
+            return _filtered(message, *call)
+    if lists.replayed is None:
         return None
-    call = calls.get(msg_id)
-    if call is None:
-        return None
-    method, allowed = call
+    current = message
+    for method, allowed in lists.replayed.items():
+        current = _filtered(current, method, allowed) or current
+    return current if current is not message else None
+
+
+def _filtered(message: dict[str, Any], method: str, allowed: Allowed) -> dict[str, Any] | None:
+    """`message` with its result's list for `method` filtered, or None if it holds none."""
     fields = LIST_FIELDS.get(method)
-    if fields is None:
+    result = message["result"]
+    if fields is None or not isinstance(result.get(fields[0]), list):
         return None
     array_key, item_key = fields
-    result = message.get("result")
-    if not isinstance(result, dict) or not isinstance(result.get(array_key), list):
-        return None
     kept = [
         item
         for item in result[array_key]
@@ -89,18 +113,18 @@ def filter_message(calls: ListCalls, message: object) -> object | None:
     return {**message, "result": {**result, array_key: kept}}
 
 
-def filter_payload(calls: ListCalls, payload: object) -> object | None:
+def filter_payload(lists: ListFilter, payload: object) -> object | None:
     """`filter_message` over one message or a batch reply (an array of messages): the payload
     with every list response in it filtered, or None if none was."""
     if not isinstance(payload, list):
-        return filter_message(calls, payload)
-    filtered = [filter_message(calls, message) for message in payload]
+        return filter_message(lists, payload)
+    filtered = [filter_message(lists, message) for message in payload]
     if all(message is None for message in filtered):
         return None
     return [new if new is not None else old for new, old in zip(filtered, payload, strict=True)]
 
 
-def filter_json_body(calls: ListCalls, body: bytes, *, max_bytes: int = MAX_BYTES) -> bytes:
+def filter_json_body(lists: ListFilter, body: bytes, *, max_bytes: int = MAX_BYTES) -> bytes:
     """Filter an `application/json` response body; any other body is returned unchanged.
 
     Raises `ListFilterError` for a body over `max_bytes`, whatever it holds.
@@ -109,7 +133,7 @@ def filter_json_body(calls: ListCalls, body: bytes, *, max_bytes: int = MAX_BYTE
         raise ListFilterError(f"response body over {max_bytes} bytes")
     # Decoded as a fetch() client would (BOM dropped, bad bytes replaced), so it cannot see a
     # list that this parser missed.
-    filtered = filter_payload(calls, _parse(body.decode("utf-8-sig", "replace")))
+    filtered = filter_payload(lists, _parse(body.decode("utf-8-sig", "replace")))
     return body if filtered is None else _serialise(filtered).encode()
 
 
@@ -124,8 +148,8 @@ class SseListFilter:
     byte for byte. Raises `ListFilterError` once an event grows past `max_bytes`.
     """
 
-    def __init__(self, calls: ListCalls, *, max_bytes: int = MAX_BYTES) -> None:
-        self._calls = calls
+    def __init__(self, lists: ListFilter, *, max_bytes: int = MAX_BYTES) -> None:
+        self._lists = lists
         self._max_bytes = max_bytes
         self._buffer = bytearray()
         self._first_event = True
@@ -179,7 +203,7 @@ class SseListFilter:
         data = [value for name, value in map(_field, lines) if name == "data"]
         if not data:
             return None
-        filtered = filter_payload(self._calls, _parse("\n".join(data)))
+        filtered = filter_payload(self._lists, _parse("\n".join(data)))
         if filtered is None:
             return None
         kept = [line for line in lines if _field(line)[0] != "data"]

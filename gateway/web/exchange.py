@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from gateway.auth.principal import Principal
 from gateway.jsonrpc import JsonRpcId, JsonRpcMessage
 from gateway.mcp_request import McpCall
-from gateway.policy.listing import ListCalls
+from gateway.policy.listing import ListFilter
 from gateway.session.registry import Session
 from gateway.session.seal import Owner
 
@@ -27,8 +27,8 @@ class RequestContext:
     calls: tuple[McpCall, ...] = ()
     """The inspected JSON-RPC messages of a POST, in body order."""
     principal: Principal | None = None
-    list_calls: ListCalls | None = None
-    """The request's list calls, on a route that hides what the caller may not use."""
+    list_filter: ListFilter | None = None
+    """The list responses to filter, on a route that hides what the caller may not use."""
     call_name: str | None = None
     """The tool name, prompt name or resource URI the request acts on, if any."""
     decision: str | None = None

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from contextlib import nullcontext
+import functools
+import time
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -14,7 +15,7 @@ from gateway.policy.listing import (
     MAX_BYTES as LIST_MAX_BYTES,
 )
 from gateway.policy.listing import (
-    ListCalls,
+    ListFilter,
     ListFilterError,
     SseListFilter,
     filter_json_body,
@@ -23,11 +24,10 @@ from gateway.proxy.connection import UpstreamConnection, UpstreamResponse
 from gateway.proxy.headers import header_pairs, upstream_response_head
 from gateway.session.registry import StreamSlot
 from gateway.web.edge import response_headers
-from gateway.web.keys import CONTEXT_KEY
+from gateway.web.keys import CONTEXT_KEY, METRICS_KEY
 from gateway.web.middleware import new_request_id
 from gateway.web.route import UpstreamRoute
 from gateway.web.sessions import SESSION_HEADER, after_upstream_response
-from gateway.web.streaming import count_ended, drop_client, ends_early, write_within
 
 log = get_logger("gateway.proxy")
 
@@ -109,11 +109,11 @@ async def _exchange(
                 headers[SESSION_HEADER] = session_id
         whole = upstream.take_body()
         sse_filter = None
-        if context.list_calls:
+        if context.list_filter is not None:
             if not event_stream:
-                whole = await _filtered_body(upstream, whole, context.list_calls)
+                whole = await _filtered_body(upstream, whole, context.list_filter)
             else:
-                sse_filter = SseListFilter(context.list_calls)
+                sse_filter = SseListFilter(context.list_filter)
                 if whole is not None:  # the whole stream has already arrived
                     try:
                         whole = sse_filter.feed(whole) + sse_filter.finish()
@@ -154,7 +154,9 @@ def _added_headers(request: web.Request, route: UpstreamRoute) -> list[tuple[byt
     return added
 
 
-async def _filtered_body(upstream: UpstreamResponse, body: bytes | None, calls: ListCalls) -> bytes:
+async def _filtered_body(
+    upstream: UpstreamResponse, body: bytes | None, lists: ListFilter
+) -> bytes:
     """A JSON list response with what the caller may not use removed (read whole, bounded)."""
     try:
         if body is None:
@@ -165,7 +167,7 @@ async def _filtered_body(upstream: UpstreamResponse, body: bytes | None, calls: 
                     raise ListFilterError("list response too large to filter")
                 chunks.append(chunk)
             body = b"".join(chunks)
-        return filter_json_body(calls, body)
+        return filter_json_body(lists, body)
     except (ListFilterError, UpstreamStreamError) as exc:
         raise UnfilterableResponseError(str(exc)) from None
 
@@ -201,26 +203,45 @@ async def _relay(
         ended_by.append(reason)
         conn.close()  # the pending read fails; the loop below then ends the client's stream
 
-    revocations = route.authenticator.revocations if route.authenticator else None
-    guard = ends_early(context, revocations, end_stream) if event_stream else nullcontext()
+    async def send(data: bytes, *, last: bool = False) -> None:
+        """Write within `stalled_after` seconds (aiohttp waits for the client to drain)."""
+        async with asyncio.timeout(stalled_after):
+            await (stream.write_eof(data) if last else stream.write(data))
+
+    expiry = unwatch = None
+    session = context.session
+    session_closer = functools.partial(end_stream, "session_ended")
     if event_stream:
         route.open_streams.inc()
+        principal = context.principal
+        if principal is not None:
+            remaining = principal.expires_at - time.time()
+            expiry = loop.call_later(max(remaining, 0.0), end_stream, "token_expired")
+            revocations = route.authenticator.revocations if route.authenticator else None
+            if revocations is not None:
+                unwatch = revocations.streams.watch(principal, end_stream)
+        if session is not None:
+            session.streams.add(session_closer)
     try:
-        with guard:
-            while chunk := await upstream.read():
-                if sse_filter is not None:
-                    chunk = sse_filter.feed(chunk)
-                if chunk:
-                    await write_within(stream, chunk, stalled_after)
-            tail = sse_filter.finish() if sse_filter is not None else b""
-            await write_within(stream, tail, stalled_after, last=True)
+        while chunk := await upstream.read():
+            if sse_filter is not None:
+                chunk = sse_filter.feed(chunk)
+            if chunk:
+                await send(chunk)
+        await send(sse_filter.finish() if sse_filter is not None else b"", last=True)
     except (UpstreamStreamError, ListFilterError):
         if ended_by:
-            _stream_closed(request, route, ended_by[0])
+            _count_closed(request, route, ended_by[0])
+            log.info(
+                "stream_closed",
+                request_id=context.request_id,
+                upstream=route.name,
+                reason=ended_by[0],
+            )
             try:
-                await write_within(stream, b"", stalled_after, last=True)
+                await send(b"", last=True)
             except TimeoutError:
-                drop_client(request)
+                _drop_client(request)
             except ConnectionResetError:
                 pass
             return stream
@@ -233,29 +254,40 @@ async def _relay(
         return stream
     except TimeoutError:
         # The client has read nothing for that long: drop it (what it has not read is lost
-        # anyway), and the upstream connection with it rather than pool a busy connection.
-        _stream_closed(request, route, "client_stalled")
+        # anyway) and the upstream connection with it.
+        _count_closed(request, route, "client_stalled")
+        log.info(
+            "stream_closed",
+            request_id=context.request_id,
+            upstream=route.name,
+            reason="client_stalled",
+        )
         conn.close()
-        drop_client(request)
+        _drop_client(request)
         return stream
     except ConnectionResetError:
         return stream  # the client went away mid-stream; releasing the pool closes upstream
     finally:
         if event_stream:
             route.open_streams.dec()
-            if context.session is not None:
-                route.sessions.touch(context.session)  # idle from the end of its last stream
+            if expiry is not None:
+                expiry.cancel()
+            if unwatch is not None:
+                unwatch()
+            if session is not None:
+                session.streams.discard(session_closer)
+                route.sessions.touch(session)  # idle from the end of its last stream
     return stream
 
 
-def _stream_closed(request: web.Request, route: UpstreamRoute, reason: str) -> None:
-    count_ended(request, route.name, reason)
-    log.info(
-        "stream_closed",
-        request_id=request[CONTEXT_KEY].request_id,
-        upstream=route.name,
-        reason=reason,
-    )
+def _count_closed(request: web.Request, route: UpstreamRoute, reason: str) -> None:
+    request.app[METRICS_KEY].streams_closed.labels(route.name, reason).inc()
+
+
+def _drop_client(request: web.Request) -> None:
+    """Close a client's connection now, with what it has not read still buffered."""
+    if request.transport is not None:
+        request.transport.abort()
 
 
 END_TIMEOUT = 5.0

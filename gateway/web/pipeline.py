@@ -35,7 +35,7 @@ from gateway.mcp_request import McpCall, McpRequestError, inspect_request
 from gateway.observability.logging import get_logger
 from gateway.policy.compiled import PolicyStore
 from gateway.policy.decision import LIST_KINDS, Allow, Deny, InsufficientScope, Kind, RoutePolicy
-from gateway.policy.listing import Allowed
+from gateway.policy.listing import Allowed, ListFilter
 from gateway.web.keys import CONTEXT_KEY
 
 Step = Callable[[web.Request], Awaitable[None]]
@@ -151,7 +151,7 @@ def build_steps(
         if denied:
             raise PolicyDeniedError("denied by policy")
         if policy.hide_unauthorized:
-            context.list_calls = list_calls(context.calls, policy, granted) or None
+            context.list_filter = list_filter(request.method, context.calls, policy, granted)
         if required:
             raise InsufficientScopeError(
                 "missing scopes",
@@ -190,17 +190,24 @@ def calls_of(
     ]
 
 
-def list_calls(
-    calls: tuple[McpCall, ...], policy: RoutePolicy, granted: frozenset[str]
-) -> dict[str | int, tuple[str, Allowed]]:
-    """Every list request of the request (one, or several in a batch) by id, each with what
-    the caller may see, so that every list response can be filtered like a single one's."""
-    found: dict[str | int, tuple[str, Allowed]] = {}
-    for call in calls:
-        kind = LIST_KINDS.get(call.method)
-        if kind is not None and call.kind == "request" and call.rpc_id is not None:
-            found[call.rpc_id] = (call.method, functools.partial(_visible, policy, kind, granted))
-    return found
+def list_filter(
+    http_method: str, calls: tuple[McpCall, ...], policy: RoutePolicy, granted: frozenset[str]
+) -> ListFilter | None:
+    """What to filter in the response: every list request of a POST (one, or several in a
+    batch) by id, so each list response is filtered like a single one's; on a GET stream, any
+    list response an upstream replays there (resumption). None when there is nothing to do."""
+
+    def allowed(method: str) -> Allowed:
+        return functools.partial(_visible, policy, LIST_KINDS[method], granted)
+
+    if http_method == "GET":
+        return ListFilter(replayed={method: allowed(method) for method in LIST_KINDS})
+    found = {
+        call.rpc_id: (call.method, allowed(call.method))
+        for call in calls
+        if call.method in LIST_KINDS and call.kind == "request" and call.rpc_id is not None
+    }
+    return ListFilter(calls=found) if found else None
 
 
 def _visible(policy: RoutePolicy, kind: Kind, granted: frozenset[str], name: str) -> bool:

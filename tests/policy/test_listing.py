@@ -8,7 +8,7 @@ import pytest
 
 from gateway.policy.listing import (
     LIST_FIELDS,
-    ListCalls,
+    ListFilter,
     ListFilterError,
     SseListFilter,
     filter_json_body,
@@ -21,9 +21,9 @@ def allowed(key: str) -> bool:
     return key.startswith("ok")
 
 
-def one(method: str = "tools/list", rpc_id: str | int = 1) -> ListCalls:
-    """The list calls of a request holding one list call."""
-    return {rpc_id: (method, allowed)}
+def one(method: str = "tools/list", rpc_id: str | int = 1) -> ListFilter:
+    """The filter of a request holding one list call."""
+    return ListFilter(calls={rpc_id: (method, allowed)})
 
 
 def compact(value: object) -> bytes:
@@ -444,12 +444,14 @@ def test_list_filter_error_is_a_value_error() -> None:
 
 # --- batches: several list calls in one request -----------------------------------------------
 
-ALL_LISTS = {
-    1: ("tools/list", allowed),
-    "r": ("resources/list", allowed),
-    3: ("resources/templates/list", allowed),
-    "p": ("prompts/list", allowed),
-}
+ALL_LISTS = ListFilter(
+    calls={
+        1: ("tools/list", allowed),
+        "r": ("resources/list", allowed),
+        3: ("resources/templates/list", allowed),
+        "p": ("prompts/list", allowed),
+    }
+)
 
 
 def batch_reply() -> list[Any]:
@@ -480,7 +482,7 @@ def test_filter_payload_filters_every_list_response_of_a_batch_reply() -> None:
 
 def test_filter_payload_leaves_a_batch_reply_without_list_responses() -> None:
     assert filter_payload(ALL_LISTS, batch_reply()[4:]) is None
-    assert filter_payload({}, batch_reply()) is None
+    assert filter_payload(ListFilter(), batch_reply()) is None
 
 
 def test_filter_payload_filters_a_single_message_by_its_own_call() -> None:
@@ -512,3 +514,54 @@ def test_sse_filters_a_batch_reply_in_one_event_or_in_many(newline: bytes) -> No
     out = b"".join(sse.feed(many[i : i + 7]) for i in range(0, len(many), 7)) + sse.finish()
     assert out == b"".join(b"id: %d%sdata: %s%s" % (i, newline, compact(m), newline * 2)
                            for i, m in enumerate(expected))  # fmt: skip
+
+
+# --- a GET stream: responses replayed there are filtered by their shape ---------------------
+
+REPLAYED = ListFilter(replayed=dict.fromkeys(LIST_FIELDS, allowed))
+
+
+@pytest.mark.parametrize("method", list(LIST_FIELDS))
+@pytest.mark.parametrize("rpc_id", [1, "x", None], ids=["int-id", "str-id", "null-id"])
+def test_replayed_list_responses_are_filtered_whatever_their_id(
+    method: str, rpc_id: object
+) -> None:
+    message = list_response(method, ["ok-1", "no-2"], rpc_id, nextCursor="c")
+    expected = list_response(method, ["ok-1"], rpc_id, nextCursor="c")
+    assert filter_message(REPLAYED, message) == expected
+
+
+def test_a_replayed_result_holding_several_lists_has_each_filtered() -> None:
+    message = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "result": {"tools": [{"name": "ok"}, {"name": "no"}], "prompts": [{"name": "no"}]},
+    }
+    assert filter_message(REPLAYED, message) == {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "result": {"tools": [{"name": "ok"}], "prompts": []},
+    }
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "no"}]}},
+        {"jsonrpc": "2.0", "id": 1, "error": {"code": -1, "message": "m"}},
+        {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"},
+        {"jsonrpc": "2.0", "id": 2, "method": "x", "params": {"tools": [{"name": "no"}]}},
+        {"jsonrpc": "2.0", "id": 1, "result": {"tools": {"name": "no"}}},
+    ],
+    ids=["other-result", "error", "notification", "server-request", "array-not-list"],
+)
+def test_replayed_filtering_leaves_other_messages(message: object) -> None:
+    assert filter_message(REPLAYED, message) is None
+
+
+def test_an_sse_stream_replaying_a_list_is_filtered() -> None:
+    sse = SseListFilter(REPLAYED)
+    stream = b"id: e1\ndata: " + RESPONSE + b"\n\nid: e2\ndata: " + PROGRESS + b"\n\n"
+    assert sse.feed(stream) + sse.finish() == (
+        b"id: e1\ndata: " + FILTERED + b"\n\nid: e2\ndata: " + PROGRESS + b"\n\n"
+    )

@@ -10,6 +10,7 @@ attributed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 from gateway.policy.listing import (
     LIST_FIELDS,
     Allowed,
-    ListCalls,
+    ListFilter,
     SseListFilter,
     filter_json_body,
     filter_message,
@@ -49,7 +50,7 @@ def visible_for(kind_visible: dict[str, frozenset[str]], method: str) -> Allowed
 
 
 @st.composite
-def batches(draw: st.DrawFn) -> tuple[ListCalls, list[dict[str, Any]]]:
+def batches(draw: st.DrawFn) -> tuple[ListFilter, list[dict[str, Any]]]:
     """List calls with unique ids, what each kind may show, and the upstream's responses to
     them (in any order, with responses to other calls and notifications among them)."""
     ids = draw(
@@ -81,7 +82,7 @@ def batches(draw: st.DrawFn) -> tuple[ListCalls, list[dict[str, Any]]]:
         messages.append({"jsonrpc": "2.0", "id": rpc_id, "result": result})
     for _ in range(draw(st.integers(0, 2))):
         messages.append({"jsonrpc": "2.0", "method": "notifications/progress", "params": {}})
-    return calls, draw(st.permutations(messages))
+    return ListFilter(calls=calls), draw(st.permutations(messages))
 
 
 def sse_events(payloads: list[object], newline: bytes) -> bytes:
@@ -92,12 +93,13 @@ def sse_events(payloads: list[object], newline: bytes) -> bytes:
 
 
 def sse_payloads(body: bytes) -> list[Any]:
+    """The JSON data of every event with data (a priming event has none)."""
     text = body.decode().replace("\r\n", "\n")
-    return [
-        json.loads("\n".join(line[6:] for line in event.split("\n") if line.startswith("data: ")))
+    datas = [
+        "\n".join(line[6:] for line in event.split("\n") if line.startswith("data: "))
         for event in text.split("\n\n")
-        if "data: " in event
     ]
+    return [json.loads(data) for data in datas if data.strip()]
 
 
 def flatten(payloads: list[Any]) -> list[Any]:
@@ -112,28 +114,28 @@ def flatten(payloads: list[Any]) -> list[Any]:
     chunk=st.integers(1, 64),
 )
 def test_a_batch_never_shows_an_item_a_single_call_would_hide(
-    batch: tuple[ListCalls, list[dict[str, Any]]],
+    batch: tuple[ListFilter, list[dict[str, Any]]],
     shape: Literal["json", "sse-array", "sse-events"],
     newline: bytes,
     chunk: int,
 ) -> None:
-    calls, messages = batch
+    lists, messages = batch
     if shape == "json":
         body = json.dumps(messages if len(messages) != 1 else messages[0]).encode()
-        seen = json.loads(filter_json_body(calls, body))
+        seen = json.loads(filter_json_body(lists, body))
         out = seen if isinstance(seen, list) else [seen]
     else:
         payloads: list[object] = [messages] if shape == "sse-array" else list(messages)
         stream = sse_events(payloads, newline)
-        sse = SseListFilter(calls)
+        sse = SseListFilter(lists)
         filtered = b"".join(sse.feed(stream[i : i + chunk]) for i in range(0, len(stream), chunk))
         out = flatten(sse_payloads(filtered + sse.finish()))
     # Message for message, the batch reads exactly as each response would alone.
     assert len(out) == len(messages)
     for before, after in zip(messages, out, strict=True):
         rpc_id = before.get("id")
-        call = calls.get(rpc_id) if isinstance(rpc_id, str | int) else None
-        alone = filter_message({rpc_id: call}, before) if call is not None else None
+        call = lists.calls.get(rpc_id) if isinstance(rpc_id, str | int) else None
+        alone = filter_message(ListFilter({rpc_id: call}), before) if call is not None else None
         assert after == (alone if alone is not None else before)
         if call is not None and alone is not None:
             method, allowed = call
@@ -414,3 +416,67 @@ async def test_a_stdio_route_refuses_a_batch_with_400(start_gateway_for: StartGa
         status, messages = await session_batch(gw.url("/stdio/mcp"), batch, {})
         assert status == 400
         assert messages[0]["error"]["code"] == -32600
+
+
+# --- resumption: a GET stream with Last-Event-ID replays earlier responses --------------------
+
+
+async def test_a_resumed_stream_replays_a_list_response_filtered(
+    start_gateway_for: StartGateway, issuer: LocalIssuer, everything: HttpServerProcess
+) -> None:
+    """server-everything stores its events and replays them on `GET` with `Last-Event-ID`
+    (Streamable HTTP, "Resumability and Redelivery"), list responses included: those are
+    filtered on the GET stream as on the POST stream that first carried them."""
+    gw = await start_gateway_for(
+        {
+            "name": "ev",
+            "route": "/ev/mcp",
+            "url": everything.url,
+            "policy": {"tools": {"get-env": "deny"}},
+        },
+        auth={"resource_server": {"authorization_servers": [issuer.auth_server()]}},
+    )
+    url = gw.url("/ev/mcp")
+    token = issuer.mint(issuer.claims(url, scope="mcp:tools"))
+    base = {**ACCEPT, "Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "resume-test", "version": "1"},
+        },
+    }
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, data=json.dumps(init), headers=base) as resp:
+            session = {
+                "Mcp-Session-Id": resp.headers["Mcp-Session-Id"],
+                "MCP-Protocol-Version": "2025-11-25",
+            }
+            await resp.read()
+        initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        async with http.post(url, data=json.dumps(initialized), headers={**base, **session}):
+            pass
+        listing = json.dumps(call("tools/list", 5))
+        async with http.post(url, data=listing, headers={**base, **session}) as resp:
+            first = (await resp.read()).decode()
+        event_ids = [line[4:] for line in first.splitlines() if line.startswith("id: ")]
+        assert event_ids  # resumable: the stream's events carry ids
+        [listed_first] = [m for m in flatten(sse_payloads(first.encode())) if m.get("id") == 5]
+        names = [t["name"] for t in listed_first["result"]["tools"]]
+        assert "get-env" not in names
+        assert "echo" in names
+
+        resume = {**base, **session, "Accept": "text/event-stream", "Last-Event-ID": event_ids[0]}
+        del resume["Content-Type"]
+        async with http.get(url, headers=resume) as resp:
+            assert resp.status == 200
+            replayed: list[Any] = []
+            async with asyncio.timeout(10):
+                while not any(m.get("id") == 5 for m in replayed):
+                    event = await resp.content.readuntil(b"\n\n")
+                    replayed += flatten(sse_payloads(event))
+    [listed_again] = [m for m in replayed if m.get("id") == 5]
+    assert [t["name"] for t in listed_again["result"]["tools"]] == names
