@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,6 +158,13 @@ async def revoke(at: str, tokens: Tokens) -> None:
         assert answer.status == 200
 
 
+def closed_streams() -> list[tuple[str, str]]:
+    """(level, reason) of each `stream_closed` line so far; and no line at error level."""
+    records = [json.loads(line) for line in gateway_log().splitlines() if line.startswith("{")]
+    assert [r for r in records if r.get("level") in {"error", "critical"}] == []
+    return [(r["level"], r["reason"]) for r in records if r.get("event") == "stream_closed"]
+
+
 async def until_it_ends(stream: aiohttp.ClientResponse) -> bytes:
     """The rest of a stream, which must end (cleanly) within the test's bound."""
     async with asyncio.timeout(WAIT):
@@ -196,7 +204,7 @@ async def test_revoking_an_access_token_ends_its_open_stream_at_once(
         await revoke(gw.base, tokens)
         assert await until_it_ends(revoked_stream) == b""  # ended cleanly, nothing more
         await until_closed_upstream_count(server, 1)
-        assert '"token_revoked"' in gateway_log()
+        assert ("info", "token_revoked") in closed_streams()
         assert not kept_stream.content.at_eof()
         kept_stream.close()
         revoked_stream.close()
@@ -230,7 +238,7 @@ async def test_reusing_a_refresh_token_ends_the_streams_of_its_family(
         await token_request(http, gw.base, form, status=400)  # reuse: the family is revoked
         assert await until_it_ends(stream) == b""
         await until_closed_upstream(server)
-        assert '"token_revoked"' in gateway_log()
+        assert ("info", "token_revoked") in closed_streams()
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +286,7 @@ async def test_a_revocation_through_one_replica_ends_streams_on_the_other(
             await revoke(a, tokens)  # ...revoked through A
             assert await until_it_ends(stream) == b""
             await until_closed_upstream(server)
-        assert '"token_revoked"' in gateway_log()
+        assert ("info", "token_revoked") in closed_streams()
     finally:
         for gateway in running:
             await gateway.stop()
@@ -357,7 +365,131 @@ async def test_a_client_that_stops_reading_loses_its_stream_and_the_upstream_its
         await loop.sock_sendall(client, head)
         # ... and never read a byte.
         await until_closed_upstream(server)
-        assert '"client_stalled"' in gateway_log()
+        assert ("info", "client_stalled") in closed_streams()
         assert len(upstream.requests) == 1
+        async with aiohttp.ClientSession() as http, http.get(gw.url("/metrics")) as metrics:
+            text = await metrics.text()
+        assert (
+            'mcp_gateway_streams_closed_total{reason="client_stalled",upstream="files"} 1.0' in text
+        )
     finally:
         client.close()
+
+
+# -- stdio upstreams ----------------------------------------------------------------------------
+
+STDIO_ROUTE = "/tiny/mcp"
+TINY_SERVER = """
+import json, sys, time
+
+def send(message):
+    sys.stdout.write(json.dumps(message) + "\\n")
+    sys.stdout.flush()
+
+for line in sys.stdin:
+    message = json.loads(line)
+    if message.get("method") == "initialize":
+        send({"jsonrpc": "2.0", "id": message["id"], "result": {
+            "protocolVersion": message["params"]["protocolVersion"],
+            "capabilities": {"tools": {}}, "serverInfo": {"name": "tiny", "version": "1"}}})
+    elif message.get("method") == "tools/call" and message["params"]["name"] == "flood":
+        while True:  # progress for the call, much faster than a stalled client reads
+            for _ in range(16):
+                send({"jsonrpc": "2.0", "method": "notifications/message",
+                      "params": {"level": "info", "data": "x" * 65536}})
+            time.sleep(0.01)
+    # any other call ("slow") is never answered: its stream stays open
+"""
+
+
+async def stdio_gateway(
+    start: StartGateway, tmp_path: Path, **sessions: Any
+) -> tuple[Gateway, str]:
+    """A gateway in front of a tiny stdio server, and a session opened on it."""
+    script = tmp_path / "tiny_server.py"
+    script.write_text(TINY_SERVER)
+    gw = await start(
+        {"name": "tiny", "route": STDIO_ROUTE, "command": [sys.executable, str(script)]},
+        sessions=sessions,
+    )
+    initialize = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                  "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                             "clientInfo": {"name": "streams", "version": "1"}}}  # fmt: skip
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(gw.url(STDIO_ROUTE), json=initialize, headers=MCP) as answer,
+    ):
+        assert answer.status == 200, await answer.text()
+        return gw, remember(answer.headers["Mcp-Session-Id"])
+
+
+async def test_stdio_request_streams_count_toward_the_per_principal_limit(
+    start_gateway_for: StartGateway, tmp_path: Path
+) -> None:
+    gw, session = await stdio_gateway(start_gateway_for, tmp_path, max_streams_per_principal=1)
+    headers = {**MCP, "Mcp-Session-Id": session}
+    async with aiohttp.ClientSession() as http:
+        first = await http.post(gw.url(STDIO_ROUTE), json=call(1), headers=headers)
+        assert first.status == 200
+        assert first.headers["Content-Type"] == "text/event-stream"
+        async with http.post(gw.url(STDIO_ROUTE), json=call(2), headers=headers) as second:
+            assert second.status == 429
+        async with http.get(gw.url(STDIO_ROUTE), headers={**SSE, **headers}) as get:
+            assert get.status == 429
+        async with http.post(gw.url(STDIO_ROUTE), json=CANCELLED, headers=headers) as note:
+            assert note.status == 202
+        first.close()
+
+
+async def test_a_stalled_client_of_a_stdio_stream_is_dropped(
+    start_gateway_for: StartGateway, tmp_path: Path
+) -> None:
+    gw, session = await stdio_gateway(start_gateway_for, tmp_path, stalled_stream_timeout=0.5)
+    port = gw.running.port
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": {"name": "flood"}}).encode()  # fmt: skip
+    head = (f"POST {STDIO_ROUTE} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Accept: application/json, text/event-stream\r\nContent-Type: application/json\r\n"
+            f"Mcp-Session-Id: {session}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()  # fmt: skip
+    client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(client, ("127.0.0.1", port))
+        await loop.sock_sendall(client, head + body)
+        # ... and never read a byte.
+        async with asyncio.timeout(WAIT):
+            while ("info", "client_stalled") not in closed_streams():
+                await asyncio.sleep(0.05)
+    finally:
+        client.close()
+
+
+async def test_revoking_a_token_ends_its_stdio_stream(
+    start_gateway_for: StartGateway, tmp_path: Path, users_file: Path
+) -> None:
+    script = tmp_path / "tiny_server.py"
+    script.write_text(TINY_SERVER)
+    gw = await start_gateway_for(
+        {"name": "tiny", "route": ROUTE, "command": [sys.executable, str(script)],
+         "scopes": ["mcp:tools"]},
+        auth={"authorization_server": {"login": {"local": {"users_file": str(users_file)}},
+                                       "grants": [{"scopes": ["mcp:tools"]}]}},
+    )  # fmt: skip
+    tokens = await sign_in(gw.base, gw.base)
+    headers = {**MCP, "Authorization": f"Bearer {tokens.access}"}
+    initialize = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                  "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                             "clientInfo": {"name": "streams", "version": "1"}}}  # fmt: skip
+    async with aiohttp.ClientSession() as http:
+        async with http.post(gw.url(ROUTE), json=initialize, headers=headers) as answer:
+            assert answer.status == 200, await answer.text()
+            headers["Mcp-Session-Id"] = remember(answer.headers["Mcp-Session-Id"])
+        stream = await http.post(gw.url(ROUTE), json=call(1), headers=headers)
+        assert stream.status == 200
+        assert stream.headers["Content-Type"] == "text/event-stream"
+        await revoke(gw.base, tokens)
+        assert await until_it_ends(stream) == b""
+    assert ("info", "token_revoked") in closed_streams()
