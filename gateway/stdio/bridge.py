@@ -20,7 +20,6 @@ step-up challenges and session checks run before the bridge, in the common pipel
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import secrets
 import shutil
@@ -31,6 +30,7 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
+from gateway.auth.authenticator import Revocations
 from gateway.config.model import SESSION_DIR, Upstream
 from gateway.errors import (
     CapacityError,
@@ -41,13 +41,14 @@ from gateway.errors import (
     UpstreamTimeoutError,
 )
 from gateway.observability.logging import get_logger
-from gateway.policy.listing import filter_message
+from gateway.policy.listing import ListFilter, filter_message
 from gateway.session.registry import Session, SessionRegistry
 from gateway.stdio.process import StdioProcess
 from gateway.stdio.session import InFlight, Message, StdioSession, StreamBusyError
 from gateway.web.edge import response_headers
 from gateway.web.keys import CONTEXT_KEY
 from gateway.web.sessions import SESSION_HEADER, opens_session
+from gateway.web.streaming import count_ended, drop_client, ends_early, write_within
 
 log = get_logger("gateway.stdio")
 audit = get_logger("gateway.audit")
@@ -82,9 +83,17 @@ class _Live:
 
 
 class StdioBridge:
-    def __init__(self, config: Upstream, registry: SessionRegistry, start_timeout: float) -> None:
+    def __init__(
+        self,
+        config: Upstream,
+        registry: SessionRegistry,
+        start_timeout: float,
+        revocations: Revocations | None = None,
+    ) -> None:
+        """`revocations`: of the gateway's own tokens, whose open streams end when revoked."""
         assert config.command is not None
         self._config = config
+        self._revocations = revocations
         self._registry = registry
         self._start_timeout = start_timeout
         self._live: dict[str, _Live] = {}  # upstream session id (ours) -> its process
@@ -173,59 +182,81 @@ class StdioBridge:
         self, request: web.Request, stdio: StdioSession, message: Message
     ) -> web.StreamResponse:
         context = request[CONTEXT_KEY]
+        slot = self._registry.stream_slot(context.limit_key)
+        slot.take()  # its answer is a stream: at the limit, refused before the process sees it
         try:
-            child_id, pending = await stdio.request(message)
-        except ConnectionError:
-            raise UpstreamError("stdio server is not accepting input") from None
-        headers = CIMultiDict[str](SSE_HEADERS)
-        response_headers(headers, context)
-        stream = web.StreamResponse(status=200, headers=headers)
-        context.upstream_status = 200
-        session = context.session
-        assert session is not None
-
-        def end_with_session() -> None:  # the session ended meanwhile: end this stream too
-            pending.queue.put_nowait(None)
-
-        await stream.prepare(request)
-        session.streams.add(end_with_session)  # an open stream keeps it from idle reaping
-        try:
-            while (item := await pending.queue.get()) is not None:
-                if context.list_filter is not None and "method" not in item:
-                    item = _as_message(filter_message(context.list_filter, item), item)
-                await stream.write(_event(item))
-        except (ConnectionResetError, asyncio.CancelledError):
-            stdio.abandon(child_id)
-            raise
+            try:
+                child_id, pending = await stdio.request(message)
+            except ConnectionError:
+                raise UpstreamError("stdio server is not accepting input") from None
+            try:
+                return await self._relay(request, pending.queue, context.list_filter)
+            finally:
+                stdio.abandon(child_id)  # if it is still running, its answer has nowhere to go
         finally:
-            session.streams.discard(end_with_session)
-            self._registry.touch(session)  # idle from the end of its last stream
-        await stream.write_eof()
-        return stream
+            slot.release()
 
     async def _stream(self, request: web.Request, stdio: StdioSession) -> web.StreamResponse:
         context = request[CONTEXT_KEY]
-        self._registry.open_stream(context.limit_key)
+        slot = self._registry.stream_slot(context.limit_key)
+        slot.take()
         try:
             try:
                 queue = stdio.open_stream()
             except StreamBusyError:
                 raise StreamConflictError("GET stream already open") from None
             try:
-                headers = CIMultiDict[str](SSE_HEADERS)
-                response_headers(headers, context)
-                stream = web.StreamResponse(status=200, headers=headers)
-                context.upstream_status = 200
-                await stream.prepare(request)
-                with contextlib.suppress(ConnectionResetError):
-                    while (item := await queue.get()) is not None:
-                        await stream.write(_event(item))
-                    await stream.write_eof()
-                return stream
+                return await self._relay(request, queue)
             finally:
                 stdio.close_stream(queue)
         finally:
-            self._registry.close_stream(context.limit_key)
+            slot.release()
+
+    async def _relay(
+        self,
+        request: web.Request,
+        queue: asyncio.Queue[Message | None],
+        list_filter: ListFilter | None = None,
+    ) -> web.StreamResponse:
+        """Write each message on `queue` as an event until it ends (None), or the stream ends
+        early (`gateway.web.streaming`: token expired or revoked, session ended, a client
+        that does not read)."""
+        context = request[CONTEXT_KEY]
+        headers = CIMultiDict[str](SSE_HEADERS)
+        response_headers(headers, context)
+        stream = web.StreamResponse(status=200, headers=headers)
+        context.upstream_status = 200
+        stalled_after = self._registry.stalled_stream_timeout
+        ended_by: list[str] = []
+
+        def end(reason: str) -> None:
+            ended_by.append(reason)
+            queue.put_nowait(None)
+
+        await stream.prepare(request)
+        try:
+            with ends_early(context, self._revocations, end):
+                while (item := await queue.get()) is not None:
+                    if list_filter is not None and "method" not in item:
+                        item = _as_message(filter_message(list_filter, item), item)
+                    await write_within(stream, _event(item), stalled_after)
+            if ended_by:
+                self._stream_closed(request, ended_by[0])
+            await write_within(stream, b"", stalled_after, last=True)
+        except TimeoutError:
+            self._stream_closed(request, "client_stalled")
+            drop_client(request)
+        except ConnectionResetError:
+            pass  # the client went away
+        finally:
+            if context.session is not None:
+                self._registry.touch(context.session)  # idle from the end of its last stream
+        return stream
+
+    def _stream_closed(self, request: web.Request, reason: str) -> None:
+        count_ended(request, self._config.name, reason)
+        log.info("stream_closed", request_id=request[CONTEXT_KEY].request_id,
+                 upstream=self._config.name, reason=reason)  # fmt: skip
 
     # -- processes ------------------------------------------------------------------------------
 

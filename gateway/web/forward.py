@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-import time
+from contextlib import nullcontext
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -24,10 +23,11 @@ from gateway.proxy.connection import UpstreamConnection, UpstreamResponse
 from gateway.proxy.headers import header_pairs, upstream_response_head
 from gateway.session.registry import StreamSlot
 from gateway.web.edge import response_headers
-from gateway.web.keys import CONTEXT_KEY, METRICS_KEY
+from gateway.web.keys import CONTEXT_KEY
 from gateway.web.middleware import new_request_id
 from gateway.web.route import UpstreamRoute
 from gateway.web.sessions import SESSION_HEADER, after_upstream_response
+from gateway.web.streaming import count_ended, drop_client, ends_early, write_within
 
 log = get_logger("gateway.proxy")
 
@@ -203,45 +203,26 @@ async def _relay(
         ended_by.append(reason)
         conn.close()  # the pending read fails; the loop below then ends the client's stream
 
-    async def send(data: bytes, *, last: bool = False) -> None:
-        """Write within `stalled_after` seconds (aiohttp waits for the client to drain)."""
-        async with asyncio.timeout(stalled_after):
-            await (stream.write_eof(data) if last else stream.write(data))
-
-    expiry = unwatch = None
-    session = context.session
-    session_closer = functools.partial(end_stream, "session_ended")
+    revocations = route.authenticator.revocations if route.authenticator else None
+    guard = ends_early(context, revocations, end_stream) if event_stream else nullcontext()
     if event_stream:
         route.open_streams.inc()
-        principal = context.principal
-        if principal is not None:
-            remaining = principal.expires_at - time.time()
-            expiry = loop.call_later(max(remaining, 0.0), end_stream, "token_expired")
-            revocations = route.authenticator.revocations if route.authenticator else None
-            if revocations is not None:
-                unwatch = revocations.streams.watch(principal, end_stream)
-        if session is not None:
-            session.streams.add(session_closer)
     try:
-        while chunk := await upstream.read():
-            if sse_filter is not None:
-                chunk = sse_filter.feed(chunk)
-            if chunk:
-                await send(chunk)
-        await send(sse_filter.finish() if sse_filter is not None else b"", last=True)
+        with guard:
+            while chunk := await upstream.read():
+                if sse_filter is not None:
+                    chunk = sse_filter.feed(chunk)
+                if chunk:
+                    await write_within(stream, chunk, stalled_after)
+            tail = sse_filter.finish() if sse_filter is not None else b""
+            await write_within(stream, tail, stalled_after, last=True)
     except (UpstreamStreamError, ListFilterError):
         if ended_by:
-            _count_closed(request, route, ended_by[0])
-            log.info(
-                "stream_closed",
-                request_id=context.request_id,
-                upstream=route.name,
-                reason=ended_by[0],
-            )
+            _stream_closed(request, route, ended_by[0])
             try:
-                await send(b"", last=True)
+                await write_within(stream, b"", stalled_after, last=True)
             except TimeoutError:
-                _drop_client(request)
+                drop_client(request)
             except ConnectionResetError:
                 pass
             return stream
@@ -254,40 +235,29 @@ async def _relay(
         return stream
     except TimeoutError:
         # The client has read nothing for that long: drop it (what it has not read is lost
-        # anyway) and the upstream connection with it.
-        _count_closed(request, route, "client_stalled")
-        log.info(
-            "stream_closed",
-            request_id=context.request_id,
-            upstream=route.name,
-            reason="client_stalled",
-        )
+        # anyway), and the upstream connection with it rather than pool a busy connection.
+        _stream_closed(request, route, "client_stalled")
         conn.close()
-        _drop_client(request)
+        drop_client(request)
         return stream
     except ConnectionResetError:
         return stream  # the client went away mid-stream; releasing the pool closes upstream
     finally:
         if event_stream:
             route.open_streams.dec()
-            if expiry is not None:
-                expiry.cancel()
-            if unwatch is not None:
-                unwatch()
-            if session is not None:
-                session.streams.discard(session_closer)
-                route.sessions.touch(session)  # idle from the end of its last stream
+            if context.session is not None:
+                route.sessions.touch(context.session)  # idle from the end of its last stream
     return stream
 
 
-def _count_closed(request: web.Request, route: UpstreamRoute, reason: str) -> None:
-    request.app[METRICS_KEY].streams_closed.labels(route.name, reason).inc()
-
-
-def _drop_client(request: web.Request) -> None:
-    """Close a client's connection now, with what it has not read still buffered."""
-    if request.transport is not None:
-        request.transport.abort()
+def _stream_closed(request: web.Request, route: UpstreamRoute, reason: str) -> None:
+    count_ended(request, route.name, reason)
+    log.info(
+        "stream_closed",
+        request_id=request[CONTEXT_KEY].request_id,
+        upstream=route.name,
+        reason=reason,
+    )
 
 
 END_TIMEOUT = 5.0

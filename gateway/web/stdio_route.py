@@ -23,7 +23,12 @@ class StdioRoute(MountedRoute):
         super().__init__(
             config, public_base=public_base, sessions=sessions, authenticator=authenticator
         )
-        self.bridge = StdioBridge(config, sessions, start_timeout=config.timeouts.response)
+        self.bridge = StdioBridge(
+            config,
+            sessions,
+            start_timeout=config.timeouts.response,
+            revocations=authenticator.revocations if authenticator is not None else None,
+        )
 
     async def probe(self, within: float) -> bool:
         """Readiness: the program can be found (each session starts its own process)."""
