@@ -45,6 +45,25 @@ CASES = [
         {},
         -32700,
     ),
+    (
+        "lone-surrogate-in-name",
+        b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"read\\ud800"}}',
+        {},
+        -32700,
+    ),
+    (
+        "nan-in-arguments",
+        b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"a","arguments":NaN}}',
+        {},
+        -32700,
+    ),
+    ("method-look-alike", b'{"jsonrpc":"2.0","id":3,"method":"tools/call\\u0000"}', {}, -32600),
+    (
+        "batch-ids-shared",
+        b'[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":1,"method":"ping"}]',
+        {},
+        -32600,
+    ),
     ("not-jsonrpc", b'{"id":3,"method":"tools/list"}', {}, -32600),
     (
         "tool-name-not-a-string",
