@@ -97,7 +97,11 @@ def filter_message(lists: ListFilter, message: object) -> object | None:
 
 
 def _filtered(message: dict[str, Any], method: str, allowed: Allowed) -> dict[str, Any] | None:
-    """`message` with its result's list for `method` filtered, or None if it holds none."""
+    """`message` with its result's list for `method` filtered, or None if it holds none.
+
+    A filtered list depends on the caller's authorization, so a `cacheScope` (2026-07-28
+    `CacheableResult`) becomes `"private"`: no shared cache may serve one caller's view to
+    another."""
     fields = LIST_FIELDS.get(method)
     result = message["result"]
     if fields is None or not isinstance(result.get(fields[0]), list):
@@ -110,7 +114,10 @@ def _filtered(message: dict[str, Any], method: str, allowed: Allowed) -> dict[st
         and isinstance(item.get(item_key), str)
         and allowed(item[item_key])
     ]
-    return {**message, "result": {**result, array_key: kept}}
+    filtered = {**result, array_key: kept}
+    if "cacheScope" in result:
+        filtered["cacheScope"] = "private"
+    return {**message, "result": filtered}
 
 
 def filter_payload(lists: ListFilter, payload: object) -> object | None:

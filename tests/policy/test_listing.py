@@ -565,3 +565,19 @@ def test_an_sse_stream_replaying_a_list_is_filtered() -> None:
     assert sse.feed(stream) + sse.finish() == (
         b"id: e1\ndata: " + FILTERED + b"\n\nid: e2\ndata: " + PROGRESS + b"\n\n"
     )
+
+
+@pytest.mark.parametrize("lists", [one(), REPLAYED], ids=["by-id", "replayed"])
+@pytest.mark.parametrize("scope", ["public", "private"])
+def test_a_filtered_list_is_never_cacheable_across_callers(lists: ListFilter, scope: str) -> None:
+    """2026-07-28: a `public` list may be served by shared caches to any caller; once filtered
+    for one caller it is that caller's alone."""
+    message = list_response("tools/list", ["ok-a"], 1, cacheScope=scope, ttlMs=60_000)
+    assert filter_message(lists, message) == {
+        **message,
+        "result": {**message["result"], "cacheScope": "private"},
+    }
+
+
+def test_a_list_without_cache_scope_gets_none() -> None:
+    assert "cacheScope" not in filter_message(one(), TOOLS)["result"]  # type: ignore[index]

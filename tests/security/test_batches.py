@@ -480,3 +480,27 @@ async def test_a_resumed_stream_replays_a_list_response_filtered(
                     replayed += flatten(sse_payloads(event))
     [listed_again] = [m for m in replayed if m.get("id") == 5]
     assert [t["name"] for t in listed_again["result"]["tools"]] == names
+
+
+async def test_a_filtered_list_reaches_the_caller_as_private_to_caches(
+    start_gateway_for: StartGateway, issuer: LocalIssuer
+) -> None:
+    """A 2026-07-28 list marked `cacheScope: public` may be cached by shared intermediaries
+    across tokens; once filtered for one caller it must not be."""
+
+    async def public_list(request: web.Request) -> web.StreamResponse:
+        result = {"tools": [{"name": "ok_tool"}, {"name": "no_tool"}], "cacheScope": "public"}
+        return web.json_response({"jsonrpc": "2.0", "id": 1, "result": {**result, "ttlMs": 5}})
+
+    async with recording_upstream(public_list) as upstream:
+        gw = await start_gateway_for(
+            {"name": "up", "route": "/up/mcp", "url": upstream.url, "policy": POLICY},
+            auth={"resource_server": {"authorization_servers": [issuer.auth_server()]}},
+        )
+        status, [message] = await post(gw, issuer, call("tools/list", 1))
+    assert status == 200
+    assert message["result"] == {
+        "tools": [{"name": "ok_tool"}],
+        "cacheScope": "private",
+        "ttlMs": 5,
+    }
