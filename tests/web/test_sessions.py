@@ -370,6 +370,8 @@ async def test_stream_limit_refuses_new_streams_while_open_ones_keep_flowing(
     )
     alice = token(issuer, gw)
     session = await initialize(gw, alice)
+    for _ in range(3):  # a request answered with JSON holds no place once answered
+        assert (await send(gw, "POST", alice, session=session, body=CALL)).status == 200
     headers = {**HEADERS, "Authorization": f"Bearer {alice}", "Mcp-Session-Id": session}
     async with (
         aiohttp.ClientSession() as http,
