@@ -11,7 +11,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
+import textwrap
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,6 +25,7 @@ from gateway.observability.logging import ACCESS_LOG
 from tests.conftest import LOG_SINK, Gateway, StartGateway, gateway_log
 from tests.support.http_upstream import RecordingUpstream, recording_upstream
 from tests.support.local_issuer import LocalIssuer
+from tests.support.processes import ManagedProcess, free_port
 
 
 async def ok(request: web.Request) -> web.StreamResponse:
@@ -197,3 +201,51 @@ async def test_a_long_path_is_logged_truncated_with_a_marker(
         assert resp.status == 404
     [line] = [json.loads(raw) for raw in access_lines.getvalue().splitlines()]
     assert line["path"] == path[:200] + f"…[+{len(path) - 200} chars]"
+
+
+async def test_served_logs_escape_and_truncate_on_the_production_path(
+    tmp_path: Path, issuer: LocalIssuer, upstream: RecordingUpstream
+) -> None:
+    """`serve` writes JSON lines as orjson bytes (the access line directly, every other event
+    through structlog): neither a lone surrogate in a claim nor a 5,000-character name costs a
+    line or makes a long one."""
+    port = free_port()
+    config = tmp_path / "gw.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            server: {{host: 127.0.0.1, port: {port}, public_url: "http://127.0.0.1:{port}"}}
+            log: {{level: info, format: json}}
+            auth:
+              resource_server:
+                authorization_servers: [{{name: l, issuer: "{issuer.issuer}"}}]
+            upstreams:
+              - {{name: up, route: /up/mcp, url: "{upstream.url}", scopes: [mcp:tools]}}
+            """
+        )
+    )
+    url = f"http://127.0.0.1:{port}/up/mcp"
+    token = issuer.mint(issuer.claims(url, scope="mcp:tools", sub="bob\udfff"))
+    batch = [
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "t" * 5_000}},
+        {"jsonrpc": "2.0", "id": 2, "method": "ping"},
+    ]
+    process = ManagedProcess(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+        ready_url=f"http://127.0.0.1:{port}/healthz",
+    )
+    async with process:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(url, json=batch, headers={"Authorization": f"Bearer {token}"}) as resp,
+        ):
+            assert resp.status == 200
+        assert await process.stop_async() == 0
+        text = process.stderr_text()
+    lines = [line for line in text.splitlines() if line.startswith("{")]
+    events = [json.loads(line) for line in lines]
+    [access] = [e for e in events if e["event"] == "request_completed" and e["path"] == "/up/mcp"]
+    assert (access["sub"], access["status"]) == ("bob\\udfff", 200)
+    decided = [e for e in events if e["event"] == "policy_decided"]
+    assert [e["name"] for e in decided] == ["t" * 200 + "…[+4800 chars]", None]
+    assert max(len(line) for line in lines) < 2_000
