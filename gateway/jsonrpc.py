@@ -96,15 +96,14 @@ class MessageError(ValueError):
         self.kind = kind
 
 
-def parse_message(body: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> JsonRpcMessage:
-    """Decode a POST body into a `JsonRpcMessage`.
+def decode_json(body: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """Decode JSON text strictly, for any body a client sends the gateway.
 
-    Raises `MessageError("parse", ...)` for bytes that are not UTF-8 JSON, for an object that
-    repeats a key anywhere in the body (the gateway must never authorize one reading of a body
-    while the upstream executes another), for `NaN`/`Infinity`/`-Infinity` and lone surrogate
-    escapes anywhere (not JSON text, RFC 8259 sections 6 and 8.2, and read differently by every
-    parser), and for containers nested deeper than `max_depth`; `MessageError("invalid", ...)`
-    for JSON that is neither an object nor an array of objects.
+    Raises `MessageError("parse", <reason>)` for bytes that are not UTF-8 JSON, for an object
+    that repeats a key anywhere (the gateway must never authorize one reading of a body while
+    the upstream executes another), for `NaN`/`Infinity`/`-Infinity` and lone surrogate escapes
+    anywhere (not JSON text, RFC 8259 sections 6 and 8.2, and read differently by every parser),
+    and for containers nested deeper than `max_depth`.
     """
     try:
         text = body.decode("utf-8")
@@ -113,13 +112,23 @@ def parse_message(body: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> JsonRpc
     if _too_deep(text, max_depth):
         raise MessageError("parse", "NestingTooDeep")
     try:
-        payload = _decode(text)
+        value = _decode(text)
     except (ValueError, RecursionError) as exc:
         # RecursionError only if a caller raises max_depth past the interpreter's stack.
         raise MessageError("parse", type(exc).__name__) from None
     # Only an escape can produce a surrogate (raw ones are not UTF-8): skip the walk without one.
-    if ("\\ud" in text or "\\uD" in text) and _has_lone_surrogate(payload):
+    if ("\\ud" in text or "\\uD" in text) and _has_lone_surrogate(value):
         raise MessageError("parse", LoneSurrogateError.__name__)
+    return value
+
+
+def parse_message(body: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> JsonRpcMessage:
+    """Decode a POST body into a `JsonRpcMessage`.
+
+    Raises `MessageError("parse", ...)` for what `decode_json` refuses, and
+    `MessageError("invalid", ...)` for JSON that is neither an object nor an array of objects.
+    """
+    payload = decode_json(body, max_depth=max_depth)
     if isinstance(payload, dict):
         method = payload.get("method")
         return JsonRpcMessage(

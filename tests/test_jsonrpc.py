@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from gateway.jsonrpc import MessageError, coerce_id, error_body, parse_message
+from gateway.jsonrpc import MessageError, coerce_id, decode_json, error_body, parse_message
 
 
 @pytest.mark.parametrize(
@@ -197,3 +197,29 @@ def test_parse_message_rejects_non_finite_numbers(constant: bytes, template: byt
     with pytest.raises(MessageError) as caught:
         parse_message(template % constant)
     assert (caught.value.kind, str(caught.value)) == ("parse", "NonFiniteNumberError")
+
+
+@pytest.mark.parametrize(
+    ("body", "value"),
+    [(b"3", 3), (b'"\\ud83d\\ude00"', "\U0001f600"), (b'{"a":[null]}', {"a": [None]})],
+    ids=["number", "escaped-pair", "object"],
+)
+def test_decode_json_takes_any_json_value(body: bytes, value: object) -> None:
+    assert decode_json(body) == value
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'"\\udc00"', "LoneSurrogateError"),
+        (b"[NaN]", "NonFiniteNumberError"),
+        (b'{"a":1,"a":2}', "DuplicateKeyError"),
+        (b"[" * 65 + b"]" * 65, "NestingTooDeep"),
+        (b"\xff", "UnicodeDecodeError"),
+    ],
+    ids=["lone-surrogate", "nan", "duplicate-key", "too-deep", "not-utf8"],
+)
+def test_decode_json_refuses_what_parsers_disagree_on(body: bytes, reason: str) -> None:
+    with pytest.raises(MessageError) as caught:
+        decode_json(body)
+    assert (caught.value.kind, str(caught.value)) == ("parse", reason)
