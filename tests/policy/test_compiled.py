@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from gateway.config import ConfigError, GatewayConfig
-from gateway.policy.compiled import compile_policies
+from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.observability.metrics import GatewayMetrics
+from gateway.policy.compiled import PolicyStore, compile_policies
+from gateway.web.reload import PolicyReloader
 
 
 def config(methods: dict[str, Any], **route: Any) -> GatewayConfig:
@@ -92,3 +95,35 @@ def test_check_reports_it_like_every_other_problem(tmp_path: Path) -> None:
         "route's scopes (named calls are decided under tools, resources and prompts); list only "
         "methods MCP does not define",
     ]
+
+
+async def test_a_reload_with_such_a_problem_keeps_the_old_policies(tmp_path: Path) -> None:
+    def write(methods: str) -> None:
+        path.write_text(
+            textwrap.dedent(
+                f"""
+                server: {{public_url: "https://gw.example"}}
+                auth:
+                  resource_server:
+                    authorization_servers: [{{name: a, issuer: "https://a.example"}}]
+                upstreams:
+                  - name: files
+                    route: /files/mcp
+                    url: "http://127.0.0.1:1/mcp"
+                    policy: {{methods: {methods}}}
+                """
+            )
+        )
+
+    path = tmp_path / "gw.yaml"
+    write("{x/vendor: [v]}")
+    running = load_config(path)
+    store = PolicyStore(compile_policies(running))
+    before = store.current
+    reloader = PolicyReloader(path, running, store, GatewayMetrics(CollectorRegistry()), 0)
+    write("{tools/call: [v]}")
+    assert await reloader.reload() is False
+    assert store.current is before
+    write("{x/vendor: [w]}")
+    assert await reloader.reload() is True
+    assert store.current["files"].rule_for("x/vendor", None).scopes == {"w"}
