@@ -157,6 +157,14 @@ class TooManyError(GatewayError):
     retry_after = 10
 
 
+class TooManyStreamsError(TooManyError):
+    """The caller has as many response streams open (or requests awaiting one) as it may."""
+
+    code = "too_many_streams"
+    public_message = "Too many open streams for this caller"
+    retry_after = 1
+
+
 class CapacityError(GatewayError):
     """The gateway holds as many sessions or streams as it may in all."""
 

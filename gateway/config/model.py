@@ -805,10 +805,14 @@ class SessionSettings(SecretFileMixin, Model):
     )
     max_total: int = Field(10_000, ge=1, description="Open sessions in all; more get 503.")
     max_streams_per_principal: int = Field(
-        8, ge=1, description="Open response streams one principal may hold; more get 429."
+        64,
+        ge=1,
+        description="Response streams (GET, or SSE answering a POST) one principal may have "
+        "open or awaiting headers at once; more get 429. It also bounds a principal's "
+        "concurrent requests.",
     )
     max_streams: int = Field(
-        2_000, ge=1, description="Open response streams (GET or POST) in all; more get 503."
+        10_000, ge=1, description="Open response streams (GET or POST) in all; more get 503."
     )
     stalled_stream_timeout: PositiveSeconds = Field(
         30.0,

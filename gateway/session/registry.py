@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.config.model import SessionSettings
-from gateway.errors import CapacityError, SessionNotFoundError, TooManyError
+from gateway.errors import CapacityError, SessionNotFoundError, TooManyError, TooManyStreamsError
 from gateway.session.seal import Owner, SessionClaims, SessionSealer
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ class SessionRegistry:
         anonymous); with `enforce`, refuse one the limits would not admit (429, or 503)."""
         if enforce:
             if self._streams_per_key.get(key, 0) >= self._settings.max_streams_per_principal:
-                raise TooManyError("stream limit per principal reached")
+                raise TooManyStreamsError("stream limit per principal reached")
             if self.streams_open >= self._settings.max_streams:
                 raise CapacityError("stream limit reached")
         self._streams_per_key[key] = self._streams_per_key.get(key, 0) + 1
