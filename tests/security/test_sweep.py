@@ -72,6 +72,12 @@ class Probe:
     """Already percent-encoded (or deliberately not): written into the target as it is."""
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes | None = None
+    chunked: bool = False
+    """Send the body with `Transfer-Encoding: chunked` (one chunk with an extension, a
+    trailer) instead of `Content-Length`."""
+    target: str | None = None
+    """The request target as written, instead of path and query (absolute or asterisk form)."""
+    version: str = "HTTP/1.1"
 
     def header(self, name: str) -> str | None:
         return next((v for k, v in self.headers if k.lower() == name.lower()), None)
@@ -80,15 +86,19 @@ class Probe:
         return [(k, v) for k, v in self.headers if k.lower() != name.lower()]
 
     def encode(self, port: int) -> bytes:
-        target = self.path + (f"?{self.query}" if self.query else "")
-        lines = [f"{self.method} {target} HTTP/1.1", "Connection: close"]
+        target = self.target or self.path + (f"?{self.query}" if self.query else "")
+        lines = [f"{self.method} {target} {self.version}", "Connection: close"]
         if self.header("Host") is None:
             lines.append(f"Host: 127.0.0.1:{port}")
         lines += [f"{k}: {v}" for k, v in self.headers]
-        if self.body is not None:
+        body = self.body or b""
+        if self.chunked:
+            lines.append("Transfer-Encoding: chunked")
+            body = b"%x;ext=1\r\n%s\r\n0\r\nX-Trailer: t\r\n\r\n" % (len(body), body)
+        elif self.body is not None:
             lines.append(f"Content-Length: {len(self.body)}")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
-        return head + (self.body or b"")
+        return head + body
 
 
 async def send(port: int, raw: bytes) -> int:
@@ -102,10 +112,15 @@ async def send(port: int, raw: bytes) -> int:
 
     writing = asyncio.create_task(write())
     try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND)
-        status = int(head.split(b" ", 2)[1])
-        if b"text/event-stream" not in head.lower():  # a stream would not end by itself
-            with contextlib.suppress(ConnectionError):
+        status = 100
+        while status == 100:  # interim answers (Expect: 100-continue) come first
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND)
+            status = int(head.split(b" ", 2)[1])
+        length = re.search(rb"\r\ncontent-length: *(\d+)", head.lower())
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            if length is not None:
+                await asyncio.wait_for(reader.readexactly(int(length.group(1))), BOUND)
+            elif b"text/event-stream" not in head.lower():  # a stream would not end by itself
                 await asyncio.wait_for(reader.read(), BOUND)
         return status
     except (asyncio.IncompleteReadError, ConnectionError):
@@ -260,6 +275,27 @@ def _query(value: str) -> Malform:
 def _set_query(text: str) -> Malform:
     def malform(probe: Probe, endpoint: Endpoint) -> Probe:
         probe.query = text
+        return probe
+
+    return malform
+
+
+def _path(path: Callable[[str], str]) -> Malform:
+    def malform(probe: Probe, endpoint: Endpoint) -> Probe:
+        probe.path = path(probe.path)
+        return probe
+
+    return malform
+
+
+def _wire(**changes: Any) -> Malform:
+    """Change how the request is framed: `chunked`, `target`, `version`."""
+
+    def malform(probe: Probe, endpoint: Endpoint) -> Probe | None:
+        if changes.get("chunked") and probe.body is None:
+            return None
+        for name, value in changes.items():
+            setattr(probe, name, value.replace("{path}", probe.path) if name == "target" else value)
         return probe
 
     return malform
@@ -493,6 +529,37 @@ MALFORMATIONS: dict[str, Malform] = {
         _header("Content-Encoding", "gzip")(p, e) if p.body is not None else None
     ),
     "forwarded-garbage": _header("Forwarded", 'for="[::1'),
+    "expect-100-continue": _header("Expect", "100-continue"),
+    "expect-unknown": _header("Expect", "teapot"),
+    "upgrade-websocket": lambda p, e: _header("Upgrade", "websocket")(
+        _header("Connection", "Upgrade")(
+            _header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")(
+                _header("Sec-WebSocket-Version", "13")(p, e), e
+            ),
+            e,
+        ),
+        e,
+    ),
+    "upgrade-h2c": lambda p, e: _header("Upgrade", "h2c")(
+        _header("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA")(p, e), e
+    ),
+    "transfer-encoding-unknown": lambda p, e: (
+        _header("Transfer-Encoding", "gzip, chunked")(p, e) if p.body is None else None
+    ),
+    # framing and request targets
+    "body-chunked-with-extension-and-trailer": _wire(chunked=True),
+    "http-1.0": _wire(version="HTTP/1.0"),
+    "absolute-form-target": _wire(target="http://evil.example{path}"),
+    "asterisk-form-target": _wire(target="*"),
+    "path-trailing-slash": _path(lambda path: path + "/"),
+    "path-double-slash": _path(lambda path: "/" + path),
+    "path-dot-segments": _path(lambda path: path + "/../" + path.rsplit("/", 1)[-1]),
+    "path-encoded-dot-segments": _path(lambda path: path + "/%2e%2e/" + path.rsplit("/", 1)[-1]),
+    "path-encoded-slash": _path(lambda path: path.replace("/", "%2F")),
+    "path-nul": _path(lambda path: path + "%00"),
+    "path-invalid-utf8": _path(lambda path: path + "%ff"),
+    "path-upper-case": _path(str.upper),
+    "path-oversized": _path(lambda path: path + "/" + "p" * 7000),
 }  # fmt: skip
 
 
@@ -677,9 +744,18 @@ async def targets(
         await issuer.stop()
 
 
-def error_lines() -> list[dict[str, Any]]:
-    lines = [json.loads(line) for line in gateway_log().splitlines() if line.strip()]
-    return [line for line in lines if line.get("level") in {"error", "critical"}]
+def log_lines() -> list[dict[str, Any]]:
+    return [json.loads(line) for line in gateway_log().splitlines() if line.strip()]
+
+
+TRACES = ("request_completed", "malformed_http_request_rejected")
+"""The line every request leaves: the access line, or the parser's refusal (answered 400)."""
+UNTRACED = {
+    "method-unknown": "aiohttp's parser knows no such method: it logs that at debug (port scans "
+    "and TLS sent to an HTTP port look the same), below the lowest level for its logger",
+    "expect-unknown": "aiohttp answers 417 itself before any middleware runs",
+}
+"""Malformations answered (with a 4xx) but deliberately left without a trace line."""
 
 
 @pytest.mark.parametrize(("endpoint", "malformation"), list(cases()))
@@ -694,4 +770,10 @@ async def test_malformed_input_gets_no_5xx_and_no_error_log(
     target.gw.running.runners.clear()  # stopped once only
     assert status != 0, "the connection closed without an answer"
     assert status < 500 or status in DOCUMENTED_5XX, status
-    assert error_lines() == []
+    lines = log_lines()
+    assert [line for line in lines if line["level"] in {"error", "critical"}] == []
+    if malformation in UNTRACED:
+        return
+    trace = [line for line in lines if line["event"] in TRACES][-1]  # the probe's (it came last)
+    # 499: a stream's answer, which the sweep stops reading after its head.
+    assert trace.get("status", 400) in {status, 499}, trace
