@@ -150,3 +150,27 @@ def test_aiohttp_errors_are_demoted_only_when_the_client_caused_them(
     )
     records = log_records()
     assert [(r["event"], r["level"]) for r in records] == [(event, level)]
+
+
+async def test_a_bad_method_on_a_kept_alive_connection_is_logged_below_error(gw: Gateway) -> None:
+    """aiohttp logs a bad method at debug on a connection's first request (a port scan) but at
+    error on a later one."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.running.port)
+    try:
+        writer.write(head(gw, "Accept: application/json, text/event-stream"))
+        await writer.drain()
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND)
+        length = int(first.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        await asyncio.wait_for(reader.readexactly(length), BOUND)
+        writer.write(b"G\x01T /up/mcp HTTP/1.1\r\nHost: a\r\n\r\n")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), BOUND)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    assert status_of(answer) == 400
+    records = log_records()
+    assert [r for r in records if r.get("level") in {"error", "critical"}] == []
+    rejected = [r for r in records if r.get("event") == "malformed_http_request_rejected"]
+    assert [(r["level"], r["reason"]) for r in rejected] == [("info", "bad_http_method")]
