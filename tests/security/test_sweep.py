@@ -46,6 +46,8 @@ BOUND = 15.0  # seconds for an answer: longer is a failure, not a hang
 PASSWORD = remember("sweep password that is long enough")
 ROUTE = "/files/mcp"
 DOCUMENTED_5XX = frozenset({502, 503, 504})
+TRUSTED_PROXIES = ["127.0.0.1/32"]
+"""The sweep's client is its own reverse proxy: forwarding headers are parsed on every probe."""
 REDIRECT_URI = "http://127.0.0.1:6274/callback"
 VERIFIER = "v" * 50
 CHALLENGE = urlsafe_b64encode(hashlib.sha256(VERIFIER.encode()).digest()).rstrip(b"=").decode()
@@ -529,6 +531,11 @@ MALFORMATIONS: dict[str, Malform] = {
         _header("Content-Encoding", "gzip")(p, e) if p.body is not None else None
     ),
     "forwarded-garbage": _header("Forwarded", 'for="[::1'),
+    "forwarded-chain": _header("Forwarded", 'for=unknown;by="\\"", for="[::1]:_x", For=10.0.0.1'),
+    "x-forwarded-for-garbage": _header("X-Forwarded-For", "1.2.3.4, \u00e9, ::ffff:999.1.1.1"),
+    "forwarding-headers-disagree": lambda p, e: _header("X-Forwarded-For", "192.0.2.1")(
+        _header("Forwarded", "for=192.0.2.2")(p, e), e
+    ),
     "expect-100-continue": _header("Expect", "100-continue"),
     "expect-unknown": _header("Expect", "teapot"),
     "upgrade-websocket": lambda p, e: _header("Upgrade", "websocket")(
@@ -612,7 +619,12 @@ async def local_target(
     """A facade gateway; for the endpoints that need them, a registered client, and a pending
     sign-in (sign-in) or a pending consent (consent)."""
     gw = await facade_gateway(
-        start, upstream, users_file, registrations_per_minute=10_000, sign_ins_per_minute=10_000
+        start,
+        upstream,
+        users_file,
+        {"trusted_proxies": TRUSTED_PROXIES},
+        registrations_per_minute=10_000,
+        sign_ins_per_minute=10_000,
     )
     values = {
         "response_type": "code",
@@ -714,7 +726,7 @@ async def resource_target(
     gw = await start(
         {"name": "files", "route": ROUTE, "url": upstream.url, "scopes": ["mcp:tools"]},
         auth={"resource_server": {"authorization_servers": [issuer.auth_server()]}},
-        server={"shutdown_timeout": 1},
+        server={"shutdown_timeout": 1, "trusted_proxies": TRUSTED_PROXIES},
     )
     token = issuer.mint(issuer.claims(gw.url(ROUTE), scope="mcp:tools"))
     return Target(gw, {}, [("Authorization", f"Bearer {token}")])
