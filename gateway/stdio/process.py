@@ -99,7 +99,7 @@ class StdioProcess:
             while line := await process.stdout.readline():
                 self._dispatch(line)
         except ValueError:  # a line over MAX_LINE_BYTES: the stream cannot be trusted further
-            log.error("stdio_line_too_long", upstream=self._upstream, limit=MAX_LINE_BYTES)
+            log.warning("stdio_line_too_long", upstream=self._upstream, limit=MAX_LINE_BYTES)
         finally:
             with contextlib.suppress(ProcessLookupError):
                 if process.returncode is None:

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.web.client_address import ClientAddress, IPAddress, IPNetwork, client_address
 from tests.conftest import Gateway, StartGateway, gateway_log
 from tests.support.facade import facade_gateway, write_users
-from tests.support.http_upstream import RecordingUpstream, recording_upstream
+from tests.support.http_upstream import RecordingUpstream
 
 TRUSTED: list[IPNetwork] = [ip_network("10.0.0.0/8"), ip_network("fd00::/8")]
 PEER = "10.0.0.1"
@@ -306,16 +304,6 @@ REGISTRATION = {
     "token_endpoint_auth_method": "none",
 }
 ALICE, BOB = "198.51.100.7", "203.0.113.20"
-
-
-async def ok(request: web.Request) -> web.StreamResponse:
-    return web.json_response({"jsonrpc": "2.0", "id": 1, "result": {}})
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[RecordingUpstream]:
-    async with recording_upstream(ok) as recorded:
-        yield recorded
 
 
 async def registration_statuses(gw: Gateway, *forwarded_for: str | None) -> list[int]:

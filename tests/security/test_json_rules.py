@@ -13,32 +13,18 @@ import json
 import logging
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from gateway.observability.logging import ACCESS_LOG
 from tests.conftest import LOG_SINK, Gateway, StartGateway, gateway_log
-from tests.support.http_upstream import RecordingUpstream, recording_upstream
+from tests.support.http_upstream import RecordingUpstream
 from tests.support.local_issuer import LocalIssuer
 from tests.support.processes import ManagedProcess, free_port
-
-
-async def ok(request: web.Request) -> web.StreamResponse:
-    body = json.loads(await request.read())
-    if isinstance(body, list):
-        return web.json_response([{"jsonrpc": "2.0", "id": m["id"], "result": {}} for m in body])
-    return web.json_response({"jsonrpc": "2.0", "id": body.get("id"), "result": {}})
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[RecordingUpstream]:
-    async with recording_upstream(ok) as recorded:
-        yield recorded
 
 
 @pytest.fixture

@@ -11,30 +11,18 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from tests.conftest import Gateway, StartGateway, gateway_log
-from tests.support.http_upstream import RecordingUpstream, recording_upstream
+from tests.support.http_upstream import RecordingUpstream
 from tests.support.secrets import remember
 
 BOUND = 10.0  # seconds: an answer that takes longer is a failure, not a hang
 # Looks like a credential: it must never reach a log line (the autouse tripwire checks).
 TOKEN = remember("sekrit-" + "x" * 40)
 SECRET = "Bearer " + TOKEN
-
-
-async def ok(request: web.Request) -> web.StreamResponse:
-    return web.json_response({"jsonrpc": "2.0", "id": 1, "result": {}})
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[RecordingUpstream]:
-    async with recording_upstream(ok) as recorded:
-        yield recorded
 
 
 @pytest.fixture

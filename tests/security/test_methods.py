@@ -13,16 +13,14 @@ import re
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from tests.conftest import Gateway, StartGateway
-from tests.support.http_upstream import RecordingUpstream, recording_upstream
+from tests.support.http_upstream import RecordingUpstream
 from tests.support.local_issuer import LocalIssuer
 
 POLICY = {
@@ -30,21 +28,6 @@ POLICY = {
     "tools": {"read_file": ["files:read"]},
     "methods": {"x/vendor": ["vendor:use"], "x/off": "deny"},
 }
-
-
-async def ok(request: web.Request) -> web.StreamResponse:
-    body = json.loads(await request.read())
-    if isinstance(body, list):
-        return web.json_response(
-            [{"jsonrpc": "2.0", "id": m.get("id"), "result": {}} for m in body]
-        )
-    return web.json_response({"jsonrpc": "2.0", "id": body.get("id"), "result": {}})
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[RecordingUpstream]:
-    async with recording_upstream(ok) as recorded:
-        yield recorded
 
 
 async def gateway(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -117,16 +117,6 @@ async def test_an_unknown_protocol_version_gets_the_upstreams_supported_versions
     assert (status, body) == (direct[0], direct[2])
     assert (status, body["error"]["code"]) == (400, -32022)
     assert MODERN in body["error"]["data"]["supported"]
-
-
-async def ok(request: web.Request) -> web.StreamResponse:
-    return web.json_response({"jsonrpc": "2.0", "id": 1, "result": {}})
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[RecordingUpstream]:
-    async with recording_upstream(ok) as recorded:
-        yield recorded
 
 
 @pytest.mark.parametrize(
