@@ -186,10 +186,17 @@ class AccessLog:
         level = logging.DEBUG if quiet else logging.INFO
         if level < self._level:
             return
-        for key, value in fields.items():
-            if isinstance(value, list) or (
-                isinstance(value, str) and (len(value) > MAX_LOGGED_CHARS or not value.isascii())
-            ):
+        for key, value in fields.items():  # on every request: exact type checks, no copies
+            kind = type(value)
+            if kind is str:
+                if len(value) > MAX_LOGGED_CHARS or not value.isascii():
+                    fields[key] = loggable(value)
+            elif kind is list:
+                if len(value) > MAX_LOGGED_ITEMS or not all(
+                    type(v) is str and len(v) <= MAX_LOGGED_CHARS and v.isascii() for v in value
+                ):
+                    fields[key] = loggable(value)
+            elif kind is not int and kind is not float and value is not None:
                 fields[key] = loggable(value)
         sink = self._sink
         if sink is None:

@@ -69,6 +69,9 @@ RESPONSE_DROPPED = HOP_BY_HOP | {
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VCHAR = rb"[\x21-\x7e\x80-\xff]"
 _FIELD_VALUE = re.compile(rb"(?:%s(?:[\x20\x09\x21-\x7e\x80-\xff]*%s)?)?" % (_VCHAR, _VCHAR))
+_HEADER_BLOCK = re.compile(
+    rb"(?:%s: (?:%s(?:[\x20\x09\x21-\x7e\x80-\xff]*%s)?)?\r\n)*" % (_TOKEN.pattern, _VCHAR, _VCHAR)
+)
 # RFC 9112 section 3.2.1 origin-form: an absolute path and an optional query, both made of
 # RFC 3986 pchar (unreserved, sub-delims, ":" "@", and complete percent-escapes), "/" and "?".
 _ORIGIN_FORM = re.compile(
@@ -136,20 +139,24 @@ class RequestHeadBuilder:
         `UnsafeRequestPartError` and nothing is written."""
         if _TOKEN.fullmatch(method.encode("ascii", "replace")) is None:
             raise UnsafeRequestPartError("method is not an HTTP token")
-        parts = [b"%s %s HTTP/1.1\r\n" % (method.encode("ascii"), check_target(target))]
-        parts.append(self._fixed)
-        for name, value in client_headers:
-            lower = name.lower()
-            if lower in self._passed or (
-                lower.startswith(PASSED_PREFIX) and len(lower) > len(PASSED_PREFIX)
-            ):
-                parts.append(_header_line(name, value))
-        parts.append(_header_line(b"X-Request-Id", request_id.encode("ascii", "replace")))
-        parts.extend(_header_line(name, value) for name, value in added)
-        if body_length is not None:
-            parts.append(b"Content-Length: %d\r\n" % body_length)
-        parts.append(b"\r\n")
-        return b"".join(parts)
+        passed = self._passed
+        lines = [
+            b"%s: %s\r\n" % (name, value)
+            for name, value in client_headers
+            if (lower := name.lower()) in passed
+            or (lower.startswith(PASSED_PREFIX) and len(lower) > len(PASSED_PREFIX))
+        ]
+        lines.append(b"X-Request-Id: %s\r\n" % request_id.encode("ascii", "replace"))
+        lines.extend(b"%s: %s\r\n" % (name, value) for name, value in added)
+        block = b"".join(lines)
+        # One scan of every per-request line: the block must be `name: value CRLF` lines made
+        # of allowed bytes only (no NUL, no bare CR or LF), and hold exactly one CRLF per pair,
+        # so no name or value can carry a line of its own.
+        if block.count(b"\r\n") != len(lines) or _HEADER_BLOCK.fullmatch(block) is None:
+            raise UnsafeRequestPartError("a header name or value has bytes HTTP does not allow")
+        request_line = b"%s %s HTTP/1.1\r\n" % (method.encode("ascii"), check_target(target))
+        length = b"" if body_length is None else b"Content-Length: %d\r\n" % body_length
+        return b"".join((request_line, self._fixed, block, length, b"\r\n"))
 
 
 class ResponseHead(NamedTuple):
