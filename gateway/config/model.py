@@ -310,12 +310,36 @@ class OidcLogin(SecretFileMixin, Model):
         "in `code_challenge_methods_supported` (PKCE S256 is sent either way). Only for a "
         "provider known to support it without saying so.",
     )
+    claims_from: list[Literal["id_token", "userinfo"]] = Field(
+        ["id_token", "userinfo"],
+        description="Where the grant rules read the user's claims. `userinfo`: the provider's "
+        "UserInfo endpoint (OpenID Connect Core 5.3), called once per sign-in with the "
+        "provider's access token; claims requested by scope (`email`, `groups`, ...) usually "
+        "come only from there. With both, UserInfo claims override the ID token's, except the "
+        "sign-in claims (`iss`, `sub`, `aud`, `exp`, `iat`, `nonce`, ...), which stay the ID "
+        "token's; a provider without a UserInfo endpoint is read from the ID token alone. "
+        "`[userinfo]` alone: only UserInfo claims (and `sub`), and no sign-in at a provider "
+        "without a UserInfo endpoint.",
+    )
+    fetch_timeout: PositiveSeconds = Field(
+        10.0,
+        description="Seconds for each request to the provider (discovery, JWKS, token, UserInfo).",
+    )
 
     @field_validator("scopes")
     @classmethod
     def _openid(cls, value: list[str]) -> list[str]:
         if "openid" not in value:
             raise ValueError("must include openid")
+        return value
+
+    @field_validator("claims_from")
+    @classmethod
+    def _claim_sources(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("name at least one of id_token, userinfo")
+        if len(set(value)) != len(value):
+            raise ValueError("must not repeat a source")
         return value
 
 

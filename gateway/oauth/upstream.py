@@ -6,6 +6,9 @@ it; authorization-code flow with PKCE S256 (sent either way), a single-use
 `state` (the store's login transaction) and a `nonce`; at the callback the RFC 9207 `iss` check
 comes first, before the code goes anywhere; then the code is redeemed and the ID token verified
 (signature from the provider's JWKS, exact `iss`, `aud` holding our client id, `exp`, `nonce`).
+Then, when `claims_from` names `userinfo` and the provider has a UserInfo endpoint, its claims
+are fetched with the provider's access token and merged over the ID token's for the grant rules
+(`gateway.oauth.userinfo`; OpenID Connect Core 5.3-5.4).
 """
 
 from __future__ import annotations
@@ -27,12 +30,19 @@ from gateway.auth.jwks import JwksCache, KeysUnavailableError
 from gateway.auth.jwt import TokenError, check_header, parse_jwt, verify_with_any
 from gateway.auth.metadata import discover
 from gateway.config.model import ASYMMETRIC_ALGORITHMS, OidcLogin
+from gateway.oauth.userinfo import (
+    UserInfoError,
+    check_jwt_claims,
+    check_subject,
+    fetch_userinfo,
+    json_claims,
+    merge_claims,
+)
 from gateway.observability.logging import get_logger
 
 log = get_logger("gateway.audit")
 
 LEEWAY = 60.0
-FETCH_TIMEOUT = 10.0
 
 
 class UpstreamLoginError(Exception):
@@ -56,6 +66,8 @@ class ProviderMetadata:
     jwks_uri: str
     iss_supported: bool | None
     """`authorization_response_iss_parameter_supported`, None when not advertised."""
+    userinfo_endpoint: str | None = None
+    """None when not advertised (or not wanted: `claims_from` without `userinfo`)."""
 
 
 def pkce_pair() -> tuple[str, str]:
@@ -70,6 +82,7 @@ class UpstreamProvider:
         self.settings = settings
         self.redirect_uri = redirect_uri
         self._http = http
+        self._within = settings.fetch_timeout
         self._metadata: ProviderMetadata | None = None
         self._jwks = JwksCache(self._fetch_jwks, cache_ttl=600.0, cooldown=30.0)
 
@@ -77,7 +90,7 @@ class UpstreamProvider:
         if self._metadata is None:
             try:
                 document = await discover(
-                    self._http.get(), self.settings.issuer, within=FETCH_TIMEOUT
+                    self._http.get(), self.settings.issuer, within=self._within
                 )
             except FetchError as exc:
                 raise UpstreamLoginError(f"discovery failed: {exc}") from None
@@ -99,9 +112,24 @@ class UpstreamProvider:
             self._metadata = ProviderMetadata(
                 issuer=self.settings.issuer,
                 iss_supported=None if advertised is None else advertised is not False,
+                userinfo_endpoint=self._userinfo_endpoint(document),
                 **endpoints,
             )
         return self._metadata
+
+    def _userinfo_endpoint(self, document: Mapping[str, Any]) -> str | None:
+        if "userinfo" not in self.settings.claims_from:
+            return None
+        value = document.get("userinfo_endpoint")
+        if value is None:
+            if "id_token" not in self.settings.claims_from:
+                raise UpstreamProviderUnusableError(
+                    "discovery document has no userinfo_endpoint, and claims_from is [userinfo]"
+                )
+            return None
+        if not isinstance(value, str) or not value.startswith(("https://", "http://")):
+            raise UpstreamLoginError("discovery document has no usable userinfo_endpoint")
+        return value
 
     async def authorization_url(self, state: str, nonce: str, challenge: str) -> str:
         metadata = await self.metadata()
@@ -119,7 +147,8 @@ class UpstreamProvider:
         return metadata.authorization_endpoint + separator + urlencode(params)
 
     async def redeem(self, code: str, verifier: str, nonce: str) -> Mapping[str, Any]:
-        """Exchange the code; the verified ID token's claims."""
+        """Exchange the code; the claims for the grant rules: the verified ID token's, with
+        UserInfo's merged over them as `claims_from` says (`gateway.oauth.userinfo`)."""
         metadata = await self.metadata()
         form = {
             "grant_type": "authorization_code",
@@ -138,7 +167,7 @@ class UpstreamProvider:
                 self._http.get(),
                 "POST",
                 metadata.token_endpoint,
-                within=FETCH_TIMEOUT,
+                within=self._within,
                 form=form,
                 authorization=authorization,
             )
@@ -147,7 +176,51 @@ class UpstreamProvider:
         id_token = answer.get("id_token")
         if not isinstance(id_token, str):
             raise UpstreamLoginError("no id_token in the token response")
-        return await self._verify_id_token(id_token, nonce)
+        claims = await self._verify_id_token(id_token, nonce)
+        try:
+            userinfo = await self._userinfo(metadata, answer, str(claims["sub"]))
+            return merge_claims(claims, userinfo, self.settings.claims_from)
+        except UserInfoError as exc:
+            raise UpstreamLoginError(exc.reason) from None
+
+    async def _userinfo(
+        self, metadata: ProviderMetadata, answer: Mapping[str, Any], subject: str
+    ) -> dict[str, Any] | None:
+        """UserInfo's claims about `subject`, or None when they are not wanted or the provider
+        has no UserInfo endpoint (`merge_claims` decides whether that is enough)."""
+        if metadata.userinfo_endpoint is None:
+            return None
+        access_token = answer.get("access_token")
+        token_type = answer.get("token_type", "Bearer")
+        if not isinstance(access_token, str) or not access_token:
+            raise UserInfoError("userinfo_no_access_token")
+        if not isinstance(token_type, str) or token_type.lower() != "bearer":
+            raise UserInfoError("userinfo_token_type")
+        response = await fetch_userinfo(
+            self._http.get(), metadata.userinfo_endpoint, access_token, within=self._within
+        )
+        if response.media_type == "application/json":
+            claims = json_claims(response.body)
+        else:
+            claims = await self._verify_signed_userinfo(response.body)
+        check_subject(subject, claims)
+        return claims
+
+    async def _verify_signed_userinfo(self, body: bytes) -> dict[str, Any]:
+        """A signed UserInfo response (OpenID Connect Core 5.3.2): verified with the
+        provider's keys, like the ID token, then its `iss`, `aud` and `exp` when present."""
+        try:
+            jwt = parse_jwt(body.decode("ascii").strip())
+            check_header(jwt, algorithms=frozenset(ASYMMETRIC_ALGORITHMS), require_at_jwt=False)
+            try:
+                keys = await self._jwks.keys_for(jwt.kid)
+            except KeysUnavailableError:
+                raise UserInfoError("userinfo_keys_unavailable") from None
+            verify_with_any(jwt, keys)
+        except (UnicodeDecodeError, TokenError):
+            raise UserInfoError("userinfo_jwt_invalid") from None
+        check_jwt_claims(jwt.claims, issuer=self.settings.issuer, client_id=self.settings.client_id)
+        return dict(jwt.claims)
 
     async def _verify_id_token(self, id_token: str, nonce: str) -> Mapping[str, Any]:
         try:
@@ -179,4 +252,4 @@ class UpstreamProvider:
 
     async def _fetch_jwks(self) -> dict[str, Any]:
         metadata = await self.metadata()
-        return await fetch_json(self._http.get(), "GET", metadata.jwks_uri, within=FETCH_TIMEOUT)
+        return await fetch_json(self._http.get(), "GET", metadata.jwks_uri, within=self._within)

@@ -2,9 +2,10 @@
 
 The mcp 2.x client only knows the gateway's URL: it registers at the gateway, is sent to the
 provider (headless auto-login as alice, groups [eng]), comes back through the gateway's
-callback, approves, and gets a gateway token. At that callback the gateway checks the
-provider's RFC 9207 `iss` before redeeming the code, and never passes the provider's error text
-on to the client.
+callback, approves, and gets a gateway token. The provider behaves like a stock one: `groups`
+is not in the ID token, only in UserInfo, which the gateway reads after each sign-in. At that
+callback the gateway checks the provider's RFC 9207 `iss` before redeeming the code, and never
+passes the provider's error text on to the client. (UserInfo itself: test_facade_userinfo.)
 """
 
 from __future__ import annotations
@@ -17,19 +18,16 @@ import httpx2
 import pytest
 
 from gateway.oauth.upstream import pkce_pair
-from tests.conftest import Gateway, StartGateway, gateway_log
+from tests.conftest import StartGateway, gateway_log
+from tests.support.federation import APPROVE, ROUTE, federated_gateway
 from tests.support.oauth_client import (
     AuthorizationError,
-    SignIn,
     follow_authorization,
     loopback_redirect_uri,
     oauth_list_and_call,
 )
 from tests.support.oidc import OidcProviderProcess, oidc_provider
-from tests.support.processes import HttpServerProcess, free_port
-
-ROUTE = "/files/mcp"
-APPROVE = SignIn("", "")  # nothing to type at the gateway: the provider signs the user in
+from tests.support.processes import HttpServerProcess
 
 
 @pytest.fixture(scope="module")
@@ -38,54 +36,21 @@ def provider() -> Iterator[OidcProviderProcess]:
         yield running
 
 
-async def federated_gateway(
-    start: StartGateway, provider: OidcProviderProcess, upstream: HttpServerProcess
-) -> Gateway:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    async with httpx2.AsyncClient(timeout=10) as http:
-        registered = await http.post(
-            provider.registration_endpoint,
-            json={
-                "redirect_uris": [base + "/oauth/callback"],
-                "token_endpoint_auth_method": "none",
-                "grant_types": ["authorization_code"],
-                "response_types": ["code"],
-            },
-        )
-    assert registered.status_code == 201, registered.text
-    login = {"oidc": {"issuer": provider.issuer, "client_id": registered.json()["client_id"],
-                      "scopes": ["openid", "email"]}}  # fmt: skip
-    return await start(
-        {
-            "name": "files",
-            "route": ROUTE,
-            "url": upstream.url,
-            "scopes": ["mcp:tools"],
-            "policy": {"tools": {"add": ["files:write"]}},
-        },
-        server={"port": port, "public_url": base},
-        auth={
-            "authorization_server": {
-                "login": login,
-                "grants": [{"when": {"groups": ["eng"]}, "scopes": ["mcp:tools", "files:write"]}],
-            }
-        },
-    )
-
-
 async def test_sdk_client_signs_in_at_the_upstream_provider_through_the_gateway(
     start_gateway_for: StartGateway, provider: OidcProviderProcess, sdk_json: HttpServerProcess
 ) -> None:
-    gw = await federated_gateway(start_gateway_for, provider, sdk_json)
-    tokens_before = (await provider.requests_seen()).get("POST /token", 0)
+    gw = await federated_gateway(start_gateway_for, provider, sdk_json.url)
+    before = await provider.requests_seen()
     outcome, record = await oauth_list_and_call(
         gw.url(ROUTE), "add", {"a": 20, "b": 22}, sign_in=APPROVE
     )
     # Each authorization (first sign-in, then the step-up to files:write) sent the user to the
-    # provider once, and the gateway redeemed each provider code exactly once.
+    # provider once, and the gateway redeemed each provider code exactly once and read the
+    # user's groups from UserInfo once.
     assert len(record.authorization_urls) == 2
-    assert (await provider.requests_seen()).get("POST /token", 0) == tokens_before + 2
+    seen = await provider.requests_seen()
+    assert seen.get("POST /token", 0) == before.get("POST /token", 0) + 2
+    assert seen.get("GET /me", 0) == before.get("GET /me", 0) + 2
     assert outcome.call is not None
     assert outcome.call.text == "42"
     assert record.issuer is not None
@@ -117,7 +82,7 @@ async def test_a_callback_with_a_bad_iss_is_refused_before_any_token_request(
     sdk_json: HttpServerProcess,
     iss: str | None,
 ) -> None:
-    gw = await federated_gateway(start_gateway_for, provider, sdk_json)
+    gw = await federated_gateway(start_gateway_for, provider, sdk_json.url)
     client_redirect = loopback_redirect_uri()
     async with httpx2.AsyncClient(timeout=10) as http:
         registered = await http.post(

@@ -7,6 +7,10 @@ token requested with ``resource=<url>`` is an RS256 JWT (``typ: at+jwt``) whose 
 exactly that URL. Login and consent are headless (user ``alice`` unless the authorization request
 carries ``login_hint=bob``), see `tests.support.oauth_client`.
 
+Claims requested by scope (``email``, ``groups``) come from UserInfo (``/me``) only, as with a
+stock provider (OpenID Connect Core 5.4); ``claims_in_id_token=True`` puts them in the ID token
+too. User ``eve`` (groups ``eng``) has a UserInfo that answers ``sub: "alice"``.
+
 Signing keys are generated here with joserfc when the provider first starts, written to a
 private temporary directory and passed in by path, so ``handle.process.stop()`` followed by
 ``handle.process.start()`` brings the provider back on the same port with the same keys (a "JWKS
@@ -41,8 +45,14 @@ RESOURCE_SCOPES = ("mcp:tools", "files:read", "files:write", "files:admin")
 DEFAULT_SCOPE = "mcp:tools"
 DEFAULT_TOKEN_TTL = 300
 CC_CLIENT_ID = "test-cc"
-TEST_USERS = {"alice": ("alice@example.test", ("eng",)), "bob": ("bob@example.test", ("sales",))}
-"""Users the provider can log in: name -> (email, groups); ``alice`` is the default."""
+TEST_USERS = {
+    "alice": ("alice@example.test", ("eng",)),
+    "bob": ("bob@example.test", ("sales",)),
+    "eve": ("eve@example.test", ("eng",)),
+}
+"""Users the provider can log in: name -> (email, groups); ``alice`` is the default. ``eve``'s
+UserInfo lies: it answers ``sub: "alice"``."""
+USERINFO_PATH = "/me"
 
 _HTTP_TIMEOUT = 10.0
 
@@ -77,6 +87,7 @@ class OidcProviderProcess:
         token_ttl: int,
         keys_file: Path | None,
         registered_scope_ceiling: bool,
+        claims_in_id_token: bool,
         ready_timeout: float,
     ) -> None:
         self.port = port
@@ -86,6 +97,8 @@ class OidcProviderProcess:
         self.authorization_endpoint = f"{self.issuer}/auth"
         self.token_endpoint = f"{self.issuer}/token"
         self.registration_endpoint = f"{self.issuer}/reg"
+        self.userinfo_endpoint = f"{self.issuer}{USERINFO_PATH}"
+        self.claims_in_id_token = claims_in_id_token
         self.resource_scopes = resource_scopes
         self.token_ttl = token_ttl
         self.cc_client_id = CC_CLIENT_ID
@@ -99,6 +112,7 @@ class OidcProviderProcess:
             "TOKEN_TTL": str(token_ttl),
             "CC_CLIENT_SECRET": self.cc_client_secret,
             "REGISTERED_SCOPE_CEILING": "1" if registered_scope_ceiling else "0",
+            "CLAIMS_IN_ID_TOKEN": "1" if claims_in_id_token else "0",
             "NODE_ENV": "test",
         }
         self.process = ManagedProcess(
@@ -201,6 +215,7 @@ def oidc_provider(
     token_ttl: int = DEFAULT_TOKEN_TTL,
     keys_file: Path | None = None,
     registered_scope_ceiling: bool = True,
+    claims_in_id_token: bool = False,
     ready_timeout: float = 30.0,
 ) -> OidcProviderProcess:
     """An unstarted OpenID provider on 127.0.0.1; enter it (``with`` / ``async with``).
@@ -212,6 +227,9 @@ def oidc_provider(
     first start and deleted on exit. ``registered_scope_ceiling=False`` makes the provider drop
     ``scope`` from dynamic registrations, so a client that registered with a narrow scope can
     still step up later (stock oidc-provider treats the registered scope as a ceiling).
+    ``claims_in_id_token=True`` puts the claims requested by scope (``email``, ``groups``) in the
+    ID token as well as UserInfo (``conformIdTokenClaims: false``); by default they come from
+    UserInfo only, as with a stock provider.
     """
     return OidcProviderProcess(
         port=free_port() if port is None else port,
@@ -220,6 +238,7 @@ def oidc_provider(
         token_ttl=token_ttl,
         keys_file=keys_file,
         registered_scope_ceiling=registered_scope_ceiling,
+        claims_in_id_token=claims_in_id_token,
         ready_timeout=ready_timeout,
     )
 

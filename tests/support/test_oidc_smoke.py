@@ -77,7 +77,10 @@ async def test_discovery_names_issuer_endpoints_and_iss_support(
     assert metadata["authorization_endpoint"] == provider.authorization_endpoint
     assert metadata["code_challenge_methods_supported"] == ["S256"]
     assert "none" in metadata["token_endpoint_auth_methods_supported"]
-    assert set(metadata["scopes_supported"]) == {"openid", "offline_access", *RESOURCE_SCOPES}
+    assert set(metadata["scopes_supported"]) == {
+        "openid", "offline_access", "email", "groups", *RESOURCE_SCOPES
+    }  # fmt: skip
+    assert metadata["userinfo_endpoint"] == provider.userinfo_endpoint
 
 
 async def test_jwks_serves_the_generated_keys(provider: OidcProviderProcess) -> None:

@@ -19,6 +19,15 @@
 //   REGISTERED_SCOPE_CEILING  "1" (default): a dynamically registered client's `scope` caps what
 //                             it may request later, as in stock oidc-provider. "0": `scope` is
 //                             dropped from registration requests, so clients can step up.
+//   CLAIMS_IN_ID_TOKEN        "0" (default): claims requested by scope (`email`, `groups`) come
+//                             only from UserInfo (GET /me) when an access token is issued, as in
+//                             stock oidc-provider (`conformIdTokenClaims: true`, OpenID Connect
+//                             Core 5.4). "1": they are in the ID token too
+//                             (`conformIdTokenClaims: false`), as some providers are configured.
+//
+// Claims by scope: `openid` -> sub; `email` -> email, email_verified; `groups` -> groups.
+// UserInfo answers JSON, or a signed JWT (RS256) to a client registered with
+// `userinfo_signed_response_alg`.
 //
 // Test-only extras:
 //   * Headless login and consent: GET /interaction/:uid logs in the user named by the
@@ -27,6 +36,9 @@
 //   * A non-standard `ttl` form field (seconds, 1-86400) on any token request overrides the
 //     access-token lifetime, so a test can mint a token that expires in one second.
 //   * Access tokens carry the user's `email` and `groups`.
+//   * User `eve` (groups [eng]) is a liar's account: her UserInfo (JSON) answers `sub: "alice"`,
+//     so a test can check that a relying party refuses a UserInfo `sub` that is not the ID
+//     token's (OpenID Connect Core 5.3.4). Other users' UserInfo is untouched.
 //   * GET /test/requests answers {"METHOD /path": count, ...} for every request seen so far, so
 //     a test can assert, from the provider's side, that an endpoint was (never) called.
 
@@ -51,11 +63,13 @@ const DEFAULT_SCOPE = words(process.env.DEFAULT_SCOPE, 'mcp:tools').join(' ');
 const TOKEN_TTL = Number.parseInt(process.env.TOKEN_TTL ?? '300', 10);
 const CC_CLIENT_SECRET = process.env.CC_CLIENT_SECRET || undefined;
 const REGISTERED_SCOPE_CEILING = (process.env.REGISTERED_SCOPE_CEILING ?? '1') !== '0';
+const CLAIMS_IN_ID_TOKEN = (process.env.CLAIMS_IN_ID_TOKEN ?? '0') === '1';
 const MAX_TTL_HINT = 86400;
 
 const USERS = {
   alice: { email: 'alice@example.test', groups: ['eng'] },
   bob: { email: 'bob@example.test', groups: ['sales'] },
+  eve: { email: 'eve@example.test', groups: ['eng'], userinfoSub: 'alice' },
 };
 const DEFAULT_USER = 'alice';
 
@@ -100,7 +114,8 @@ const configuration = {
   jwks: process.env.JWKS_FILE ? JSON.parse(readFileSync(process.env.JWKS_FILE, 'utf8')) : undefined,
   cookies: { keys: [randomBytes(32).toString('base64url')] },
   scopes: ['openid', 'offline_access', ...RESOURCE_SCOPES],
-  claims: { openid: ['sub', 'email', 'groups'] },
+  claims: { openid: ['sub'], email: ['email', 'email_verified'], groups: ['groups'] },
+  conformIdTokenClaims: !CLAIMS_IN_ID_TOKEN,
   responseTypes: ['code'],
   pkce: { required: () => true },
   async findAccount(_ctx, id) {
@@ -109,7 +124,7 @@ const configuration = {
     return {
       accountId: id,
       async claims() {
-        return { sub: id, email: user.email, groups: user.groups };
+        return { sub: id, email: user.email, email_verified: true, groups: user.groups };
       },
     };
   },
@@ -123,6 +138,7 @@ const configuration = {
   features: {
     devInteractions: { enabled: false },
     registration: { enabled: true },
+    jwtUserinfo: { enabled: true },
     clientCredentials: { enabled: true },
     resourceIndicators: {
       enabled: true,
@@ -169,6 +185,17 @@ provider.use(async (ctx, next) => {
   const key = `${ctx.method} ${ctx.path}`;
   seen.set(key, (seen.get(key) ?? 0) + 1);
   await next();
+});
+
+// Eve's UserInfo answers another user's `sub` (see the header). oidc-provider always sets `sub`
+// to the account id, so the answer is rewritten on its way out.
+provider.use(async (ctx, next) => {
+  await next();
+  if (ctx.method !== 'GET' || ctx.path !== '/me' || ctx.status !== 200) return;
+  const lie = USERS[ctx.oidc?.account?.accountId]?.userinfoSub;
+  if (lie && ctx.body !== null && typeof ctx.body === 'object' && !Buffer.isBuffer(ctx.body)) {
+    ctx.body = { ...ctx.body, sub: lie };
+  }
 });
 
 // Authorization requests without `scope` get DEFAULT_SCOPE.
