@@ -11,8 +11,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from pydantic import ValidationError
 
 from gateway.auth.authenticator import HttpSessionHolder
+from gateway.config.model import OidcLogin
 from gateway.oauth.upstream import UpstreamLoginError, UpstreamProviderUnusableError
 from gateway.oauth.userinfo import (
     MAX_USERINFO_BYTES,
@@ -408,3 +410,29 @@ async def test_an_unreachable_userinfo_endpoint_fails_the_sign_in(
     with pytest.raises(UpstreamLoginError) as refused:
         await provider.client(http).redeem("code", "verifier", provider.nonce)
     assert refused.value.reason == "userinfo_unreachable"
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+def test_claims_from_defaults_to_both_sources() -> None:
+    settings = OidcLogin(issuer="https://idp.example", client_id="gw")
+    assert settings.claims_from == ["id_token", "userinfo"]
+
+
+@pytest.mark.parametrize(
+    ("claims_from", "problem"),
+    [
+        pytest.param([], "at least one", id="empty"),
+        pytest.param(["userinfo", "userinfo"], "repeat", id="repeated"),
+        pytest.param(["access_token"], "'id_token' or 'userinfo'", id="unknown-source"),
+    ],
+)
+def test_claims_from_names_each_known_source_at_most_once(
+    claims_from: list[str], problem: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        OidcLogin.model_validate(
+            {"issuer": "https://idp.example", "client_id": "gw", "claims_from": claims_from}
+        )
+    assert problem in str(refused.value)
