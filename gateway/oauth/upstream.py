@@ -128,7 +128,9 @@ class UpstreamProvider:
                 )
             return None
         if not isinstance(value, str) or not value.startswith(("https://", "http://")):
-            raise UpstreamLoginError("discovery document has no usable userinfo_endpoint")
+            raise UpstreamProviderUnusableError(
+                "discovery document has no usable userinfo_endpoint"
+            )
         return value
 
     async def authorization_url(self, state: str, nonce: str, challenge: str) -> str:
