@@ -291,6 +291,17 @@ async def test_a_provider_without_userinfo_is_read_from_the_id_token_when_allowe
         assert "userinfo_endpoint" in refused.value.reason
 
 
+async def test_a_malformed_userinfo_endpoint_makes_the_provider_unusable(
+    provider: ScriptedProvider, http: HttpSessionHolder
+) -> None:
+    provider.advertised_userinfo = "file:///etc/passwd"
+    with pytest.raises(UpstreamProviderUnusableError) as refused:
+        await provider.client(http).authorization_url("s", "n", "c")
+    assert "userinfo_endpoint" in refused.value.reason
+    # Not asked for UserInfo, the gateway does not care what the document says about it.
+    assert await provider.client(http, claims_from=["id_token"]).authorization_url("s", "n", "c")
+
+
 async def test_a_signed_userinfo_response_is_verified_with_the_providers_keys(
     provider: ScriptedProvider, http: HttpSessionHolder
 ) -> None:
