@@ -408,6 +408,19 @@ class ClientIdMetadataDocuments(Model):
     )
 
 
+class SignInSessionSettings(Model):
+    """The browser's sign-in at the gateway: a cookie naming a session in the state store, so
+    a later authorization (another client, a step-up) needs no password while it lasts."""
+
+    enabled: bool = Field(True, description="Off: every authorization signs the user in again.")
+    idle_timeout: PositiveSeconds = Field(
+        1800.0, le=30 * 86_400, description="Seconds without use after which it ends."
+    )
+    max_lifetime: PositiveSeconds = Field(
+        43_200.0, le=90 * 86_400, description="Seconds after the sign-in at which it ends anyway."
+    )
+
+
 class AuthorizationServerSettings(SecretFileMixin, Model):
     """The gateway as the OAuth authorization server MCP clients use (the facade).
 
@@ -448,6 +461,11 @@ class AuthorizationServerSettings(SecretFileMixin, Model):
     code_lifetime: PositiveSeconds = Field(60.0, le=600)
     login_lifetime: PositiveSeconds = Field(
         600.0, le=3600, description="Seconds a user has to sign in and consent."
+    )
+    sign_in_session: SignInSessionSettings = Field(default_factory=SignInSessionSettings)
+    scope_descriptions: dict[str, str] = Field(
+        default_factory=dict,
+        description="Scope -> what it allows, in words, shown on the consent page.",
     )
 
     @field_validator("signing_key")

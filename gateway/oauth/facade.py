@@ -5,8 +5,12 @@
 1. `/oauth/authorize` -> `check_authorization`: the client and its `redirect_uri` are checked
    exactly first, and anything wrong with them is an `ErrorPageError` (never a redirect); every
    other problem is a `RedirectError` back to the client, with `state` and `iss`.
-2. The user signs in (`sign_in_local`), then consents (`consent`) unless they approved these
-   scopes for this client before; each step's form carries a single-use `state` from the store.
+2. `authorize`: the user consents first (`consent`), before anyone signs in or any request
+   reaches an upstream provider (MCP security best practices: confused deputy); then signs in
+   (`sign_in_local`, or at the provider and back through `signed_in`), after which the grant
+   rules decide. A live sign-in session (`session`) skips the sign-in, and consent already
+   given. Each step's form carries a single-use `state` from the store, bound to the browser
+   (the digest of its flow cookie) that started the flow.
 3. The client is sent back with a code (`issue_code`): `code`, `state` and `iss`.
 4. `/oauth/token` -> `token`: code (single use, bound to client, redirect URI, PKCE verifier and
    resource) or refresh token (rotated on every use, reuse revokes the family).
@@ -15,6 +19,7 @@
 from __future__ import annotations
 
 import base64
+import hmac
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,22 +37,33 @@ from gateway.oauth.pkce import PkceError, check_challenge, verify
 from gateway.oauth.redirects import add_query, redirect_matches
 from gateway.oauth.signing import SigningKeys
 from gateway.oauth.store import (
+    CONSENT_STAGE,
     NO_CLIENT_AUTH,
+    SIGN_IN_STAGE,
+    UPSTREAM_STAGE,
     AuthorizationRequest,
     AuthStore,
     ClientRecord,
     CodeGrant,
     CodeReplay,
     LoginTxn,
+    Reused,
     Rotated,
     ScopeNotGranted,
+    SignInSession,
     digest,
 )
 from gateway.oauth.users import LocalUsers
+from gateway.observability.logging import get_logger
+
+audit = get_logger("gateway.audit")
 
 OFFLINE_ACCESS = "offline_access"
 """Asks for a refresh token (OpenID Connect Core section 11); never a resource scope."""
 CONSENT_LIFETIME = 30 * 86_400.0
+PROMPTS = frozenset({"none", "login", "consent", "select_account"})
+"""`prompt` values understood (OpenID Connect Core section 3.1.2.1); `select_account` is
+accepted and means nothing more here (one account per sign-in)."""
 MAX_PARAM_CHARS = 2048
 
 
@@ -92,6 +108,12 @@ class Settings:
     code_lifetime: float
     login_lifetime: float
     dynamic_registration: bool = True
+    session_idle: float = 1800.0
+    """Sign-in sessions end after this many seconds unused; 0: no sign-in sessions."""
+    session_lifetime: float = 43_200.0
+    resource_names: Mapping[str, str] = field(default_factory=dict)
+    """Resource URL -> the MCP server's name, for the pages."""
+    scope_descriptions: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,16 +121,41 @@ class Redirect:
     """The flow is over: send the user agent back to the client."""
 
     location: str
+    session: str | None = None
+    """A new sign-in session's cookie value, to set with this answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Described:
+    """Who asks for what, as the pages name them."""
+
+    client_name: str
+    """The client's name (with the host of its metadata document for a URL client id)."""
+    redirect_host: str
+    resource_name: str
+    """The MCP server: its `resource_name`, else the upstream's name."""
+    route: str
 
 
 @dataclass(frozen=True, slots=True)
 class ConsentNeeded:
-    """The user signed in and must approve; `state` goes into the consent form."""
+    """The user must approve; `state` goes into the consent form."""
 
     state: str
-    client_name: str
-    redirect_host: str
-    scopes: frozenset[str]
+    described: Described
+    scopes: tuple[tuple[str, str], ...]
+    """(scope, description) to approve; the description may be empty."""
+    offline: bool = False
+    """The client also asks to stay signed in (a refresh token)."""
+    user: str | None = None
+    """The signed-in user, when a sign-in session exists."""
+
+
+@dataclass(frozen=True, slots=True)
+class SignInNeeded:
+    """Approved: the user now signs in (on the local form or at the upstream provider)."""
+
+    request: AuthorizationRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +163,10 @@ class SignInFailed:
     """Wrong user name or password: show the form again with this fresh `state`."""
 
     state: str
+    described: Described
 
 
-SignInOutcome = Redirect | ConsentNeeded | SignInFailed
+SignInOutcome = Redirect | SignInFailed
 
 
 @dataclass
@@ -252,7 +300,8 @@ class AuthorizationServer:
                                                error_description=description), error)  # fmt: skip
 
         for name in ("response_type", "client_id", "redirect_uri", "state", "scope",
-                     "code_challenge", "code_challenge_method", "resource"):  # fmt: skip
+                     "code_challenge", "code_challenge_method", "resource", "prompt",
+                     "max_age"):  # fmt: skip
             if len(query.getall(name, ())) > 1:
                 raise fail("invalid_request", f"{name} is repeated")
             if len(query.get(name, "")) > MAX_PARAM_CHARS:
@@ -273,6 +322,13 @@ class AuthorizationServer:
             requested |= frozenset(self.settings.resources[resource])
         if OFFLINE_ACCESS in requested and "refresh_token" not in client.grant_types:
             requested -= {OFFLINE_ACCESS}
+        prompt = frozenset(query.get("prompt", "").split())
+        if not prompt <= PROMPTS or ("none" in prompt and len(prompt) > 1):
+            raise fail("invalid_request", "prompt must be none, or any of login, consent, "
+                       "select_account")  # fmt: skip
+        max_age = query.get("max_age")
+        if max_age is not None and not (max_age.isascii() and max_age.isdigit()):
+            raise fail("invalid_request", "max_age must be a number of seconds")
         request = AuthorizationRequest(
             client_id=client.client_id,
             redirect_uri=redirect_uri,
@@ -280,6 +336,8 @@ class AuthorizationServer:
             resource=resource,
             scopes=requested,
             state=state,
+            prompt=prompt,
+            max_age=None if max_age is None else int(max_age),
         )
         return client, request
 
@@ -287,23 +345,40 @@ class AuthorizationServer:
         self,
         request: AuthorizationRequest,
         *,
+        stage: str,
+        browser: str,
         code_verifier: str | None = None,
         nonce: str | None = None,
+        session: SignInSession | None = None,
     ) -> str:
-        """Park a checked request while the user signs in: the `state` of the login form, or
-        sent to the upstream provider (with our PKCE verifier and nonce for its answer)."""
+        """Park a checked request for its next step (`stage`) in the browser whose flow cookie
+        digest is `browser`: the `state` of the next form, or sent to the upstream provider
+        (with our PKCE verifier and nonce for its answer)."""
         txn = LoginTxn(
             request=request,
             expires_at=self.clock() + self.settings.login_lifetime,
+            stage=stage,
+            browser=browser,
             code_verifier=code_verifier,
             nonce=nonce,
+            subject=None if session is None else session.subject,
+            claims={} if session is None else session.claims,
+            auth_time=None if session is None else session.auth_time,
         )
         return await self.store.begin_login(txn)
 
-    async def take_upstream_login(self, state: str) -> LoginTxn | None:
-        """The parked request an upstream provider's callback `state` names (single use)."""
+    async def _take(self, state: str, stage: str, browser: str) -> LoginTxn | None:
+        """The parked request `state` names if it waits for `stage` in this browser (single
+        use: taken whatever the answer, so a form sent from elsewhere is spent too)."""
         txn = await self.store.take_login(state, self.clock())
-        return txn if txn is not None and txn.subject is None else None
+        if txn is None or txn.stage != stage or txn.browser is None:
+            return None
+        return txn if hmac.compare_digest(txn.browser, browser) else None
+
+    async def take_upstream_login(self, state: str, browser: str) -> LoginTxn | None:
+        """The parked request an upstream provider's callback `state` names, if this browser
+        started it (login CSRF: nobody can hand a victim the callback of their own sign-in)."""
+        return await self._take(state, UPSTREAM_STAGE, browser)
 
     def redirect(self, redirect_uri: str, state: str | None, **params: str) -> str:
         """The client's redirect URI with an authorization response, always with `iss`."""
@@ -311,82 +386,184 @@ class AuthorizationServer:
             params["state"] = state
         return add_query(redirect_uri, with_issuer(params, self.settings.issuer))
 
-    async def sign_in_local(self, state: str, username: str, password: str) -> SignInOutcome:
-        """Check a local user's password for the login form `state` (single use: a failed
-        attempt gets a fresh state, so a form cannot be replayed)."""
-        if self.users is None:  # users sign in at the upstream provider
-            raise ErrorPageError("There is no sign-in form here.")
-        txn = await self.store.take_login(state, self.clock())
-        if txn is None or txn.subject is not None:
-            raise ErrorPageError("This sign-in has expired. Start again from your application.")
-        user = self.users.authenticate(username, password)
-        if user is None:
-            return SignInFailed(await self.begin(txn.request))
-        return await self.signed_in(txn.request, user.username, dict(user.claims))
+    def _error(self, request: AuthorizationRequest, error: str, description: str) -> Redirect:
+        return Redirect(self.redirect(request.redirect_uri, request.state, error=error,
+                                      error_description=description))  # fmt: skip
 
-    async def signed_in(
-        self, request: AuthorizationRequest, subject: str, claims: Mapping[str, Any]
-    ) -> Redirect | ConsentNeeded:
-        """The user is known: refuse scopes no grant rule gives them, skip consent they gave
-        before, or ask for it."""
-        now = self.clock()
-        wanted = request.scopes - {OFFLINE_ACCESS}
-        allowed = self.grants.grant(claims, wanted)
-        if allowed != wanted:
-            missing = " ".join(sorted(wanted - allowed))
-            return Redirect(
-                self.redirect(
-                    request.redirect_uri,
-                    request.state,
-                    error="access_denied",
-                    error_description=f"You may not be granted: {missing}",
-                )
-            )
-        approved = await self.store.consented_scopes(subject, request.client_id, now)
-        txn = LoginTxn(
-            request=request,
-            expires_at=now + self.settings.login_lifetime,
-            subject=subject,
-            claims=claims,
-            auth_time=now,
-        )
-        if wanted <= approved:
-            return Redirect(await self.issue_code(txn, subject))
+    async def describe(self, request: AuthorizationRequest) -> Described:
+        """Who asks for what, in the words the sign-in and consent pages use."""
         client = await self.client(request.client_id)
         name = client.client_name if client and client.client_name else request.client_id
         if is_client_id_url(request.client_id):  # a self-asserted name: show whose it is
             name = f"{name} (from {urlsplit(request.client_id).netloc})"
-        return ConsentNeeded(
-            state=await self.store.begin_login(txn),
+        return Described(
             client_name=name,
             redirect_host=urlsplit(request.redirect_uri).netloc,
-            scopes=request.scopes,
+            resource_name=self.settings.resource_names.get(request.resource, request.resource),
+            route=urlsplit(request.resource).path,
         )
 
-    async def consent(self, state: str, approve: bool) -> str:
-        """The user's decision on the consent form `state`; the redirect Location."""
-        txn = await self.store.take_login(state, self.clock())
-        if txn is None or txn.subject is None:
-            raise ErrorPageError("This approval has expired. Start again from your application.")
+    def fresh_sign_in_needed(
+        self, request: AuthorizationRequest, session: SignInSession | None
+    ) -> bool:
+        """No session, or the client asks for a new sign-in (`prompt=login`, or `max_age`
+        seconds passed since the last one; OpenID Connect Core section 3.1.2.1)."""
+        if session is None or "login" in request.prompt:
+            return True
+        return request.max_age is not None and self.clock() - session.auth_time > request.max_age
+
+    async def authorize(
+        self, request: AuthorizationRequest, session: SignInSession | None, browser: str
+    ) -> Redirect | ConsentNeeded:
+        """A checked request: consent first (before any sign-in, so no client reaches the
+        provider unapproved: MCP security best practices, confused deputy). With a live
+        sign-in session the grant rules and earlier consent are known at once: refused scopes
+        end here, approved ones go straight back to the client, new ones need consent only."""
+        if self.fresh_sign_in_needed(request, session):
+            if "none" in request.prompt:
+                return self._error(request, "login_required", "The user must sign in")
+            return await self._ask_consent(request, request.scopes, browser, None)
+        assert session is not None
+        wanted = request.scopes - {OFFLINE_ACCESS}
+        refused = self._refused(request, session.subject, session.claims)
+        if refused is not None:
+            return refused
+        approved = await self.store.consented_scopes(
+            session.subject, request.client_id, self.clock()
+        )
+        new = request.scopes - approved - {OFFLINE_ACCESS}
+        if "consent" in request.prompt and not new:
+            new = wanted
+        if not new:
+            return Redirect(await self.issue_code(request, session.subject, session.claims,
+                                                  session.auth_time))  # fmt: skip
+        if "none" in request.prompt:
+            return self._error(request, "consent_required", "The user must approve the request")
+        return await self._ask_consent(request, new, browser, session)
+
+    async def _ask_consent(
+        self,
+        request: AuthorizationRequest,
+        scopes: frozenset[str],
+        browser: str,
+        session: SignInSession | None,
+    ) -> ConsentNeeded:
+        state = await self.begin(request, stage=CONSENT_STAGE, browser=browser, session=session)
+        shown = sorted(scopes - {OFFLINE_ACCESS}) or sorted(scopes)
+        descriptions = self.settings.scope_descriptions
+        return ConsentNeeded(
+            state=state,
+            described=await self.describe(request),
+            scopes=tuple((scope, descriptions.get(scope, "")) for scope in shown),
+            offline=OFFLINE_ACCESS in request.scopes,
+            user=None if session is None else session.subject,
+        )
+
+    def _refused(
+        self, request: AuthorizationRequest, subject: str, claims: Mapping[str, Any]
+    ) -> Redirect | None:
+        """`access_denied` naming the scopes no grant rule gives this user, or None."""
+        wanted = request.scopes - {OFFLINE_ACCESS}
+        missing = sorted(wanted - self.grants.grant(claims, wanted))
+        if not missing:
+            return None
+        audit.info("grant_refused", client_id=request.client_id, sub=subject[:128],
+                   scopes=missing)  # fmt: skip
+        return self._error(request, "access_denied", f"You may not be granted: {' '.join(missing)}")
+
+    async def consent(
+        self, state: str, approve: bool, browser: str, session: SignInSession | None
+    ) -> Redirect | SignInNeeded:
+        """The user's decision on the consent form `state`, sent from the browser it was shown
+        in: denied goes back to the client; approved goes on to sign-in, or (with the sign-in
+        session the form was shown for) straight to a code."""
+        txn = await self._take(state, CONSENT_STAGE, browser)
+        if txn is None:
+            raise ErrorPageError("This approval has expired or belongs to another browser. "
+                                 "Start again from your application.")  # fmt: skip
         request = txn.request
         if not approve:
-            return self.redirect(
-                request.redirect_uri,
-                request.state,
-                error="access_denied",
-                error_description="The user did not approve the request",
-            )
+            audit.info("consent_denied", client_id=request.client_id)
+            return self._error(request, "access_denied", "The user did not approve the request")
+        audit.info("consent_given", client_id=request.client_id,
+                   scopes=sorted(request.scopes))  # fmt: skip
+        if txn.subject is None or session is None or session.subject != txn.subject:
+            return SignInNeeded(request)
+        await self._record_consent(request, txn.subject)
+        return Redirect(await self.issue_code(request, txn.subject, session.claims,
+                                              session.auth_time))  # fmt: skip
+
+    async def _record_consent(self, request: AuthorizationRequest, subject: str) -> None:
         await self.store.record_consent(
-            txn.subject,
+            subject,
             request.client_id,
             request.scopes - {OFFLINE_ACCESS},
             self.clock() + CONSENT_LIFETIME,
         )
-        return await self.issue_code(txn, txn.subject)
 
-    async def issue_code(self, txn: LoginTxn, subject: str) -> str:
+    async def sign_in_local(
+        self, state: str, username: str, password: str, browser: str
+    ) -> SignInOutcome:
+        """Check a local user's password for the sign-in form `state` (single use: a failed
+        attempt gets a fresh state, so a form cannot be replayed)."""
+        if self.users is None:  # users sign in at the upstream provider
+            raise ErrorPageError("There is no sign-in form here.")
+        txn = await self._take(state, SIGN_IN_STAGE, browser)
+        if txn is None:
+            raise ErrorPageError("This sign-in has expired or belongs to another browser. "
+                                 "Start again from your application.")  # fmt: skip
+        user = self.users.authenticate(username, password)
+        if user is None:
+            fresh = await self.begin(txn.request, stage=SIGN_IN_STAGE, browser=browser)
+            return SignInFailed(fresh, await self.describe(txn.request))
+        return await self.signed_in(txn.request, user.username, dict(user.claims))
+
+    async def signed_in(
+        self, request: AuthorizationRequest, subject: str, claims: Mapping[str, Any]
+    ) -> Redirect:
+        """The user signed in after approving: a sign-in session starts (its cookie goes with
+        the answer); scopes no grant rule gives them are refused, else the client gets a code."""
+        now = self.clock()
+        cookie = None
+        if self.settings.session_idle > 0:
+            session = SignInSession(
+                subject=subject,
+                auth_time=now,
+                expires_at=now + self.settings.session_lifetime,
+                last_used=now,
+                claims=claims,
+            )
+            cookie = await self.store.start_session(session, self.settings.session_idle)
+        refused = self._refused(request, subject, claims)
+        if refused is not None:
+            return Redirect(refused.location, session=cookie)
+        await self._record_consent(request, subject)
+        return Redirect(await self.issue_code(request, subject, claims, now), session=cookie)
+
+    async def session(self, cookie: str | None) -> SignInSession | None:
+        """The live sign-in session a cookie value names (marked used), or None."""
+        if not cookie or self.settings.session_idle <= 0:
+            return None
+        return await self.store.find_session(cookie, self.clock(), self.settings.session_idle)
+
+    async def sign_out(self, cookie: str | None) -> bool:
+        """End the session `cookie` names; whether there was a live one."""
+        if not cookie:
+            return False
+        live = await self.session(cookie)
+        await self.store.end_session(cookie)
+        if live is not None:
+            audit.info("signed_out", sub=live.subject[:128])
+        return live is not None
+
+    async def issue_code(
+        self,
+        request: AuthorizationRequest,
+        subject: str,
+        claims: Mapping[str, Any],
+        auth_time: float,
+    ) -> str:
         """A code for the signed-in `subject`; the redirect Location that carries it."""
-        request, now = txn.request, self.clock()
         code = await self.store.issue_code(
             CodeGrant(
                 client_id=request.client_id,
@@ -395,9 +572,9 @@ class AuthorizationServer:
                 resource=request.resource,
                 scopes=request.scopes,
                 subject=subject,
-                auth_time=txn.auth_time or now,
-                expires_at=now + self.settings.code_lifetime,
-                claims=txn.claims,
+                auth_time=auth_time,
+                expires_at=self.clock() + self.settings.code_lifetime,
+                claims=claims,
             )
         )
         return self.redirect(request.redirect_uri, request.state, code=code)
@@ -443,6 +620,8 @@ class AuthorizationServer:
         invalid = OAuthError("invalid_grant", "The authorization code is invalid or was used")
         if redemption is None or isinstance(redemption, CodeReplay):
             if redemption is not None:
+                audit.warning("token_replay_detected", kind="authorization_code",
+                              client_id=client.client_id)  # fmt: skip
                 self.on_revoked()
             raise invalid  # a replay has revoked everything the code issued
         grant = redemption.grant
@@ -471,6 +650,8 @@ class AuthorizationServer:
             refresh = await self.store.start_family(family)
             if refresh is not None:  # None: a concurrent replay revoked the family (and the
                 answer["refresh_token"] = refresh  # access token above): nothing more to give
+        audit.info("token_issued", client_id=client.client_id, sub=grant.subject[:128],
+                   scopes=sorted(grant.scopes), refresh="refresh_token" in answer)  # fmt: skip
         return answer
 
     async def _refresh(self, client: ClientRecord, form: MultiMapping[str]) -> dict[str, Any]:
@@ -483,6 +664,9 @@ class AuthorizationServer:
         if isinstance(outcome, ScopeNotGranted):
             raise OAuthError("invalid_scope", "A refresh cannot widen the granted scopes")
         if not isinstance(outcome, Rotated):  # unknown, expired, or Reused (family revoked)
+            if isinstance(outcome, Reused):
+                audit.warning("token_replay_detected", kind="refresh_token",
+                              client_id=client.client_id)  # fmt: skip
             self.on_revoked()
             raise OAuthError("invalid_grant", "The refresh token is invalid or was used")
         grant = outcome.grant
@@ -496,6 +680,8 @@ class AuthorizationServer:
             grant.auth_time,
         )
         answer["refresh_token"] = outcome.refresh_token
+        audit.info("token_refreshed", client_id=client.client_id, sub=grant.subject[:128],
+                   scopes=sorted(outcome.scopes))  # fmt: skip
         return answer
 
     async def _access_token(
@@ -543,9 +729,11 @@ class AuthorizationServer:
             minted = self._own_access_token(token)
             if minted is not None and minted.get("client_id") == client.client_id:
                 await self.store.revoke_jti(str(minted["jti"]), float(minted["exp"]))
+                audit.info("token_revoked", kind="access_token", client_id=client.client_id)
                 self.on_revoked()
             return
         if await self.store.revoke(token, client_id=client.client_id):
+            audit.info("token_revoked", kind="refresh_token", client_id=client.client_id)
             self.on_revoked()
 
     def _own_access_token(self, token: str) -> dict[str, Any] | None:

@@ -121,16 +121,31 @@ class AuthorizationRequest:
     scopes: frozenset[str]
     state: str | None = None
     """The client's `state`, returned unchanged."""
+    prompt: frozenset[str] = frozenset()
+    """OpenID Connect Core section 3.1.2.1 `prompt` values (`none`, `login`, `consent`)."""
+    max_age: int | None = None
+    """Seconds since the user's last sign-in beyond which they must sign in again."""
+
+
+CONSENT_STAGE = "consent"
+"""The user decides on the consent form (with `subject` set: already signed in)."""
+SIGN_IN_STAGE = "sign_in"
+"""The user approved and now signs in on the local form."""
+UPSTREAM_STAGE = "upstream"
+"""The user approved and now signs in at the upstream provider."""
 
 
 @dataclass(frozen=True, slots=True)
 class LoginTxn:
-    """A pending authorization between `/authorize` and the code, found again by its `state`:
-    while the user signs in (at the upstream provider or the local form) and, with `subject`
-    set, while they decide on the consent form."""
+    """A pending authorization between `/authorize` and the code, found again by its `state`
+    (single use): first the consent form, then the sign-in (at the upstream provider or the
+    local form) unless the browser's sign-in session already names the user."""
 
     request: AuthorizationRequest
     expires_at: float
+    stage: str = CONSENT_STAGE
+    browser: str | None = None
+    """Digest of the browser's flow cookie: the next step must come from the same browser."""
     code_verifier: str | None = None
     """Our PKCE verifier for the upstream provider's token endpoint (kept in clear: it is sent)."""
     nonce: str | None = None
@@ -139,6 +154,23 @@ class LoginTxn:
     """The signed-in user, once known."""
     claims: Mapping[str, Any] = field(default_factory=dict)
     auth_time: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "claims", _frozen(self.claims))
+
+
+@dataclass(frozen=True, slots=True)
+class SignInSession:
+    """A browser's sign-in at the gateway, found by the digest of its cookie. It holds what
+    the grant rules and tokens need, never a password."""
+
+    subject: str
+    auth_time: float
+    expires_at: float
+    """Absolute end (the sign-in plus `max_lifetime`), however often it is used."""
+    last_used: float
+    """With the idle timeout: when it ends unless used again."""
+    claims: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "claims", _frozen(self.claims))
@@ -314,6 +346,18 @@ class AuthStore(Protocol):
     async def consented_scopes(self, subject: str, client_id: str, now: float) -> frozenset[str]:
         """Scopes the user has approved for the client and that have not expired."""
 
+    async def start_session(self, session: SignInSession, idle_timeout: float) -> str:
+        """Store a sign-in session; returns its cookie value (256 random bits)."""
+
+    async def find_session(
+        self, cookie: str, now: float, idle_timeout: float
+    ) -> SignInSession | None:
+        """The live session `cookie` names, marked used at `now`; None when unknown, ended,
+        idle for `idle_timeout` seconds or past its absolute end."""
+
+    async def end_session(self, cookie: str) -> None:
+        """End the session `cookie` names (sign-out); idempotent."""
+
 
 # -- over a key-value store ---------------------------------------------------------------------
 
@@ -331,6 +375,7 @@ class MemoryLimits:
     """Size it above revocations per access-token lifetime: forgetting a revocation early
     makes that token valid again until its `exp` (counted in `MemoryStore.evicted`)."""
     consents: int = 100_000
+    sessions: int = 100_000
     jtis_per_family: int = 100
     """Live access tokens one family may hold (also the limit of a `KvAuthStore`)."""
 
@@ -349,6 +394,7 @@ class MemoryLimits:
             "handles": self.families,
             "revoked_jtis": self.revoked_jtis,
             "consents": self.consents,
+            "sessions": self.sessions,
         }
 
 
@@ -673,6 +719,33 @@ class KvAuthStore:
         raw = await self.kv.get(_consent_key(subject, client_id))
         approved: dict[str, float] = json.loads(raw) if raw is not None else {}
         return frozenset(scope for scope, expires_at in approved.items() if expires_at > now)
+
+    # -- sign-in sessions -----------------------------------------------------------------------
+
+    async def start_session(self, session: SignInSession, idle_timeout: float) -> str:
+        cookie = secrets.token_urlsafe(32)
+        ttl = _ttl(min(session.expires_at, session.last_used + idle_timeout), self._clock())
+        await self.kv.set(f"sessions:{digest(cookie)}", _dumps(session), ttl)
+        return cookie
+
+    async def find_session(
+        self, cookie: str, now: float, idle_timeout: float
+    ) -> SignInSession | None:
+        key = f"sessions:{digest(cookie)}"
+        found = await self._read(SignInSession, key)
+        if found is None:
+            return None
+        raw, session = found
+        if session.expires_at <= now or session.last_used + idle_timeout <= now:
+            return None
+        used = replace(session, last_used=max(now, session.last_used))
+        ttl = _ttl(min(used.expires_at, used.last_used + idle_timeout), self._clock())
+        # A concurrent use or sign-out changed it: either way this use needs no write.
+        await self.kv.compare_and_set(key, raw, _dumps(used), ttl)
+        return used
+
+    async def end_session(self, cookie: str) -> None:
+        await self.kv.delete(f"sessions:{digest(cookie)}")
 
 
 def _consent_key(subject: str, client_id: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -26,11 +27,16 @@ from aiohttp import hdrs, web
 from multidict import MultiDict
 
 from gateway.auth.authenticator import HttpSessionHolder
-from gateway.config.model import ClientIdMetadataDocuments, GatewayConfig
+from gateway.config.model import (
+    AuthorizationServerSettings,
+    ClientIdMetadataDocuments,
+    GatewayConfig,
+)
 from gateway.oauth.client_documents import ClientDocuments
 from gateway.oauth.facade import (
     AuthorizationServer,
     ConsentNeeded,
+    Described,
     ErrorPageError,
     OAuthError,
     Redirect,
@@ -42,7 +48,17 @@ from gateway.oauth.facade import (
 from gateway.oauth.grants import Grants, rule
 from gateway.oauth.issuer_check import IssuerMismatchError, check_issuer
 from gateway.oauth.signing import SigningKeys
-from gateway.oauth.store import NO_CLIENT_AUTH, ClientRecord, KvAuthStore, MemoryStore, digest
+from gateway.oauth.store import (
+    NO_CLIENT_AUTH,
+    SIGN_IN_STAGE,
+    UPSTREAM_STAGE,
+    AuthorizationRequest,
+    ClientRecord,
+    KvAuthStore,
+    MemoryStore,
+    SignInSession,
+    digest,
+)
 from gateway.oauth.upstream import (
     UpstreamLoginError,
     UpstreamProvider,
@@ -118,11 +134,10 @@ def build_authorization_server(
     settings = config.auth.authorization_server
     assert settings is not None
     base = config.public_base()
-    resources = {
-        base + upstream.route: tuple(upstream.scopes)
-        for upstream in config.upstreams
-        if not upstream.allow_anonymous
-    }
+    protected = [upstream for upstream in config.upstreams if not upstream.allow_anonymous]
+    resources = {base + upstream.route: tuple(upstream.scopes) for upstream in protected}
+    names = {base + upstream.route: upstream.resource_name or upstream.name
+             for upstream in protected}  # fmt: skip
     keys = (
         SigningKeys.from_texts(
             settings.signing_key.get_secret_value(),
@@ -159,6 +174,12 @@ def build_authorization_server(
             code_lifetime=settings.code_lifetime,
             login_lifetime=settings.login_lifetime,
             dynamic_registration=settings.dynamic_registration,
+            session_idle=settings.sign_in_session.idle_timeout
+            if settings.sign_in_session.enabled
+            else 0.0,
+            session_lifetime=settings.sign_in_session.max_lifetime,
+            resource_names=names,
+            scope_descriptions=dict(settings.scope_descriptions),
         ),
         store=KvAuthStore(shared) if shared is not None else MemoryStore(),
         keys=keys,
@@ -215,6 +236,7 @@ class FacadeEndpoints:
         if settings.login.oidc is not None:
             callback = server.settings.issuer + "/oauth/callback"
             self.upstream = UpstreamProvider(settings.login.oidc, callback, http)
+        self.cookies = Cookies(server.settings.issuer, settings)
         counters = shared if shared is not None else MemoryKV({"rate": RATE_KEYS})
         self._registrations = RateLimit(counters, "register", settings.registrations_per_minute)
         self._sign_ins = RateLimit(counters, "sign-in", settings.sign_ins_per_minute)
@@ -237,6 +259,8 @@ class FacadeEndpoints:
                 "/oauth/callback", _fail_closed(self.callback, page=True), allow_head=False
             )
         app.router.add_post("/oauth/consent", _fail_closed(self.consent, page=True))
+        app.router.add_get("/oauth/sign-out", self.sign_out_page, allow_head=False)
+        app.router.add_post("/oauth/sign-out", _fail_closed(self.sign_out, page=True))
         app.router.add_post("/oauth/token", _fail_closed(self.token))
         app.router.add_post("/oauth/revoke", _fail_closed(self.revoke))
 
@@ -297,11 +321,48 @@ class FacadeEndpoints:
         except RedirectError as error:
             audit.info("authorization_refused", error=error.error)
             return _redirect(error.location)
+        browser = self.cookies.flow(request)
+        session = await self._session(request)
+        outcome = await self.server.authorize(parked, session, digest(browser))
+        if isinstance(outcome, Redirect):
+            return _redirect(outcome.location)
+        response = _consent_page(outcome)
+        self.cookies.set_flow(response, browser)
+        return response
+
+    async def consent(self, request: web.Request) -> web.Response:
+        if (refused := self._foreign_form_post(request)) is not None:
+            return refused
+        try:
+            form = await _form(request)
+            outcome = await self.server.consent(
+                form.get("state", ""),
+                approve=form.get("decision") == "approve",
+                browser=self.cookies.flow_digest(request),
+                session=await self._session(request),
+            )
+        except OAuthError as error:
+            return _error_page("consent_refused", error.description, error.status)
+        except ErrorPageError as error:
+            return _error_page("consent_refused", error.description)
+        if isinstance(outcome, Redirect):
+            return _redirect(outcome.location)
+        return await self._start_sign_in(request, outcome.request)
+
+    async def _start_sign_in(
+        self, request: web.Request, parked: AuthorizationRequest
+    ) -> web.Response:
+        """After consent: the local sign-in form, or off to the upstream provider; either way
+        bound to this browser's flow cookie."""
+        browser = self.cookies.flow_digest(request)
         if self.upstream is None:
-            return _sign_in_page(await self.server.begin(parked))
+            state = await self.server.begin(parked, stage=SIGN_IN_STAGE, browser=browser)
+            return _sign_in_page(state, await self.server.describe(parked))
         verifier, challenge = pkce_pair()
         nonce = secrets.token_urlsafe(24)
-        state = await self.server.begin(parked, code_verifier=verifier, nonce=nonce)
+        state = await self.server.begin(
+            parked, stage=UPSTREAM_STAGE, browser=browser, code_verifier=verifier, nonce=nonce
+        )
         try:
             location = await self.upstream.authorization_url(state, nonce, challenge)
         except UpstreamProviderUnusableError as error:
@@ -315,18 +376,23 @@ class FacadeEndpoints:
         return _redirect(location)
 
     async def callback(self, request: web.Request) -> web.Response:
-        """The upstream provider sends the user back here. Its `iss` is checked before the
-        code goes anywhere (RFC 9207 section 2.4); its error text is never shown or passed on.
-        Routed only with federated login."""
+        """The upstream provider sends the user back here. The `state` must be one this
+        browser started (its flow cookie; login CSRF), and the provider's `iss` is checked
+        before the code goes anywhere (RFC 9207 section 2.4); its error text is never shown or
+        passed on. Routed only with federated login."""
         upstream = self.upstream
         if upstream is None:
             return _page(404, "Not found", "<p>There is nothing here.</p>")
         query = request.query
         states = query.getall("state", ())
-        txn = await self.server.take_upstream_login(states[0]) if len(states) == 1 else None
+        browser = self.cookies.flow_digest(request)
+        txn = (
+            await self.server.take_upstream_login(states[0], browser) if len(states) == 1 else None
+        )
         if txn is None or txn.code_verifier is None or txn.nonce is None:
-            return _error_page("upstream_callback_refused", "This sign-in has expired or is "
-                               "not valid. Start again from your application.")  # fmt: skip
+            return _error_page("upstream_callback_refused", "This sign-in has expired, is not "
+                               "valid or was started in another browser. Start again from "
+                               "your application.")  # fmt: skip
         parked = txn.request
         try:
             metadata = await upstream.metadata()
@@ -354,11 +420,10 @@ class FacadeEndpoints:
                 parked.redirect_uri, parked.state, error="access_denied",
                 error_description="The sign-in could not be verified",
             ))  # fmt: skip
-        audit.info("signed_in", sub=str(claims["sub"])[:128], via="oidc")
+        audit.info("signed_in", sub=str(claims["sub"])[:128], via="oidc",
+                   client_id=parked.client_id)  # fmt: skip
         outcome = await self.server.signed_in(parked, str(claims["sub"]), dict(claims))
-        if isinstance(outcome, Redirect):
-            return _redirect(outcome.location)
-        return _consent_page(outcome)
+        return self._signed_in(outcome)
 
     async def sign_in(self, request: web.Request) -> web.Response:
         if self.server.users is None:  # users sign in at the upstream provider
@@ -374,31 +439,44 @@ class FacadeEndpoints:
         if not await self._sign_ins.allow(f"{request[CONTEXT_KEY].client}|{username}"):
             audit.warning("sign_in_refused", reason="rate limited", user=username[:64])
             return _page(429, "Too many attempts", "<p>Wait a minute, then try again.</p>")
+        browser = self.cookies.flow_digest(request)
         try:
-            outcome = await self.server.sign_in_local(state, username, password)
+            outcome = await self.server.sign_in_local(state, username, password, browser)
         except ErrorPageError as error:
             return _error_page("sign_in_refused", error.description)
         if isinstance(outcome, SignInFailed):
             audit.warning("sign_in_failed", user=username[:64])
-            return _sign_in_page(outcome.state, failed=True)
-        audit.info("signed_in", user=username[:64])
-        if isinstance(outcome, Redirect):
-            return _redirect(outcome.location)
-        return _consent_page(outcome)
+            return _sign_in_page(outcome.state, outcome.described, failed=True)
+        audit.info("signed_in", user=username[:64], via="local")
+        return self._signed_in(outcome)
 
-    async def consent(self, request: web.Request) -> web.Response:
+    def _signed_in(self, outcome: Redirect) -> web.Response:
+        """Back to the client, with the new sign-in session's cookie."""
+        response = _redirect(outcome.location)
+        if outcome.session is not None:
+            self.cookies.set_session(response, outcome.session)
+        return response
+
+    async def _session(self, request: web.Request) -> SignInSession | None:
+        return await self.server.session(request.cookies.get(self.cookies.session_name))
+
+    async def sign_out_page(self, request: web.Request) -> web.Response:
+        """A page with one button: the sign-out itself is a POST (with `Origin` checked)."""
+        body = (
+            "<p>Sign out of this gateway in this browser. Applications keep the access they "
+            "were given until it expires or is revoked.</p>"
+            '<form method="post" action="/oauth/sign-out">'
+            '<button type="submit">Sign out</button></form>'
+        )
+        return _page(200, "Sign out", body)
+
+    async def sign_out(self, request: web.Request) -> web.Response:
         if (refused := self._foreign_form_post(request)) is not None:
             return refused
-        try:
-            form = await _form(request)
-            location = await self.server.consent(
-                form.get("state", ""), approve=form.get("decision") == "approve"
-            )
-        except OAuthError as error:
-            return _error_page("consent_refused", error.description, error.status)
-        except ErrorPageError as error:
-            return _error_page("consent_refused", error.description)
-        return _redirect(location)
+        await self.server.sign_out(request.cookies.get(self.cookies.session_name))
+        response = _page(200, "Signed out", "<p>You are signed out of this gateway.</p>")
+        self.cookies.clear_session(response)
+        return response
 
     def _foreign_form_post(self, request: web.Request) -> web.Response | None:
         """A 403 page for a sign-in or consent POST not sent from the gateway's own pages."""
@@ -537,10 +615,19 @@ def _hidden(fields: Mapping[str, str]) -> str:
     )
 
 
-def _sign_in_page(state: str, *, failed: bool = False) -> web.Response:
+def _asks(described: Described) -> str:
+    """ "<client> ... <server> (<route>)", escaped, for the pages' first line."""
+    return (
+        f"<strong>{html.escape(described.client_name)}</strong> wants to use the MCP server "
+        f"<strong>{html.escape(described.resource_name)}</strong> "
+        f"(<code>{html.escape(described.route)}</code>) on your behalf"
+    )
+
+
+def _sign_in_page(state: str, described: Described, *, failed: bool = False) -> web.Response:
     error = '<p class="error" role="alert">Wrong user name or password.</p>' if failed else ""
     body = (
-        f"{error}"
+        f"{error}<p>{_asks(described)}. Sign in to continue.</p>"
         '<form method="post" action="/oauth/sign-in">'
         f"{_hidden({'state': state})}"
         '<label for="username">User name</label>'
@@ -554,13 +641,27 @@ def _sign_in_page(state: str, *, failed: bool = False) -> web.Response:
 
 
 def _consent_page(outcome: ConsentNeeded) -> web.Response:
-    scopes = "".join(f"<li><code>{html.escape(s)}</code></li>" for s in sorted(outcome.scopes))
+    described = outcome.described
+    scopes = "".join(
+        f"<li><code>{html.escape(scope)}</code>"
+        + (f": {html.escape(description)}" if description else "")
+        + "</li>"
+        for scope, description in outcome.scopes
+    )
+    offline = (
+        "<p>It also asks to keep this access when you are away.</p>" if outcome.offline else ""
+    )
+    user = (
+        f"<p>Signed in as <strong>{html.escape(outcome.user)}</strong> "
+        '(<a href="/oauth/sign-out">sign out</a>).</p>'
+        if outcome.user is not None
+        else ""
+    )
     body = (
-        f"<p><strong>{html.escape(outcome.client_name)}</strong> wants to use MCP servers "
-        "behind this gateway on your behalf.</p>"
-        f"<p>After you decide, you go back to <strong>{html.escape(outcome.redirect_host)}"
+        f"<p>{_asks(described)}.</p>"
+        f"<p>After you decide, you go back to <strong>{html.escape(described.redirect_host)}"
         "</strong>.</p>"
-        f"<p>It asks for:</p><ul>{scopes}</ul>"
+        f"<p>It asks for:</p><ul>{scopes}</ul>{offline}{user}"
         '<form method="post" action="/oauth/consent">'
         f"{_hidden({'state': outcome.state})}"
         '<div class="row">'
@@ -569,3 +670,58 @@ def _consent_page(outcome: ConsentNeeded) -> web.Response:
         "</div></form>"
     )
     return _page(200, "Approve access", body)
+
+
+# -- cookies ----------------------------------------------------------------------------------
+
+FLOW_COOKIE = "mcp-gateway-flow"
+SESSION_COOKIE = "mcp-gateway-session"
+_COOKIE_VALUE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+
+
+class Cookies:
+    """The facade's two cookies, both HttpOnly, SameSite=Lax, Path=/ and random (256 bits; the
+    store keeps only their digests):
+
+    - the *flow* cookie binds each step of an authorization (consent, sign-in form, upstream
+      callback) to the browser that started it;
+    - the *session* cookie names the browser's sign-in session.
+
+    With an https `public_url` they are `Secure` and named with the `__Host-` prefix (the
+    browser then refuses them from any other host or path). A plain-http `public_url` (a
+    loopback demo or test) gets the names without the prefix and no `Secure`, which the prefix
+    requires and which browsers would not send back over http.
+    """
+
+    def __init__(self, issuer: str, settings: AuthorizationServerSettings) -> None:
+        self.secure = urlsplit(issuer).scheme == "https"
+        prefix = "__Host-" if self.secure else ""
+        self.flow_name = prefix + FLOW_COOKIE
+        self.session_name = prefix + SESSION_COOKIE
+        self._flow_age = int(settings.login_lifetime)
+        self._session_age = int(settings.sign_in_session.max_lifetime)
+
+    def flow(self, request: web.Request) -> str:
+        """This browser's flow cookie value, or a new one (set it with `set_flow`)."""
+        value = request.cookies.get(self.flow_name, "")
+        return value if _COOKIE_VALUE.fullmatch(value) else secrets.token_urlsafe(32)
+
+    def flow_digest(self, request: web.Request) -> str:
+        """The digest of this browser's flow cookie ("" without one: matches nothing)."""
+        value = request.cookies.get(self.flow_name, "")
+        return digest(value) if _COOKIE_VALUE.fullmatch(value) else ""
+
+    def set_flow(self, response: web.StreamResponse, value: str) -> None:
+        self._set(response, self.flow_name, value, self._flow_age)
+
+    def set_session(self, response: web.StreamResponse, value: str) -> None:
+        self._set(response, self.session_name, value, self._session_age)
+
+    def clear_session(self, response: web.StreamResponse) -> None:
+        self._set(response, self.session_name, "", 0)
+
+    def _set(self, response: web.StreamResponse, name: str, value: str, max_age: int) -> None:
+        response.set_cookie(
+            name, value, max_age=max_age, path="/", secure=self.secure, httponly=True,
+            samesite="Lax",
+        )  # fmt: skip

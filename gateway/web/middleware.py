@@ -81,9 +81,23 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
                 "upstream_status": context.upstream_status,
                 "duration_ms": round((now - context.started) * 1000, 3),
             },
-            # Probes and scrapes arrive every few seconds: debug unless they failed.
-            quiet=context.upstream == "none" and status < 400,
+            # Probes, scrapes and metadata or JWKS fetches arrive all the time: debug unless
+            # they failed. The OAuth endpoints a user or client acts through are always info.
+            quiet=context.upstream == "none"
+            and status < 400
+            and not _is_oauth_action(request.rel_url.raw_path),
         )
+
+
+QUIET_OAUTH_PATHS = frozenset({"/oauth/jwks"})
+"""Documents clients fetch repeatedly (with the `/.well-known/` ones): their access lines stay
+at debug unless they fail."""
+
+
+def _is_oauth_action(path: str) -> bool:
+    """An authorization-server endpoint a user or client acts through (authorize, sign-in,
+    consent, callback, sign-out, token, revocation, registration)."""
+    return path.startswith("/oauth/") and path not in QUIET_OAUTH_PATHS
 
 
 def _client(request: web.Request, request_id: str) -> str | None:

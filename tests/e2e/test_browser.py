@@ -1,6 +1,6 @@
-"""The facade's sign-in and consent pages in a real browser (Debian's Chromium, Playwright).
+"""The facade's consent and sign-in pages in a real browser (Debian's Chromium, Playwright).
 
-A person signs in and approves on the gateway's own pages and lands on the client's redirect
+A person approves, then signs in, on the gateway's own pages and lands on the client's redirect
 URI with a code that redeems; another origin cannot frame the pages nor forge an approval
 without the form's one-time token; the pages are plain, accessible HTML. Every site here is a
 loopback server on a port of its own, so the client and the "attacker" are other origins.
@@ -136,9 +136,20 @@ async def issuer_of(gateway: Gateway) -> str:
     return issuer
 
 
-async def sign_in(page: Page, auth: Authorization, password: str = PASSWORD) -> Response:
-    """Open the authorization URL and sign in as alice; the sign-in POST's response."""
+async def approve(page: Page, auth: Authorization) -> Response:
+    """Open the authorization URL and approve on the consent page (it comes first); the
+    consent POST's response."""
     await page.goto(auth.url)
+    await expect(page.get_by_role("heading", name="Approve access", level=1)).to_be_visible()
+    async with page.expect_response(auth.gateway.url("/oauth/consent")) as answer:
+        await page.get_by_role("button", name="Approve").click()
+    response = await answer.value
+    await response.finished()
+    return response
+
+
+async def sign_in(page: Page, auth: Authorization, password: str = PASSWORD) -> Response:
+    """On the sign-in page (after approval), sign in as alice; the sign-in POST's response."""
     await expect(page.get_by_role("heading", name="Sign in", level=1)).to_be_visible()
     await page.get_by_label("User name").fill("alice")
     await page.get_by_label("Password").fill(password)
@@ -161,24 +172,35 @@ def query_of(url: str) -> dict[str, list[str]]:
     return parse_qs(urlsplit(url).query)
 
 
-async def test_sign_in_and_approve_lands_on_the_redirect_uri_with_a_code(
+async def test_approve_and_sign_in_lands_on_the_redirect_uri_with_a_code(
     browser: Browser, gateway: Gateway, client_site: LoopbackSite
 ) -> None:
     auth = await authorization(gateway, client_site)
     page = await browser.new_page()
-    consent = await sign_in(page, auth)
-    assert consent.status == 200
-    assert_page_headers(await consent.all_headers())
+    shown = await page.goto(auth.url)
+    assert shown is not None
+    assert shown.status == 200
+    assert_page_headers(await shown.all_headers())
 
+    # Consent comes first, naming the client, where it sends the user, the MCP server and
+    # its route, and each scope.
     await expect(page.get_by_role("heading", name="Approve access", level=1)).to_be_visible()
     main = page.get_by_role("main")
     await expect(main.get_by_text(CLIENT_NAME, exact=True)).to_be_visible()
     assert await main.locator("b").count() == 0  # the name's markup was escaped
     await expect(main.get_by_text(f"{LOOPBACK}:{client_site.port}", exact=True)).to_be_visible()
+    await expect(main.get_by_text("files", exact=True)).to_be_visible()  # the MCP server
+    await expect(main.get_by_text(ROUTE, exact=True)).to_be_visible()
     scopes = main.get_by_role("list").get_by_role("listitem")
     await expect(scopes).to_have_text(list(SCOPES))
 
-    await page.get_by_role("button", name="Approve").click()
+    async with page.expect_response(gateway.url("/oauth/consent")) as approved:
+        await page.get_by_role("button", name="Approve").click()
+    assert (await approved.value).status == 200  # the sign-in page, next
+    await expect(main.get_by_text(CLIENT_NAME, exact=True)).to_be_visible()
+    await expect(main.get_by_text("files", exact=True)).to_be_visible()
+    signed_in = await sign_in(page, auth)
+    assert signed_in.status == 302
     await page.wait_for_url(re.compile(re.escape(auth.redirect_uri) + r"\?"))
     await expect(page.get_by_role("heading", name="Welcome back")).to_be_visible()
 
@@ -211,7 +233,7 @@ async def test_another_origin_cannot_frame_the_pages(
     async def framing(request: web.Request) -> web.Response:
         return html_response(
             f'<iframe name="control" title="control" src="{attacker.url("/control")}"></iframe>'
-            f'<iframe name="sign-in" title="sign in" src="{html.escape(auth.url)}"></iframe>'
+            f'<iframe name="authorize" title="authorize" src="{html.escape(auth.url)}"></iframe>'
             f'<iframe name="error" title="error" src="{html.escape(error_url)}"></iframe>'
             '<iframe name="consent" title="consent"></iframe>'
             f'<form method="post" target="consent" action="{gateway.url("/oauth/consent")}">'
@@ -223,25 +245,25 @@ async def test_another_origin_cannot_frame_the_pages(
     attacker.pages |= {"/control": control, "/framing": framing}
     page = await browser.new_page()
     async with (
-        page.expect_response(lambda r: r.url == auth.url) as framed_sign_in,
+        page.expect_response(lambda r: r.url == auth.url) as framed_authorize,
         page.expect_response(lambda r: r.url == error_url) as framed_error,
     ):
         await page.goto(attacker.url("/framing"))  # waits for the frames' load events too
-    for answer, status in ((await framed_sign_in.value, 200), (await framed_error.value, 400)):
+    for answer, status in ((await framed_authorize.value, 200), (await framed_error.value, 400)):
         assert answer.status == status  # the gateway did answer with its page...
         assert_page_headers(await answer.all_headers())
 
     control_frame = page.frame(name="control")
     assert control_frame is not None
     assert await control_frame.get_by_label("Password").count() == 1  # framing works elsewhere
-    for name, heading in (("sign-in", "Sign in"), ("error", "Cannot continue")):
+    for name, heading in (("authorize", "Approve access"), ("error", "Cannot continue")):
         frame = page.frame(name=name)
         assert frame is not None
         assert frame.url.startswith("chrome-error://"), name  # ...but the browser refused it
         assert await frame.get_by_role("heading", name=heading).count() == 0
-    sign_in_frame = page.frame(name="sign-in")
-    assert sign_in_frame is not None
-    assert await sign_in_frame.get_by_label("Password").count() == 0
+    authorize_frame = page.frame(name="authorize")
+    assert authorize_frame is not None
+    assert await authorize_frame.get_by_role("button", name="Approve").count() == 0
 
     # A consent page only ever answers a POST; one from another origin never gets one.
     async with page.expect_response(gateway.url("/oauth/consent")) as framed_consent:
@@ -258,13 +280,14 @@ async def test_forged_consent_posts_are_refused(
 ) -> None:
     """Two defences: the edge refuses a POST whose `Origin` is another site's (403), whatever
     it carries; and the consent form's hidden ``state`` is a single-use, unguessable token of
-    the signed-in transaction, without which even a same-origin POST is refused (400)."""
+    this authorization in this browser, without which even a same-origin POST is refused
+    (400)."""
     auth = await authorization(gateway, client_site)
     context = await browser.new_context()  # one browser profile: the signed-in person's
     victim = await context.new_page()
-    assert (await sign_in(victim, auth)).status == 200
-    approve = victim.get_by_role("button", name="Approve")
-    await expect(approve).to_be_visible()
+    await victim.goto(auth.url)
+    approve_button = victim.get_by_role("button", name="Approve")
+    await expect(approve_button).to_be_visible()
     token_field = 'form[action="/oauth/consent"] input[name="state"]'
     real_token = remember(await victim.locator(token_field).input_value())
 
@@ -301,10 +324,10 @@ async def test_forged_consent_posts_are_refused(
         await page.close()
 
     # From the gateway's own origin, a consent form stripped of its token, or with a wrong
-    # one, is refused too (a second sign-in gives a second consent page to tamper with).
+    # one, is refused too (a second authorization gives a second consent page to tamper with).
     tampered = await context.new_page()
     for tamper in ("el => el.remove()", "el => { el.value = 'forged' }"):
-        assert (await sign_in(tampered, auth)).status == 200
+        await tampered.goto(auth.url)
         await tampered.locator(token_field).evaluate(tamper)
         async with tampered.expect_response(gateway.url("/oauth/consent")) as posted:
             await tampered.get_by_role("button", name="Approve").click()
@@ -316,7 +339,8 @@ async def test_forged_consent_posts_are_refused(
     assert client_site.requests == []  # no forgery reached the client, with or without a code
 
     # The real form, with its token, still works: the forgeries neither used nor spent it.
-    await approve.click()
+    await approve_button.click()
+    assert (await sign_in(victim, auth)).status == 302
     await victim.wait_for_url(re.compile(re.escape(auth.redirect_uri) + r"\?"))
     landed = query_of(victim.url)
     remember(landed["code"][0])
@@ -364,6 +388,11 @@ async def test_the_pages_are_plain_accessible_html(
     await assert_accessible(page, "Cannot continue")
 
     await page.goto(auth.url)
+    await assert_accessible(page, "Approve access")
+    for name in ("Approve", "Deny"):
+        await expect(page.get_by_role("button", name=name, exact=True)).to_be_visible()
+    await page.get_by_role("button", name="Approve").click()
+
     await assert_accessible(page, "Sign in")
     await expect(page.get_by_label("User name")).to_be_focused()  # autofocus
     await expect(page.get_by_label("User name")).to_have_attribute("autocomplete", "username")
@@ -375,17 +404,16 @@ async def test_the_pages_are_plain_accessible_html(
     await expect(page.get_by_role("alert")).to_have_text("Wrong user name or password.")
 
     # The failed attempt's page carries a fresh form token: signing in from it works.
-    await page.get_by_label("User name").fill("alice")
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.get_by_role("heading", name="Approve access")).to_be_visible()
-    await assert_accessible(page, "Approve access")
-    for name in ("Approve", "Deny"):
-        await expect(page.get_by_role("button", name=name, exact=True)).to_be_visible()
-
-    await page.get_by_role("button", name="Deny").click()
+    assert (await sign_in(page, auth)).status == 302
     await page.wait_for_url(re.compile(re.escape(auth.redirect_uri) + r"\?"))
+    remember(query_of(page.url)["code"][0])
+
+    # Denying, on the next authorization's consent page, sends the client an error instead.
+    denied = await authorization(gateway, client_site)
+    await page.goto(denied.url)
+    await page.get_by_role("button", name="Deny").click()
+    await page.wait_for_url(re.compile(re.escape(denied.redirect_uri) + r"\?"))
     landed = query_of(page.url)
     assert landed["error"] == ["access_denied"]
-    assert landed["state"] == [auth.state]
+    assert landed["state"] == [denied.state]
     assert "code" not in landed

@@ -14,13 +14,15 @@ from gateway.oauth.facade import (
     ConsentNeeded,
     ErrorPageError,
     OAuthError,
+    Redirect,
     RedirectError,
     Settings,
+    SignInNeeded,
 )
 from gateway.oauth.grants import Grants, rule
 from gateway.oauth.pkce import challenge_of
 from gateway.oauth.signing import SigningKeys
-from gateway.oauth.store import MemoryStore
+from gateway.oauth.store import SIGN_IN_STAGE, MemoryStore, digest
 from gateway.oauth.users import LocalUsers, hash_password
 from gateway.policy.scopes import ScopeImplications
 
@@ -29,6 +31,7 @@ RESOURCE = ISSUER + "/files/mcp"
 REDIRECT = "http://127.0.0.1:9999/callback"
 VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
 PASSWORD_HASH = hash_password("pw")
+BROWSER = digest("this browser's flow cookie")
 
 
 def facade() -> AuthorizationServer:
@@ -77,11 +80,17 @@ def query_of(location: str) -> dict[str, str]:
 
 
 async def code_for(server: AuthorizationServer, client_id: str) -> str:
+    """Consent first, then the sign-in form, then the code."""
     _, request = await server.check_authorization(authorize_query(client_id))
-    outcome = await server.sign_in_local(await server.begin(request), "alice", "pw")
+    outcome = await server.authorize(request, None, BROWSER)
     assert isinstance(outcome, ConsentNeeded)
-    location = await server.consent(outcome.state, approve=True)
-    answer = query_of(location)
+    approved = await server.consent(outcome.state, True, BROWSER, None)
+    assert isinstance(approved, SignInNeeded)
+    state = await server.begin(approved.request, stage=SIGN_IN_STAGE, browser=BROWSER)
+    signed_in = await server.sign_in_local(state, "alice", "pw", BROWSER)
+    assert isinstance(signed_in, Redirect)
+    assert signed_in.session is not None  # a sign-in session started
+    answer = query_of(signed_in.location)
     assert answer["iss"] == ISSUER
     assert answer["state"] == "xyz"
     return answer["code"]

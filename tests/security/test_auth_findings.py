@@ -103,12 +103,35 @@ def form_state(page: str) -> str:
     return remember(found.group(1))
 
 
-async def sign_in_page(http: aiohttp.ClientSession, gw: Gateway) -> tuple[str, str]:
-    """(the sign-in form's state, the client's redirect URI) of a fresh authorization."""
+def browser() -> aiohttp.ClientSession:
+    """A client that keeps cookies from 127.0.0.1 (aiohttp's default jar drops cookies of IP
+    hosts), as a browser does: the facade binds each step to its flow cookie."""
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+async def consent_page(http: aiohttp.ClientSession, gw: Gateway) -> tuple[str, str]:
+    """(the consent form's state, the client's redirect URI) of a fresh authorization: the
+    consent page comes first, before any sign-in."""
     redirect_uri = loopback_redirect_uri()
     client_id = await register(http, gw, redirect_uri)
     query = authorization_query(gw, client_id, redirect_uri)
     async with http.get(gw.url("/oauth/authorize?" + query), allow_redirects=False) as page:
+        assert page.status == 200
+        text = await page.text()
+        assert "Approve access" in text
+        return form_state(text), redirect_uri
+
+
+async def sign_in_page(http: aiohttp.ClientSession, gw: Gateway) -> tuple[str, str]:
+    """(the sign-in form's state, the client's redirect URI): consent approved, the sign-in
+    form is next."""
+    state, redirect_uri = await consent_page(http, gw)
+    async with http.post(
+        gw.url("/oauth/consent"),
+        data={"state": state, "decision": "approve"},
+        headers={"Origin": gw.base},
+        allow_redirects=False,
+    ) as page:
         assert page.status == 200
         return form_state(await page.text()), redirect_uri
 
@@ -159,8 +182,8 @@ async def test_a_sign_in_post_needs_the_gateways_own_origin(
     facade: Gateway, origin: str | None
 ) -> None:
     form = {"username": "alice", "password": PASSWORD}
-    async with aiohttp.ClientSession() as http:
-        state, _ = await sign_in_page(http, facade)
+    async with browser() as http:
+        state, redirect_uri = await sign_in_page(http, facade)
         async with http.post(
             facade.url("/oauth/sign-in"),
             data=form | {"state": state},
@@ -178,8 +201,10 @@ async def test_a_sign_in_post_needs_the_gateways_own_origin(
             headers={"Origin": facade.base},
             allow_redirects=False,
         ) as accepted:
-            assert accepted.status == 200
-            assert "Approve access" in await accepted.text()
+            assert accepted.status == 302  # approved before: straight back with a code
+            location = accepted.headers["Location"]
+    assert location.startswith(redirect_uri + "?")
+    remember(parse_qs(urlsplit(location).query)["code"][0])
     refused_by_form_check(origin, "/oauth/sign-in")
     assert not [r for r in log_records() if r.get("event") == "sign_in_failed"]
     no_error_logged()
@@ -189,16 +214,8 @@ async def test_a_sign_in_post_needs_the_gateways_own_origin(
 async def test_a_consent_post_needs_the_gateways_own_origin(
     facade: Gateway, origin: str | None
 ) -> None:
-    async with aiohttp.ClientSession() as http:
-        state, redirect_uri = await sign_in_page(http, facade)
-        async with http.post(
-            facade.url("/oauth/sign-in"),
-            data={"state": state, "username": "alice", "password": PASSWORD},
-            headers={"Origin": facade.base},
-            allow_redirects=False,
-        ) as consent_page:
-            assert consent_page.status == 200
-            consent_state = form_state(await consent_page.text())
+    async with browser() as http:
+        consent_state, _ = await consent_page(http, facade)
         approve = {"state": consent_state, "decision": "approve"}
         async with http.post(
             facade.url("/oauth/consent"),
@@ -214,10 +231,8 @@ async def test_a_consent_post_needs_the_gateways_own_origin(
             headers={"Origin": facade.base},
             allow_redirects=False,
         ) as approved:
-            assert approved.status == 302
-            location = approved.headers["Location"]
-    assert location.startswith(redirect_uri + "?")
-    remember(parse_qs(urlsplit(location).query)["code"][0])
+            assert approved.status == 200  # approved: the sign-in form is next
+            assert 'action="/oauth/sign-in"' in await approved.text()
     refused_by_form_check(origin, "/oauth/consent")
     no_error_logged()
 
@@ -378,11 +393,15 @@ async def federated(
 
 
 async def authorize_at(gw: Gateway) -> aiohttp.ClientResponse:
-    async with aiohttp.ClientSession() as http:
-        redirect_uri = loopback_redirect_uri()
-        client_id = await register(http, gw, redirect_uri)
-        query = authorization_query(gw, client_id, redirect_uri)
-        async with http.get(gw.url("/oauth/authorize?" + query), allow_redirects=False) as page:
+    """The answer to approving a fresh authorization (consent comes before the provider)."""
+    async with browser() as http:
+        state, _ = await consent_page(http, gw)
+        async with http.post(
+            gw.url("/oauth/consent"),
+            data={"state": state, "decision": "approve"},
+            headers={"Origin": gw.base},
+            allow_redirects=False,
+        ) as page:
             await page.read()
             return page
 

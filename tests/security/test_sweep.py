@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx2
 import pytest
 
+from gateway.web.facade import FLOW_COOKIE
 from tests.conftest import Gateway, StartGateway, gateway_log
 from tests.support.facade import facade_gateway, write_users
 from tests.support.local_issuer import LocalIssuer
@@ -617,7 +618,8 @@ async def local_target(
     start: StartGateway, users_file: Path, upstream: str, endpoint: Endpoint
 ) -> Target:
     """A facade gateway; for the endpoints that need them, a registered client, and a pending
-    sign-in (sign-in) or a pending consent (consent)."""
+    consent (consent) or, once approved, a pending sign-in (sign-in), with the browser's flow
+    cookie that each step is bound to."""
     gw = await facade_gateway(
         start,
         upstream,
@@ -646,6 +648,7 @@ async def local_target(
     }
     if endpoint.id not in {"authorize", "token", "revoke", "sign-in", "consent"}:
         return Target(gw, values)
+    headers: list[tuple[str, str]] = []
     async with httpx2.AsyncClient(timeout=BOUND, follow_redirects=False) as http:
         registered = await http.post(
             gw.url("/oauth/register"),
@@ -656,17 +659,18 @@ async def local_target(
         if endpoint.id in {"sign-in", "consent"}:
             authorize = {k: values[k] for k in AUTHORIZE_PARAMS if k in values}
             page = await http.get(gw.url("/oauth/authorize"), params={**authorize, "state": "s"})
-            assert page.status_code == 200, page.text
+            assert page.status_code == 200, page.text  # the consent page, first
             values["state"] = hidden_state(page.text)
-        if endpoint.id == "consent":
-            signed_in = await http.post(
-                gw.url("/oauth/sign-in"),
-                data={"state": values["state"], "username": "alice", "password": PASSWORD},
+            headers.append(("Cookie", f"{FLOW_COOKIE}={http.cookies[FLOW_COOKIE]}"))
+        if endpoint.id == "sign-in":
+            approved = await http.post(
+                gw.url("/oauth/consent"),
+                data={"state": values["state"], "decision": "approve"},
                 headers={"Origin": gw.base},
             )
-            assert signed_in.status_code == 200, signed_in.text  # the consent page
-            values["state"] = hidden_state(signed_in.text)
-    return Target(gw, values)
+            assert approved.status_code == 200, approved.text  # the sign-in page
+            values["state"] = hidden_state(approved.text)
+    return Target(gw, values, headers)
 
 
 def hidden_state(page: str) -> str:
@@ -713,11 +717,19 @@ async def federated_target(start: StartGateway, provider: OidcProviderProcess) -
         assert registered.status_code == 201, registered.text
         values["client_id"] = registered.json()["client_id"]
         authorize = {k: values[k] for k in AUTHORIZE_PARAMS if k in values}
-        # A pending sign-in at the provider: its `state` is what the callback expects.
-        sent = await http.get(gw.url("/oauth/authorize"), params={**authorize, "state": "s1"})
+        # A pending sign-in at the provider (consent approved first): its `state` is what the
+        # callback expects, from the browser holding the flow cookie.
+        page = await http.get(gw.url("/oauth/authorize"), params={**authorize, "state": "s1"})
+        assert page.status_code == 200, page.text
+        sent = await http.post(
+            gw.url("/oauth/consent"),
+            data={"state": hidden_state(page.text), "decision": "approve"},
+            headers={"Origin": gw.base},
+        )
         assert sent.status_code == 302, sent.text
         values["state"] = parse_qs(urlsplit(sent.headers["Location"]).query)["state"][0]
-    return Target(gw, values)
+        cookie = ("Cookie", f"{FLOW_COOKIE}={http.cookies[FLOW_COOKIE]}")
+    return Target(gw, values, [cookie])
 
 
 async def resource_target(

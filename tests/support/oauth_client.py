@@ -24,6 +24,7 @@ import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from http.cookiejar import CookieJar
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -131,6 +132,18 @@ def _with_params(url: str, extra: Mapping[str, str]) -> str:
     return urlunsplit(parts._replace(query=query))
 
 
+@dataclass
+class Browser:
+    """Cookies kept across authorizations, as one browser keeps them (the gateway's sign-in
+    session, the provider's). Without one, every flow starts with no cookies."""
+
+    jar: CookieJar = field(default_factory=CookieJar)
+
+    def cookie(self, name: str) -> str | None:
+        """The value of the cookie `name`, if the browser holds one."""
+        return next((c.value for c in self.jar if c.name == name), None)
+
+
 @dataclass(frozen=True)
 class SignIn:
     """What the "user" types on the gateway's own sign-in and consent pages."""
@@ -166,12 +179,14 @@ async def follow_authorization(
     sign_in: SignIn | None = None,
     rewrite: Callable[[str], str] | None = None,
     origin: str | None = None,
+    browser: Browser | None = None,
 ) -> AuthorizationCodeResult:
     """Play the user agent: GET ``authorization_url`` and follow redirects to ``redirect_uri``.
 
     Only ``http://127.0.0.1`` URLs are followed; the ``redirect_uri`` itself is never requested.
-    Cookies are kept for the one flow (the provider's interaction and session cookies) and then
-    dropped, so every call logs in afresh. Each request is appended to ``exchanges``. With
+    Cookies are kept for the one flow (the gateway's flow cookie, the provider's interaction
+    and session cookies) and then dropped, so every call logs in afresh; unless a ``browser``
+    is given, whose cookies are used and kept. Each request is appended to ``exchanges``. With
     ``sign_in``, the gateway's own sign-in and consent forms are filled in and submitted.
     ``rewrite`` may change each redirect target before it is followed (an attacker's tampering).
     Like a browser, each form POST carries ``Origin``: that of the page holding the form, or
@@ -183,15 +198,16 @@ async def follow_authorization(
             ``error=`` or no code.
     """
     url, form, form_origin = authorization_url, None, ""
+    jar = browser.jar if browser is not None else CookieJar()
     async with httpx2.AsyncClient(
-        timeout=_HTTP_TIMEOUT, follow_redirects=False, trust_env=False
-    ) as browser:
+        timeout=_HTTP_TIMEOUT, follow_redirects=False, trust_env=False, cookies=jar
+    ) as agent:
         for _ in range(MAX_REDIRECTS):
             if not _is_loopback_http(url):
                 raise AuthorizationError(f"refusing to follow a redirect off loopback: {url}")
             method = "GET" if form is None else "POST"
             headers = {} if form is None else {"Origin": form_origin}
-            response = await browser.request(method, url, data=form, headers=headers)
+            response = await agent.request(method, url, data=form, headers=headers)
             if exchanges is not None:
                 exchanges.append(HttpExchange(method, url, response.status_code))
             location = response.headers.get("location")
@@ -246,18 +262,24 @@ class _HeadlessBrowser:
         record: OAuthRecord,
         extra: Mapping[str, str],
         sign_in: SignIn | None = None,
+        browser: Browser | None = None,
     ) -> None:
         self.redirect_uri = redirect_uri
         self.record = record
         self.extra = dict(extra)
         self.sign_in = sign_in
+        self.browser = browser
         self._result: AuthorizationCodeResult | None = None
 
     async def redirect(self, authorization_url: str) -> None:
         self.record.authorization_urls.append(authorization_url)
         url = _with_params(authorization_url, self.extra)
         self._result = await follow_authorization(
-            url, self.redirect_uri, exchanges=self.record.exchanges, sign_in=self.sign_in
+            url,
+            self.redirect_uri,
+            exchanges=self.record.exchanges,
+            sign_in=self.sign_in,
+            browser=self.browser,
         )
 
     async def callback(self) -> AuthorizationCodeResult:
@@ -279,6 +301,8 @@ async def oauth_list_and_call(
     mode: ConnectMode = "auto",
     timeout: float = DEFAULT_TIMEOUT,
     sign_in: SignIn | None = None,
+    browser: Browser | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> tuple[SessionOutcome, OAuthRecord]:
     """Connect to the protected MCP endpoint ``url`` with the SDK's OAuth, list tools, call one.
 
@@ -287,13 +311,16 @@ async def oauth_list_and_call(
     port). Registered ``scope`` is ``scope`` if given, else absent; note the SDK overwrites it
     with the scope it selects (``WWW-Authenticate`` scope, else the PRM's ``scopes_supported``,
     else the authorization server's, plus ``offline_access``) before it registers. ``user`` is
-    sent as ``login_hint``. Pass a ``storage`` to reuse a registration and tokens across calls,
-    and a ``record`` of your own to inspect what happened when the call raises.
+    sent as ``login_hint``; ``extra`` parameters (e.g. ``prompt``) are added to every
+    authorization request. Pass a ``storage`` to reuse a registration and tokens across calls,
+    a ``browser`` to keep cookies (a sign-in session) across them, and a ``record`` of your
+    own to inspect what happened when the call raises.
     """
     record = OAuthRecord() if record is None else record
     storage = InMemoryTokenStorage() if storage is None else storage
     redirect_uri = loopback_redirect_uri()
-    browser = _HeadlessBrowser(redirect_uri, record, {"login_hint": user} if user else {}, sign_in)
+    params = dict(extra or {}) | ({"login_hint": user} if user else {})
+    headless = _HeadlessBrowser(redirect_uri, record, params, sign_in, browser)
     provider = OAuthClientProvider(
         url,
         client_metadata=OAuthClientMetadata(
@@ -305,8 +332,8 @@ async def oauth_list_and_call(
             scope=scope,
         ),
         storage=storage,
-        redirect_handler=browser.redirect,
-        callback_handler=browser.callback,
+        redirect_handler=headless.redirect,
+        callback_handler=headless.callback,
     )
 
     async def log_response(response: httpx2.Response) -> None:

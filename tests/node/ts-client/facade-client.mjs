@@ -127,18 +127,33 @@ function sameEndpoint(a, b) {
     return a.origin === b.origin && a.pathname === b.pathname;
 }
 
+/** Keep the cookies a response sets (all hosts here are 127.0.0.1), as a browser would: the
+ * gateway binds each step of an authorization to its flow cookie. */
+function keepCookies(response, jar) {
+    for (const line of response.headers.getSetCookie()) {
+        const [pair, ...attributes] = line.split(';');
+        const [name, value] = [pair.slice(0, pair.indexOf('=')).trim(), pair.slice(pair.indexOf('=') + 1).trim()];
+        const expired = attributes.some(a => /^\s*max-age\s*=\s*0\s*$/i.test(a));
+        if (expired || value === '') jar.delete(name);
+        else jar.set(name, value);
+    }
+}
+
 /** GET the authorization URL and follow it to the redirect URI; returns the callback URL. */
 async function followAuthorization(authorizationUrl, redirectUri, username, password, visited) {
     const target = new URL(redirectUri);
     let url = new URL(authorizationUrl);
     let body;
     let formOrigin;
+    const jar = new Map();
     for (let step = 0; step < MAX_STEPS; step++) {
         if (!isLoopbackHttp(url)) throw new Error(`refusing to leave loopback: ${url.origin}`);
         const method = body === undefined ? 'GET' : 'POST';
         // Like a browser, a form POST carries the Origin of the page that held the form.
         const headers = body === undefined ? {} : { Origin: formOrigin };
+        if (jar.size) headers.Cookie = [...jar].map(([name, value]) => `${name}=${value}`).join('; ');
         const response = await fetch(url, { method, body, headers, redirect: 'manual' });
+        keepCookies(response, jar);
         visited.push({ method, url: `${url.origin}${url.pathname}`, status: response.status });
         const location = response.headers.get('location');
         if (response.status >= 300 && response.status < 400 && location) {
