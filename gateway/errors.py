@@ -5,9 +5,12 @@ HTTP status, a stable machine-readable code and the JSON-RPC error code; exactly
 (`gateway.web.error_response.render_error`) turns it into an HTTP response. Nothing classifies an
 error by its message text.
 
-JSON-RPC codes: the standard ones (-32700, -32600, -32602, -32603) where they fit; the gateway's own
-live in the implementation-defined server-error range -32000..-32099 (MCP reserves -32020 for
-HeaderMismatch in 2026-07-28).
+JSON-RPC codes: the standard ones (-32700, -32600, -32602, -32603) and MCP's (-32020
+HeaderMismatch) where they fit. The gateway's own refusals each have a dedicated code in
+-31001..-31099, outside the range JSON-RPC reserves (-32768..-32000): MCP 2026-07-28 ("Error
+Codes") reserves -32020..-32099 for codes it defines, calls -32000..-32019 legacy, and asks that
+other codes be allocated outside -32768..-32000. Until 0.1 they were the same numbers 1000 lower
+(e.g. insufficient_scope -32043, now -31043).
 """
 
 from __future__ import annotations
@@ -44,10 +47,14 @@ class GatewayError(Exception):
         *,
         rpc_id: JsonRpcId = None,
         challenge: Mapping[str, str] | None = None,
+        message: str | None = None,
     ) -> None:
         # `detail` is for logs only; it never reaches the client.
         super().__init__(detail or self.public_message)
         self.detail = detail
+        self.message = message or self.public_message
+        """The JSON-RPC error message: `public_message`, or one written for this refusal (from
+        the policy and the request, never from `detail`)."""
         self.rpc_id = rpc_id
         self.challenge = challenge
         """Parameters of the `WWW-Authenticate: Bearer` challenge to send, if any."""
@@ -130,7 +137,7 @@ class OriginRejectedError(GatewayError):
 
     status = 403
     code = "origin_not_allowed"
-    jsonrpc_code = -32045
+    jsonrpc_code = -31045
     public_message = "Origin not allowed"
 
 
@@ -142,7 +149,7 @@ class SessionNotFoundError(GatewayError):
 
     status = 404
     code = "session_not_found"
-    jsonrpc_code = -32001
+    jsonrpc_code = -31001
     public_message = "Session not found"
     echo_rpc_id = False
 
@@ -152,7 +159,7 @@ class TooManyError(GatewayError):
 
     status = 429
     code = "too_many_sessions"
-    jsonrpc_code = -32053
+    jsonrpc_code = -31053
     public_message = "Too many open sessions or streams for this caller"
     retry_after = 10
 
@@ -161,6 +168,7 @@ class TooManyStreamsError(TooManyError):
     """The caller has as many response streams open (or requests awaiting one) as it may."""
 
     code = "too_many_streams"
+    jsonrpc_code = -31055
     public_message = "Too many open streams for this caller"
     retry_after = 1
 
@@ -170,7 +178,7 @@ class CapacityError(GatewayError):
 
     status = 503
     code = "at_capacity"
-    jsonrpc_code = -32054
+    jsonrpc_code = -31054
     public_message = "Gateway at capacity, retry later"
     retry_after = 10
 
@@ -180,7 +188,7 @@ class AuthenticationError(GatewayError):
 
     status = 401
     code = "unauthorized"
-    jsonrpc_code = -32040
+    jsonrpc_code = -31040
     public_message = "Authentication required"
 
 
@@ -188,7 +196,7 @@ class InvalidTokenError(AuthenticationError):
     """The token is malformed, expired, revoked, for another resource or badly signed."""
 
     code = "invalid_token"
-    jsonrpc_code = -32041
+    jsonrpc_code = -31041
     public_message = "Invalid access token"
 
 
@@ -226,7 +234,7 @@ class InsufficientScopeError(GatewayError):
 
     status = 403
     code = "insufficient_scope"
-    jsonrpc_code = -32043
+    jsonrpc_code = -31043
     public_message = "Insufficient scope"
 
 
@@ -235,7 +243,7 @@ class PolicyDeniedError(GatewayError):
 
     status = 403
     code = "forbidden"
-    jsonrpc_code = -32044
+    jsonrpc_code = -31044
     public_message = "Forbidden by policy"
 
 
@@ -250,7 +258,7 @@ class AuthUnavailableError(GatewayError):
 
     status = 503
     code = "auth_unavailable"
-    jsonrpc_code = -32052
+    jsonrpc_code = -31052
     public_message = "Authorization service unavailable, retry later"
     retry_after = 5
 
@@ -260,6 +268,7 @@ class StoreUnavailableError(AuthUnavailableError):
     never answered as if the item were absent or valid."""
 
     code = "store_unavailable"
+    jsonrpc_code = -31056
     public_message = "State store unavailable, retry later"
 
 
@@ -271,7 +280,7 @@ class UpstreamError(GatewayError):
 
     status = 502
     code = "upstream_unavailable"
-    jsonrpc_code = -32050
+    jsonrpc_code = -31050
     public_message = "Upstream server unavailable"
     kind: ClassVar[str] = "connect"
 
@@ -285,7 +294,7 @@ class UnfilterableResponseError(UpstreamError):
 class UpstreamTimeoutError(UpstreamError):
     status = 504
     code = "upstream_timeout"
-    jsonrpc_code = -32051
+    jsonrpc_code = -31051
     public_message = "Upstream server timed out"
     kind = "timeout"
 

@@ -50,11 +50,11 @@ def test_parse_message_rejects(body: bytes, kind: str) -> None:
 
 
 def test_error_body_is_a_jsonrpc_error() -> None:
-    assert json.loads(error_body("x", -32050, "Upstream down", "upstream_unavailable")) == {
+    assert json.loads(error_body("x", -31050, "Upstream down", "upstream_unavailable")) == {
         "jsonrpc": "2.0",
         "id": "x",
         "error": {
-            "code": -32050,
+            "code": -31050,
             "message": "Upstream down",
             "data": {"reason": "upstream_unavailable"},
         },

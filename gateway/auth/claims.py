@@ -8,6 +8,7 @@ a trailing slash or a change of case is a different resource).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from gateway.auth.principal import Principal
@@ -104,4 +105,5 @@ def check_claims(
         scopes=scopes_of(claims),
         expires_at=exp,
         token_id=jti if isinstance(jti := claims.get("jti"), str) else None,
+        claims=MappingProxyType(dict(claims)),
     )

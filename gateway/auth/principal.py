@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,3 +23,8 @@ class Principal:
     expires_at: float
     token_id: str | None = None
     """The token's `jti`, for revocation checks of tokens the gateway minted itself."""
+    claims: Mapping[str, Any] = field(
+        default_factory=lambda: MappingProxyType({}), compare=False, repr=False
+    )
+    """All of the token's claims (or the introspection answer), read-only: for list visibility
+    (`gateway.policy.visibility`), never for identity comparisons."""

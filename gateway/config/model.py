@@ -552,14 +552,38 @@ class Policy(Model):
     tools: dict[str, Requirement] = Field(default_factory=dict)
     resources: dict[str, Requirement] = Field(default_factory=dict)
     prompts: dict[str, Requirement] = Field(default_factory=dict)
-    hide_unauthorized: bool = Field(
-        True, description="Lists (tools/list, ...) show only what the caller may use."
+    list_visibility: Literal["attainable", "held", "all"] = Field(
+        "attainable",
+        description="What lists (tools/list, resources/list, prompts/list) show: `held`, what "
+        "the caller's token may use; `attainable`, that and what the caller could be granted "
+        "(facade: its grant rules for this user; other authorization servers: everything, or "
+        "what `attainable` gives the token's claims); `all`, everything. Entries shown but not "
+        "held carry the scopes they need in `_meta` (`io.mcp-auth-gateway/requiredScopes`). "
+        "What `deny` rules cover is never shown.",
+    )
+    attainable: list[GrantRuleSettings] | None = Field(
+        None,
+        description="For tokens of other authorization servers (not the gateway's own): the "
+        "scopes a caller could be granted, by rules over the token's claims, e.g. `{when: "
+        "{groups: [eng]}, scopes: [files:write]}`. Omitted: every scope is attainable. A list "
+        "(even empty): only what the rules whose claims match give, plus implied scopes.",
     )
     methods: dict[str, Requirement] = Field(
         default_factory=dict,
         description="Rules for JSON-RPC methods the gateway does not know as MCP methods "
         "(e.g. a vendor extension). Any other unknown method is decided by `default`.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_settings(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "hide_unauthorized" in data:
+            raise ValueError(
+                "hide_unauthorized was replaced by list_visibility: `held` shows only what the "
+                "token may use (hide_unauthorized: true), `attainable` (the default) also what "
+                "the caller could be granted, `all` everything but what deny rules cover"
+            )
+        return data
 
     @model_validator(mode="after")
     def _patterns_are_unambiguous(self) -> Policy:

@@ -31,7 +31,7 @@ from multidict import MultiMapping
 from gateway.auth.jwt import TokenError, looks_like_jwt, parse_jwt, verify_with_any
 from gateway.oauth.client_documents import ClientDocumentError, ClientDocuments, is_client_id_url
 from gateway.oauth.client_metadata import ClientMetadataError, parse_client_metadata
-from gateway.oauth.grants import Grants
+from gateway.oauth.grants import ATTAINABLE_SCOPE_CLAIM, Grants
 from gateway.oauth.issuer_check import with_issuer
 from gateway.oauth.pkce import PkceError, check_challenge, verify
 from gateway.oauth.redirects import add_query, redirect_matches
@@ -184,6 +184,9 @@ class AuthorizationServer:
     on_revoked: Callable[[], None] = lambda: None
     """Called after something may have been revoked, so that it takes effect at once here
     (open streams included)."""
+    resource_scopes: Callable[[str], frozenset[str] | None] = lambda resource: None
+    """Every scope the route at a resource URL can require (None: unknown): the ceiling a
+    token carries is cut to it."""
 
     # -- metadata and registration --------------------------------------------------------------
 
@@ -645,6 +648,7 @@ class AuthorizationServer:
             grant.scopes,
             now,
             grant.auth_time,
+            claims=family.claims,
         )
         if OFFLINE_ACCESS in grant.scopes and "refresh_token" in client.grant_types:
             refresh = await self.store.start_family(family)
@@ -678,6 +682,7 @@ class AuthorizationServer:
             outcome.scopes,
             now,
             grant.auth_time,
+            claims=grant.claims,
         )
         answer["refresh_token"] = outcome.refresh_token
         audit.info("token_refreshed", client_id=client.client_id, sub=grant.subject[:128],
@@ -693,6 +698,8 @@ class AuthorizationServer:
         scopes: frozenset[str],
         now: float,
         auth_time: float,
+        *,
+        claims: Mapping[str, Any],
     ) -> dict[str, Any]:
         lifetime = self.settings.access_token_lifetime
         resource_scopes = scopes - {OFFLINE_ACCESS}
@@ -705,6 +712,7 @@ class AuthorizationServer:
             lifetime=lifetime,
             now=now,
             auth_time=auth_time,
+            extra_claims=self._attainable_claim(resource, claims),
         )
         if not await self.store.record_jti(family_id, minted.jti, minted.expires_at):
             raise OAuthError("invalid_grant", "The grant has been revoked")
@@ -716,6 +724,15 @@ class AuthorizationServer:
         if resource_scopes:
             answer["scope"] = " ".join(sorted(scopes))
         return answer
+
+    def _attainable_claim(self, resource: str, claims: Mapping[str, Any]) -> dict[str, str]:
+        """The user's ceiling on `resource` from the grant rules now, for the route's lists
+        (`ATTAINABLE_SCOPE_CLAIM`); only scopes the route can require, to say no more."""
+        ceiling = self.grants.ceiling(claims)
+        relevant = self.resource_scopes(resource)
+        if relevant is not None:
+            ceiling &= relevant
+        return {ATTAINABLE_SCOPE_CLAIM: " ".join(sorted(ceiling))}
 
     async def revoke(self, form: MultiMapping[str], basic: tuple[str, str] | None) -> None:
         """RFC 7009: a refresh token revokes its family; an access token the gateway minted for

@@ -20,6 +20,12 @@ from typing import Any
 
 from gateway.policy.scopes import ScopeImplications
 
+ATTAINABLE_SCOPE_CLAIM = "attainable_scope"
+"""A private claim of the gateway's access tokens: every scope of the token's resource this user
+could be granted (space-separated, like `scope`), computed from the rules at issue time. Routes
+read it to list what the caller could step up to, without asking the provider again; it is
+believed only in tokens the gateway signed."""
+
 ClaimValue = str | int | float | bool
 TypedValue = tuple[bool, ClaimValue]
 """A claim value with whether it is a boolean: `True` must not equal `1`."""

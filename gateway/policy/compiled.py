@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 from gateway.config.loader import ConfigError, ConfigProblem
-from gateway.config.model import GatewayConfig, Upstream
+from gateway.config.model import GATEWAY_AS_NAME, GatewayConfig, Upstream
 from gateway.mcp_methods import MCP_METHODS
+from gateway.oauth.grants import Grants, rule
 from gateway.policy.decision import RoutePolicy
 from gateway.policy.scopes import ScopeImplications
+from gateway.policy.visibility import Ceilings
 
 
-def compile_route_policy(upstream: Upstream, implications: ScopeImplications) -> RoutePolicy:
+def compile_route_policy(
+    upstream: Upstream, implications: ScopeImplications, own_issuer: str | None = None
+) -> RoutePolicy:
+    """`own_issuer`: the gateway's issuer when it is the authorization server (facade)."""
     policy = upstream.policy
+    rules = (
+        None
+        if policy.attainable is None
+        else Grants([rule(r.when, r.scopes) for r in policy.attainable], implications)
+    )
     return RoutePolicy(
         baseline=upstream.scopes,
         default=policy.default_requirement(),
@@ -18,7 +28,8 @@ def compile_route_policy(upstream: Upstream, implications: ScopeImplications) ->
         resources=policy.resources,
         prompts=policy.prompts,
         implications=implications,
-        hide_unauthorized=policy.hide_unauthorized,
+        list_visibility=policy.list_visibility,
+        ceilings=Ceilings(own_issuer, rules, implications),
         methods=policy.methods,
     )
 
@@ -47,7 +58,30 @@ def policy_problems(config: GatewayConfig) -> list[ConfigProblem]:
                         "gateway refuses whatever the policy",
                     )
                 )
+        problems += _attainable_problems(config, index, upstream)
     return problems
+
+
+def _attainable_problems(
+    config: GatewayConfig, index: int, upstream: Upstream
+) -> list[ConfigProblem]:
+    """`attainable` rules that could never apply: they are for other issuers' tokens, in
+    `list_visibility: attainable`."""
+    policy = upstream.policy
+    if policy.attainable is None:
+        return []
+    path = f"upstreams[{index}].policy.attainable"
+    if policy.list_visibility != "attainable":
+        return [ConfigProblem(path, f"applies only with list_visibility: attainable, not "
+                              f"{policy.list_visibility}")]  # fmt: skip
+    external = {s.name for s in config.auth.resource_server.authorization_servers} if (
+        config.auth.resource_server is not None) else set()  # fmt: skip
+    trusted = set(upstream.authorization_servers or external | {GATEWAY_AS_NAME})
+    if not trusted & external:
+        return [ConfigProblem(path, "this route trusts only the gateway's own tokens, whose "
+                              "ceiling comes from auth.authorization_server.grants; attainable "
+                              "rules are for tokens of other authorization servers")]  # fmt: skip
+    return []
 
 
 def compile_policies(config: GatewayConfig, *, source: str = "<config>") -> dict[str, RoutePolicy]:
@@ -59,8 +93,9 @@ def compile_policies(config: GatewayConfig, *, source: str = "<config>") -> dict
     if problems:
         raise ConfigError(source, problems)
     implications = ScopeImplications(config.scopes.implies)
+    own_issuer = config.public_base() if config.auth.authorization_server is not None else None
     return {
-        upstream.name: compile_route_policy(upstream, implications)
+        upstream.name: compile_route_policy(upstream, implications, own_issuer)
         for upstream in config.upstreams
         if not upstream.allow_anonymous
     }

@@ -17,6 +17,14 @@ from typing import Literal
 from gateway.mcp_methods import MCP_METHODS, MethodSet
 from gateway.policy.patterns import Pattern, is_pattern
 from gateway.policy.scopes import ScopeImplications
+from gateway.policy.visibility import (
+    Attainable,
+    Ceilings,
+    Held,
+    Hidden,
+    Listing,
+    ListVisibility,
+)
 
 Kind = Literal["tools", "resources", "prompts"]
 NAMED_METHODS: Mapping[str, Kind] = {
@@ -103,12 +111,21 @@ class RoutePolicy:
         resources: Mapping[str, Requirement],
         prompts: Mapping[str, Requirement],
         implications: ScopeImplications,
-        hide_unauthorized: bool = True,
+        list_visibility: ListVisibility = "attainable",
+        ceilings: Ceilings | None = None,
         methods: Mapping[str, Requirement] | None = None,
     ) -> None:
         """`methods`: rules for JSON-RPC methods MCP does not define (MCP methods there are a
-        configuration error, reported by `compile_policies`)."""
-        self.hide_unauthorized = hide_unauthorized
+        configuration error, reported by `compile_policies`). `ceilings`: what callers could
+        be granted (default: no limit)."""
+        self.list_visibility = list_visibility
+        self.ceilings = ceilings or Ceilings(None, None, implications)
+        requirements = [baseline, *tools.values(), *resources.values(), *prompts.values()]
+        requirements += [*(methods or {}).values(), default or ()]
+        self.scopes_supported = frozenset(
+            scope for scopes in requirements if scopes != DENY for scope in scopes
+        )
+        """Every scope this route's policy can require (what `deny` covers aside)."""
         self._baseline = Rule(frozenset(baseline), "baseline scopes")
         if default is None:
             default_rule = Rule(frozenset(baseline), "default (baseline scopes)")
@@ -160,9 +177,32 @@ class RoutePolicy:
             return Allow(rule.source, rule.scopes)
         return InsufficientScope(rule.scopes, rule.source)
 
-    def visible(self, kind: Kind, name: str, granted: frozenset[str]) -> bool:
-        """Whether a list should show this item to a caller with `granted` scopes."""
+    def unattainable(
+        self, required: frozenset[str], granted: frozenset[str], ceiling: frozenset[str] | None
+    ) -> frozenset[str]:
+        """The `required` scopes a caller holding `granted` could not be granted (none when its
+        `ceiling` is unknown)."""
+        if ceiling is None:
+            return frozenset()
+        return required - self._implications.expand(ceiling | granted)
+
+    def listing(
+        self,
+        kind: Kind,
+        name: str,
+        granted: frozenset[str],
+        ceiling: frozenset[str] | None = None,
+    ) -> Listing:
+        """How a list shows this entry to a caller holding `granted` (before implication) who
+        could be granted `ceiling` (None: anything), under `list_visibility`."""
         rule = self._tables[kind].lookup(name)
         if rule.scopes is None:
-            return False
-        return rule.scopes <= self._implications.expand(granted)
+            return Hidden(rule.source, "denied")
+        if rule.scopes <= self._implications.expand(granted):
+            return Held(rule.source)
+        if self.list_visibility == "held":
+            return Hidden(rule.source, "not_held")
+        attainable = ceiling is None or rule.scopes <= self._implications.expand(ceiling | granted)
+        if self.list_visibility == "attainable" and not attainable:
+            return Hidden(rule.source, "not_attainable")
+        return Attainable(rule.scopes, rule.source)

@@ -13,6 +13,10 @@ them for a batch) or as events of a `text/event-stream` body (Streamable HTTP, "
 / "Receiving Messages") whose data is again a message or an array; `SseListFilter` rewrites those
 events and passes every other one through.
 
+An entry the caller may see but does not hold gets the scopes it needs in its `_meta`, under
+`REQUIRED_SCOPES_META`; the gateway owns that key, so an upstream's own value there is dropped
+from every entry of a filtered list.
+
 Everything here fails closed: a body or event too large or too deeply nested to inspect raises
 `ListFilterError` instead of letting an unfiltered list through.
 """
@@ -26,6 +30,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, TypeAlias
 
+from gateway.policy.visibility import REQUIRED_SCOPES_META
+
 LIST_FIELDS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
     {
         "tools/list": ("tools", "name"),
@@ -36,8 +42,9 @@ LIST_FIELDS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
 )
 """List method -> (array key in `result`, key naming each item)."""
 
-Allowed: TypeAlias = Callable[[str], bool]
-"""Given an item's name, uri or uriTemplate: may the caller see it."""
+Allowed: TypeAlias = Callable[[str], frozenset[str] | None]
+"""Given an item's name, uri or uriTemplate: None to hide it, else the scopes to annotate it
+with (empty: the caller holds what it needs, no annotation)."""
 ListCalls: TypeAlias = Mapping[str | int, tuple[str, Allowed]]
 """The list calls of one request: JSON-RPC id -> (list method, what the caller may see)."""
 
@@ -74,10 +81,10 @@ def filter_message(lists: ListFilter, message: object) -> object | None:
     with `lists.replayed`, any success response holding a list array).
 
     Returns a new message whose `result[<array key>]` keeps only the items whose key is a string
-    the call's `allowed` accepts; every other field of `result` (`nextCursor`, `_meta`, ...) and
-    of the message is kept. Returns None for anything else: notifications, errors, requests and
-    other ids. Ids compare by JSON value (`1.0` matches `1`, `true` does not), erring towards
-    filtering.
+    the call's `allowed` shows, annotated as it says; every other field of `result`
+    (`nextCursor`, `_meta`, ...) and of the message is kept. Returns None for anything else:
+    notifications, errors, requests and other ids. Ids compare by JSON value (`1.0` matches
+    `1`, `true` does not), erring towards filtering.
     """
     if not isinstance(message, dict) or not isinstance(message.get("result"), dict):
         return None
@@ -107,17 +114,32 @@ def _filtered(message: dict[str, Any], method: str, allowed: Allowed) -> dict[st
     if fields is None or not isinstance(result.get(fields[0]), list):
         return None
     array_key, item_key = fields
-    kept = [
-        item
-        for item in result[array_key]
-        if isinstance(item, dict)
-        and isinstance(item.get(item_key), str)
-        and allowed(item[item_key])
-    ]
+    kept = []
+    for item in result[array_key]:
+        if not isinstance(item, dict) or not isinstance(item.get(item_key), str):
+            continue
+        needs = allowed(item[item_key])
+        if needs is not None:
+            kept.append(_annotated(item, needs))
     filtered = {**result, array_key: kept}
     if "cacheScope" in result:
         filtered["cacheScope"] = "private"
     return {**message, "result": filtered}
+
+
+def _annotated(item: dict[str, Any], needs: frozenset[str]) -> dict[str, Any]:
+    """`item` with `_meta[REQUIRED_SCOPES_META]` set to `needs` (sorted), or without that key
+    when `needs` is empty (an upstream's own value). A `_meta` that is not an object is
+    replaced when annotating."""
+    meta = item.get("_meta")
+    own = isinstance(meta, dict) and REQUIRED_SCOPES_META in meta
+    if not needs and not own:
+        return item
+    kept = {k: v for k, v in meta.items() if k != REQUIRED_SCOPES_META} if isinstance(
+        meta, dict) else {}  # fmt: skip
+    if needs:
+        kept[REQUIRED_SCOPES_META] = sorted(needs)
+    return {**item, "_meta": kept}
 
 
 def filter_payload(lists: ListFilter, payload: object) -> object | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -71,6 +72,12 @@ class McpEndpoint:
         if isinstance(route, StdioRoute):
             return await route.bridge.handle(request)
         return await forward(request, route)
+
+
+def _scopes_supported(app: web.Application, route_name: str) -> frozenset[str]:
+    """Every scope the route's policy in force can require (RFC 9728 `scopes_supported`)."""
+    policy = app[POLICIES_KEY].current.get(route_name)
+    return policy.scopes_supported if policy is not None else frozenset()
 
 
 def create_app(
@@ -142,14 +149,18 @@ def create_app(
                 on_outcome=_outcome_counter(metrics, upstream.name),
                 revocations=revocations,
             )
-            document = metadata_document(
+            document = functools.partial(
+                metadata_document,
                 resource=public_base + upstream.route,
                 issuers=[server.issuer for server in trusted],
-                scopes=upstream.scopes,
                 name=upstream.resource_name or upstream.name,
             )
             app.router.add_get(
-                metadata_path(upstream.route), metadata_handler(document), allow_head=False
+                metadata_path(upstream.route),
+                metadata_handler(
+                    document, functools.partial(_scopes_supported, app, upstream.name)
+                ),
+                allow_head=False,
             )
         if upstream.command is not None:
             route: UpstreamRoute | StdioRoute = StdioRoute(
@@ -178,6 +189,11 @@ def create_app(
 
     policies = PolicyStore(compile_policies(config))
     app[POLICIES_KEY] = policies
+    if facade is not None:
+        resources = {public_base + u.route: u.name for u in config.upstreams}
+        facade.resource_scopes = lambda resource: (
+            _scopes_supported(app, resources[resource]) if resource in resources else None
+        )
     if config_path is not None:
         reloader = PolicyReloader(
             config_path, config, policies, metrics, config.server.reload_interval

@@ -12,8 +12,9 @@ from gateway.jsonrpc import JsonRpcId, error_body
 def render_error(error: GatewayError, rpc_id: JsonRpcId = None) -> web.Response:
     """Render a `GatewayError` as its status, a JSON-RPC error body and its headers.
 
-    The body carries the request's JSON-RPC id when the request had one, the class's public
-    message and its stable code; never the error's internal detail.
+    The body carries the request's JSON-RPC id when the request had one, the error's message
+    (the class's public message, or one written for this refusal) and its stable code; never
+    the error's internal detail.
     """
     headers = {"Cache-Control": "no-store"}
     if isinstance(error, MethodNotAllowedError):
@@ -27,7 +28,7 @@ def render_error(error: GatewayError, rpc_id: JsonRpcId = None) -> web.Response:
         body=error_body(
             error.rpc_id if error.rpc_id is not None or not error.echo_rpc_id else rpc_id,
             error.jsonrpc_code,
-            error.public_message,
+            error.message,
             error.code,
         ),
         content_type="application/json",

@@ -36,6 +36,8 @@ from gateway.observability.logging import get_logger
 from gateway.policy.compiled import PolicyStore
 from gateway.policy.decision import LIST_KINDS, Allow, Deny, InsufficientScope, Kind, RoutePolicy
 from gateway.policy.listing import Allowed, ListFilter
+from gateway.policy.refusal import Refusal, denied_message, insufficient_scope_message
+from gateway.policy.visibility import Attainable, Hidden
 from gateway.web.keys import CONTEXT_KEY
 
 Step = Callable[[web.Request], Awaitable[None]]
@@ -123,10 +125,13 @@ def build_steps(
         context = request[CONTEXT_KEY]
         assert context.principal is not None
         policy = policies.current[route_name]
-        granted = context.principal.scopes
+        principal = context.principal
+        granted = principal.scopes
+        ceiling = policy.ceilings.of(principal.issuer, principal.claims)
         calls = calls_of(request.method, context.calls)
         required: set[str] = set()
-        denied = False
+        refusals: list[Refusal] = []
+        denied: list[str | None] = []
         for label, method, name in calls:
             decision = policy.decide(granted, method, name)
             outcome = _OUTCOMES[type(decision)]
@@ -145,16 +150,19 @@ def build_steps(
                     rule=decision.rule,
                 )
             if isinstance(decision, Deny):
-                denied = True
+                denied.append(name if name is not None else method)
             elif isinstance(decision, InsufficientScope):
                 required |= decision.required
+                refusals.append(Refusal(name or method or request.method, decision.required))
         if denied:
-            raise PolicyDeniedError("denied by policy")
-        if policy.hide_unauthorized:
-            context.list_filter = list_filter(request.method, context.calls, policy, granted)
+            raise PolicyDeniedError("denied by policy", message=denied_message(denied))
+        context.list_filter = list_filter(request.method, context.calls, policy, granted, ceiling)
         if required:
             raise InsufficientScopeError(
                 "missing scopes",
+                message=insufficient_scope_message(
+                    refusals, granted, policy.unattainable(frozenset(required), granted, ceiling)
+                ),
                 challenge={
                     "error": "insufficient_scope",
                     "scope": " ".join(sorted(required)),
@@ -191,14 +199,19 @@ def calls_of(
 
 
 def list_filter(
-    http_method: str, calls: tuple[McpCall, ...], policy: RoutePolicy, granted: frozenset[str]
+    http_method: str,
+    calls: tuple[McpCall, ...],
+    policy: RoutePolicy,
+    granted: frozenset[str],
+    ceiling: frozenset[str] | None = None,
 ) -> ListFilter | None:
     """What to filter in the response: every list request of a POST (one, or several in a
     batch) by id, so each list response is filtered like a single one's; on a GET stream, any
-    list response an upstream replays there (resumption). None when there is nothing to do."""
+    list response an upstream replays there (resumption). None when there is nothing to do.
+    `ceiling`: what the caller could be granted (None: anything), see `RoutePolicy.listing`."""
 
     def allowed(method: str) -> Allowed:
-        return functools.partial(_visible, policy, LIST_KINDS[method], granted)
+        return functools.partial(_shown, policy, LIST_KINDS[method], granted, ceiling)
 
     if http_method == "GET":
         return ListFilter(replayed={method: allowed(method) for method in LIST_KINDS})
@@ -210,8 +223,18 @@ def list_filter(
     return ListFilter(calls=found) if found else None
 
 
-def _visible(policy: RoutePolicy, kind: Kind, granted: frozenset[str], name: str) -> bool:
-    return policy.visible(kind, name, granted)
+def _shown(
+    policy: RoutePolicy,
+    kind: Kind,
+    granted: frozenset[str],
+    ceiling: frozenset[str] | None,
+    name: str,
+) -> frozenset[str] | None:
+    """None to hide the entry, else the scopes to annotate it with (none when held)."""
+    listing = policy.listing(kind, name, granted, ceiling)
+    if isinstance(listing, Hidden):
+        return None
+    return listing.required if isinstance(listing, Attainable) else frozenset()
 
 
 _REQUEST_ERRORS: dict[int, type[RequestError]] = {

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -17,27 +18,30 @@ def metadata_path(route: str) -> str:
 
 
 def metadata_document(
-    *, resource: str, issuers: Sequence[str], scopes: Sequence[str], name: str
+    *, resource: str, issuers: Sequence[str], scopes: Iterable[str], name: str
 ) -> dict[str, Any]:
+    """The document; `scopes_supported` lists every scope the route's policy can require
+    (sorted), while 401 challenges ask only for the baseline (least privilege)."""
     document: dict[str, Any] = {
         "resource": resource,
         "authorization_servers": list(issuers),
         "bearer_methods_supported": ["header"],
         "resource_name": name,
     }
-    if scopes:
-        document["scopes_supported"] = list(scopes)
+    listed = sorted(scopes)
+    if listed:
+        document["scopes_supported"] = listed
     return document
 
 
-def metadata_handler(document: dict[str, Any]) -> Handler:
-    """A handler serving one precomputed document (the config is immutable while running)."""
-    body = web.json_response(document).body
-    assert isinstance(body, bytes)
+def metadata_handler(
+    document: Callable[..., dict[str, Any]], scopes: Callable[[], Iterable[str]]
+) -> Handler:
+    """A handler serving `document(scopes=scopes())`: the scopes follow policy reloads."""
 
     async def protected_resource_metadata(request: web.Request) -> web.Response:
         return web.Response(
-            body=body,
+            body=json.dumps(document(scopes=scopes())).encode(),
             content_type="application/json",
             headers={"Cache-Control": "public, max-age=300"},
         )

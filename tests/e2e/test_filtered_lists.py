@@ -1,5 +1,6 @@
-"""tools/list through the gateway shows only what the caller may call: real MCP servers (an mcp
-2.x server answering JSON, server-everything answering SSE), the official client, real tokens."""
+"""tools/list through the gateway shows only what the caller may call (`list_visibility: held`)
+or everything but what is denied (`all`): real MCP servers (an mcp 2.x server answering JSON,
+server-everything answering SSE), the official client, real tokens."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ async def test_sdk_upstream_list_is_filtered(
     request: pytest.FixtureRequest,
 ) -> None:
     server: HttpServerProcess = request.getfixturevalue(upstream)
-    policy = {"tools": {"add": ["files:write"], "fail": "deny"}}
+    policy = {"tools": {"add": ["files:write"], "fail": "deny"}, "list_visibility": "held"}
     everything_visible = (await list_and_call(server.url)).tools
     assert {"add", "fail", "echo"} <= set(everything_visible)
 
@@ -58,7 +59,10 @@ async def test_sdk_upstream_list_is_filtered(
 async def test_server_everything_sse_list_is_filtered(
     start_gateway_for: StartGateway, issuer: LocalIssuer, everything: HttpServerProcess
 ) -> None:
-    policy = {"tools": {"get-env": "deny", "gzip-file-as-resource": ["files:write"]}}
+    policy = {
+        "tools": {"get-env": "deny", "gzip-file-as-resource": ["files:write"]},
+        "list_visibility": "held",
+    }
     direct = (await list_and_call(everything.url)).tools
     assert {"get-env", "gzip-file-as-resource", "echo"} <= set(direct)
 
@@ -66,9 +70,11 @@ async def test_server_everything_sse_list_is_filtered(
     assert through == [t for t in direct if t not in ("get-env", "gzip-file-as-resource")]
 
 
-async def test_hide_unauthorized_off_shows_everything(
+async def test_visibility_all_shows_everything_but_what_is_denied(
     start_gateway_for: StartGateway, issuer: LocalIssuer, sdk_json: HttpServerProcess
 ) -> None:
-    policy = {"tools": {"fail": "deny"}, "hide_unauthorized": False}
+    policy = {"tools": {"fail": "deny", "add": ["files:write"]}, "list_visibility": "all"}
     direct = (await list_and_call(sdk_json.url)).tools
-    assert await listed(start_gateway_for, issuer, sdk_json, policy, "mcp:tools") == direct
+    through = await listed(start_gateway_for, issuer, sdk_json, policy, "mcp:tools")
+    assert through == [t for t in direct if t != "fail"]
+    assert "add" in through

@@ -204,7 +204,7 @@ async def test_policy_filtered_lists_and_step_up_work_as_for_http_upstreams(
     start_gateway_for: StartGateway, issuer: LocalIssuer
 ) -> None:
     policy = {"tools": {"read_graph": ["mcp:tools"], "create_entities": ["memory:write"]},
-              "default": "deny", "hide_unauthorized": True}  # fmt: skip
+              "default": "deny", "list_visibility": "held"}  # fmt: skip
     gw = await secured_memory(start_gateway_for, issuer, policy=policy)
     resource = gw.url(MEMORY)
     reader = issuer.mint(issuer.claims(resource, scope="mcp:tools"))

@@ -6,6 +6,7 @@ import pytest
 
 from gateway.policy.decision import Allow, Decision, Deny, InsufficientScope, RoutePolicy
 from gateway.policy.scopes import ScopeCycleError, ScopeImplications
+from gateway.policy.visibility import Attainable, Held
 
 IMPLIES = ScopeImplications({"files:admin": ["files:write"], "files:write": ["files:read"]})
 
@@ -230,15 +231,82 @@ def test_default_rule(default: object, granted: set[str], kind: type) -> None:
     assert isinstance(decision, kind)
 
 
-def test_visibility_follows_decisions() -> None:
-    route = policy()
-    granted = frozenset({"files:write"})
-    visible = [
-        name
-        for name in ("read_file", "write_file", "delete_all", "drop_database", "unlisted")
-        if route.visible("tools", name, granted)
-    ]
-    assert visible == ["read_file", "write_file"]
+NAMES = ("read_file", "write_file", "delete_all", "drop_database", "unlisted")
+
+
+def shown(route: RoutePolicy, granted: set[str], ceiling: set[str] | None) -> dict[str, object]:
+    """Each tool of NAMES -> "held", the scopes it is annotated with, or why it is hidden."""
+    seen: dict[str, object] = {}
+    for name in NAMES:
+        listing = route.listing(
+            "tools", name, frozenset(granted), None if ceiling is None else frozenset(ceiling)
+        )
+        if isinstance(listing, Held):
+            seen[name] = "held"
+        elif isinstance(listing, Attainable):
+            seen[name] = sorted(listing.required)
+        else:
+            seen[name] = listing.reason
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("visibility", "granted", "ceiling", "expected"),
+    [
+        ("held", {"mcp:tools", "files:write"}, None,
+         {"read_file": "held", "write_file": "held", "delete_all": "not_held",
+          "drop_database": "denied", "unlisted": "held"}),
+        ("attainable", {"mcp:tools", "files:read"}, None,
+         {"read_file": "held", "write_file": ["files:write"], "delete_all": ["files:admin"],
+          "drop_database": "denied", "unlisted": "held"}),
+        ("attainable", {"mcp:tools", "files:read"}, {"files:write"},
+         {"read_file": "held", "write_file": ["files:write"], "delete_all": "not_attainable",
+          "drop_database": "denied", "unlisted": "held"}),
+        ("attainable", {"files:read"}, {"files:admin"},  # implied: admin gives write
+         {"read_file": "held", "write_file": ["files:write"], "delete_all": ["files:admin"],
+          "drop_database": "denied", "unlisted": "not_attainable"}),
+        ("attainable", {"mcp:tools", "files:read"}, set(),
+         {"read_file": "held", "write_file": "not_attainable", "delete_all": "not_attainable",
+          "drop_database": "denied", "unlisted": "held"}),
+        ("all", {"mcp:tools"}, set(),
+         {"read_file": ["files:read"], "write_file": ["files:write"],
+          "delete_all": ["files:admin"], "drop_database": "denied", "unlisted": "held"}),
+    ],
+    ids=["held", "attainable-unlimited", "attainable-ceiling", "attainable-implied",
+         "attainable-nothing-more", "all-ignores-ceiling"],
+)  # fmt: skip
+def test_listing_by_visibility(
+    visibility: str, granted: set[str], ceiling: set[str] | None, expected: dict[str, object]
+) -> None:
+    assert shown(policy(list_visibility=visibility), granted, ceiling) == expected
+
+
+def test_scopes_supported_is_every_requirement_but_deny() -> None:
+    route = policy(methods={"x/vendor": ["vendor:use"], "x/off": "deny"}, default=["extra"])
+    assert route.scopes_supported == {
+        "mcp:tools", "files:read", "files:write", "files:admin", "mcp:prompts", "vendor:use",
+        "extra",
+    }  # fmt: skip
+    assert policy(default="deny").scopes_supported == {
+        "mcp:tools", "files:read", "files:write", "files:admin", "mcp:prompts",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("ceiling", "expected"),
+    [
+        (None, set()),
+        ({"files:write"}, set()),
+        ({"files:read"}, {"files:write"}),
+        (set(), {"files:write"}),
+    ],
+    ids=["unknown", "within", "below", "none"],
+)
+def test_unattainable(ceiling: set[str] | None, expected: set[str]) -> None:
+    required = frozenset({"files:write"})
+    held = frozenset({"files:read"})
+    limit = None if ceiling is None else frozenset(ceiling)
+    assert policy().unattainable(required, held, limit) == expected
 
 
 def test_implication_cycles_are_refused() -> None:

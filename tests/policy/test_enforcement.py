@@ -92,7 +92,11 @@ async def test_missing_scope_gets_a_step_up_challenge_and_is_not_forwarded(
     assert params["resource_metadata"] == gw.url("/.well-known/oauth-protected-resource/files/mcp")
     assert params["error_description"]
     assert body["id"] == 41
-    assert body["error"]["code"] == -32043
+    assert body["error"]["code"] == -31043
+    assert body["error"]["message"] == (
+        "write_file needs files:write; this client's token has files:read. "
+        "Re-authorize with files:write."
+    )
     assert upstream.requests == []
     line = next(
         json.loads(entry)
@@ -129,7 +133,10 @@ async def test_deny_entries_get_403_without_a_step_up_hint(
     status, headers, body = await post(gw, token, call_tool("drop_db"))
     assert status == 403
     assert "WWW-Authenticate" not in headers
-    assert body["error"]["code"] == -32044
+    assert body["error"]["code"] == -31044
+    assert body["error"]["message"] == (
+        "drop_db is not available here: the gateway's policy denies it whatever the scopes."
+    )
     assert upstream.requests == []
 
 
@@ -155,8 +162,19 @@ async def test_decisions_are_counted(gw: Gateway, issuer: LocalIssuer) -> None:
         assert line in metrics
 
 
+@pytest.mark.parametrize(
+    ("visibility", "shown"),
+    [
+        ("attainable", [{"name": "read_file"}, {"name": "write_file", "_meta": {
+            "io.mcp-auth-gateway/requiredScopes": ["files:write"]}}]),
+        ("held", [{"name": "read_file"}]),
+    ],
+)  # fmt: skip
 async def test_a_streamed_sse_list_is_filtered_event_by_event(
-    start_gateway_for: StartGateway, issuer: LocalIssuer
+    start_gateway_for: StartGateway,
+    issuer: LocalIssuer,
+    visibility: str,
+    shown: list[dict[str, Any]],
 ) -> None:
     release = asyncio.Event()
     tools = [{"name": n} for n in ("read_file", "write_file", "drop_db")]
@@ -174,7 +192,12 @@ async def test_a_streamed_sse_list_is_filtered_event_by_event(
 
     async with recording_upstream(sse_list) as upstream:
         gw = await start_gateway_for(
-            {"name": "files", "route": "/files/mcp", "url": upstream.url, "policy": POLICY},
+            {
+                "name": "files",
+                "route": "/files/mcp",
+                "url": upstream.url,
+                "policy": {**POLICY, "list_visibility": visibility},
+            },
             auth={"resource_server": {"authorization_servers": [issuer.auth_server()]}},
         )
         token = issuer.mint(issuer.claims(gw.url("/files/mcp"), scope="files:read"))
@@ -192,4 +215,4 @@ async def test_a_streamed_sse_list_is_filtered_event_by_event(
     lines = rest.strip().splitlines()
     assert lines[:2] == ["event: message", "id: 9"]
     message = json.loads(lines[2].removeprefix("data: "))
-    assert message["result"] == {"tools": [{"name": "read_file"}], "nextCursor": "c2"}
+    assert message["result"] == {"tools": shown, "nextCursor": "c2"}

@@ -15,10 +15,14 @@ from gateway.policy.listing import (
     filter_message,
     filter_payload,
 )
+from gateway.policy.visibility import REQUIRED_SCOPES_META
 
 
-def allowed(key: str) -> bool:
-    return key.startswith("ok")
+def allowed(key: str) -> frozenset[str] | None:
+    """ "ok..." is held, "up..." is shown annotated with what it needs, anything else hidden."""
+    if key.startswith("ok"):
+        return frozenset()
+    return frozenset({"files:write", "files:read"}) if key.startswith("up") else None
 
 
 def one(method: str = "tools/list", rpc_id: str | int = 1) -> ListFilter:
@@ -581,3 +585,65 @@ def test_a_filtered_list_is_never_cacheable_across_callers(lists: ListFilter, sc
 
 def test_a_list_without_cache_scope_gets_none() -> None:
     assert "cacheScope" not in filter_message(one(), TOOLS)["result"]  # type: ignore[index]
+
+
+# --- annotation of entries shown but not held ---------------------------------------------
+
+
+def test_an_entry_shown_but_not_held_carries_the_scopes_it_needs() -> None:
+    message = list_response("tools/list", ["ok-a", "up-b", "no-c"])
+    message["result"]["tools"][1]["_meta"] = {"vendor/x": 1}
+    assert filter_message(one(), message) == {"jsonrpc": "2.0", "id": 1, "result": {"tools": [
+        {"name": "ok-a", "description": "d"},
+        {"name": "up-b", "description": "d",
+         "_meta": {"vendor/x": 1, REQUIRED_SCOPES_META: ["files:read", "files:write"]}},
+    ]}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("meta", "expected"),
+    [
+        ({REQUIRED_SCOPES_META: ["nothing"]}, {}),
+        ({REQUIRED_SCOPES_META: ["nothing"], "vendor/x": 1}, {"vendor/x": 1}),
+    ],
+    ids=["only-ours", "ours-and-others"],
+)
+def test_an_upstreams_own_required_scopes_are_dropped_from_held_entries(
+    meta: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    message = list_response("tools/list", ["ok-a"])
+    message["result"]["tools"][0]["_meta"] = meta
+    [item] = filter_message(one(), message)["result"]["tools"]  # type: ignore[index]
+    assert item == {"name": "ok-a", "description": "d", "_meta": expected}
+
+
+def test_an_upstreams_own_required_scopes_are_replaced_on_annotated_entries() -> None:
+    message = list_response("tools/list", ["up-a"])
+    message["result"]["tools"][0]["_meta"] = {REQUIRED_SCOPES_META: []}
+    [item] = filter_message(one(), message)["result"]["tools"]  # type: ignore[index]
+    assert item["_meta"] == {REQUIRED_SCOPES_META: ["files:read", "files:write"]}
+
+
+def test_a_meta_that_is_not_an_object_is_replaced_when_annotating() -> None:
+    message = list_response("tools/list", ["up-a", "ok-b"])
+    for item in message["result"]["tools"]:
+        item["_meta"] = "odd"
+    assert filter_message(one(), message)["result"]["tools"] == [  # type: ignore[index]
+        {
+            "name": "up-a",
+            "description": "d",
+            "_meta": {REQUIRED_SCOPES_META: ["files:read", "files:write"]},
+        },
+        {"name": "ok-b", "description": "d", "_meta": "odd"},
+    ]
+
+
+def test_sse_and_replayed_lists_are_annotated_too() -> None:
+    body = compact(list_response("prompts/list", ["up-p", "no-q"], 9))
+    sse = SseListFilter(ListFilter(replayed=dict.fromkeys(LIST_FIELDS, allowed)))
+    out = sse.feed(b"id: 1\ndata: " + body + b"\n\n") + sse.finish()
+    assert out == b"id: 1\ndata: " + compact(
+        {"jsonrpc": "2.0", "id": 9, "result": {"prompts": [
+            {"name": "up-p", "description": "d",
+             "_meta": {REQUIRED_SCOPES_META: ["files:read", "files:write"]}}]}}
+    ) + b"\n\n"  # fmt: skip

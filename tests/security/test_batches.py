@@ -29,6 +29,7 @@ from gateway.policy.listing import (
     filter_json_body,
     filter_message,
 )
+from gateway.policy.visibility import REQUIRED_SCOPES_META
 from tests.conftest import Gateway, StartGateway
 from tests.support.everything import ensure_everything_installed, everything_server
 from tests.support.http_upstream import RecordingUpstream, recording_upstream
@@ -45,8 +46,12 @@ ACCEPT = {"Accept": "application/json, text/event-stream"}
 NAMES = ["a", "b", "c", "d", "e"]
 
 
-def visible_for(kind_visible: dict[str, frozenset[str]], method: str) -> Allowed:
-    return kind_visible[method].__contains__
+SHOWN = [None, frozenset(), frozenset({"s:w"})]
+"""How an entry may be shown: hidden, held, or annotated as needing s:w."""
+
+
+def visible_for(kind_visible: dict[str, dict[str, frozenset[str] | None]], method: str) -> Allowed:
+    return lambda name: kind_visible[method].get(name)
 
 
 @st.composite
@@ -62,7 +67,10 @@ def batches(draw: st.DrawFn) -> tuple[ListFilter, list[dict[str, Any]]]:
         )
     )
     n_lists = draw(st.integers(1, len(ids)))
-    kind_visible = {m: frozenset(draw(st.sets(st.sampled_from(NAMES)))) for m in LIST_METHODS}
+    kind_visible = {
+        m: draw(st.dictionaries(st.sampled_from(NAMES), st.sampled_from(SHOWN)))
+        for m in LIST_METHODS
+    }
     calls: dict[str | int, tuple[str, Allowed]] = {}
     for rpc_id in ids[:n_lists]:
         method = draw(st.sampled_from(LIST_METHODS))
@@ -140,24 +148,31 @@ def test_a_batch_never_shows_an_item_a_single_call_would_hide(
         if call is not None and alone is not None:
             method, allowed = call
             array_key, item_key = LIST_FIELDS[method]
-            assert all(allowed(item[item_key]) for item in after["result"][array_key])
+            for item in after["result"][array_key]:
+                needs = allowed(item[item_key])
+                assert needs is not None
+                assert item.get("_meta", {}).get(REQUIRED_SCOPES_META) == (
+                    sorted(needs) if needs else None
+                )
 
 
 # --- through the gateway, against a programmable upstream -------------------------------------
 
-# Each list holds one item the caller may see ("ok...") and one it may not ("no...").
+# Each list holds one item the caller may use ("ok..."), one it could be granted and sees
+# annotated ("up...", needing s:w), and one denied ("no...").
 ITEMS = {
-    "tools/list": ["ok_tool", "no_tool"],
-    "resources/list": ["file:///ok/a", "file:///no/b"],
-    "resources/templates/list": ["file:///ok/{x}", "file:///no/{y}"],
-    "prompts/list": ["ok_prompt", "no_prompt"],
+    "tools/list": ["ok_tool", "up_tool", "no_tool"],
+    "resources/list": ["file:///ok/a", "file:///up/c", "file:///no/b"],
+    "resources/templates/list": ["file:///ok/{x}", "file:///up/{z}", "file:///no/{y}"],
+    "prompts/list": ["ok_prompt", "up_prompt", "no_prompt"],
 }
 POLICY = {
     "default": "deny",
-    "tools": {"ok_*": []},
-    "resources": {"file:///ok/*": []},
-    "prompts": {"ok_*": []},
+    "tools": {"ok_*": [], "up_*": ["s:w"]},
+    "resources": {"file:///ok/*": [], "file:///up/*": ["s:w"]},
+    "prompts": {"ok_*": [], "up_*": ["s:w"]},
 }
+SHOWN_BY_GATEWAY = {method: [ok, f"{up} needs s:w"] for method, (ok, up, _) in ITEMS.items()}
 
 
 def answer(message: dict[str, Any]) -> dict[str, Any] | None:
@@ -231,14 +246,19 @@ async def post(
 
 
 def listed(messages: list[Any]) -> dict[object, list[str]]:
-    """Each response's list items by id."""
+    """Each response's list items by id, each with the scopes it is annotated with."""
     out: dict[object, list[str]] = {}
     for message in messages:
         for method, (array_key, item_key) in LIST_FIELDS.items():
             items = message.get("result", {}).get(array_key)
             if items is not None and method in ITEMS:
-                out[message["id"]] = [item[item_key] for item in items]
+                out[message["id"]] = [_shown(item, item_key) for item in items]
     return out
+
+
+def _shown(item: dict[str, Any], item_key: str) -> str:
+    needs = item.get("_meta", {}).get(REQUIRED_SCOPES_META)
+    return item[item_key] if needs is None else f"{item[item_key]} needs {' '.join(needs)}"
 
 
 def call(method: str, rpc_id: object) -> dict[str, Any]:
@@ -256,7 +276,7 @@ async def test_a_one_element_batch_is_filtered_like_a_single_call(
     assert status == 200
     status, batched = await post(gw, issuer, [call(method, 1)], headers)
     assert status == 200
-    assert listed(batched) == listed(single) == {1: [ITEMS[method][0]]}
+    assert listed(batched) == listed(single) == {1: SHOWN_BY_GATEWAY[method]}
 
 
 async def test_every_list_call_of_a_batch_is_filtered(
@@ -275,11 +295,11 @@ async def test_every_list_call_of_a_batch_is_filtered(
     assert status == 200
     assert len(upstream.requests) == 1
     assert listed(messages) == {
-        1: ["ok_tool"],
-        "r": ["file:///ok/a"],
-        3: ["file:///ok/{x}"],
-        "p": ["ok_prompt"],
-        6: ["ok_tool"],
+        1: SHOWN_BY_GATEWAY["tools/list"],
+        "r": SHOWN_BY_GATEWAY["resources/list"],
+        3: SHOWN_BY_GATEWAY["resources/templates/list"],
+        "p": SHOWN_BY_GATEWAY["prompts/list"],
+        6: SHOWN_BY_GATEWAY["tools/list"],
     }
     assert {m["id"] for m in messages} == {1, "r", 3, 4, "p", 6}
 
@@ -308,7 +328,10 @@ async def test_ids_that_differ_by_type_are_distinct(
 ) -> None:
     status, messages = await post(gw, issuer, [call("tools/list", 1), call("prompts/list", "1")])
     assert status == 200
-    assert listed(messages) == {1: ["ok_tool"], "1": ["ok_prompt"]}
+    assert listed(messages) == {
+        1: SHOWN_BY_GATEWAY["tools/list"],
+        "1": SHOWN_BY_GATEWAY["prompts/list"],
+    }
 
 
 # --- through the gateway, against server-everything -------------------------------------------

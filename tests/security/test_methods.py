@@ -106,7 +106,7 @@ async def test_an_unknown_method_is_decided_by_the_default_rule(
     status, headers, answer = await post(gw, request(method), token)
     assert status == 403
     assert "WWW-Authenticate" not in headers
-    assert answer["error"]["code"] == -32044
+    assert answer["error"]["code"] == -31044
     assert upstream.requests == []
 
 
@@ -127,7 +127,7 @@ async def test_a_listed_method_is_decided_by_its_rule(
     status, headers, answer = await post(
         gw, request("x/vendor", 8), token_for(gw, issuer, "mcp:tools files:read")
     )
-    assert (status, answer["id"], answer["error"]["code"]) == (403, 8, -32043)
+    assert (status, answer["id"], answer["error"]["code"]) == (403, 8, -31043)
     challenge = dict(re.findall(r'(\w+)="([^"]*)"', headers["WWW-Authenticate"]))
     assert (challenge["error"], challenge["scope"]) == ("insufficient_scope", "vendor:use")
     assert upstream.requests == []
