@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -22,7 +23,7 @@ from gateway.oauth.facade import (
 from gateway.oauth.grants import Grants, rule
 from gateway.oauth.pkce import challenge_of
 from gateway.oauth.signing import SigningKeys
-from gateway.oauth.store import SIGN_IN_STAGE, MemoryStore, digest
+from gateway.oauth.store import SIGN_IN_STAGE, UPSTREAM_STAGE, MemoryStore, digest
 from gateway.oauth.users import LocalUsers, hash_password
 from gateway.policy.scopes import ScopeImplications
 
@@ -243,3 +244,220 @@ async def test_a_public_client_sending_a_secret_is_refused() -> None:
     code = await code_for(server, client_id)
     with pytest.raises(OAuthError, match="invalid_client"):
         await server.token(token_form(client_id, code, client_secret="guess"), None)
+
+
+# -- consent first, browser binding, sign-in sessions (issue 15) --------------------------------
+
+OTHER_BROWSER = digest("another browser's flow cookie")
+IDLE, LIFETIME = 100.0, 1000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def clocked_facade(clock: Clock) -> AuthorizationServer:
+    server = facade()
+    server.clock = clock
+    server.store = MemoryStore(clock=clock)
+    server.settings = replace(server.settings, session_idle=IDLE, session_lifetime=LIFETIME)
+    return server
+
+
+async def signed_in_session(server: AuthorizationServer, client_id: str) -> str:
+    """Approve and sign in as alice for `client_id` (mcp:tools); the session cookie."""
+    _, request = await server.check_authorization(authorize_query(client_id, scope="mcp:tools"))
+    outcome = await server.authorize(request, None, BROWSER)
+    assert isinstance(outcome, ConsentNeeded)
+    approved = await server.consent(outcome.state, True, BROWSER, None)
+    assert isinstance(approved, SignInNeeded)
+    state = await server.begin(approved.request, stage=SIGN_IN_STAGE, browser=BROWSER)
+    signed_in = await server.sign_in_local(state, "alice", "pw", BROWSER)
+    assert isinstance(signed_in, Redirect)
+    assert "code" in query_of(signed_in.location)
+    assert signed_in.session is not None
+    return signed_in.session
+
+
+async def test_consent_comes_first_and_names_the_server_and_route() -> None:
+    server = facade()
+    server.settings = replace(
+        server.settings,
+        resource_names={RESOURCE: "Team files"},
+        scope_descriptions={"mcp:tools": "Use the tools"},
+    )
+    client_id = await registered(server)
+    _, request = await server.check_authorization(authorize_query(client_id))
+    outcome = await server.authorize(request, None, BROWSER)
+    assert isinstance(outcome, ConsentNeeded)
+    assert outcome.user is None  # nobody signed in yet
+    assert (outcome.described.resource_name, outcome.described.route) == ("Team files",
+                                                                          "/files/mcp")  # fmt: skip
+    assert outcome.described.redirect_host == "127.0.0.1:9999"
+    assert outcome.scopes == (("mcp:tools", "Use the tools"),)
+    assert outcome.offline
+
+
+async def test_an_approval_works_once_in_the_browser_it_was_shown_in_and_for_consent_only() -> None:
+    server = facade()
+    client_id = await registered(server)
+    _, request = await server.check_authorization(authorize_query(client_id))
+
+    async def consent_state() -> str:
+        outcome = await server.authorize(request, None, BROWSER)
+        assert isinstance(outcome, ConsentNeeded)
+        return outcome.state
+
+    stolen = await consent_state()
+    with pytest.raises(ErrorPageError):  # another browser: refused, and the state is spent
+        await server.consent(stolen, True, OTHER_BROWSER, None)
+    with pytest.raises(ErrorPageError):
+        await server.consent(stolen, True, BROWSER, None)
+    with pytest.raises(ErrorPageError):  # a consent state is not a sign-in form's state
+        await server.sign_in_local(await consent_state(), "alice", "pw", BROWSER)
+    used = await consent_state()
+    assert isinstance(await server.consent(used, True, BROWSER, None), SignInNeeded)
+    with pytest.raises(ErrorPageError):  # single use
+        await server.consent(used, True, BROWSER, None)
+
+
+async def test_a_denied_consent_goes_back_to_the_client_without_sign_in() -> None:
+    server = facade()
+    client_id = await registered(server)
+    _, request = await server.check_authorization(authorize_query(client_id))
+    outcome = await server.authorize(request, None, BROWSER)
+    assert isinstance(outcome, ConsentNeeded)
+    denied = await server.consent(outcome.state, False, BROWSER, None)
+    assert isinstance(denied, Redirect)
+    answer = query_of(denied.location)
+    assert (answer["error"], answer["iss"], answer["state"]) == ("access_denied", ISSUER, "xyz")
+    assert denied.session is None
+
+
+async def test_an_upstream_callback_state_belongs_to_the_browser_that_started_it() -> None:
+    server = facade()
+    client_id = await registered(server)
+    _, request = await server.check_authorization(authorize_query(client_id))
+    state = await server.begin(request, stage=UPSTREAM_STAGE, browser=BROWSER, nonce="n")
+    assert await server.take_upstream_login(state, OTHER_BROWSER) is None
+    assert await server.take_upstream_login(state, BROWSER) is None  # spent by the attempt
+    fresh = await server.begin(request, stage=UPSTREAM_STAGE, browser=BROWSER, nonce="n")
+    assert await server.take_upstream_login(fresh, "") is None  # no flow cookie at all
+    fresh = await server.begin(request, stage=UPSTREAM_STAGE, browser=BROWSER, nonce="n")
+    taken = await server.take_upstream_login(fresh, BROWSER)
+    assert taken is not None
+    assert taken.request == request
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({"scope": "mcp:tools"}, "code"),
+        ({"scope": "mcp:tools files:read"}, "consent:files:read"),
+        ({"scope": "mcp:tools files:write"}, "access_denied:files:write"),
+        ({"scope": "mcp:tools", "prompt": "login"}, "consent:fresh"),
+        ({"scope": "mcp:tools", "max_age": "0"}, "consent:fresh"),
+        ({"scope": "mcp:tools", "max_age": "3600"}, "code"),
+        ({"scope": "mcp:tools", "prompt": "consent"}, "consent:mcp:tools"),
+        ({"scope": "mcp:tools files:read", "prompt": "none"}, "consent_required"),
+        ({"scope": "mcp:tools", "prompt": "none"}, "code"),
+    ],
+    ids=["approved-before", "step-up", "not-grantable", "prompt-login", "max-age-passed",
+         "max-age-not-passed", "prompt-consent", "prompt-none-needs-consent", "prompt-none-ok"],
+)  # fmt: skip
+async def test_with_a_sign_in_session(query: dict[str, str], expected: str) -> None:
+    clock = Clock()
+    server = clocked_facade(clock)
+    client_id = await registered(server)
+    cookie = await signed_in_session(server, client_id)
+    clock.now += 10
+    session = await server.session(cookie)
+    assert session is not None
+    assert session.subject == "alice"
+    _, request = await server.check_authorization(authorize_query(client_id, **query))
+    outcome = await server.authorize(request, session, BROWSER)
+    if isinstance(outcome, Redirect):
+        answer = query_of(outcome.location)
+        got = answer.get("error", "code")
+        if got == "access_denied":
+            got += ":" + answer["error_description"].rpartition(": ")[2]
+    else:
+        got = "consent:" + (" ".join(s for s, _ in outcome.scopes) if outcome.user else "fresh")
+    assert got == expected
+
+
+async def test_a_step_up_consent_with_a_session_gives_a_code_without_a_password() -> None:
+    clock = Clock()
+    server = clocked_facade(clock)
+    client_id = await registered(server)
+    cookie = await signed_in_session(server, client_id)
+    session = await server.session(cookie)
+    _, request = await server.check_authorization(
+        authorize_query(client_id, scope="mcp:tools files:read")
+    )
+    outcome = await server.authorize(request, session, BROWSER)
+    assert isinstance(outcome, ConsentNeeded)
+    assert outcome.user == "alice"
+    approved = await server.consent(outcome.state, True, BROWSER, session)
+    assert isinstance(approved, Redirect)  # no sign-in step
+    code = query_of(approved.location)["code"]
+    tokens = await server.token(token_form(client_id, code), None)
+    assert tokens["scope"] == "files:read mcp:tools"
+    # Now approved: asked again, it goes straight back; asked with prompt=consent, the
+    # consent page is shown, and when the user signed out meanwhile, a sign-in follows.
+    assert isinstance(await server.authorize(request, session, BROWSER), Redirect)
+    _, again = await server.check_authorization(
+        authorize_query(client_id, scope="mcp:tools files:read", prompt="consent")
+    )
+    outcome = await server.authorize(again, session, BROWSER)
+    assert isinstance(outcome, ConsentNeeded)
+    assert await server.sign_out(cookie)
+    assert await server.session(cookie) is None
+    assert isinstance(await server.consent(outcome.state, True, BROWSER, None), SignInNeeded)
+
+
+async def test_prompt_none_without_a_session_is_login_required() -> None:
+    server = facade()
+    client_id = await registered(server)
+    _, request = await server.check_authorization(authorize_query(client_id, prompt="none"))
+    outcome = await server.authorize(request, None, BROWSER)
+    assert isinstance(outcome, Redirect)
+    assert query_of(outcome.location)["error"] == "login_required"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"prompt": "none login"}, {"prompt": "bogus"}, {"max_age": "-1"}, {"max_age": "1e3"}],
+    ids=["none-with-another", "unknown-prompt", "negative-max-age", "not-an-integer"],
+)
+async def test_bad_prompt_or_max_age_is_an_invalid_request(changes: dict[str, str]) -> None:
+    server = facade()
+    client_id = await registered(server)
+    with pytest.raises(RedirectError) as refused:
+        await server.check_authorization(authorize_query(client_id, **changes))
+    assert refused.value.error == "invalid_request"
+
+
+async def test_a_session_ends_when_idle_and_at_its_absolute_limit() -> None:
+    clock = Clock()
+    server = clocked_facade(clock)
+    client_id = await registered(server)
+    idle = await signed_in_session(server, client_id)
+    clock.now += IDLE - 1
+    assert await server.session(idle) is not None  # used: its idle time starts again
+    clock.now += IDLE - 1
+    assert await server.session(idle) is not None
+    clock.now += IDLE
+    assert await server.session(idle) is None  # idle for IDLE seconds: over
+
+    start = clock.now
+    busy = await signed_in_session(server, client_id)
+    while clock.now + IDLE / 2 < start + LIFETIME:
+        clock.now += IDLE / 2
+        assert await server.session(busy) is not None  # used often, never idle...
+    clock.now = start + LIFETIME
+    assert await server.session(busy) is None  # ...but never past its absolute end

@@ -318,7 +318,13 @@ async def oauth_list_and_call(
     """
     record = OAuthRecord() if record is None else record
     storage = InMemoryTokenStorage() if storage is None else storage
-    redirect_uri = loopback_redirect_uri()
+    registered = storage.client_info
+    # A registration kept in `storage` is reused by the SDK, and with it its redirect URI.
+    redirect_uri = (
+        str(registered.redirect_uris[0])
+        if registered is not None and registered.redirect_uris
+        else loopback_redirect_uri()
+    )
     params = dict(extra or {}) | ({"login_hint": user} if user else {})
     headless = _HeadlessBrowser(redirect_uri, record, params, sign_in, browser)
     provider = OAuthClientProvider(
