@@ -5,21 +5,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from gateway import __version__
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config.model import GATEWAY_AS_NAME, Upstream
 from gateway.config.reference import render_configuration_reference
 from gateway.config.schema import render_schema
 from gateway.mcp_methods import MCP_METHODS
+from gateway.oauth.grants import Grants, rule
 from gateway.oauth.users import hash_password
 from gateway.observability.logging import configure_logging, get_logger
 from gateway.policy.compiled import compile_policies
-from gateway.policy.decision import Allow, Deny, InsufficientScope
+from gateway.policy.decision import NAMED_METHODS, Allow, Deny, InsufficientScope, RoutePolicy
 from gateway.policy.scopes import ScopeImplications
+from gateway.policy.visibility import Attainable, Held, Listing
 from gateway.session.seal import new_key
 from gateway.web.app import create_app
 from gateway.web.keys import RELOADER_KEY, ROUTES_KEY
@@ -40,12 +45,25 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a config file and list every problem")
     check.add_argument("--config", required=True, type=Path, nargs="+", help="YAML config file(s)")
     explain = commands.add_parser(
-        "explain", help="dry-run a policy decision and say which rule made it"
+        "explain",
+        help="dry-run a policy decision and say which rule made it; without a call, say what "
+        "lists show and why",
     )
     explain.add_argument("--config", required=True, type=Path, help="YAML config file")
     explain.add_argument("--route", required=True, help="the route (e.g. /files/mcp) or its name")
     explain.add_argument("--scopes", default="", help='granted scopes, e.g. "files:read mcp:tools"')
-    target = explain.add_mutually_exclusive_group(required=True)
+    explain.add_argument(
+        "--claims",
+        type=_claims,
+        help='the user\'s claims as JSON, e.g. \'{"groups": ["eng"]}\': what they could be '
+        "granted (facade: auth.authorization_server.grants; other issuers: policy.attainable)",
+    )
+    explain.add_argument(
+        "--issuer",
+        help="name of the authorization server the token comes from (default: the gateway's "
+        "own when it is one the route trusts, else the first the route trusts)",
+    )
+    target = explain.add_mutually_exclusive_group()
     target.add_argument("--tool", help="decide tools/call of this tool")
     target.add_argument("--resource", help="decide resources/read of this URI")
     target.add_argument("--prompt", help="decide prompts/get of this prompt")
@@ -135,8 +153,19 @@ def _check(paths: list[Path]) -> int:
     return 1 if failed else 0
 
 
+def _claims(text: str) -> dict[str, Any]:
+    try:
+        claims = json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not JSON") from None
+    if not isinstance(claims, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object of claims")
+    return claims
+
+
 def _explain(args: argparse.Namespace) -> int:
-    """Exit 0 when the call would be allowed, 3 when refused, 1 on a bad config or route."""
+    """Exit 0 when the call would be allowed (or for a listing), 3 when refused, 1 on a bad
+    config or route."""
     try:
         config = _load(args.config)
     except ConfigError as error:
@@ -150,6 +179,8 @@ def _explain(args: argparse.Namespace) -> int:
         print(f"{upstream.route}: anonymous route, no policy applies: allow")
         return 0
     policy = compile_policies(config)[upstream.name]
+    if all(getattr(args, t) is None for t in ("tool", "resource", "prompt", "method")):
+        return _explain_lists(config, upstream, policy, args)
     method, name = (
         ("tools/call", args.tool)
         if args.tool is not None
@@ -180,7 +211,96 @@ def _explain(args: argparse.Namespace) -> int:
     print(f"rule:     {rule.source}: {needs}")
     verdict = {Allow: "allow", InsufficientScope: "insufficient_scope", Deny: "deny"}
     print(f"decision: {verdict[type(decision)]}")
+    kind = NAMED_METHODS.get(method)
+    if kind is not None and name is not None:
+        trusted = _trusted(config, upstream)
+        issuer = args.issuer if args.issuer in trusted else _default_issuer(trusted)
+        ceiling, _ = _ceiling(config, upstream, policy, issuer, args.claims)
+        print(f"listed:   {_listing_text(policy.listing(kind, name, granted, ceiling))}")
     return 0 if isinstance(decision, Allow) else 3
+
+
+def _explain_lists(
+    config: GatewayConfig, upstream: Upstream, policy: RoutePolicy, args: argparse.Namespace
+) -> int:
+    """Print, for every tool, resource and prompt the route's policy names, how lists show it
+    to this caller: held, attainable (annotated with the scopes it needs) or hidden, and why."""
+    granted = frozenset(args.scopes.split())
+    trusted = _trusted(config, upstream)
+    issuer = args.issuer or _default_issuer(trusted)
+    if issuer not in trusted:
+        print(
+            f"the route does not trust {issuer!r}; it trusts {', '.join(trusted)}", file=sys.stderr
+        )
+        return 1
+    ceiling, source = _ceiling(config, upstream, policy, issuer, args.claims)
+    effective = ScopeImplications(config.scopes.implies).expand(granted)
+    print(f"route:      {upstream.route} ({upstream.name})")
+    print(f"granted:    {' '.join(sorted(granted)) or '(none)'}")
+    print(f"implied:    {' '.join(sorted(effective - granted)) or '(none)'}")
+    print(f"visibility: {policy.list_visibility}")
+    if policy.list_visibility == "attainable":
+        shown = "any scope" if ceiling is None else (" ".join(sorted(ceiling)) or "(none)")
+        print(f"attainable: {shown} ({source})")
+    for kind in ("tools", "resources", "prompts"):
+        entries = policy.named(kind, granted, ceiling)
+        if not entries:
+            continue
+        print(f"{kind}:")
+        width = max(len(name) for name, _ in entries)
+        for name, listing in entries:
+            print(f"  {name:<{width}}  {_listing_text(listing)}")
+    return 0
+
+
+def _listing_text(listing: Listing) -> str:
+    if isinstance(listing, Held):
+        return f"held: listed as is ({listing.rule})"
+    if isinstance(listing, Attainable):
+        needs = " ".join(sorted(listing.required))
+        return f"attainable: listed, annotated as needing {needs} ({listing.rule})"
+    why = {
+        "denied": "denied whatever the scopes",
+        "not_held": "not held (list_visibility: held)",
+        "not_attainable": "needs scopes this caller cannot be granted",
+    }[listing.reason]
+    return f"hidden: {why} ({listing.rule})"
+
+
+def _default_issuer(trusted: list[str]) -> str:
+    return GATEWAY_AS_NAME if GATEWAY_AS_NAME in trusted else trusted[0]
+
+
+def _trusted(config: GatewayConfig, upstream: Upstream) -> list[str]:
+    """The names of the authorization servers whose tokens the route accepts."""
+    resource_server = config.auth.resource_server
+    names = [s.name for s in resource_server.authorization_servers] if resource_server else []
+    if config.auth.authorization_server is not None:
+        names.append(GATEWAY_AS_NAME)
+    chosen = upstream.authorization_servers
+    return [name for name in names if name in chosen] if chosen else names
+
+
+def _ceiling(
+    config: GatewayConfig,
+    upstream: Upstream,
+    policy: RoutePolicy,
+    issuer: str,
+    claims: dict[str, Any] | None,
+) -> tuple[frozenset[str] | None, str]:
+    """What a caller with `claims` could be granted on this route, and where that comes from:
+    the grant rules for the gateway's own tokens (as minted: cut to the route's scopes), the
+    route's `attainable` rules for other issuers' tokens."""
+    implications = ScopeImplications(config.scopes.implies)
+    settings = config.auth.authorization_server
+    if issuer == GATEWAY_AS_NAME and settings is not None:
+        grants = Grants([rule(g.when, g.scopes) for g in settings.grants], implications)
+        ceiling = grants.ceiling(claims or {}) & policy.scopes_supported
+        return ceiling, f"auth.authorization_server.grants for claims {json.dumps(claims or {})}"
+    if upstream.policy.attainable is None:
+        return None, "no policy.attainable rules: everything not denied"
+    grants = Grants([rule(g.when, g.scopes) for g in upstream.policy.attainable], implications)
+    return grants.ceiling(claims or {}), f"policy.attainable for claims {json.dumps(claims or {})}"
 
 
 def _schema(output: Path | None, *, markdown: bool = False) -> int:

@@ -80,8 +80,11 @@ class _RuleTable:
     def __init__(self, kind: Kind, rules: Mapping[str, Requirement], default: Rule) -> None:
         self._exact: dict[str, Rule] = {}
         patterns: list[tuple[Pattern, Rule]] = []
+        self.entries: list[tuple[str, Rule]] = []
+        """Every configured name or pattern with its rule, in configuration order."""
         for name, requirement in rules.items():
             rule = _rule(requirement, f"{kind}[{name!r}]")
+            self.entries.append((name, rule))
             if is_pattern(name):
                 patterns.append((Pattern(name), rule))
             else:
@@ -195,7 +198,20 @@ class RoutePolicy:
     ) -> Listing:
         """How a list shows this entry to a caller holding `granted` (before implication) who
         could be granted `ceiling` (None: anything), under `list_visibility`."""
-        rule = self._tables[kind].lookup(name)
+        return self._listing_of(self._tables[kind].lookup(name), granted, ceiling)
+
+    def named(
+        self, kind: Kind, granted: frozenset[str], ceiling: frozenset[str] | None = None
+    ) -> list[tuple[str, Listing]]:
+        """`listing` for every name and pattern the policy lists under `kind` (for `explain`)."""
+        return [
+            (name, self._listing_of(rule, granted, ceiling))
+            for name, rule in self._tables[kind].entries
+        ]
+
+    def _listing_of(
+        self, rule: Rule, granted: frozenset[str], ceiling: frozenset[str] | None
+    ) -> Listing:
         if rule.scopes is None:
             return Hidden(rule.source, "denied")
         if rule.scopes <= self._implications.expand(granted):

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from gateway.config import ConfigError, load_config
 from gateway.oauth.grants import ATTAINABLE_SCOPE_CLAIM, Grants, rule
+from gateway.oauth.users import hash_password
 from gateway.policy.compiled import compile_policies
 from gateway.policy.scopes import ScopeImplications
 from gateway.policy.visibility import REQUIRED_SCOPES_META, Ceilings
@@ -292,3 +293,13 @@ def test_attainable_rules_with_another_visibility_are_refused(tmp_path: Any) -> 
     with pytest.raises(ConfigError) as caught:
         compile_policies(config)
     assert "only with list_visibility: attainable" in str(caught.value.problems[0])
+
+
+def test_attainable_rules_on_a_route_trusting_only_the_gateway_are_refused(tmp_path: Any) -> None:
+    users = tmp_path / "users.yaml"
+    users.write_text('users:\n  demo: {password_hash: "' + hash_password("x" * 12) + '"}\n')
+    facade = f"{{authorization_server: {{login: {{local: {{users_file: '{users}'}}}}}}}}"
+    config = load_config(write_config(tmp_path, "{attainable: [{scopes: [files:write]}]}", facade))
+    with pytest.raises(ConfigError) as caught:
+        compile_policies(config)
+    assert "trusts only the gateway's own tokens" in str(caught.value.problems[0])
