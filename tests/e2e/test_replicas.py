@@ -21,17 +21,29 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from gateway.oauth.store import digest
 from gateway.oauth.upstream import pkce_pair
 from gateway.oauth.users import hash_password
 from gateway.session.seal import new_key
+from gateway.store.redis import RedisKV
+from gateway.web.facade import SESSION_COOKIE
 from tests.support.crowd import Exchange, RawMcpClient
-from tests.support.oauth_client import SignIn, follow_authorization, loopback_redirect_uri
+from tests.support.oauth_client import (
+    AuthorizationError,
+    Browser,
+    HttpExchange,
+    SignIn,
+    follow_authorization,
+    loopback_redirect_uri,
+)
 from tests.support.processes import HttpServerProcess, ManagedProcess, free_port
 from tests.support.redis import RedisServer
 from tests.support.secrets import remember
 
 ROUTE = "/everything/mcp"
 IDLE = 2  # seconds: short, so that replicas reap idle sessions within a test
+SIGN_IN_IDLE, SIGN_IN_LIFETIME = 3, 8
+"""Seconds: the facade's sign-in sessions end within a test, idle or not."""
 PASSWORD = remember("replicas share one store")
 GATEWAY = Path(sys.executable).parent / "mcp-auth-gateway"
 
@@ -87,6 +99,7 @@ auth:
     grants: [{{scopes: [mcp:tools]}}]
     signing_key_file: {secret_dir / "signing-key.pem"}
     sign_ins_per_minute: 10000
+    sign_in_session: {{idle_timeout: {SIGN_IN_IDLE}, max_lifetime: {SIGN_IN_LIFETIME}}}
 upstreams:
   - {{name: everything, route: {ROUTE}, url: "{upstream}", scopes: [mcp:tools]}}
 """
@@ -326,3 +339,94 @@ async def test_a_session_in_use_through_one_replica_is_not_reaped_by_the_other(
         answer = await client.call_tool(99, "echo", {"message": "back at A"})
         assert echoed(answer) == ["Echo: back at A"]
     assert "session_reaped" not in replicas.logs()
+
+
+# -- the facade's sign-in session, shared through Redis ------------------------------------------
+
+
+async def authorize_in(
+    browser: Browser, replicas: Replicas, replica: str, client_id: str, redirect_uri: str,
+    **extra: str,
+) -> list[HttpExchange]:  # fmt: skip
+    """One authorization at `replica` in `browser` (alice's password typed if asked); the
+    requests the browser made. Raises `AuthorizationError` when it ends in an error."""
+    _, challenge = pkce_pair()
+    query = urlencode(
+        {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
+         "state": "s", "code_challenge": challenge, "code_challenge_method": "S256",
+         "resource": replicas.public + ROUTE, "scope": "mcp:tools", **extra}
+    )  # fmt: skip
+    exchanges: list[HttpExchange] = []
+    result = await follow_authorization(
+        f"{replica}/oauth/authorize?{query}", redirect_uri, sign_in=SignIn("alice", PASSWORD),
+        origin=replicas.public, browser=browser, exchanges=exchanges,
+    )  # fmt: skip
+    remember(result.code)
+    return exchanges
+
+
+def signed_in_browser_cookie(browser: Browser) -> str:
+    cookie = browser.cookie(SESSION_COOKIE)
+    assert cookie is not None
+    return remember(cookie)
+
+
+async def test_a_sign_in_session_works_on_both_replicas_until_it_is_idle(
+    replicas: Replicas, redis: RedisServer
+) -> None:
+    redirect_uri = loopback_redirect_uri()
+    browser = Browser()
+    async with httpx2.AsyncClient(timeout=10) as http:
+        client_id = await register(http, replicas.a, redirect_uri)
+    signed_in = await authorize_in(browser, replicas, replicas.a, client_id, redirect_uri)
+    assert any(e.url.endswith("/oauth/sign-in") for e in signed_in)
+    cookie = signed_in_browser_cookie(browser)
+    # Through B: no page at all, the session (kept in Redis) names alice.
+    through_b = await authorize_in(browser, replicas, replicas.b, client_id, redirect_uri,
+                                   prompt="none")  # fmt: skip
+    assert [e.method for e in through_b] == ["GET"]
+
+    # Unused, it ends after its idle timeout: wait until Redis drops it (reading it with GET
+    # does not count as a use), then neither replica knows it.
+    port = replicas.a.rpartition(":")[2]
+    store = RedisKV(redis.url, prefix=f"replicas-{port}:")
+    key = f"sessions:{digest(cookie)}"
+    try:
+        deadline = asyncio.get_running_loop().time() + 10 * SIGN_IN_IDLE
+        while await store.get(key) is not None:
+            assert asyncio.get_running_loop().time() < deadline, "the session never ended"
+            await asyncio.sleep(0.2)
+    finally:
+        await store.close()
+    for replica in (replicas.a, replicas.b):
+        with pytest.raises(AuthorizationError) as refused:
+            await authorize_in(browser, replicas, replica, client_id, redirect_uri, prompt="none")
+        assert refused.value.error == "login_required"
+
+
+async def test_a_sign_in_session_in_use_ends_at_its_absolute_limit(replicas: Replicas) -> None:
+    redirect_uri = loopback_redirect_uri()
+    browser = Browser()
+    async with httpx2.AsyncClient(timeout=10) as http:
+        client_id = await register(http, replicas.a, redirect_uri)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await authorize_in(browser, replicas, replicas.a, client_id, redirect_uri)
+    signed_in_browser_cookie(browser)
+    uses = 0
+    deadline = started + 10 * SIGN_IN_LIFETIME
+    while True:  # used well within its idle timeout, alternately through B and A
+        replica = (replicas.b, replicas.a)[uses % 2]
+        try:
+            await authorize_in(browser, replicas, replica, client_id, redirect_uri, prompt="none")
+        except AuthorizationError as refused:
+            ended = refused.error
+            break
+        uses += 1
+        assert loop.time() < deadline, "the session outlived its absolute limit"
+        await asyncio.sleep(0.3)
+    assert ended == "login_required"
+    assert uses >= 2
+    # It ended at its limit, not before (the cookie's Max-Age, also the limit, is counted by
+    # the cookie jar from a whole second: up to one second early).
+    assert loop.time() - started >= SIGN_IN_LIFETIME - 1
