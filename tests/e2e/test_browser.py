@@ -13,7 +13,7 @@ import hashlib
 import html
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -26,6 +26,8 @@ from playwright.async_api import Browser, Page, Response, expect
 from tests.conftest import Gateway, StartGateway
 from tests.support.browser import LoopbackSite, ensure_chromium, html_response, launch_chromium
 from tests.support.facade import ROUTE, facade_gateway, write_users
+from tests.support.federation import federated_gateway
+from tests.support.oidc import OidcProviderProcess, oidc_provider
 from tests.support.processes import LOOPBACK, free_port
 from tests.support.secrets import remember
 
@@ -417,3 +419,86 @@ async def test_the_pages_are_plain_accessible_html(
     assert landed["error"] == ["access_denied"]
     assert landed["state"] == [denied.state]
     assert "code" not in landed
+
+
+# -- consent before the upstream provider (issue 15) --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[OidcProviderProcess]:
+    with oidc_provider() as running:
+        yield running
+
+
+@pytest.fixture
+async def federated(start_gateway_for: StartGateway, provider: OidcProviderProcess) -> Gateway:
+    """A facade gateway whose users sign in at the real oidc-provider (alice, group eng)."""
+    upstream = f"http://{LOOPBACK}:{free_port()}/mcp"
+    return await federated_gateway(start_gateway_for, provider, upstream)
+
+
+async def provider_auth_requests(provider: OidcProviderProcess) -> int:
+    return (await provider.requests_seen()).get("GET /auth", 0)
+
+
+async def test_consent_comes_before_the_provider_and_binds_to_its_request(
+    browser: Browser, federated: Gateway, provider: OidcProviderProcess, client_site: LoopbackSite
+) -> None:
+    auth = await authorization(federated, client_site)
+    context = await browser.new_context()
+    page = await context.new_page()
+    before = await provider_auth_requests(provider)
+    await page.goto(auth.url)
+    await expect(page.get_by_role("heading", name="Approve access", level=1)).to_be_visible()
+    await expect(page.get_by_role("main").get_by_text(CLIENT_NAME, exact=True)).to_be_visible()
+    assert await provider_auth_requests(provider) == before  # nothing reached the provider
+    token_field = 'form[action="/oauth/consent"] input[name="state"]'
+    approval = remember(await page.locator(token_field).input_value())
+
+    await page.get_by_role("button", name="Approve").click()
+    await page.wait_for_url(re.compile(re.escape(auth.redirect_uri) + r"\?"))
+    landed = query_of(page.url)
+    remember(landed["code"][0])
+    assert landed["state"] == [auth.state]
+    assert await provider_auth_requests(provider) == before + 1  # after approval, once
+
+    # The approval, sent again from the gateway's own origin, is spent.
+    replay = await context.new_page()
+    # A consent page of another request (approved before, so asked for with prompt=consent)
+    # to carry the old token.
+    await replay.goto(auth.url + "&prompt=consent")
+    await replay.locator(token_field).evaluate(f"el => {{ el.value = {approval!r} }}")
+    async with replay.expect_response(federated.url("/oauth/consent")) as posted:
+        await replay.get_by_role("button", name="Approve").click()
+    assert (await posted.value).status == 400
+    await expect(replay.get_by_role("heading", name="Cannot continue")).to_be_visible()
+
+    # Another client is not covered by that approval: its own consent page, and a denial
+    # there never reaches the provider.
+    other = await authorization(federated, client_site)
+    await page.goto(other.url)
+    await expect(page.get_by_role("heading", name="Approve access", level=1)).to_be_visible()
+    await expect(page.get_by_text("Signed in as")).to_be_visible()
+    seen = await provider_auth_requests(provider)
+    await page.get_by_role("button", name="Deny").click()
+    await page.wait_for_url(re.compile(re.escape(other.redirect_uri) + r"\?"))
+    denied = query_of(page.url)
+    assert denied["error"] == ["access_denied"]
+    assert denied["state"] == [other.state]
+    assert await provider_auth_requests(provider) == seen
+    await context.close()
+
+
+async def test_a_denied_consent_never_reaches_the_provider(
+    browser: Browser, federated: Gateway, provider: OidcProviderProcess, client_site: LoopbackSite
+) -> None:
+    auth = await authorization(federated, client_site)
+    page = await browser.new_page()
+    before = await provider_auth_requests(provider)
+    await page.goto(auth.url)
+    await page.get_by_role("button", name="Deny").click()
+    await page.wait_for_url(re.compile(re.escape(auth.redirect_uri) + r"\?"))
+    landed = query_of(page.url)
+    assert landed["error"] == ["access_denied"]
+    assert "code" not in landed
+    assert await provider_auth_requests(provider) == before
