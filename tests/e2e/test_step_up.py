@@ -34,7 +34,9 @@ from gateway.oauth.grants import ATTAINABLE_SCOPE_CLAIM
 from gateway.policy.visibility import REQUIRED_SCOPES_META
 from gateway.web.app import create_app
 from gateway.web.server import RunningGateway, start_gateway
+from tests.conftest import gateway_log
 from tests.support.facade import write_users
+from tests.support.inspector import run_inspector
 from tests.support.oauth_client import (
     HttpExchange,
     InMemoryTokenStorage,
@@ -252,3 +254,36 @@ async def test_delete_file_is_listed_for_nobody(demo: Demo) -> None:
         host = Host()
         await run_host(demo.url, SignIn(user, demo.password), host, "list_files", {})
         assert all("delete_file" not in listing for listing in host.listings), user
+
+
+async def test_the_inspector_cli_lists_write_file_for_alice_and_its_call_is_challenged(
+    demo: Demo, tmp_path: Path
+) -> None:
+    """The MCP Inspector CLI 2.x with alice's files:read token (its `--header` option: its own
+    sign-in asks for every scope in `scopes_supported` and needs a browser). It checks
+    tools/list before it calls a tool and refuses one it was not shown."""
+    host = Host()
+    await run_host(demo.url, SignIn("alice", demo.password), host, "list_files", {})
+    tokens = host.storage.tokens
+    assert tokens is not None
+    assert tokens.scope is not None
+    assert "files:write" not in tokens.scope.split()
+    token = remember(tokens.access_token)
+    bearer = f"Authorization: Bearer {token}"
+    listed = await run_inspector(demo.url, tmp_path, "--method", "tools/list", "--header", bearer)
+    assert listed.returncode == 0, listed.stderr
+    tools = {tool["name"]: tool.get("_meta", {}) for tool in listed.json()["tools"]}
+    assert set(tools) == {"list_files", "read_file", "write_file"}
+    assert tools["write_file"] == {REQUIRED_SCOPES_META: ["files:write"]}
+    called = await run_inspector(
+        demo.url, tmp_path, "--method", "tools/call", "--tool-name", "write_file",
+        "--tool-arg", "path=notes/inspector.txt", "content=hi", "--header", bearer,
+    )  # fmt: skip
+    assert called.returncode != 0
+    assert 'Insufficient scope: required \\"files:write\\"' in called.stdout + called.stderr
+    completed = [
+        json.loads(line)
+        for line in gateway_log().splitlines()
+        if '"request_completed"' in line and '"write_file"' in line
+    ]
+    assert [(c["status"], c["decision"]) for c in completed] == [(403, "insufficient_scope")]
