@@ -423,7 +423,7 @@ class FacadeEndpoints:
         audit.info("signed_in", sub=str(claims["sub"])[:128], via="oidc",
                    client_id=parked.client_id)  # fmt: skip
         outcome = await self.server.signed_in(parked, str(claims["sub"]), dict(claims))
-        return self._signed_in(outcome)
+        return await self._signed_in(request, outcome)
 
     async def sign_in(self, request: web.Request) -> web.Response:
         if self.server.users is None:  # users sign in at the upstream provider
@@ -448,12 +448,16 @@ class FacadeEndpoints:
             audit.warning("sign_in_failed", user=username[:64])
             return _sign_in_page(outcome.state, outcome.described, failed=True)
         audit.info("signed_in", user=username[:64], via="local")
-        return self._signed_in(outcome)
+        return await self._signed_in(request, outcome)
 
-    def _signed_in(self, outcome: Redirect) -> web.Response:
-        """Back to the client, with the new sign-in session's cookie."""
+    async def _signed_in(self, request: web.Request, outcome: Redirect) -> web.Response:
+        """Back to the client, with the new sign-in session's cookie; a session the browser
+        held before (`prompt=login`, `max_age`) ends, so a cookie names one sign-in only."""
         response = _redirect(outcome.location)
         if outcome.session is not None:
+            previous = request.cookies.get(self.cookies.session_name)
+            if previous:
+                await self.server.store.end_session(previous)
             self.cookies.set_session(response, outcome.session)
         return response
 

@@ -167,6 +167,14 @@ class Client:
         return tokens, exchanges
 
 
+def holding(cookie: str) -> Browser:
+    """A browser holding only the session cookie `cookie` (copied, or stolen)."""
+    browser = Browser()
+    cookies = httpx2.Cookies(browser.jar)
+    cookies.set(SESSION_COOKIE, cookie, domain="127.0.0.1")
+    return browser
+
+
 async def sign_out(gw: Gateway, browser: Browser) -> httpx2.Response:
     async with httpx2.AsyncClient(timeout=10, trust_env=False, cookies=browser.jar) as http:
         page = await http.get(gw.url("/oauth/sign-out"))
@@ -188,7 +196,10 @@ async def test_prompt_login_asks_again_and_sign_out_ends_the_session(gw: Gateway
     _, forced = await client.authorize(browser, alice, prompt="login")
     assert posts(forced, gw, "/oauth/sign-in") == 1
     renewed = session_cookie(browser)
-    assert renewed != cookie  # a fresh sign-in, a fresh session
+    assert renewed != cookie  # a fresh sign-in, a fresh session; the old one ended
+    with pytest.raises(AuthorizationError) as replaced:
+        await client.authorize(holding(cookie), prompt="none")
+    assert replaced.value.error == "login_required"
 
     signed_out = await sign_out(gw, browser)
     assert signed_out.status_code == 200
@@ -197,11 +208,8 @@ async def test_prompt_login_asks_again_and_sign_out_ends_the_session(gw: Gateway
         await client.authorize(browser, prompt="none")
     assert refused.value.error == "login_required"
     # The old cookie, kept by someone, names nothing any more.
-    stale = Browser()
-    async with httpx2.AsyncClient(timeout=10, trust_env=False, cookies=stale.jar) as http:
-        http.cookies.set(SESSION_COOKIE, renewed, domain="127.0.0.1")
     with pytest.raises(AuthorizationError) as stale_refused:
-        await client.authorize(stale, prompt="none")
+        await client.authorize(holding(renewed), prompt="none")
     assert stale_refused.value.error == "login_required"
     _, after = await client.authorize(browser, alice)
     assert posts(after, gw, "/oauth/sign-in") == 1
