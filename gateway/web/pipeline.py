@@ -127,7 +127,7 @@ def build_steps(
         policy = policies.current[route_name]
         principal = context.principal
         granted = principal.scopes
-        ceiling = policy.ceilings.of(principal.issuer, principal.claims)
+        ceiling = functools.partial(policy.ceilings.of, principal.issuer, principal.claims)
         calls = calls_of(request.method, context.calls)
         required: set[str] = set()
         refusals: list[Refusal] = []
@@ -161,7 +161,7 @@ def build_steps(
             raise InsufficientScopeError(
                 "missing scopes",
                 message=insufficient_scope_message(
-                    refusals, granted, policy.unattainable(frozenset(required), granted, ceiling)
+                    refusals, granted, policy.unattainable(frozenset(required), granted, ceiling())
                 ),
                 challenge={
                     "error": "insufficient_scope",
@@ -203,24 +203,28 @@ def list_filter(
     calls: tuple[McpCall, ...],
     policy: RoutePolicy,
     granted: frozenset[str],
-    ceiling: frozenset[str] | None = None,
+    ceiling: Callable[[], frozenset[str] | None] = lambda: None,
 ) -> ListFilter | None:
     """What to filter in the response: every list request of a POST (one, or several in a
     batch) by id, so each list response is filtered like a single one's; on a GET stream, any
     list response an upstream replays there (resumption). None when there is nothing to do.
-    `ceiling`: what the caller could be granted (None: anything), see `RoutePolicy.listing`."""
-
-    def allowed(method: str) -> Allowed:
-        return functools.partial(_shown, policy, LIST_KINDS[method], granted, ceiling)
-
-    if http_method == "GET":
-        return ListFilter(replayed={method: allowed(method) for method in LIST_KINDS})
-    found = {
-        call.rpc_id: (call.method, allowed(call.method))
+    `ceiling`: what the caller could be granted (None: anything), see `RoutePolicy.listing`;
+    asked only when there is a list to filter."""
+    lists = {
+        call.rpc_id: call.method
         for call in calls
         if call.method in LIST_KINDS and call.kind == "request" and call.rpc_id is not None
     }
-    return ListFilter(calls=found) if found else None
+    if http_method != "GET" and not lists:
+        return None
+    limit = ceiling()
+
+    def allowed(method: str) -> Allowed:
+        return functools.partial(_shown, policy, LIST_KINDS[method], granted, limit)
+
+    if http_method == "GET":
+        return ListFilter(replayed={method: allowed(method) for method in LIST_KINDS})
+    return ListFilter(calls={rpc_id: (method, allowed(method)) for rpc_id, method in lists.items()})
 
 
 def _shown(
