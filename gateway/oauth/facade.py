@@ -131,6 +131,8 @@ class Described:
 
     client_name: str
     """The client's name (with the host of its metadata document for a URL client id)."""
+    client_origin: str
+    """Where the client comes from, as the end of "This application ..."."""
     redirect_host: str
     resource_name: str
     """The MCP server: its `resource_name`, else the upstream's name."""
@@ -398,9 +400,15 @@ class AuthorizationServer:
         client = await self.client(request.client_id)
         name = client.client_name if client and client.client_name else request.client_id
         if is_client_id_url(request.client_id):  # a self-asserted name: show whose it is
-            name = f"{name} (from {urlsplit(request.client_id).netloc})"
+            host = urlsplit(request.client_id).netloc
+            name, origin = f"{name} (from {host})", f"is described by {host}"
+        elif request.client_id in self.clients:
+            origin = "was registered by this gateway's administrator"
+        else:
+            origin = "registered itself with this gateway: its name is its own claim"
         return Described(
             client_name=name,
+            client_origin=origin,
             redirect_host=urlsplit(request.redirect_uri).netloc,
             resource_name=self.settings.resource_names.get(request.resource, request.resource),
             route=urlsplit(request.resource).path,
@@ -488,7 +496,7 @@ class AuthorizationServer:
         if not approve:
             audit.info("consent_denied", client_id=request.client_id)
             return self._error(request, "access_denied", "The user did not approve the request")
-        audit.info("consent_given", client_id=request.client_id,
+        audit.info("consent_given", client_id=request.client_id, sub=txn.subject,
                    scopes=sorted(request.scopes))  # fmt: skip
         if txn.subject is None or session is None or session.subject != txn.subject:
             return SignInNeeded(request)

@@ -663,6 +663,7 @@ def _consent_page(outcome: ConsentNeeded) -> web.Response:
     )
     body = (
         f"<p>{_asks(described)}.</p>"
+        f"<p>This application {html.escape(described.client_origin)}.</p>"
         f"<p>After you decide, you go back to <strong>{html.escape(described.redirect_host)}"
         "</strong>.</p>"
         f"<p>It asks for:</p><ul>{scopes}</ul>{offline}{user}"

@@ -193,6 +193,9 @@ async def test_approve_and_sign_in_lands_on_the_redirect_uri_with_a_code(
     await expect(main.get_by_text(f"{LOOPBACK}:{client_site.port}", exact=True)).to_be_visible()
     await expect(main.get_by_text("files", exact=True)).to_be_visible()  # the MCP server
     await expect(main.get_by_text(ROUTE, exact=True)).to_be_visible()
+    # Registered dynamically: the page says its name is its own claim.
+    origin = main.get_by_text(re.compile("registered itself with this gateway"))
+    await expect(origin).to_be_visible()
     scopes = main.get_by_role("list").get_by_role("listitem")
     await expect(scopes).to_have_text(list(SCOPES))
 

@@ -298,6 +298,7 @@ async def test_consent_comes_first_and_names_the_server_and_route() -> None:
     assert (outcome.described.resource_name, outcome.described.route) == ("Team files",
                                                                           "/files/mcp")  # fmt: skip
     assert outcome.described.redirect_host == "127.0.0.1:9999"
+    assert "registered itself" in outcome.described.client_origin  # a dynamic registration
     assert outcome.scopes == (("mcp:tools", "Use the tools"),)
     assert outcome.offline
 
