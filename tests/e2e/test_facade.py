@@ -41,7 +41,7 @@ async def test_sdk_client_registers_signs_in_and_calls_a_tool(
     )
     assert outcome.call is not None
     assert outcome.call.text == "hello"
-    assert "add" not in outcome.tools  # hidden: needs files:write, not granted yet
+    assert "add" in outcome.tools  # not granted yet, but listed: alice (eng) could step up
     assert record.issuer is not None
     assert record.issuer.rstrip("/") == gw.base
     assert record.access_token is not None
