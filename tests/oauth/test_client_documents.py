@@ -30,9 +30,23 @@ from gateway.oauth.client_documents import (
     check_client_id_url,
     is_client_id_url,
 )
-from gateway.oauth.facade import AuthorizationServer, ConsentNeeded, ErrorPageError, OAuthError
-from gateway.oauth.store import ClientRecord
-from tests.oauth.test_facade import REDIRECT, authorize_query, facade, query_of, token_form
+from gateway.oauth.facade import (
+    AuthorizationServer,
+    ConsentNeeded,
+    ErrorPageError,
+    OAuthError,
+    Redirect,
+    SignInNeeded,
+)
+from gateway.oauth.store import SIGN_IN_STAGE, ClientRecord
+from tests.oauth.test_facade import (
+    BROWSER,
+    REDIRECT,
+    authorize_query,
+    facade,
+    query_of,
+    token_form,
+)
 
 PATH = "/oauth/client.json"
 
@@ -451,12 +465,17 @@ async def test_a_document_client_signs_in_consents_and_gets_a_token(
     auth = facade_with(resolver())
     client, request = await auth.check_authorization(authorize_query(client_id))
     assert client.client_id == request.client_id == client_id
-    outcome = await auth.sign_in_local(await auth.begin(request), "alice", "pw")
+    outcome = await auth.authorize(request, None, BROWSER)  # consent first
     assert isinstance(outcome, ConsentNeeded)
     host = server.base.removeprefix("http://")
-    assert outcome.client_name == f"Example MCP Client (from {host})"
-    location = await auth.consent(outcome.state, approve=True)
-    answer = await auth.token(token_form(client_id, query_of(location)["code"]), None)
+    assert outcome.described.client_name == f"Example MCP Client (from {host})"
+    assert outcome.described.client_origin == f"is described by {host}"
+    approved = await auth.consent(outcome.state, True, BROWSER, None)
+    assert isinstance(approved, SignInNeeded)
+    state = await auth.begin(approved.request, stage=SIGN_IN_STAGE, browser=BROWSER)
+    signed_in = await auth.sign_in_local(state, "alice", "pw", BROWSER)
+    assert isinstance(signed_in, Redirect)
+    answer = await auth.token(token_form(client_id, query_of(signed_in.location)["code"]), None)
     assert answer["token_type"] == "Bearer"
     assert "refresh_token" in answer
 
