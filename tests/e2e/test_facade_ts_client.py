@@ -41,7 +41,7 @@ async def test_ts_client_discovers_registers_signs_in_and_calls_a_tool(
 
     assert result["call"] == {"is_error": False, "text": "hello"}
     assert "echo" in result["tools"]
-    assert "add" not in result["tools"]  # hidden: needs files:write, never granted
+    assert "add" in result["tools"]  # listed: alice (eng) could be granted files:write
     # The issuer the SDK discovered, and the `iss` it checked in finishAuth, are the gateway's.
     assert result["issuer"].rstrip("/") == gw.base
     assert result["callback_iss"] == result["issuer"]
