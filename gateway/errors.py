@@ -9,8 +9,8 @@ JSON-RPC codes: the standard ones (-32700, -32600, -32602, -32603) and MCP's (-3
 HeaderMismatch) where they fit. The gateway's own refusals each have a dedicated code in
 -31001..-31099, outside the range JSON-RPC reserves (-32768..-32000): MCP 2026-07-28 ("Error
 Codes") reserves -32020..-32099 for codes it defines, calls -32000..-32019 legacy, and asks that
-other codes be allocated outside -32768..-32000. Until 0.1 they were the same numbers 1000 lower
-(e.g. insufficient_scope -32043, now -31043).
+other codes be allocated outside -32768..-32000. They used to be the same numbers in
+-32001..-32099 (insufficient_scope was -32043, now -31043).
 """
 
 from __future__ import annotations
