@@ -30,6 +30,7 @@ from gateway.oauth.store import (
     Reused,
     Rotated,
     ScopeNotGranted,
+    SignInSession,
     digest,
 )
 
@@ -643,3 +644,49 @@ async def test_secrets_are_compared_in_constant_time(
     compared.clear()
     assert isinstance(await rotate(store, token), Rotated)
     assert compared == [(digest(token), digest(token))]
+
+
+# -- sign-in sessions ---------------------------------------------------------------------------
+
+
+def sign_in_session(**changes: Any) -> SignInSession:
+    fields: dict[str, Any] = {"subject": "alice", "auth_time": T0, "expires_at": T0 + 1000,
+                              "last_used": T0, "claims": {"groups": ["eng"]}}  # fmt: skip
+    return SignInSession(**(fields | changes))
+
+
+async def test_a_session_is_found_by_its_cookie_and_kept_only_as_a_digest(
+    memory: MemoryStore,
+) -> None:
+    cookie = await memory.start_session(sign_in_session(), idle_timeout=100)
+    assert len(cookie) >= 43  # 256 random bits
+    found = await memory.find_session(cookie, T0 + 1, idle_timeout=100)
+    assert found is not None
+    assert (found.subject, dict(found.claims)) == ("alice", {"groups": ["eng"]})
+    assert await memory.find_session(cookie + "x", T0 + 1, idle_timeout=100) is None
+    space = memory.memory._spaces["sessions"]
+    assert list(space) == [f"sessions:{digest(cookie)}"]
+    assert all(cookie not in value.decode() for value, _ in space.values())
+
+
+async def test_a_session_use_moves_its_idle_end_but_never_its_absolute_end(
+    store: AuthStore, clock: Clock
+) -> None:
+    cookie = await store.start_session(sign_in_session(), idle_timeout=100)
+    for step in (90, 180, 270):
+        clock.now = T0 + step
+        assert await store.find_session(cookie, clock.now, idle_timeout=100) is not None
+    assert await store.find_session(cookie, T0 + 370, idle_timeout=100) is None  # idle
+    cookie = await store.start_session(
+        sign_in_session(expires_at=T0 + 150, last_used=T0), idle_timeout=100
+    )
+    clock.now = T0 + 90
+    assert await store.find_session(cookie, clock.now, idle_timeout=100) is not None
+    assert await store.find_session(cookie, T0 + 150, idle_timeout=100) is None  # absolute
+
+
+async def test_an_ended_session_stays_ended(store: AuthStore) -> None:
+    cookie = await store.start_session(sign_in_session(), idle_timeout=100)
+    await store.end_session(cookie)
+    await store.end_session(cookie)  # idempotent
+    assert await store.find_session(cookie, T0 + 1, idle_timeout=100) is None
