@@ -176,16 +176,6 @@ async def test_attainable_rules_list_only_what_the_tokens_claims_reach(
     assert await every_page(gw, token) == READER | {"unlisted": None} | expected
 
 
-async def test_a_ceiling_claim_in_another_issuers_token_is_not_believed(
-    start_gateway_for: StartGateway, issuer: LocalIssuer, upstream: RecordingUpstream
-) -> None:
-    """Only the gateway's own tokens carry a ceiling it trusts; elsewhere the rules decide."""
-    gw = await route(start_gateway_for, issuer, upstream.url, attainable=[])
-    claims = issuer.claims(gw.url(ROUTE), scope="files:read")
-    token = issuer.mint({**claims, ATTAINABLE_SCOPE_CLAIM: "files:write files:share"})
-    assert await every_page(gw, token) == READER | {"unlisted": None}
-
-
 @pytest.mark.parametrize(
     ("visibility", "expected"),
     [
