@@ -133,7 +133,11 @@ class UpstreamProvider:
             )
         return value
 
-    async def authorization_url(self, state: str, nonce: str, challenge: str) -> str:
+    async def authorization_url(
+        self, state: str, nonce: str, challenge: str, *, fresh: Mapping[str, str] | None = None
+    ) -> str:
+        """`fresh`: the client's `prompt=login` / `max_age`, passed on so that the provider
+        signs the user in again rather than through its own session."""
         metadata = await self.metadata()
         params = {
             "response_type": "code",
@@ -144,6 +148,7 @@ class UpstreamProvider:
             "nonce": nonce,
             "code_challenge": challenge,
             "code_challenge_method": "S256",
+            **(fresh or {}),
         }
         separator = "&" if "?" in metadata.authorization_endpoint else "?"
         return metadata.authorization_endpoint + separator + urlencode(params)

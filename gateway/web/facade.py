@@ -363,8 +363,11 @@ class FacadeEndpoints:
         state = await self.server.begin(
             parked, stage=UPSTREAM_STAGE, browser=browser, code_verifier=verifier, nonce=nonce
         )
+        fresh = {"prompt": "login"} if "login" in parked.prompt else {}
+        if parked.max_age is not None:
+            fresh["max_age"] = str(parked.max_age)
         try:
-            location = await self.upstream.authorization_url(state, nonce, challenge)
+            location = await self.upstream.authorization_url(state, nonce, challenge, fresh=fresh)
         except UpstreamProviderUnusableError as error:
             audit.warning("upstream_provider_unusable", reason=error.reason)
             return _page(503, "Sign-in unavailable", PROVIDER_UNUSABLE)

@@ -202,3 +202,28 @@ async def test_a_callback_from_another_browsers_sign_in_is_refused(
         # The attempt spent it: not even the attacker's browser can use it now.
         assert (await attacker.get(callback)).status_code == 400
     assert await token_requests(provider) == tokens_before  # the code was never redeemed
+
+
+async def test_prompt_login_signs_in_again_at_the_provider_too(
+    gw: Gateway, provider: OidcProviderProcess
+) -> None:
+    """With a sign-in session (and the provider's own), `prompt=login` and `max_age` are
+    passed on, so the provider asks again instead of signing the user in silently."""
+    redirect_uri = loopback_redirect_uri()
+    query = await authorization_query(gw, redirect_uri)
+    async with browser() as http:
+        state = consent_state(await http.get(gw.url("/oauth/authorize?" + query)))
+        approved = await approve(http, gw, state)
+        plain = params(approved.headers["location"])
+        assert "prompt" not in plain
+        assert "max_age" not in plain
+        await http.get(await to_callback(http, gw, approved.headers["location"]))
+        forced = [("&prompt=login", {"prompt": "login"}), ("&max_age=0", {"max_age": "0"})]
+        for extra, sent in forced:
+            state = consent_state(await http.get(gw.url("/oauth/authorize?" + query + extra)))
+            again = await approve(http, gw, state)
+            assert again.headers["location"].startswith(provider.authorization_endpoint + "?")
+            forwarded = params(again.headers["location"])
+            assert {k: forwarded.get(k) for k in sent} == sent
+            back = await http.get(await to_callback(http, gw, again.headers["location"]))
+            remember(params(back.headers["location"])["code"])
