@@ -423,6 +423,15 @@ async def test_the_pages_are_plain_accessible_html(
     assert landed["state"] == [denied.state]
     assert "code" not in landed
 
+    # Signing out is a page with one button; afterwards the consent page knows nobody.
+    await page.goto(gateway.url("/oauth/sign-out"))
+    await assert_accessible(page, "Sign out")
+    await page.get_by_role("button", name="Sign out").click()
+    await assert_accessible(page, "Signed out")
+    await page.goto(denied.url)
+    await expect(page.get_by_role("heading", name="Approve access")).to_be_visible()
+    assert await page.get_by_text("Signed in as").count() == 0
+
 
 # -- consent before the upstream provider (issue 15) --------------------------------------------
 
