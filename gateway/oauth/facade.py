@@ -22,7 +22,7 @@ import base64
 import hmac
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
@@ -435,13 +435,14 @@ class AuthorizationServer:
                 return self._error(request, "login_required", "The user must sign in")
             return await self._ask_consent(request, request.scopes, browser, None)
         assert session is not None
-        wanted = request.scopes - {OFFLINE_ACCESS}
-        refused = self._refused(request, session.subject, session.claims)
-        if refused is not None:
-            return refused
         approved = await self.store.consented_scopes(
             session.subject, request.client_id, self.clock()
         )
+        granted = self._grantable(request, session.subject, session.claims, approved)
+        if isinstance(granted, Redirect):
+            return granted
+        request = granted
+        wanted = request.scopes - {OFFLINE_ACCESS}
         new = request.scopes - approved - {OFFLINE_ACCESS}
         if "consent" in request.prompt and not new:
             new = wanted
@@ -470,17 +471,34 @@ class AuthorizationServer:
             user=None if session is None else session.subject,
         )
 
-    def _refused(
-        self, request: AuthorizationRequest, subject: str, claims: Mapping[str, Any]
-    ) -> Redirect | None:
-        """`access_denied` naming the scopes no grant rule gives this user, or None."""
+    def _grantable(
+        self,
+        request: AuthorizationRequest,
+        subject: str,
+        claims: Mapping[str, Any],
+        approved: frozenset[str],
+    ) -> AuthorizationRequest | Redirect:
+        """The request narrowed to what the grant rules give this user, or `access_denied`.
+
+        RFC 6749 section 3.3: the server may issue less than was asked (the token response
+        then names what it issued). A request that asks for scopes the user cannot get is
+        narrowed when it still gains the client something beyond what the user approved for
+        it before (a client that asks for every scope a route lists at its first sign-in);
+        it is refused, naming the scopes, when it gains nothing (a step-up the user can never
+        get: a narrowed token would only send the client round again)."""
         wanted = request.scopes - {OFFLINE_ACCESS}
-        missing = sorted(wanted - self.grants.grant(claims, wanted))
+        grantable = self.grants.grant(claims, wanted)
+        missing = sorted(wanted - grantable)
         if not missing:
-            return None
+            return request
+        narrowed = bool(grantable) and not grantable <= approved
         audit.info("grant_refused", client_id=request.client_id, sub=subject[:128],
-                   scopes=missing)  # fmt: skip
-        return self._error(request, "access_denied", f"You may not be granted: {' '.join(missing)}")
+                   scopes=missing, narrowed=narrowed)  # fmt: skip
+        if not narrowed:
+            return self._error(
+                request, "access_denied", f"You may not be granted: {' '.join(missing)}"
+            )
+        return replace(request, scopes=grantable | (request.scopes & {OFFLINE_ACCESS}))
 
     async def consent(
         self, state: str, approve: bool, browser: str, session: SignInSession | None
@@ -545,9 +563,11 @@ class AuthorizationServer:
                 claims=claims,
             )
             cookie = await self.store.start_session(session, self.settings.session_idle)
-        refused = self._refused(request, subject, claims)
-        if refused is not None:
-            return Redirect(refused.location, session=cookie)
+        approved = await self.store.consented_scopes(subject, request.client_id, now)
+        granted = self._grantable(request, subject, claims, approved)
+        if isinstance(granted, Redirect):
+            return Redirect(granted.location, session=cookie)
+        request = granted
         await self._record_consent(request, subject)
         return Redirect(await self.issue_code(request, subject, claims, now), session=cookie)
 

@@ -360,6 +360,7 @@ async def test_an_upstream_callback_state_belongs_to_the_browser_that_started_it
         ({"scope": "mcp:tools"}, "code"),
         ({"scope": "mcp:tools files:read"}, "consent:files:read"),
         ({"scope": "mcp:tools files:write"}, "access_denied:files:write"),
+        ({"scope": "mcp:tools files:read files:write"}, "consent:files:read"),
         ({"scope": "mcp:tools", "prompt": "login"}, "consent:fresh"),
         ({"scope": "mcp:tools", "max_age": "0"}, "consent:fresh"),
         ({"scope": "mcp:tools", "max_age": "3600"}, "code"),
@@ -367,8 +368,9 @@ async def test_an_upstream_callback_state_belongs_to_the_browser_that_started_it
         ({"scope": "mcp:tools files:read", "prompt": "none"}, "consent_required"),
         ({"scope": "mcp:tools", "prompt": "none"}, "code"),
     ],
-    ids=["approved-before", "step-up", "not-grantable", "prompt-login", "max-age-passed",
-         "max-age-not-passed", "prompt-consent", "prompt-none-needs-consent", "prompt-none-ok"],
+    ids=["approved-before", "step-up", "not-grantable", "narrowed-step-up", "prompt-login",
+         "max-age-passed", "max-age-not-passed", "prompt-consent", "prompt-none-needs-consent",
+         "prompt-none-ok"],
 )  # fmt: skip
 async def test_with_a_sign_in_session(query: dict[str, str], expected: str) -> None:
     clock = Clock()
@@ -389,6 +391,39 @@ async def test_with_a_sign_in_session(query: dict[str, str], expected: str) -> N
     else:
         got = "consent:" + (" ".join(s for s, _ in outcome.scopes) if outcome.user else "fresh")
     assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("asked", "issued"),
+    [
+        ("mcp:tools files:read files:admin offline_access", "files:read mcp:tools offline_access"),
+        ("files:admin files:read", "files:read"),
+    ],
+    ids=["with-offline-access", "without"],
+)
+async def test_a_first_sign_in_asking_for_more_than_the_user_may_have_is_narrowed(
+    asked: str, issued: str
+) -> None:
+    """A client that asks for every scope a route lists (the MCP Inspector does, from the
+    resource metadata) gets what the user may have, and is told so (RFC 6749 section 3.3)."""
+    server = facade()
+    client_id = await registered(server)
+    _, request = await server.check_authorization(authorize_query(client_id, scope=asked))
+    outcome = await server.authorize(request, None, BROWSER)
+    assert isinstance(outcome, ConsentNeeded)
+    approved = await server.consent(outcome.state, True, BROWSER, None)
+    assert isinstance(approved, SignInNeeded)
+    state = await server.begin(approved.request, stage=SIGN_IN_STAGE, browser=BROWSER)
+    signed_in = await server.sign_in_local(state, "alice", "pw", BROWSER)
+    assert isinstance(signed_in, Redirect)
+    tokens = await server.token(token_form(client_id, query_of(signed_in.location)["code"]), None)
+    assert tokens["scope"] == issued
+    assert ("refresh_token" in tokens) == ("offline_access" in asked)
+    # Asked again for the same, it gains nothing more: refused at once, naming what is missing.
+    session = await server.session(signed_in.session)
+    again = await server.authorize(request, session, BROWSER)
+    assert isinstance(again, Redirect)
+    assert query_of(again.location)["error_description"] == "You may not be granted: files:admin"
 
 
 async def test_a_step_up_consent_with_a_session_gives_a_code_without_a_password() -> None:
