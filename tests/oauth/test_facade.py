@@ -23,7 +23,13 @@ from gateway.oauth.facade import (
 from gateway.oauth.grants import Grants, rule
 from gateway.oauth.pkce import challenge_of
 from gateway.oauth.signing import SigningKeys
-from gateway.oauth.store import SIGN_IN_STAGE, UPSTREAM_STAGE, MemoryStore, digest
+from gateway.oauth.store import (
+    SIGN_IN_STAGE,
+    UPSTREAM_STAGE,
+    AuthorizationRequest,
+    MemoryStore,
+    digest,
+)
 from gateway.oauth.users import LocalUsers, hash_password
 from gateway.policy.scopes import ScopeImplications
 
@@ -80,9 +86,10 @@ def query_of(location: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
 
-async def code_for(server: AuthorizationServer, client_id: str) -> str:
-    """Consent first, then the sign-in form, then the code."""
-    _, request = await server.check_authorization(authorize_query(client_id))
+async def approve_and_sign_in(
+    server: AuthorizationServer, request: AuthorizationRequest
+) -> Redirect:
+    """Consent first (nobody signed in yet), then alice on the sign-in form."""
     outcome = await server.authorize(request, None, BROWSER)
     assert isinstance(outcome, ConsentNeeded)
     approved = await server.consent(outcome.state, True, BROWSER, None)
@@ -91,6 +98,13 @@ async def code_for(server: AuthorizationServer, client_id: str) -> str:
     signed_in = await server.sign_in_local(state, "alice", "pw", BROWSER)
     assert isinstance(signed_in, Redirect)
     assert signed_in.session is not None  # a sign-in session started
+    return signed_in
+
+
+async def code_for(server: AuthorizationServer, client_id: str) -> str:
+    """Consent first, then the sign-in form, then the code."""
+    _, request = await server.check_authorization(authorize_query(client_id))
+    signed_in = await approve_and_sign_in(server, request)
     answer = query_of(signed_in.location)
     assert answer["iss"] == ISSUER
     assert answer["state"] == "xyz"
@@ -271,13 +285,7 @@ def clocked_facade(clock: Clock) -> AuthorizationServer:
 async def signed_in_session(server: AuthorizationServer, client_id: str) -> str:
     """Approve and sign in as alice for `client_id` (mcp:tools); the session cookie."""
     _, request = await server.check_authorization(authorize_query(client_id, scope="mcp:tools"))
-    outcome = await server.authorize(request, None, BROWSER)
-    assert isinstance(outcome, ConsentNeeded)
-    approved = await server.consent(outcome.state, True, BROWSER, None)
-    assert isinstance(approved, SignInNeeded)
-    state = await server.begin(approved.request, stage=SIGN_IN_STAGE, browser=BROWSER)
-    signed_in = await server.sign_in_local(state, "alice", "pw", BROWSER)
-    assert isinstance(signed_in, Redirect)
+    signed_in = await approve_and_sign_in(server, request)
     assert "code" in query_of(signed_in.location)
     assert signed_in.session is not None
     return signed_in.session
@@ -409,13 +417,7 @@ async def test_a_first_sign_in_asking_for_more_than_the_user_may_have_is_narrowe
     server = facade()
     client_id = await registered(server)
     _, request = await server.check_authorization(authorize_query(client_id, scope=asked))
-    outcome = await server.authorize(request, None, BROWSER)
-    assert isinstance(outcome, ConsentNeeded)
-    approved = await server.consent(outcome.state, True, BROWSER, None)
-    assert isinstance(approved, SignInNeeded)
-    state = await server.begin(approved.request, stage=SIGN_IN_STAGE, browser=BROWSER)
-    signed_in = await server.sign_in_local(state, "alice", "pw", BROWSER)
-    assert isinstance(signed_in, Redirect)
+    signed_in = await approve_and_sign_in(server, request)
     tokens = await server.token(token_form(client_id, query_of(signed_in.location)["code"]), None)
     assert tokens["scope"] == issued
     assert ("refresh_token" in tokens) == ("offline_access" in asked)
