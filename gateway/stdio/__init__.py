@@ -1,1 +1,1 @@
-"""Stdio MCP servers behind the gateway: one process per session, served as Streamable HTTP."""
+"""Stdio MCP servers: their processes (one per session) and the messages of each."""

@@ -11,25 +11,20 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from gateway.auth.authenticator import (
-    HttpSessionHolder,
-    Revocations,
-    RouteAuthenticator,
-    TrustedServer,
-)
+from gateway.auth.authenticator import HttpSessionHolder, Revocations, TrustedServer
 from gateway.auth.token_cache import TokenCache
-from gateway.config.model import GATEWAY_AS_NAME, GatewayConfig
+from gateway.config.model import GATEWAY_AS_NAME, GatewayConfig, Upstream
 from gateway.errors import MethodNotAllowedError
 from gateway.oauth.facade import AuthorizationServer
 from gateway.observability.metrics import GatewayMetrics
 from gateway.policy.compiled import PolicyStore, compile_policies
+from gateway.session.registry import SessionRegistry
 from gateway.session.shared import SharedSessions
 from gateway.store.kv import KeyValueStore
 from gateway.store.observed import open_shared_store
 from gateway.web import health
 from gateway.web.edge import edge_middleware
 from gateway.web.facade import FacadeEndpoints, build_authorization_server
-from gateway.web.forward import end_upstream_session, forward
 from gateway.web.keys import (
     CONFIG_KEY,
     CONTEXT_KEY,
@@ -44,21 +39,20 @@ from gateway.web.middleware import error_middleware, request_context_middleware
 from gateway.web.pipeline import BodyLimits, Step, build_steps
 from gateway.web.reload import PolicyReloader, reload_context
 from gateway.web.resource_metadata import metadata_document, metadata_handler, metadata_path
-from gateway.web.route import UpstreamRoute
+from gateway.web.route import Route
+from gateway.web.routes import build_route, route_authenticator
 from gateway.web.sessions import build_registry, count_rejections, reaper, session_step
-from gateway.web.stdio_route import StdioRoute
 
 MCP_METHODS = ("DELETE", "GET", "POST")
 REVOCATION_RECHECK = 2.0
 """Seconds a gateway token found not revoked in the shared store is trusted before asking
 again (a revocation through another replica takes effect within it)."""
-TOKEN_OUTCOMES = ("valid", "cached", "invalid", "missing", "malformed", "unavailable")
 
 
 class McpEndpoint:
-    """The handler of one upstream route: run the pipeline steps, then forward."""
+    """The handler of one upstream route: run the pipeline steps, then the route's own part."""
 
-    def __init__(self, route: UpstreamRoute | StdioRoute, steps: tuple[Step, ...]) -> None:
+    def __init__(self, route: Route, steps: tuple[Step, ...]) -> None:
         self.route = route
         self.steps = steps
 
@@ -68,10 +62,7 @@ class McpEndpoint:
             raise MethodNotAllowedError(MCP_METHODS)
         for step in self.steps:
             await step(request)
-        route = self.route
-        if isinstance(route, StdioRoute):
-            return await route.bridge.handle(request)
-        return await forward(request, route)
+        return await self.route.handle(request)
 
 
 def _scopes_supported(app: web.Application, route_name: str) -> frozenset[str]:
@@ -91,7 +82,7 @@ def create_app(
     Middlewares, outermost first: request context (id, access line, metrics), the edge (Host,
     Origin, CORS; it also ends the connection's header deadline, so it runs before anything
     reads a body; and it adds response headers to errors too), then error mapping. MCP routes
-    then run `build_steps(...)` (authentication first) and `forward`.
+    then run `build_steps(...)` (authentication first) and their route's `handle`.
     """
     app = web.Application(
         middlewares=[request_context_middleware, edge_middleware(config), error_middleware]
@@ -99,28 +90,49 @@ def create_app(
     metrics = GatewayMetrics(registry if registry is not None else CollectorRegistry())
     app[CONFIG_KEY] = config
     app[METRICS_KEY] = metrics
-    http = HttpSessionHolder()
-    app[HTTP_KEY] = http
+    app[HTTP_KEY] = HttpSessionHolder()
     shared = open_shared_store(config.store, metrics)
-    facade = None
-    if config.auth.authorization_server is not None:
-        facade = build_authorization_server(config, shared)
-        FacadeEndpoints(facade, config, http, shared).install(app)
-    servers = _trusted_servers(config, http, metrics, facade)
-    resource_server = config.token_validation()
-    cache = TokenCache(resource_server.token_cache_size if resource_server else 0)
-    public_base = config.public_base()
-    revocations = (
-        Revocations(
-            facade.settings.issuer,
-            facade.store.is_revoked_jti,
-            recheck_after=REVOCATION_RECHECK if shared is not None else 0.0,
-        )
-        if facade is not None
-        else None
+    facade = _install_facade(app, shared)
+    revocations = _revocations(facade, shared)
+    sessions = _install_sessions(app, shared)
+    routes = _install_routes(app, sessions, facade, revocations)
+    policies = _install_policies(app, facade, config_path)
+    _mount_routes(app, routes, sessions, policies)
+    _install_health(app)
+    return app
+
+
+def _install_facade(
+    app: web.Application, shared: KeyValueStore | None
+) -> AuthorizationServer | None:
+    """The OAuth authorization server facade and its endpoints, when configured."""
+    config = app[CONFIG_KEY]
+    if config.auth.authorization_server is None:
+        return None
+    facade = build_authorization_server(config, shared)
+    FacadeEndpoints(facade, config, app[HTTP_KEY], shared).install(app)
+    return facade
+
+
+def _revocations(
+    facade: AuthorizationServer | None, shared: KeyValueStore | None
+) -> Revocations | None:
+    """Revocations of the facade's own tokens, which end open streams at once here."""
+    if facade is None:
+        return None
+    revocations = Revocations(
+        facade.settings.issuer,
+        facade.store.is_revoked_jti,
+        recheck_after=REVOCATION_RECHECK if shared is not None else 0.0,
     )
-    if facade is not None and revocations is not None:
-        facade.on_revoked = revocations.revoked_here  # at once here, open streams included
+    facade.on_revoked = revocations.revoked_here  # at once here, open streams included
+    return revocations
+
+
+def _install_sessions(app: web.Application, shared: KeyValueStore | None) -> SessionRegistry:
+    """The session registry, shared through the store when there is one, and its gauges."""
+    config = app[CONFIG_KEY]
+    metrics = app[METRICS_KEY]
     sessions = build_registry(config.sessions)
     if shared is not None:
         app[STORE_KEY] = shared
@@ -128,82 +140,114 @@ def create_app(
         app.cleanup_ctx.append(_closing(shared, sessions.shared))
     metrics.active_sessions.set_function(lambda: len(sessions))
     metrics.open_get_streams.set_function(lambda: sessions.streams_open)
+    return sessions
 
+
+def _install_routes(
+    app: web.Application,
+    sessions: SessionRegistry,
+    facade: AuthorizationServer | None,
+    revocations: Revocations | None,
+) -> tuple[Route, ...]:
+    """One route per upstream, with its authenticator and protected resource metadata; and
+    what they need at start-up and shutdown (outbound HTTP, closing, the session reaper)."""
+    config = app[CONFIG_KEY]
+    metrics = app[METRICS_KEY]
+    servers = _trusted_servers(config, app[HTTP_KEY], metrics, facade)
+    resource_server = config.token_validation()
+    cache = TokenCache(resource_server.token_cache_size if resource_server else 0)
+    public_base = config.public_base()
     routes = []
     for upstream in config.upstreams:
-        trusted = [
-            servers[name]
-            for name in (upstream.authorization_servers or list(servers))
-            if not upstream.allow_anonymous
-        ]
+        names = upstream.authorization_servers or list(servers)
+        trusted = [] if upstream.allow_anonymous else [servers[name] for name in names]
         authenticator = None
         if trusted:
             assert resource_server is not None
-            authenticator = RouteAuthenticator(
-                resource=public_base + upstream.route,
-                metadata_url=public_base + metadata_path(upstream.route),
-                scopes=upstream.scopes,
-                servers=trusted,
+            authenticator = route_authenticator(
+                upstream,
+                trusted,
                 settings=resource_server,
+                public_base=public_base,
                 cache=cache,
-                on_outcome=_outcome_counter(metrics, upstream.name),
+                metrics=metrics,
                 revocations=revocations,
             )
-            document = functools.partial(
-                metadata_document,
-                resource=public_base + upstream.route,
-                issuers=[server.issuer for server in trusted],
-                name=upstream.resource_name or upstream.name,
-            )
-            app.router.add_get(
-                metadata_path(upstream.route),
-                metadata_handler(
-                    document, functools.partial(_scopes_supported, app, upstream.name)
-                ),
-                allow_head=False,
-            )
-        if upstream.command is not None:
-            route: UpstreamRoute | StdioRoute = StdioRoute(
-                upstream, public_base=public_base, sessions=sessions, authenticator=authenticator
-            )
-        else:
-            route = UpstreamRoute(
+            _add_resource_metadata(app, upstream, public_base, trusted)
+        routes.append(
+            build_route(
                 upstream,
                 metrics,
                 public_base=public_base,
                 sessions=sessions,
                 authenticator=authenticator,
             )
-        routes.append(route)
+        )
     app[ROUTES_KEY] = tuple(routes)
     app.cleanup_ctx.append(_outbound_http)
     app.cleanup_ctx.append(_close_pools)
     by_route = {route.config.route: route for route in routes}
-    app.cleanup_ctx.append(
-        reaper(
-            sessions,
-            config.sessions,
-            lambda path, upstream_id: _end_session(by_route[path], upstream_id),
-        )
+
+    def end_session(path: str, upstream_id: str) -> None:
+        by_route[path].end_session(upstream_id)  # a session reaped as idle
+
+    app.cleanup_ctx.append(reaper(sessions, config.sessions, end_session))
+    return app[ROUTES_KEY]
+
+
+def _add_resource_metadata(
+    app: web.Application, upstream: Upstream, public_base: str, trusted: list[TrustedServer]
+) -> None:
+    """The route's protected resource metadata document (RFC 9728)."""
+    document = functools.partial(
+        metadata_document,
+        resource=public_base + upstream.route,
+        issuers=[server.issuer for server in trusted],
+        name=upstream.resource_name or upstream.name,
+    )
+    app.router.add_get(
+        metadata_path(upstream.route),
+        metadata_handler(document, functools.partial(_scopes_supported, app, upstream.name)),
+        allow_head=False,
     )
 
+
+def _install_policies(
+    app: web.Application, facade: AuthorizationServer | None, config_path: Path | None
+) -> PolicyStore:
+    """The compiled policies in force, and their reloader when the config comes from a file."""
+    config = app[CONFIG_KEY]
     policies = PolicyStore(compile_policies(config))
     app[POLICIES_KEY] = policies
     if facade is not None:
+        public_base = config.public_base()
         resources = {public_base + u.route: u.name for u in config.upstreams}
         facade.resource_scopes = lambda resource: (
             _scopes_supported(app, resources[resource]) if resource in resources else None
         )
     if config_path is not None:
         reloader = PolicyReloader(
-            config_path, config, policies, metrics, config.server.reload_interval
+            config_path, config, policies, app[METRICS_KEY], config.server.reload_interval
         )
         app[RELOADER_KEY] = reloader
         if config.server.reload_interval > 0:
             app.cleanup_ctx.append(reload_context(reloader))
+    return policies
+
+
+def _mount_routes(
+    app: web.Application,
+    routes: tuple[Route, ...],
+    sessions: SessionRegistry,
+    policies: PolicyStore,
+) -> None:
+    """Each route at its path, behind the pipeline steps built for it."""
+    config = app[CONFIG_KEY]
+    metrics = app[METRICS_KEY]
+    limits = BodyLimits(config.server.max_request_bytes, config.server.body_timeout)
     for route in routes:
         steps = build_steps(
-            BodyLimits(config.server.max_request_bytes, config.server.body_timeout),
+            limits,
             route.authenticator,
             session_step(sessions, route.config.route, count_rejections(metrics, route.name)),
             policies,
@@ -211,11 +255,13 @@ def create_app(
             _decision_counter(metrics, route.name),
         )
         app.router.add_route("*", route.config.route, McpEndpoint(route, steps).handle)
+
+
+def _install_health(app: web.Application) -> None:
     app.router.add_get("/healthz", health.healthz, allow_head=False)
     app.router.add_get("/readyz", health.readyz, allow_head=False)
-    if config.server.metrics_port is None:
+    if app[CONFIG_KEY].server.metrics_port is None:
         app.router.add_get("/metrics", health.metrics, allow_head=False)
-    return app
 
 
 def _trusted_servers(
@@ -256,13 +302,6 @@ def _decision_counter(metrics: GatewayMetrics, upstream: str) -> Callable[[str],
     return lambda outcome: children[outcome].inc()
 
 
-def _outcome_counter(metrics: GatewayMetrics, upstream: str) -> Callable[[str], None]:
-    children = {
-        outcome: metrics.token_validations.labels(upstream, outcome) for outcome in TOKEN_OUTCOMES
-    }
-    return lambda outcome: children[outcome].inc()
-
-
 def _closing(
     store: KeyValueStore, sessions: SharedSessions
 ) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -294,11 +333,3 @@ async def _close_pools(app: web.Application) -> AsyncIterator[None]:
     """Upstream connections closed and stdio processes stopped, at shutdown."""
     yield
     await asyncio.gather(*(route.close() for route in app[ROUTES_KEY]))
-
-
-def _end_session(route: UpstreamRoute | StdioRoute, upstream_id: str) -> None:
-    """A session reaped as idle: stop its stdio process, or DELETE it at the HTTP upstream."""
-    if isinstance(route, StdioRoute):
-        route.bridge.end(upstream_id)
-    else:
-        end_upstream_session(route, upstream_id)

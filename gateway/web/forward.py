@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import nullcontext
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -25,14 +26,16 @@ from gateway.session.registry import StreamSlot
 from gateway.web.edge import response_headers
 from gateway.web.keys import CONTEXT_KEY
 from gateway.web.middleware import new_request_id
-from gateway.web.route import UpstreamRoute
 from gateway.web.sessions import SESSION_HEADER, after_upstream_response
 from gateway.web.streaming import count_ended, drop_client, ends_early, write_within
+
+if TYPE_CHECKING:  # the route calls these functions: a type-only import, no cycle
+    from gateway.web.http_route import HttpRoute
 
 log = get_logger("gateway.proxy")
 
 
-async def forward(request: web.Request, route: UpstreamRoute) -> web.StreamResponse:
+async def forward(request: web.Request, route: HttpRoute) -> web.StreamResponse:
     """Send the request to the route's upstream; relay status, headers and body unchanged,
     except that session ids are mapped (the client sees the gateway's, the upstream its own).
 
@@ -59,7 +62,7 @@ async def forward(request: web.Request, route: UpstreamRoute) -> web.StreamRespo
 
 
 async def _exchange(
-    request: web.Request, route: UpstreamRoute, slot: StreamSlot
+    request: web.Request, route: HttpRoute, slot: StreamSlot
 ) -> web.StreamResponse:
     context = request[CONTEXT_KEY]
     loop = asyncio.get_running_loop()
@@ -128,7 +131,7 @@ async def _exchange(
         route.pool.release(conn)
 
 
-def _added_headers(request: web.Request, route: UpstreamRoute) -> list[tuple[bytes, bytes]]:
+def _added_headers(request: web.Request, route: HttpRoute) -> list[tuple[bytes, bytes]]:
     """Headers the gateway sets upstream: the upstream's own session id and, within a
     session only, `Last-Event-ID` (resumption never crosses sessions or principals); the
     caller's identity where the route asks for it."""
@@ -174,7 +177,7 @@ async def _filtered_body(
 
 async def _relay(
     request: web.Request,
-    route: UpstreamRoute,
+    route: HttpRoute,
     conn: UpstreamConnection,
     upstream: UpstreamResponse,
     headers: CIMultiDict[str],
@@ -250,7 +253,7 @@ async def _relay(
     return stream
 
 
-def _stream_closed(request: web.Request, route: UpstreamRoute, reason: str) -> None:
+def _stream_closed(request: web.Request, route: HttpRoute, reason: str) -> None:
     count_ended(request, route.name, reason)
     log.info(
         "stream_closed",
@@ -265,7 +268,7 @@ END_TIMEOUT = 5.0
 _background: set[asyncio.Task[None]] = set()
 
 
-def end_upstream_session(route: UpstreamRoute, upstream_id: str) -> None:
+def end_upstream_session(route: HttpRoute, upstream_id: str) -> None:
     """Tell the upstream that a session the gateway ended is over (a DELETE in the background,
     best effort: the gateway refuses the session id from now on either way)."""
     task = asyncio.get_running_loop().create_task(_delete_upstream_session(route, upstream_id))
@@ -273,7 +276,7 @@ def end_upstream_session(route: UpstreamRoute, upstream_id: str) -> None:
     task.add_done_callback(_background.discard)
 
 
-async def _delete_upstream_session(route: UpstreamRoute, upstream_id: str) -> None:
+async def _delete_upstream_session(route: HttpRoute, upstream_id: str) -> None:
     added = [(b"Mcp-Session-Id", upstream_id.encode("ascii"))]
     head = route.head_builder.build("DELETE", route.pool.path, (), None, new_request_id(), added)
     try:

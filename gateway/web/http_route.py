@@ -1,0 +1,70 @@
+"""An HTTP upstream mounted at a route: its connection pool, headers and pre-bound metrics."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import Counter, Gauge, Histogram
+
+from gateway.auth.authenticator import RouteAuthenticator
+from gateway.config.model import Upstream
+from gateway.observability.metrics import GatewayMetrics
+from gateway.proxy.headers import RequestHeadBuilder
+from gateway.proxy.pool import UpstreamPool
+from gateway.session.registry import SessionRegistry
+from gateway.web.forward import end_upstream_session, forward
+from gateway.web.route import MountedRoute
+
+UPSTREAM_ERROR_KINDS = ("connect", "timeout", "closed", "protocol", "stream")
+
+
+class HttpRoute(MountedRoute):
+    """Everything the hot path needs about one HTTP upstream, resolved once at start-up."""
+
+    def __init__(
+        self,
+        config: Upstream,
+        metrics: GatewayMetrics,
+        *,
+        public_base: str,
+        sessions: SessionRegistry,
+        authenticator: RouteAuthenticator | None = None,
+    ) -> None:
+        super().__init__(
+            config, public_base=public_base, sessions=sessions, authenticator=authenticator
+        )
+        self.response_timeout = config.timeouts.response
+        self.pool = UpstreamPool(
+            str(config.url),
+            connect_timeout=config.timeouts.connect,
+            idle_timeout=config.timeouts.idle_connection,
+            max_idle=config.max_idle_connections,
+        )
+        self.identity_headers = tuple(config.identity_headers.names().items())
+        """(claim, header name) pairs set from each caller's principal."""
+        self.head_builder = RequestHeadBuilder(
+            self.pool.host_header,
+            {name: value.get_secret_value() for name, value in config.headers.items()},
+            managed=[name for _, name in self.identity_headers],
+            passed=config.pass_headers,
+        )
+        self.request_duration: Histogram = metrics.request_duration.labels(self.name)
+        self.upstream_duration: Histogram = metrics.upstream_duration.labels(self.name)
+        self.open_streams: Gauge = metrics.open_streams.labels(self.name)
+        self.upstream_errors: dict[str, Counter] = {
+            kind: metrics.upstream_errors.labels(self.name, kind) for kind in UPSTREAM_ERROR_KINDS
+        }
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Forward the request and stream the answer back (`gateway.web.forward`)."""
+        return await forward(request, self)
+
+    def end_session(self, upstream_id: str) -> None:
+        """A session reaped as idle: DELETE it at the upstream, in the background."""
+        end_upstream_session(self, upstream_id)
+
+    async def probe(self, within: float) -> bool:
+        """Readiness: the upstream accepts connections."""
+        return await self.pool.probe(within)
+
+    async def close(self) -> None:
+        self.pool.close()

@@ -1,0 +1,66 @@
+"""The route factory: one route per upstream, of the upstream's kind."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway.auth.authenticator import Revocations, RouteAuthenticator, TrustedServer
+from gateway.auth.token_cache import TokenCache
+from gateway.config.model import ResourceServer, Upstream
+from gateway.observability.metrics import GatewayMetrics
+from gateway.session.registry import SessionRegistry
+from gateway.web.http_route import HttpRoute
+from gateway.web.resource_metadata import metadata_path
+from gateway.web.route import Route
+from gateway.web.stdio_route import StdioRoute
+
+TOKEN_OUTCOMES = ("valid", "cached", "invalid", "missing", "malformed", "unavailable")
+
+
+def build_route(
+    upstream: Upstream,
+    metrics: GatewayMetrics,
+    *,
+    public_base: str,
+    sessions: SessionRegistry,
+    authenticator: RouteAuthenticator | None,
+) -> Route:
+    """The route for `upstream`: an HTTP reverse proxy for `url`, a process per session for
+    `command`."""
+    if upstream.command is not None:
+        return StdioRoute(
+            upstream, public_base=public_base, sessions=sessions, authenticator=authenticator
+        )
+    return HttpRoute(
+        upstream, metrics, public_base=public_base, sessions=sessions, authenticator=authenticator
+    )
+
+
+def route_authenticator(
+    upstream: Upstream,
+    trusted: list[TrustedServer],
+    *,
+    settings: ResourceServer,
+    public_base: str,
+    cache: TokenCache,
+    metrics: GatewayMetrics,
+    revocations: Revocations | None,
+) -> RouteAuthenticator:
+    """The authenticator of a protected route, trusting the tokens of `trusted` servers."""
+    return RouteAuthenticator(
+        resource=public_base + upstream.route,
+        metadata_url=public_base + metadata_path(upstream.route),
+        scopes=upstream.scopes,
+        servers=trusted,
+        settings=settings,
+        cache=cache,
+        on_outcome=_outcome_counter(metrics, upstream.name),
+        revocations=revocations,
+    )
+
+
+def _outcome_counter(metrics: GatewayMetrics, upstream: str) -> Callable[[str], None]:
+    children = {
+        outcome: metrics.token_validations.labels(upstream, outcome) for outcome in TOKEN_OUTCOMES
+    }
+    return lambda outcome: children[outcome].inc()

@@ -1,0 +1,119 @@
+"""Import rules between `gateway/` packages: no cycles, and `gateway.stdio` (process management)
+never reaches up into the web side."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+GATEWAY = Path(__file__).resolve().parent.parent / "gateway"
+
+KNOWN_UPWARD_IMPORTS = frozenset(
+    {
+        # Issue 17, still to do: config is to be the bottom layer, compiled into policies and
+        # users by a separate pass. Remove an entry once it is gone; the list can only shrink.
+        ("config", "oauth"),
+        ("config", "policy"),
+        ("policy", "oauth"),
+    }
+)
+"""(importer, imported) package pairs that break the layering today, tolerated for now."""
+
+
+def _package(module: str) -> str | None:
+    """`gateway.web.app` -> `web`; a top-level module (`gateway.errors`) is its own unit."""
+    parts = module.split(".")
+    if parts[0] != "gateway" or len(parts) < 2:
+        return None
+    return parts[1]
+
+
+def _imports(path: Path) -> set[str]:
+    """Every `gateway.*` module the file imports, at any depth (type-only imports included)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in found if name.startswith("gateway.")}
+
+
+def _unit(path: Path) -> str:
+    relative = path.relative_to(GATEWAY)
+    return relative.parts[0] if len(relative.parts) > 1 else relative.stem
+
+
+def package_graph() -> dict[str, set[str]]:
+    """importer unit -> imported units (the packages and top-level modules of `gateway/`)."""
+    units = {_unit(path) for path in GATEWAY.rglob("*.py")}
+    graph: dict[str, set[str]] = {unit: set() for unit in units}
+    for path in GATEWAY.rglob("*.py"):
+        importer = _unit(path)
+        for module in _imports(path):
+            imported = _package(module)
+            if imported in units and imported != importer:
+                graph[importer].add(imported)
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle in the graph, as a path that ends where it starts, or None."""
+    state: dict[str, str] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = "open"
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == "open":
+                return [*stack[stack.index(target) :], target]
+            if target not in state and (found := visit(target)) is not None:
+                return found
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)) is not None:
+            return found
+    return None
+
+
+def test_no_import_cycle_between_gateway_packages() -> None:
+    graph = package_graph()
+    for importer, imported in KNOWN_UPWARD_IMPORTS:
+        graph[importer].discard(imported)
+    assert _cycle(graph) is None
+
+
+def test_known_upward_imports_still_exist() -> None:
+    """An entry that no longer applies must leave the list, so that it cannot come back."""
+    graph = package_graph()
+    gone = {(a, b) for a, b in KNOWN_UPWARD_IMPORTS if b not in graph[a]}
+    assert gone == set()
+
+
+@pytest.mark.parametrize("path", sorted((GATEWAY / "stdio").glob("*.py")), ids=lambda p: p.name)
+def test_stdio_manages_processes_only(path: Path) -> None:
+    modules = _imports(path)
+    assert {m for m in modules if _package(m) == "web"} == set()
+    text = path.read_text(encoding="utf-8")
+    assert "aiohttp" not in text
+
+
+@pytest.mark.parametrize(
+    ("graph", "cycle"),
+    [
+        pytest.param({"a": {"b"}, "b": set()}, None, id="a-chain"),
+        pytest.param({"a": {"b"}, "b": {"a"}}, ["a", "b", "a"], id="two-packages"),
+        pytest.param(
+            {"a": {"b"}, "b": {"c"}, "c": {"a"}}, ["a", "b", "c", "a"], id="three-packages"
+        ),
+    ],
+)
+def test_the_cycle_finder_finds_cycles(graph: dict[str, set[str]], cycle: list[str] | None) -> None:
+    assert _cycle(graph) == cycle
