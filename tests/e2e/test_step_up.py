@@ -36,7 +36,7 @@ from gateway.web.app import create_app
 from gateway.web.server import RunningGateway, start_gateway
 from tests.conftest import gateway_log
 from tests.support.facade import write_users
-from tests.support.inspector import run_inspector
+from tests.support.inspector import InspectorBrowser, run_inspector
 from tests.support.oauth_client import (
     HttpExchange,
     InMemoryTokenStorage,
@@ -259,9 +259,10 @@ async def test_delete_file_is_listed_for_nobody(demo: Demo) -> None:
 async def test_the_inspector_cli_lists_write_file_for_alice_and_its_call_is_challenged(
     demo: Demo, tmp_path: Path
 ) -> None:
-    """The MCP Inspector CLI 2.x with alice's files:read token (its `--header` option: its own
-    sign-in asks for every scope in `scopes_supported` and needs a browser). It checks
-    tools/list before it calls a tool and refuses one it was not shown."""
+    """The MCP Inspector CLI 2.x with alice's files:read token (its `--header` option; signing in
+    by itself it asks for every scope in `scopes_supported` and gets files:write at once, see
+    the tests below). It checks tools/list before it calls a tool and refuses one it was not
+    shown."""
     host = Host()
     await run_host(demo.url, SignIn("alice", demo.password), host, "list_files", {})
     tokens = host.storage.tokens
@@ -287,3 +288,139 @@ async def test_the_inspector_cli_lists_write_file_for_alice_and_its_call_is_chal
         if '"request_completed"' in line and '"write_file"' in line
     ]
     assert [(c["status"], c["decision"]) for c in completed] == [(403, "insufficient_scope")]
+
+
+def logged(event: str) -> list[dict[str, Any]]:
+    """The gateway's log records of ``event`` in this test so far."""
+    records = (json.loads(line) for line in gateway_log().splitlines() if line.startswith("{"))
+    return [record for record in records if record.get("event") == event]
+
+
+DELIVERED = 200
+"""The access line's status of a call whose result reached the Inspector. It reads the result
+from the SSE stream and may close the connection before the stream's end is written: the
+gateway then records 499 (client closed) for it."""
+
+
+def write_file_calls() -> list[tuple[int, str, list[str]]]:
+    """(status, decision, granted_scopes) of each write_file call the gateway completed."""
+    return [
+        (DELIVERED if line["status"] == 499 else line["status"], line["decision"],
+         line["granted_scopes"])
+        for line in logged("request_completed")
+        if line["rpc_method"] == "tools/call" and line["name"] == "write_file"
+    ]  # fmt: skip
+
+
+def listed_meta(listed: Any) -> dict[str, dict[str, Any]]:
+    return {tool["name"]: tool.get("_meta", {}) for tool in listed["tools"]}
+
+
+def inspector_callback() -> str:
+    """The Inspector's loopback OAuth callback listener, on a port of its own."""
+    return f"http://127.0.0.1:{free_port()}/oauth/callback"
+
+
+WRITE = ("--method", "tools/call", "--tool-name", "write_file")
+WRITE_ARGS = ("--tool-arg", "path=notes/inspector.txt", "content=hi")
+
+
+async def test_the_inspector_cli_signs_in_as_alice_by_itself_and_gets_what_her_grants_give(
+    demo: Demo, tmp_path: Path
+) -> None:
+    """The Inspector CLI's own sign-in, as it comes: it asks for every scope the protected
+    resource metadata lists (files:admin files:read files:write offline_access). The gateway
+    narrows that to what alice's grants give (RFC 6749 3.3), so she holds files:write from the
+    start: write_file is listed without a requiredScopes annotation and her call writes, with
+    no challenge. files:admin is refused, and delete_file stays hidden."""
+    home, callback = tmp_path / "home", inspector_callback()
+    async with InspectorBrowser(tmp_path / "browser", "alice", demo.password) as browser:
+        listed = await run_inspector(
+            demo.url, home, "--method", "tools/list", "--callback-url", callback, env=browser.env
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert listed_meta(listed.json()) == {"list_files": {}, "read_file": {}, "write_file": {}}
+        (visit,) = await browser.settle()
+        assert "error" not in visit, visit
+        assert visit["callback_status"] == 200
+        assert scopes_asked(visit["authorization_url"]) == {
+            "files:admin", "files:read", "files:write", "offline_access"
+        }  # fmt: skip
+        called = await run_inspector(
+            demo.url, home, *WRITE, *WRITE_ARGS, "--callback-url", callback, env=browser.env
+        )
+        assert called.returncode == 0, called.stderr
+        assert called.json()["structuredContent"] == {
+            "result": "created notes/inspector.txt (2 characters)"
+        }
+        # Its secret store is in memory, so it signs in again; it now asks for what it was
+        # granted the first time (its registration and that scope are kept in its home).
+        again = (await browser.settle())[1]
+        assert "error" not in again, again
+        assert scopes_asked(again["authorization_url"]) == {
+            "files:read", "files:write", "offline_access"
+        }  # fmt: skip
+    # What the tokens it got hold: the gateway's own records of them.
+    assert [(e["sub"], e["scopes"], e["narrowed"]) for e in logged("grant_refused")] == [
+        ("alice", ["files:admin"], True)
+    ]
+    assert [(e["sub"], e["scopes"]) for e in logged("token_issued")] == [
+        ("alice", ["files:read", "files:write", "offline_access"])
+    ] * 2
+    assert write_file_calls() == [(DELIVERED, "allow", ["files:read", "files:write"])]
+
+
+async def test_the_inspector_cli_asking_for_files_read_is_shown_write_file_and_challenged(
+    demo: Demo, tmp_path: Path
+) -> None:
+    """The Inspector CLI configured to ask for files:read only (`oauth.scopes` in its server
+    entry), signing in by itself as alice: write_file is listed annotated with files:write, and
+    its call gets the gateway's 403 insufficient_scope. The Inspector then asks the user whether
+    to step up: with nobody to answer it declines; answered "y", it re-authorizes with
+    files:write added and its retried call writes."""
+    home, callback = tmp_path / "home", inspector_callback()
+    config = tmp_path / "mcp.json"
+    entry = {"type": "streamable-http", "url": demo.url, "oauth": {"scopes": "files:read"}}
+    config.write_text(json.dumps({"mcpServers": {"demo": entry}}))
+    server = ("--config", str(config), "--server", "demo", "--callback-url", callback)
+    async with InspectorBrowser(tmp_path / "browser", "alice", demo.password) as browser:
+        listed = await run_inspector(None, home, *server, "--method", "tools/list", env=browser.env)
+        assert listed.returncode == 0, listed.stderr
+        assert listed_meta(listed.json()) == {
+            "list_files": {},
+            "read_file": {},
+            "write_file": {REQUIRED_SCOPES_META: ["files:write"]},
+        }
+        (visit,) = await browser.settle()
+        assert "error" not in visit, visit
+        assert scopes_asked(visit["authorization_url"]) == {"files:read", "offline_access"}
+
+        declined = await run_inspector(None, home, *server, *WRITE, *WRITE_ARGS, env=browser.env)
+        assert declined.returncode != 0
+        assert "This operation needs additional scope: files:write." in declined.stderr
+        assert "Step-up authorization declined." in declined.stderr
+        assert write_file_calls() == [(403, "insufficient_scope", ["files:read"])]
+        assert len(await browser.settle()) == 2
+
+        stepped_up = await run_inspector(
+            None, home, *server, *WRITE, *WRITE_ARGS, env=browser.env, answer="y\n"
+        )
+        assert stepped_up.returncode == 0, stepped_up.stderr
+        assert stepped_up.json()["structuredContent"] == {
+            "result": "created notes/inspector.txt (2 characters)"
+        }
+        sign_in, step_up = (await browser.settle())[2:]
+        assert "error" not in step_up, step_up
+        assert scopes_asked(sign_in["authorization_url"]) == {"files:read", "offline_access"}
+        assert scopes_asked(step_up["authorization_url"]) == {
+            "files:read", "files:write", "offline_access"
+        }  # fmt: skip
+    assert write_file_calls() == [
+        (403, "insufficient_scope", ["files:read"]),
+        (403, "insufficient_scope", ["files:read"]),
+        (DELIVERED, "allow", ["files:read", "files:write"]),
+    ]
+    assert [e["scopes"] for e in logged("token_issued")] == [
+        ["files:read", "offline_access"]
+    ] * 3 + [["files:read", "files:write", "offline_access"]]
+    assert logged("grant_refused") == []
