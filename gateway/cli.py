@@ -342,7 +342,7 @@ async def _serve(config: GatewayConfig, path: Path) -> None:
             version=__version__,
             listen=f"{config.server.host}:{running.port}",
             metrics_port=running.metrics_port,
-            routes={route.name: base + route.config.route for route in running.app[ROUTES_KEY]},
+            routes={route.name: base + route.path for route in running.app[ROUTES_KEY]},
         )
         await stop.wait()
         log.info("gateway_stopping")

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from gateway.config.model import GatewayConfig
+from gateway.config.model import UPSTREAM_KINDS, GatewayConfig
 
 Path_ = tuple[str | int, ...]
 
@@ -149,13 +149,20 @@ def parse_config(
         config = GatewayConfig(**data)
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
-            loc: Path_ = tuple(error["loc"])
+            loc: Path_ = _without_kind(tuple(error["loc"]))
             message = error["msg"].removeprefix("Value error, ")
             problems.append(ConfigProblem(format_path(loc), message, _nearest_line(lines, loc)))
         raise ConfigError(source, problems) from None
     if problems:
         raise ConfigError(source, problems)
     return config
+
+
+def _without_kind(loc: Path_) -> Path_:
+    """The YAML path of an error: without the upstream kind pydantic adds after the index."""
+    if len(loc) > 2 and loc[0] == "upstreams" and loc[2] in UPSTREAM_KINDS:
+        return loc[:2] + loc[3:]
+    return loc
 
 
 def load_config(path: str | os.PathLike[str]) -> GatewayConfig:

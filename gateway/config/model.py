@@ -20,8 +20,10 @@ from pydantic import (
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SecretStr,
+    Tag,
     field_validator,
     model_validator,
 )
@@ -675,47 +677,24 @@ SESSION_DIR = "{session_dir}"
 """In `env` values and `cwd` of a stdio upstream: the process's private directory."""
 
 
-class Upstream(SecretFileMixin, Model):
-    secret_fields: ClassVar[frozenset[str]] = frozenset({"headers", "env"})
+HTTP_ONLY_KEYS = frozenset(
+    {"headers", "headers_file", "identity_headers", "pass_headers", "max_idle_connections"}
+)
+STDIO_ONLY_KEYS = frozenset(
+    {"env", "env_file", "cwd", "private_dir", "max_processes", "max_processes_per_principal"}
+)
+
+
+class _UpstreamBase(SecretFileMixin, Model):
+    """What every upstream has, whatever its kind."""
+
+    kind: ClassVar[Literal["http", "stdio"]]
+    _foreign_keys: ClassVar[frozenset[str]] = frozenset()
+    _foreign_kind: ClassVar[str] = ""
 
     name: Name = Field(description="Short identifier, used in logs and metrics labels.")
     route: str = Field(description="Path the gateway serves this upstream at, e.g. /files/mcp.")
-    url: AnyHttpUrl | None = Field(
-        None, description="The upstream's MCP endpoint (http or https); or give `command`."
-    )
-    command: list[str] | None = Field(
-        None,
-        min_length=1,
-        description="A stdio MCP server to start instead of `url`: program and arguments (no "
-        "shell). One process per session; the program is looked up on the gateway's PATH.",
-    )
-    env: dict[str, SecretStr] = Field(
-        default_factory=dict,
-        description="The stdio server's whole environment (the gateway's own is never passed "
-        f"on). `{SESSION_DIR}` in a value is replaced by the process's private directory. "
-        "`env_file` maps names to files holding the values.",
-    )
-    cwd: str | None = Field(
-        None, description=f"The stdio server's working directory (may be `{SESSION_DIR}`)."
-    )
-    private_dir: bool = Field(
-        False,
-        description="Give each stdio process a fresh private directory (mode 0700), removed "
-        f"when it ends; `{SESSION_DIR}` names it. Default working directory: it.",
-    )
-    max_processes: int = Field(
-        50, ge=1, le=10_000, description="Stdio processes of this upstream in all; more: 503."
-    )
-    max_processes_per_principal: int = Field(
-        4, ge=1, le=1_000, description="Stdio processes one principal may hold; more: 429."
-    )
-    headers: dict[str, SecretStr] = Field(
-        default_factory=dict,
-        description="Static headers added to every upstream request (e.g. an API key). "
-        "`headers_file` maps header names to files holding the values.",
-    )
     timeouts: UpstreamTimeouts = Field(default_factory=UpstreamTimeouts)
-    max_idle_connections: int = Field(64, ge=0, le=10_000)
     authorization_servers: list[str] | None = Field(
         None, description="Names of the authorization servers trusted here. Default: all."
     )
@@ -731,45 +710,19 @@ class Upstream(SecretFileMixin, Model):
         "demos: every client may then call every tool.",
     )
     policy: Policy = Field(default_factory=Policy)
-    identity_headers: IdentityHeaders = Field(
-        default_factory=IdentityHeaders,
-        description="Tell the upstream who is calling, in headers set from the validated token.",
-    )
-    pass_headers: list[str] = Field(
-        default_factory=list,
-        description="Client request headers passed to the upstream besides the built-in "
-        "allowlist (Content-Type, Accept, MCP-Protocol-Version, Mcp-Method, Mcp-Name, "
-        "Mcp-Param-*, traceparent, tracestate); every other client header is dropped.",
-    )
 
-    @model_validator(mode="after")
-    def _url_or_command(self) -> Upstream:
-        if (self.url is None) == (self.command is None):
-            raise ValueError("give exactly one of url (an HTTP server) or command (a stdio one)")
-        if self.command is None:
-            if self.env or self.cwd is not None or self.private_dir:
-                raise ValueError("env, cwd and private_dir are for stdio upstreams (command)")
-        elif self.headers or self.identity_headers.names():
-            raise ValueError("headers and identity_headers are for HTTP upstreams (url)")
-        elif not self.private_dir and (
-            SESSION_DIR in (self.cwd or "")
-            or any(SESSION_DIR in v.get_secret_value() for v in self.env.values())
-        ):
-            raise ValueError(f"{SESSION_DIR} needs private_dir: true")
-        return self
-
-    @model_validator(mode="after")
-    def _identity_headers_distinct(self) -> Upstream:
-        static = {normalized_header(name) for name in self.headers}
-        clash = sorted(n for n in self.identity_headers.names().values()
-                       if normalized_header(n) in static)  # fmt: skip
-        if clash:
-            raise ValueError(f"identity headers {clash} are also static headers")
-        own = static | {normalized_header(n) for n in self.identity_headers.names().values()}
-        passed = sorted(name for name in self.pass_headers if normalized_header(name) in own)
-        if passed:
-            raise ValueError(f"pass_headers {passed} are set by the gateway on this route")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _no_keys_of_the_other_kind(cls, data: Any) -> Any:
+        """A key of the other kind gets a message naming the kind, not just "extra input"."""
+        if isinstance(data, dict):
+            foreign = sorted(key for key in data if key in cls._foreign_keys)
+            if foreign:
+                keys = ", ".join(foreign)
+                raise ValueError(
+                    f"{keys} {'is' if len(foreign) == 1 else 'are'} for {cls._foreign_kind}"
+                )
+        return data
 
     @field_validator("scopes")
     @classmethod
@@ -790,10 +743,51 @@ class Upstream(SecretFileMixin, Model):
             raise ValueError(f"must not be under a reserved path {RESERVED_PREFIXES}")
         return value
 
+
+class HttpUpstream(_UpstreamBase):
+    """An MCP server reached over HTTP (`url`): the gateway is its reverse proxy."""
+
+    model_config = ConfigDict(title="HTTP upstream")
+    kind: ClassVar[Literal["http", "stdio"]] = "http"
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"headers"})
+    _foreign_keys: ClassVar[frozenset[str]] = STDIO_ONLY_KEYS
+    _foreign_kind: ClassVar[str] = "stdio upstreams (command)"
+
+    url: AnyHttpUrl = Field(description="The MCP endpoint (http or https).")
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Static headers added to every upstream request (e.g. an API key). "
+        "`headers_file` maps header names to files holding the values.",
+    )
+    max_idle_connections: int = Field(64, ge=0, le=10_000)
+    identity_headers: IdentityHeaders = Field(
+        default_factory=IdentityHeaders,
+        description="Tell the upstream who is calling, in headers set from the validated token.",
+    )
+    pass_headers: list[str] = Field(
+        default_factory=list,
+        description="Client request headers passed to the upstream besides the built-in "
+        "allowlist (Content-Type, Accept, MCP-Protocol-Version, Mcp-Method, Mcp-Name, "
+        "Mcp-Param-*, traceparent, tracestate); every other client header is dropped.",
+    )
+
+    @model_validator(mode="after")
+    def _identity_headers_distinct(self) -> HttpUpstream:
+        static = {normalized_header(name) for name in self.headers}
+        clash = sorted(n for n in self.identity_headers.names().values()
+                       if normalized_header(n) in static)  # fmt: skip
+        if clash:
+            raise ValueError(f"identity headers {clash} are also static headers")
+        own = static | {normalized_header(n) for n in self.identity_headers.names().values()}
+        passed = sorted(name for name in self.pass_headers if normalized_header(name) in own)
+        if passed:
+            raise ValueError(f"pass_headers {passed} are set by the gateway on this route")
+        return self
+
     @field_validator("url")
     @classmethod
-    def _check_url(cls, value: AnyHttpUrl | None) -> AnyHttpUrl | None:
-        if value is not None and (value.username or value.password or value.fragment):
+    def _check_url(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        if value.username or value.password or value.fragment:
             raise ValueError("must not carry credentials or a fragment; use `headers`")
         return value
 
@@ -819,6 +813,74 @@ class Upstream(SecretFileMixin, Model):
             if any(ch in text for ch in "\r\n\0"):
                 raise ValueError(f"header {name!r} has a control character in its value")
         return value
+
+
+class StdioUpstream(_UpstreamBase):
+    """A stdio MCP server (`command`) the gateway starts itself, one process per session, and
+    serves as Streamable HTTP."""
+
+    model_config = ConfigDict(title="stdio upstream")
+    kind: ClassVar[Literal["http", "stdio"]] = "stdio"
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"env"})
+    _foreign_keys: ClassVar[frozenset[str]] = HTTP_ONLY_KEYS
+    _foreign_kind: ClassVar[str] = "HTTP upstreams (url)"
+
+    command: list[str] = Field(
+        min_length=1,
+        description="The program and its arguments (no shell). One process per session; the "
+        "program is looked up on the gateway's PATH.",
+    )
+    env: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="The stdio server's whole environment (the gateway's own is never passed "
+        f"on). `{SESSION_DIR}` in a value is replaced by the process's private directory. "
+        "`env_file` maps names to files holding the values.",
+    )
+    cwd: str | None = Field(
+        None, description=f"The stdio server's working directory (may be `{SESSION_DIR}`)."
+    )
+    private_dir: bool = Field(
+        False,
+        description="Give each stdio process a fresh private directory (mode 0700), removed "
+        f"when it ends; `{SESSION_DIR}` names it. Default working directory: it.",
+    )
+    max_processes: int = Field(
+        50, ge=1, le=10_000, description="Stdio processes of this upstream in all; more: 503."
+    )
+    max_processes_per_principal: int = Field(
+        4, ge=1, le=1_000, description="Stdio processes one principal may hold; more: 429."
+    )
+
+    @model_validator(mode="after")
+    def _session_dir_needs_private_dir(self) -> StdioUpstream:
+        if not self.private_dir and (
+            SESSION_DIR in (self.cwd or "")
+            or any(SESSION_DIR in v.get_secret_value() for v in self.env.values())
+        ):
+            raise ValueError(f"{SESSION_DIR} needs private_dir: true")
+        return self
+
+
+def _upstream_kind(value: Any) -> str | None:
+    """`url` makes an HTTP upstream, `command` a stdio one; both or neither: no kind (None)."""
+    if not isinstance(value, dict):
+        return getattr(value, "kind", "http")
+    if ("url" in value) == ("command" in value):
+        return None
+    return "http" if "url" in value else "stdio"
+
+
+Upstream = Annotated[
+    Annotated[HttpUpstream, Tag("http")] | Annotated[StdioUpstream, Tag("stdio")],
+    Discriminator(
+        _upstream_kind,
+        custom_error_type="upstream_kind",
+        custom_error_message="give exactly one of url (an HTTP server) or command (a stdio one)",
+    ),
+]
+"""An upstream of either kind, told apart by its key: `url` or `command`."""
+UPSTREAM_KINDS = ("http", "stdio")
+"""The tags of `Upstream`: pydantic puts them in an error's location, which YAML paths leave out."""
 
 
 FORBIDDEN_STATIC_HEADERS = frozenset(
@@ -970,7 +1032,11 @@ class GatewayConfig(BaseSettings):
     scopes: ScopeSettings = Field(default_factory=ScopeSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
-    upstreams: list[Upstream] = Field(min_length=1)
+    upstreams: list[Upstream] = Field(
+        min_length=1,
+        description="The MCP servers behind the gateway, each at its own route: an HTTP "
+        "upstream has `url`, a stdio upstream `command` (exactly one of the two).",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import typing
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -103,6 +104,7 @@ class _Writer:
         self.env_delimiter = env_delimiter
         self.env_sections = env_sections
         self.paths = self._section_paths()
+        self.headings = self._headings()
 
     def render(self) -> str:
         sections = ", ".join(f"`{name}`" for name in sorted(self.env_sections)) or "(none)"
@@ -120,7 +122,7 @@ class _Writer:
         ]
         out += self._section("top level", None, self.schema)
         for reference, path in self.paths.items():
-            out += self._section(f"`{path}`", path, self.definitions[reference])
+            out += self._section(self.headings[reference], path, self.definitions[reference])
         return "\n".join(out).rstrip("\n") + "\n"
 
     # -- structure -------------------------------------------------------------------------
@@ -141,6 +143,17 @@ class _Writer:
         visit(self.schema, "")
         return paths
 
+    def _headings(self) -> dict[str, str]:
+        """Object definition -> its section heading: its path, and its title when the objects
+        at that path come in several kinds (an upstream with `url` or with `command`)."""
+        shared = Counter(self.paths.values())
+        return {
+            reference: f"`{path}`: {self.definitions[reference].get('title', reference)}"
+            if shared[path] > 1
+            else f"`{path}`"
+            for reference, path in self.paths.items()
+        }
+
     def _objects_in(self, node: JsonSchema, suffix: str = "") -> Iterator[tuple[str, str]]:
         """(definition name, path suffix) for every object definition a property can hold."""
         reference = node.get("$ref")
@@ -148,7 +161,7 @@ class _Writer:
             name = reference.rsplit("/", 1)[-1]
             if "properties" in self.definitions.get(name, {}):
                 yield name, suffix
-        for alternative in node.get("anyOf", ()):
+        for alternative in _alternatives(node):
             yield from self._objects_in(alternative, suffix)
         items = node.get("items")
         if isinstance(items, dict):
@@ -211,11 +224,11 @@ class _Writer:
             name = reference.rsplit("/", 1)[-1]
             definition = self.definitions.get(name, {})
             if "properties" in definition:
-                path = self.paths[name]
-                return f"object, see [`{path}`](#{_anchor(path)})"
+                heading = self.headings[name]
+                return f"object, see [{heading}](#{_anchor(heading)})"
             return self._type(definition)
-        if "anyOf" in node:
-            alternatives = node["anyOf"]
+        if "anyOf" in node or "oneOf" in node:
+            alternatives = _alternatives(node)
             shown = [self._type(a) for a in alternatives if a.get("type") != "null"]
             nullable = any(a.get("type") == "null" for a in alternatives)
             return " or ".join(shown) + (" or null" if nullable else "")
@@ -258,7 +271,7 @@ class _Writer:
 
     def _constraints(self, node: JsonSchema) -> list[str]:
         found: list[str] = []
-        for alternative in node.get("anyOf", ()):
+        for alternative in _alternatives(node):
             found += self._constraints(alternative)
         if "minimum" in node:
             found.append(f">= {node['minimum']}")
@@ -299,8 +312,13 @@ def _ordered(properties: dict[str, JsonSchema]) -> list[str]:
 def _is_secret(node: JsonSchema) -> bool:
     if node.get("writeOnly") is True:
         return True
-    children = [*node.get("anyOf", ()), node.get("items"), node.get("additionalProperties")]
+    children = [*_alternatives(node), node.get("items"), node.get("additionalProperties")]
     return any(isinstance(child, dict) and _is_secret(child) for child in children)
+
+
+def _alternatives(node: JsonSchema) -> list[JsonSchema]:
+    """The choices of an `anyOf` or a `oneOf` (a tagged union: an upstream's kinds)."""
+    return [*node.get("anyOf", ()), *node.get("oneOf", ())]
 
 
 def _literal(value: object) -> str:

@@ -9,7 +9,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable
 
-from gateway.config.model import SESSION_DIR, Upstream
+from gateway.config.model import SESSION_DIR, StdioUpstream
 from gateway.errors import CapacityError, TooManyError, UpstreamError
 from gateway.stdio.process import StdioProcess
 from gateway.stdio.session import StdioSession
@@ -30,9 +30,8 @@ class _Live:
 class StdioProcesses:
     """The live processes of one stdio upstream, by upstream session id."""
 
-    def __init__(self, config: Upstream, on_exit: Callable[[str], None]) -> None:
+    def __init__(self, config: StdioUpstream, on_exit: Callable[[str], None]) -> None:
         """`on_exit(upstream_id)`: a process ended on its own (not through `stop`)."""
-        assert config.command is not None
         self._config = config
         self._command = config.command
         self._on_exit = on_exit

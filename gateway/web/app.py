@@ -186,7 +186,7 @@ def _install_routes(
     app[ROUTES_KEY] = tuple(routes)
     app.cleanup_ctx.append(_outbound_http)
     app.cleanup_ctx.append(_close_pools)
-    by_route = {route.config.route: route for route in routes}
+    by_route = {route.path: route for route in routes}
 
     def end_session(path: str, upstream_id: str) -> None:
         by_route[path].end_session(upstream_id)  # a session reaped as idle
@@ -249,12 +249,12 @@ def _mount_routes(
         steps = build_steps(
             limits,
             route.authenticator,
-            session_step(sessions, route.config.route, count_rejections(metrics, route.name)),
+            session_step(sessions, route.path, count_rejections(metrics, route.name)),
             policies,
             route.name,
             _decision_counter(metrics, route.name),
         )
-        app.router.add_route("*", route.config.route, McpEndpoint(route, steps).handle)
+        app.router.add_route("*", route.path, McpEndpoint(route, steps).handle)
 
 
 def _install_health(app: web.Application) -> None:

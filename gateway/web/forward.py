@@ -61,9 +61,7 @@ async def forward(request: web.Request, route: HttpRoute) -> web.StreamResponse:
         slot.release()
 
 
-async def _exchange(
-    request: web.Request, route: HttpRoute, slot: StreamSlot
-) -> web.StreamResponse:
+async def _exchange(request: web.Request, route: HttpRoute, slot: StreamSlot) -> web.StreamResponse:
     context = request[CONTEXT_KEY]
     loop = asyncio.get_running_loop()
     target = route.pool.path
@@ -106,7 +104,7 @@ async def _exchange(
         headers["X-Request-Id"] = context.request_id
         if upstream_session is not None or context.session is not None:
             session_id = after_upstream_response(
-                request, route.sessions, route.config.route, upstream.status, upstream_session
+                request, route.sessions, route.path, upstream.status, upstream_session
             )
             if session_id is not None:
                 headers[SESSION_HEADER] = session_id

@@ -6,7 +6,7 @@ from aiohttp import web
 from prometheus_client import Counter, Gauge, Histogram
 
 from gateway.auth.authenticator import RouteAuthenticator
-from gateway.config.model import Upstream
+from gateway.config.model import HttpUpstream
 from gateway.observability.metrics import GatewayMetrics
 from gateway.proxy.headers import RequestHeadBuilder
 from gateway.proxy.pool import UpstreamPool
@@ -22,7 +22,7 @@ class HttpRoute(MountedRoute):
 
     def __init__(
         self,
-        config: Upstream,
+        config: HttpUpstream,
         metrics: GatewayMetrics,
         *,
         public_base: str,
@@ -32,6 +32,7 @@ class HttpRoute(MountedRoute):
         super().__init__(
             config, public_base=public_base, sessions=sessions, authenticator=authenticator
         )
+        self.config = config
         self.response_timeout = config.timeouts.response
         self.pool = UpstreamPool(
             str(config.url),

@@ -19,7 +19,7 @@ class Route(Protocol):
     """
 
     name: str
-    config: Upstream
+    path: str
     resource: str
     authenticator: RouteAuthenticator | None
     sessions: SessionRegistry
@@ -44,8 +44,9 @@ class MountedRoute:
         sessions: SessionRegistry,
         authenticator: RouteAuthenticator | None = None,
     ) -> None:
-        self.config = config
         self.name = config.name
+        self.path = config.route
+        """Where the gateway serves the route."""
         self.resource = public_base + config.route
         """The route's canonical URL: its RFC 8707 resource indicator and RFC 9728 `resource`."""
         self.authenticator = authenticator

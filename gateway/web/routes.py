@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import assert_never
 
 from gateway.auth.authenticator import Revocations, RouteAuthenticator, TrustedServer
 from gateway.auth.token_cache import TokenCache
-from gateway.config.model import ResourceServer, Upstream
+from gateway.config.model import HttpUpstream, ResourceServer, StdioUpstream, Upstream
 from gateway.observability.metrics import GatewayMetrics
 from gateway.session.registry import SessionRegistry
 from gateway.web.http_route import HttpRoute
@@ -25,15 +26,24 @@ def build_route(
     sessions: SessionRegistry,
     authenticator: RouteAuthenticator | None,
 ) -> Route:
-    """The route for `upstream`: an HTTP reverse proxy for `url`, a process per session for
-    `command`."""
-    if upstream.command is not None:
-        return StdioRoute(
-            upstream, public_base=public_base, sessions=sessions, authenticator=authenticator
-        )
-    return HttpRoute(
-        upstream, metrics, public_base=public_base, sessions=sessions, authenticator=authenticator
-    )
+    """The route for `upstream`, of its kind: a reverse proxy for an HTTP server, a process per
+    session for a stdio one. The one place that tells the kinds apart (a new kind that is not
+    handled here fails type checking, through `assert_never`)."""
+    match upstream:
+        case HttpUpstream():
+            return HttpRoute(
+                upstream,
+                metrics,
+                public_base=public_base,
+                sessions=sessions,
+                authenticator=authenticator,
+            )
+        case StdioUpstream():
+            return StdioRoute(
+                upstream, public_base=public_base, sessions=sessions, authenticator=authenticator
+            )
+        case _:
+            assert_never(upstream)
 
 
 def route_authenticator(

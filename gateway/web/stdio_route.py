@@ -28,7 +28,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.auth.authenticator import RouteAuthenticator
-from gateway.config.model import Upstream
+from gateway.config.model import StdioUpstream
 from gateway.errors import (
     RequestError,
     SessionNotFoundError,
@@ -71,7 +71,7 @@ class StdioRoute(MountedRoute):
 
     def __init__(
         self,
-        config: Upstream,
+        config: StdioUpstream,
         *,
         public_base: str,
         sessions: SessionRegistry,
@@ -155,9 +155,7 @@ class StdioRoute(MountedRoute):
         context.upstream_status = 200
         if answer is not None and "result" in answer and stdio.alive:
             assert context.owner is not None
-            session = self.sessions.mint(
-                self.config.route, upstream_id, context.owner, context.limit_key
-            )
+            session = self.sessions.mint(self.path, upstream_id, context.owner, context.limit_key)
             self._owned[upstream_id] = session
             headers[SESSION_HEADER] = session.session_id
             audit.info("session_started", request_id=context.request_id, upstream=context.upstream)
