@@ -64,34 +64,8 @@ async def forward(request: web.Request, route: HttpRoute) -> web.StreamResponse:
 async def _exchange(request: web.Request, route: HttpRoute, slot: StreamSlot) -> web.StreamResponse:
     context = request[CONTEXT_KEY]
     loop = asyncio.get_running_loop()
-    target = route.pool.path
-    query = request.raw_path.partition("?")[2]  # as the client encoded it, never decoded
-    if query:
-        target += ("&" if "?" in target else "?") + query
-    body = context.body
-    head = route.head_builder.build(
-        request.method,
-        target,
-        request.raw_headers,
-        len(body) if request.method == "POST" else None,
-        context.request_id,
-        _added_headers(request, route),
-    )
     sent = loop.time()
-    try:
-        conn, upstream = await route.pool.request(
-            head, body, route.response_timeout, idempotent=request.method != "POST"
-        )
-    except UpstreamError as error:
-        route.upstream_errors[error.kind].inc()
-        log.warning(
-            "upstream_failed",
-            request_id=context.request_id,
-            upstream=route.name,
-            error=error.code,
-            detail=error.detail,
-        )
-        raise
+    conn, upstream = await _send(request, route)
     try:
         received = loop.time()
         route.upstream_duration.observe(received - sent)
@@ -108,18 +82,7 @@ async def _exchange(request: web.Request, route: HttpRoute, slot: StreamSlot) ->
             )
             if session_id is not None:
                 headers[SESSION_HEADER] = session_id
-        whole = upstream.take_body()
-        sse_filter = None
-        if context.list_filter is not None:
-            if not event_stream:
-                whole = await _filtered_body(upstream, whole, context.list_filter)
-            else:
-                sse_filter = SseListFilter(context.list_filter)
-                if whole is not None:  # the whole stream has already arrived
-                    try:
-                        whole = sse_filter.feed(whole) + sse_filter.finish()
-                    except ListFilterError as exc:
-                        raise UnfilterableResponseError(str(exc)) from None
+        whole, sse_filter = await _filtered(upstream, context.list_filter, event_stream)
         if whole is not None:
             context.response_started = received
             route.request_duration.observe(received - context.started)
@@ -127,6 +90,59 @@ async def _exchange(request: web.Request, route: HttpRoute, slot: StreamSlot) ->
         return await _relay(request, route, conn, upstream, headers, event_stream, sse_filter)
     finally:
         route.pool.release(conn)
+
+
+async def _send(
+    request: web.Request, route: HttpRoute
+) -> tuple[UpstreamConnection, UpstreamResponse]:
+    """Send the request upstream (query string as the client encoded it); wait for the head."""
+    context = request[CONTEXT_KEY]
+    target = route.pool.path
+    query = request.raw_path.partition("?")[2]  # as the client encoded it, never decoded
+    if query:
+        target += ("&" if "?" in target else "?") + query
+    body = context.body
+    head = route.head_builder.build(
+        request.method,
+        target,
+        request.raw_headers,
+        len(body) if request.method == "POST" else None,
+        context.request_id,
+        _added_headers(request, route),
+    )
+    try:
+        return await route.pool.request(
+            head, body, route.response_timeout, idempotent=request.method != "POST"
+        )
+    except UpstreamError as error:
+        route.upstream_errors[error.kind].inc()
+        log.warning(
+            "upstream_failed",
+            request_id=context.request_id,
+            upstream=route.name,
+            error=error.code,
+            detail=error.detail,
+        )
+        raise
+
+
+async def _filtered(
+    upstream: UpstreamResponse, lists: ListFilter | None, event_stream: bool
+) -> tuple[bytes | None, SseListFilter | None]:
+    """The body if it has all arrived (None if not), with what the caller may not use removed
+    from a list response; and the filter the rest of an event stream goes through."""
+    whole = upstream.take_body()
+    if lists is None:
+        return whole, None
+    if not event_stream:
+        return await _filtered_body(upstream, whole, lists), None
+    sse_filter = SseListFilter(lists)
+    if whole is not None:  # the whole stream has already arrived
+        try:
+            whole = sse_filter.feed(whole) + sse_filter.finish()
+        except ListFilterError as exc:
+            raise UnfilterableResponseError(str(exc)) from None
+    return whole, sse_filter
 
 
 def _added_headers(request: web.Request, route: HttpRoute) -> list[tuple[bytes, bytes]]:
@@ -218,21 +234,7 @@ async def _relay(
             tail = sse_filter.finish() if sse_filter is not None else b""
             await write_within(stream, tail, stalled_after, last=True)
     except (UpstreamStreamError, ListFilterError):
-        if ended_by:
-            _stream_closed(request, route, ended_by[0])
-            try:
-                await write_within(stream, b"", stalled_after, last=True)
-            except TimeoutError:
-                drop_client(request)
-            except ConnectionResetError:
-                pass
-            return stream
-        # Headers are gone already: all that is left is to cut the client's connection so it
-        # sees a truncated response rather than a clean end.
-        route.upstream_errors["stream"].inc()
-        log.warning("upstream_stream_failed", request_id=context.request_id, upstream=route.name)
-        if request.transport is not None:
-            request.transport.close()
+        await _relay_broken(request, route, stream, ended_by)
         return stream
     except TimeoutError:
         # The client has read nothing for that long: drop it (what it has not read is lost
@@ -249,6 +251,30 @@ async def _relay(
             if context.session is not None:
                 route.sessions.touch(context.session)  # idle from the end of its last stream
     return stream
+
+
+async def _relay_broken(
+    request: web.Request, route: HttpRoute, stream: web.StreamResponse, ended_by: list[str]
+) -> None:
+    """The upstream read failed: because the gateway ended the stream (end it cleanly), or
+    because the upstream failed (cut the client's connection)."""
+    if ended_by:
+        _stream_closed(request, route, ended_by[0])
+        try:
+            await write_within(stream, b"", route.sessions.stalled_stream_timeout, last=True)
+        except TimeoutError:
+            drop_client(request)
+        except ConnectionResetError:
+            pass
+        return
+    # Headers are gone already: all that is left is to cut the client's connection so it
+    # sees a truncated response rather than a clean end.
+    route.upstream_errors["stream"].inc()
+    log.warning(
+        "upstream_stream_failed", request_id=request[CONTEXT_KEY].request_id, upstream=route.name
+    )
+    if request.transport is not None:
+        request.transport.close()
 
 
 def _stream_closed(request: web.Request, route: HttpRoute, reason: str) -> None:
