@@ -1,5 +1,6 @@
-"""Import rules between `gateway/` packages: no cycles, and `gateway.stdio` (process management)
-never reaches up into the web side."""
+"""Import rules between `gateway/` packages: each imports only from its own layer or below
+(config at the bottom, then the pure core, ... up to the command line), there are no import
+cycles, and `gateway.stdio` (process management) never reaches up into the web side."""
 
 from __future__ import annotations
 
@@ -9,6 +10,31 @@ from pathlib import Path
 import pytest
 
 GATEWAY = Path(__file__).resolve().parent.parent / "gateway"
+
+LAYERS = {
+    "__init__": 0,
+    "config": 0,
+    # the pure core
+    "errors": 1,
+    "jsonrpc": 1,
+    "mcp_methods": 1,
+    "mcp_request": 1,
+    "observability": 1,
+    # token checks, policy decisions, state
+    "auth": 2,
+    "policy": 2,
+    "store": 2,
+    # protocols and upstream connections built on them
+    "oauth": 3,
+    "proxy": 3,
+    "session": 3,
+    "stdio": 3,
+    # the HTTP side, then the command line
+    "web": 4,
+    "cli": 5,
+    "__main__": 5,
+}
+"""Package (or top-level module) of `gateway/` -> its layer: imports go to the same or lower."""
 
 KNOWN_UPWARD_IMPORTS = frozenset(
     {
@@ -83,6 +109,21 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def test_every_package_has_a_layer() -> None:
+    assert set(package_graph()) == set(LAYERS)
+
+
+def test_no_upward_imports() -> None:
+    graph = package_graph()
+    upward = {
+        (importer, imported)
+        for importer, targets in graph.items()
+        for imported in targets
+        if LAYERS[imported] > LAYERS[importer]
+    }
+    assert upward - KNOWN_UPWARD_IMPORTS == set()
+
+
 def test_no_import_cycle_between_gateway_packages() -> None:
     graph = package_graph()
     for importer, imported in KNOWN_UPWARD_IMPORTS:
@@ -95,6 +136,7 @@ def test_known_upward_imports_still_exist() -> None:
     graph = package_graph()
     gone = {(a, b) for a, b in KNOWN_UPWARD_IMPORTS if b not in graph[a]}
     assert gone == set()
+    assert all(LAYERS[b] > LAYERS[a] for a, b in KNOWN_UPWARD_IMPORTS)
 
 
 @pytest.mark.parametrize("path", sorted((GATEWAY / "stdio").glob("*.py")), ids=lambda p: p.name)
