@@ -1,12 +1,14 @@
 """Configuration: YAML -> frozen, validated models."""
 
 from gateway.config.loader import ConfigError, ConfigProblem, load_config, parse_config
-from gateway.config.model import GatewayConfig, Upstream
+from gateway.config.model import GatewayConfig, HttpUpstream, StdioUpstream, Upstream
 
 __all__ = [
     "ConfigError",
     "ConfigProblem",
     "GatewayConfig",
+    "HttpUpstream",
+    "StdioUpstream",
     "Upstream",
     "load_config",
     "parse_config",
