@@ -685,15 +685,49 @@ STDIO_ONLY_KEYS = frozenset(
 )
 
 
+class _Mounted(Model):
+    """Which upstream, and where the gateway serves it (first in every upstream's keys)."""
+
+    name: Name = Field(description="Short identifier, used in logs and metrics labels.")
+    route: str = Field(description="Path the gateway serves this upstream at, e.g. /files/mcp.")
+
+    @field_validator("route")
+    @classmethod
+    def _check_route(cls, value: str) -> str:
+        if not _ROUTE.fullmatch(value) or "/../" in value + "/" or "/./" in value + "/":
+            raise ValueError("must be an absolute path like /files/mcp, without a trailing slash")
+        if any(value == p or value.startswith(p + "/") for p in RESERVED_PREFIXES):
+            raise ValueError(f"must not be under a reserved path {RESERVED_PREFIXES}")
+        return value
+
+
+class _HttpEndpoint(Model):
+    url: AnyHttpUrl = Field(description="The MCP endpoint (http or https).")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        if value.username or value.password or value.fragment:
+            raise ValueError("must not carry credentials or a fragment; use `headers`")
+        return value
+
+
+class _StdioCommand(Model):
+    command: list[str] = Field(
+        min_length=1,
+        description="The program and its arguments (no shell). One process per session; the "
+        "program is looked up on the gateway's PATH.",
+    )
+
+
 class _UpstreamBase(SecretFileMixin, Model):
-    """What every upstream has, whatever its kind."""
+    """What every upstream has, whatever its kind (its keys come after name, route and the
+    key that gives its kind)."""
 
     kind: ClassVar[Literal["http", "stdio"]]
     _foreign_keys: ClassVar[frozenset[str]] = frozenset()
     _foreign_kind: ClassVar[str] = ""
 
-    name: Name = Field(description="Short identifier, used in logs and metrics labels.")
-    route: str = Field(description="Path the gateway serves this upstream at, e.g. /files/mcp.")
     timeouts: UpstreamTimeouts = Field(default_factory=UpstreamTimeouts)
     authorization_servers: list[str] | None = Field(
         None, description="Names of the authorization servers trusted here. Default: all."
@@ -734,17 +768,8 @@ class _UpstreamBase(SecretFileMixin, Model):
                 raise ValueError("offline_access is a client's choice, never a route's baseline")
         return value
 
-    @field_validator("route")
-    @classmethod
-    def _check_route(cls, value: str) -> str:
-        if not _ROUTE.fullmatch(value) or "/../" in value + "/" or "/./" in value + "/":
-            raise ValueError("must be an absolute path like /files/mcp, without a trailing slash")
-        if any(value == p or value.startswith(p + "/") for p in RESERVED_PREFIXES):
-            raise ValueError(f"must not be under a reserved path {RESERVED_PREFIXES}")
-        return value
 
-
-class HttpUpstream(_UpstreamBase):
+class HttpUpstream(_UpstreamBase, _HttpEndpoint, _Mounted):
     """An MCP server reached over HTTP (`url`): the gateway is its reverse proxy."""
 
     model_config = ConfigDict(title="HTTP upstream")
@@ -753,7 +778,6 @@ class HttpUpstream(_UpstreamBase):
     _foreign_keys: ClassVar[frozenset[str]] = STDIO_ONLY_KEYS
     _foreign_kind: ClassVar[str] = "stdio upstreams (command)"
 
-    url: AnyHttpUrl = Field(description="The MCP endpoint (http or https).")
     headers: dict[str, SecretStr] = Field(
         default_factory=dict,
         description="Static headers added to every upstream request (e.g. an API key). "
@@ -784,13 +808,6 @@ class HttpUpstream(_UpstreamBase):
             raise ValueError(f"pass_headers {passed} are set by the gateway on this route")
         return self
 
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: AnyHttpUrl) -> AnyHttpUrl:
-        if value.username or value.password or value.fragment:
-            raise ValueError("must not carry credentials or a fragment; use `headers`")
-        return value
-
     @field_validator("pass_headers")
     @classmethod
     def _check_pass_headers(cls, value: list[str]) -> list[str]:
@@ -815,7 +832,7 @@ class HttpUpstream(_UpstreamBase):
         return value
 
 
-class StdioUpstream(_UpstreamBase):
+class StdioUpstream(_UpstreamBase, _StdioCommand, _Mounted):
     """A stdio MCP server (`command`) the gateway starts itself, one process per session, and
     serves as Streamable HTTP."""
 
@@ -825,11 +842,6 @@ class StdioUpstream(_UpstreamBase):
     _foreign_keys: ClassVar[frozenset[str]] = HTTP_ONLY_KEYS
     _foreign_kind: ClassVar[str] = "HTTP upstreams (url)"
 
-    command: list[str] = Field(
-        min_length=1,
-        description="The program and its arguments (no shell). One process per session; the "
-        "program is looked up on the gateway's PATH.",
-    )
     env: dict[str, SecretStr] = Field(
         default_factory=dict,
         description="The stdio server's whole environment (the gateway's own is never passed "
