@@ -47,7 +47,7 @@ def ensure_chromium() -> str:
     """The path of Debian's Chromium, installed with apt-get first if it is missing."""
     if CHROMIUM.exists():
         return str(CHROMIUM)
-    apt_install("chromium")
+    apt_install("chromium", why="the browser tests drive it through Playwright")
     if not CHROMIUM.exists():
         raise ChromiumUnavailableError(f"apt-get installed chromium but {CHROMIUM} is missing")
     return str(CHROMIUM)

@@ -34,7 +34,7 @@ def ensure_redis_server() -> str:
     found = _installed()
     if found:
         return found
-    apt_install("redis-server")
+    apt_install("redis-server", why="the Redis store tests run a real server")
     found = _installed()
     if not found:
         raise RedisUnavailableError("apt-get installed redis-server but it is not on PATH")
