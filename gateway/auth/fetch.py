@@ -15,6 +15,19 @@ class FetchError(Exception):
     """The document could not be had: network failure, timeout, bad status or not JSON."""
 
 
+async def read_bounded(content: aiohttp.StreamReader, limit: int) -> bytes | None:
+    """The whole body as it streams in, or None as soon as it passes `limit` bytes (a
+    `Content-Length` can be absent or lie, so the bytes themselves are counted)."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await content.readany():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def fetch_json(
     session: aiohttp.ClientSession,
     method: str,
@@ -41,14 +54,9 @@ async def fetch_json(
         ) as response:
             if response.status != 200:
                 raise FetchError(f"HTTP {response.status}")
-            chunks: list[bytes] = []
-            size = 0
-            while chunk := await response.content.readany():
-                size += len(chunk)
-                if size > MAX_DOCUMENT_BYTES:
-                    raise FetchError("document too large")
-                chunks.append(chunk)
-            body = b"".join(chunks)
+            body = await read_bounded(response.content, MAX_DOCUMENT_BYTES)
+            if body is None:
+                raise FetchError("document too large")
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise FetchError(type(exc).__name__) from None
     try:

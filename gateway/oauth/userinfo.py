@@ -22,6 +22,7 @@ from typing import Any, Literal
 import aiohttp
 
 from gateway.auth.claims import audiences
+from gateway.auth.fetch import read_bounded
 from gateway.jsonrpc import MessageError, decode_json
 
 ClaimSource = Literal["id_token", "userinfo"]
@@ -74,18 +75,14 @@ async def fetch_userinfo(
                 raise UserInfoError("userinfo_content_type")
             if (response.content_length or 0) > MAX_USERINFO_BYTES:
                 raise UserInfoError("userinfo_too_large")
-            chunks: list[bytes] = []
-            size = 0
-            while chunk := await response.content.readany():
-                size += len(chunk)
-                if size > MAX_USERINFO_BYTES:
-                    raise UserInfoError("userinfo_too_large")
-                chunks.append(chunk)
+            body = await read_bounded(response.content, MAX_USERINFO_BYTES)
+            if body is None:
+                raise UserInfoError("userinfo_too_large")
     except TimeoutError:
         raise UserInfoError("userinfo_timeout") from None
     except aiohttp.ClientError:
         raise UserInfoError("userinfo_unreachable") from None
-    return UserInfoResponse(kind, b"".join(chunks))
+    return UserInfoResponse(kind, body)
 
 
 def media_type(content_type: str) -> Literal["application/json", "application/jwt"] | None:
