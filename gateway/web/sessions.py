@@ -51,15 +51,12 @@ def session_step(
 
     async def bind_session(request: web.Request) -> None:
         context = request[CONTEXT_KEY]
+        _identify(request)  # sessions and stream limits (a POST's answer may stream) use it
         values = request.headers.getall(SESSION_HEADER, ())
         if not values:
             if opens_session(request):
-                _identify(request)
                 registry.check_room(context.limit_key)
-            else:
-                _identify(request)  # for the stream limits (a POST's answer may stream too)
             return
-        _identify(request)
         if len(values) > 1:
             raise RequestError("repeated Mcp-Session-Id")
         try:
