@@ -18,11 +18,11 @@ from gateway.config.model import GATEWAY_AS_NAME, Upstream
 from gateway.config.reference import render_configuration_reference
 from gateway.config.schema import render_schema
 from gateway.mcp_methods import MCP_METHODS
-from gateway.oauth.grants import Grants, rule
 from gateway.oauth.users import hash_password
 from gateway.observability.logging import configure_logging, get_logger
 from gateway.policy.compiled import compile_policies
 from gateway.policy.decision import NAMED_METHODS, Allow, Deny, InsufficientScope, RoutePolicy
+from gateway.policy.grants import Grants, rule
 from gateway.policy.scopes import ScopeImplications
 from gateway.policy.visibility import Attainable, Held, Listing
 from gateway.session.seal import new_key

@@ -31,7 +31,6 @@ from multidict import MultiMapping
 from gateway.auth.jwt import TokenError, looks_like_jwt, parse_jwt, verify_with_any
 from gateway.oauth.client_documents import ClientDocumentError, ClientDocuments, is_client_id_url
 from gateway.oauth.client_metadata import ClientMetadataError, parse_client_metadata
-from gateway.oauth.grants import ATTAINABLE_SCOPE_CLAIM, Grants
 from gateway.oauth.issuer_check import with_issuer
 from gateway.oauth.pkce import PkceError, check_challenge, verify
 from gateway.oauth.redirects import add_query, redirect_matches
@@ -55,6 +54,7 @@ from gateway.oauth.store import (
 )
 from gateway.oauth.users import LocalUsers
 from gateway.observability.logging import get_logger
+from gateway.policy.grants import ATTAINABLE_SCOPE_CLAIM, Grants
 
 audit = get_logger("gateway.audit")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from gateway.config.loader import ConfigError, ConfigProblem
 from gateway.config.model import GATEWAY_AS_NAME, GatewayConfig, Upstream
 from gateway.mcp_methods import MCP_METHODS
-from gateway.oauth.grants import Grants, rule
 from gateway.policy.decision import RoutePolicy
+from gateway.policy.grants import Grants, rule
 from gateway.policy.scopes import ScopeImplications
 from gateway.policy.visibility import Ceilings
 

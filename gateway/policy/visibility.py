@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from gateway.oauth.grants import ATTAINABLE_SCOPE_CLAIM, Grants
+from gateway.policy.grants import ATTAINABLE_SCOPE_CLAIM, Grants
 from gateway.policy.scopes import ScopeImplications
 
 ListVisibility = Literal["attainable", "held", "all"]

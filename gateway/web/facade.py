@@ -45,7 +45,6 @@ from gateway.oauth.facade import (
     SignInFailed,
     basic_credentials,
 )
-from gateway.oauth.grants import Grants, rule
 from gateway.oauth.issuer_check import IssuerMismatchError, check_issuer
 from gateway.oauth.signing import SigningKeys
 from gateway.oauth.store import (
@@ -67,6 +66,7 @@ from gateway.oauth.upstream import (
 )
 from gateway.oauth.users import LocalUsers
 from gateway.observability.logging import get_logger
+from gateway.policy.grants import Grants, rule
 from gateway.policy.scopes import ScopeImplications
 from gateway.store.kv import KeyValueStore, StoreUnavailableError
 from gateway.store.memory import MemoryKV

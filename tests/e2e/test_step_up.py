@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import AnyUrl
 
 from gateway.config import load_config
-from gateway.oauth.grants import ATTAINABLE_SCOPE_CLAIM
+from gateway.policy.grants import ATTAINABLE_SCOPE_CLAIM
 from gateway.policy.visibility import REQUIRED_SCOPES_META
 from gateway.web.app import create_app
 from gateway.web.server import RunningGateway, start_gateway

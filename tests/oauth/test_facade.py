@@ -20,7 +20,6 @@ from gateway.oauth.facade import (
     Settings,
     SignInNeeded,
 )
-from gateway.oauth.grants import Grants, rule
 from gateway.oauth.pkce import challenge_of
 from gateway.oauth.signing import SigningKeys
 from gateway.oauth.store import (
@@ -31,6 +30,7 @@ from gateway.oauth.store import (
     digest,
 )
 from gateway.oauth.users import LocalUsers, hash_password
+from gateway.policy.grants import Grants, rule
 from gateway.policy.scopes import ScopeImplications
 
 ISSUER = "https://mcp.example.com"

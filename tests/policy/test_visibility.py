@@ -15,9 +15,9 @@ import pytest
 from aiohttp import web
 
 from gateway.config import ConfigError, load_config
-from gateway.oauth.grants import ATTAINABLE_SCOPE_CLAIM, Grants, rule
 from gateway.oauth.users import hash_password
 from gateway.policy.compiled import compile_policies
+from gateway.policy.grants import ATTAINABLE_SCOPE_CLAIM, Grants, rule
 from gateway.policy.scopes import ScopeImplications
 from gateway.policy.visibility import REQUIRED_SCOPES_META, Ceilings
 from tests.conftest import Gateway, StartGateway

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.oauth.grants import ATTAINABLE_SCOPE_CLAIM
+from gateway.policy.grants import ATTAINABLE_SCOPE_CLAIM
 from gateway.policy.visibility import REQUIRED_SCOPES_META
 from tests.conftest import Gateway, StartGateway
 from tests.support.http_upstream import RecordingUpstream, recording_upstream

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gateway.oauth.grants import Grants, rule
+from gateway.policy.grants import Grants, rule
 from gateway.policy.scopes import ScopeImplications
 
 GRANTS = Grants(
