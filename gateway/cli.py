@@ -14,9 +14,10 @@ from typing import Any
 
 from gateway import __version__
 from gateway.config import ConfigError, GatewayConfig, load_config
-from gateway.config.model import GATEWAY_AS_NAME, Upstream
+from gateway.config.fields import GATEWAY_AS_NAME
 from gateway.config.reference import render_configuration_reference
 from gateway.config.schema import render_schema
+from gateway.config.upstreams import Upstream
 from gateway.mcp_methods import MCP_METHODS
 from gateway.oauth.users import hash_password
 from gateway.observability.logging import configure_logging, get_logger

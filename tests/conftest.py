@@ -9,7 +9,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.config import GatewayConfig
-from gateway.config.model import LogFormat, LogLevel, LogSettings
+from gateway.config.fields import LogFormat, LogLevel
+from gateway.config.model import LogSettings
 from gateway.observability.logging import configure_logging
 from gateway.web.app import create_app
 from gateway.web.server import RunningGateway, start_gateway

@@ -30,7 +30,7 @@ from gateway.auth.metadata import discover
 from gateway.auth.principal import Principal
 from gateway.auth.revocation_watch import RevocationWatch
 from gateway.auth.token_cache import TokenCache
-from gateway.config.model import AuthorizationServer, ResourceServer
+from gateway.config.auth import AuthorizationServer, ResourceServer
 from gateway.errors import (
     AuthenticationError,
     AuthUnavailableError,

@@ -8,7 +8,7 @@ from urllib.parse import quote
 import aiohttp
 
 from gateway.auth.fetch import fetch_json
-from gateway.config.model import Introspection
+from gateway.config.auth import Introspection
 
 
 async def introspect(

@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from gateway.config.model import UPSTREAM_KINDS, GatewayConfig
+from gateway.config.model import GatewayConfig
+from gateway.config.upstreams import UPSTREAM_KINDS
 
 Path_ = tuple[str | int, ...]
 

@@ -29,7 +29,8 @@ from gateway.auth.fetch import FetchError, fetch_json
 from gateway.auth.jwks import JwksCache, KeysUnavailableError
 from gateway.auth.jwt import TokenError, check_header, parse_jwt, verify_with_any
 from gateway.auth.metadata import discover
-from gateway.config.model import ASYMMETRIC_ALGORITHMS, OidcLogin
+from gateway.config.auth import OidcLogin
+from gateway.config.fields import ASYMMETRIC_ALGORITHMS
 from gateway.oauth.userinfo import (
     UserInfoError,
     check_jwt_claims,

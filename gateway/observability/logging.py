@@ -21,7 +21,8 @@ import structlog
 from aiohttp.http_exceptions import HttpProcessingError
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from gateway.config.model import LogFormat, LogSettings
+from gateway.config.fields import LogFormat
+from gateway.config.model import LogSettings
 
 SENSITIVE_KEYS = frozenset(
     {

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from gateway.config.fields import GATEWAY_AS_NAME
 from gateway.config.loader import ConfigError, ConfigProblem
-from gateway.config.model import GATEWAY_AS_NAME, GatewayConfig, Upstream
+from gateway.config.model import GatewayConfig
+from gateway.config.upstreams import Upstream
 from gateway.mcp_methods import MCP_METHODS
 from gateway.policy.decision import RoutePolicy
 from gateway.policy.grants import Grants, rule

@@ -9,7 +9,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable
 
-from gateway.config.model import SESSION_DIR, StdioUpstream
+from gateway.config.upstreams import SESSION_DIR, StdioUpstream
 from gateway.errors import CapacityError, TooManyError, UpstreamError
 from gateway.stdio.process import StdioProcess
 from gateway.stdio.session import StdioSession

@@ -13,7 +13,9 @@ from prometheus_client import CollectorRegistry
 
 from gateway.auth.authenticator import HttpSessionHolder, Revocations, TrustedServer
 from gateway.auth.token_cache import TokenCache
-from gateway.config.model import GATEWAY_AS_NAME, GatewayConfig, Upstream
+from gateway.config.fields import GATEWAY_AS_NAME
+from gateway.config.model import GatewayConfig
+from gateway.config.upstreams import Upstream
 from gateway.errors import MethodNotAllowedError
 from gateway.oauth.facade import AuthorizationServer
 from gateway.observability.metrics import GatewayMetrics

@@ -27,11 +27,8 @@ from aiohttp import hdrs, web
 from multidict import MultiDict
 
 from gateway.auth.authenticator import HttpSessionHolder
-from gateway.config.model import (
-    AuthorizationServerSettings,
-    ClientIdMetadataDocuments,
-    GatewayConfig,
-)
+from gateway.config.auth import AuthorizationServerSettings, ClientIdMetadataDocuments
+from gateway.config.model import GatewayConfig
 from gateway.oauth.client_documents import ClientDocuments
 from gateway.oauth.facade import (
     AuthorizationServer,

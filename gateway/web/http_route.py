@@ -6,7 +6,7 @@ from aiohttp import web
 from prometheus_client import Counter, Gauge, Histogram
 
 from gateway.auth.authenticator import RouteAuthenticator
-from gateway.config.model import HttpUpstream
+from gateway.config.upstreams import HttpUpstream
 from gateway.observability.metrics import GatewayMetrics
 from gateway.proxy.headers import RequestHeadBuilder
 from gateway.proxy.pool import UpstreamPool

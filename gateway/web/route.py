@@ -7,7 +7,7 @@ from typing import Protocol
 from aiohttp import web
 
 from gateway.auth.authenticator import RouteAuthenticator
-from gateway.config.model import Upstream
+from gateway.config.upstreams import Upstream
 from gateway.session.registry import SessionRegistry
 
 

@@ -7,7 +7,8 @@ from typing import assert_never
 
 from gateway.auth.authenticator import Revocations, RouteAuthenticator, TrustedServer
 from gateway.auth.token_cache import TokenCache
-from gateway.config.model import HttpUpstream, ResourceServer, StdioUpstream, Upstream
+from gateway.config.auth import ResourceServer
+from gateway.config.upstreams import HttpUpstream, StdioUpstream, Upstream
 from gateway.observability.metrics import GatewayMetrics
 from gateway.session.registry import SessionRegistry
 from gateway.web.http_route import HttpRoute

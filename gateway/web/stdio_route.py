@@ -28,7 +28,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.auth.authenticator import RouteAuthenticator
-from gateway.config.model import StdioUpstream
+from gateway.config.upstreams import StdioUpstream
 from gateway.errors import (
     RequestError,
     SessionNotFoundError,

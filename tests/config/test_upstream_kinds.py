@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from gateway.config import ConfigError, parse_config
-from gateway.config.model import HttpUpstream, StdioUpstream
+from gateway.config.upstreams import HttpUpstream, StdioUpstream
 
 HTTP = "{name: web, route: /web/mcp, url: 'http://127.0.0.1:1/mcp', allow_anonymous: true"
 STDIO = "{name: cli, route: /cli/mcp, command: [server, --flag], allow_anonymous: true"

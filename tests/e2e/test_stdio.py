@@ -15,7 +15,7 @@ import httpx2
 import pytest
 from mcp_types import CreateMessageRequestParams, CreateMessageResult, TextContent
 
-from gateway.config.model import SESSION_DIR
+from gateway.config.upstreams import SESSION_DIR
 from tests.conftest import Gateway, StartGateway, gateway_log
 from tests.support.crowd import Exchange, RawMcpClient
 from tests.support.everything import ensure_everything_installed

@@ -23,7 +23,7 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey
 from gateway.auth.authenticator import HttpSessionHolder, RouteAuthenticator, TrustedServer
 from gateway.auth.principal import Principal
 from gateway.auth.token_cache import TokenCache
-from gateway.config.model import AuthorizationServer, ResourceServer
+from gateway.config.auth import AuthorizationServer, ResourceServer
 from gateway.errors import InvalidTokenError
 from gateway.oauth.signing import SigningKey, SigningKeyError, SigningKeys
 from tests.support.processes import free_port

@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from gateway.auth.authenticator import HttpSessionHolder
-from gateway.config.model import OidcLogin
+from gateway.config.auth import OidcLogin
 from gateway.oauth.upstream import UpstreamLoginError, UpstreamProviderUnusableError
 from gateway.oauth.userinfo import (
     MAX_USERINFO_BYTES,

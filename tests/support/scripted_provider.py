@@ -30,7 +30,7 @@ from aiohttp import web
 from joserfc.jwk import KeySet, RSAKey
 
 from gateway.auth.authenticator import HttpSessionHolder
-from gateway.config.model import OidcLogin
+from gateway.config.auth import OidcLogin
 from gateway.oauth.upstream import UpstreamProvider
 from tests.support.local_issuer import LocalIssuer
 from tests.support.processes import LOOPBACK, free_port
