@@ -15,13 +15,25 @@ KNOWN_METHODS = frozenset({"GET", "POST", "DELETE", "OPTIONS", "HEAD", "PUT", "P
 
 
 class GatewayMetrics:
-    """All of the gateway's metrics on one registry, with label children cached for the hot path."""
+    """All of the gateway's metrics on one registry, with label children cached for the hot path.
+
+    The families are declared by concern, one builder each: traffic, authentication and
+    policy, sessions and stream limits, the state store.
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         Info("mcp_gateway_build", "Build information.", registry=registry).info(
             {"version": __version__}
         )
+        self._add_traffic(registry)
+        self._add_authorization(registry)
+        self._add_sessions_and_limits(registry)
+        self._add_state_store(registry)
+        self._request_children: dict[tuple[str, str, int], Counter] = {}
+
+    def _add_traffic(self, registry: CollectorRegistry) -> None:
+        """Requests answered, how long they took, how the upstreams failed, open streams."""
         self.requests = Counter(
             "mcp_gateway_requests_total",
             "HTTP requests answered, by upstream route, HTTP method and status code.",
@@ -55,6 +67,9 @@ class GatewayMetrics:
             ("upstream",),
             registry=registry,
         )
+
+    def _add_authorization(self, registry: CollectorRegistry) -> None:
+        """Token checks, the key fetches behind them, and the policy that decides each call."""
         self.token_validations = Counter(
             "mcp_gateway_token_validations_total",
             "Bearer token checks by upstream route and outcome: valid, cached (verified-token "
@@ -81,6 +96,10 @@ class GatewayMetrics:
             ("outcome",),
             registry=registry,
         )
+
+    def _add_sessions_and_limits(self, registry: CollectorRegistry) -> None:
+        """Sessions and the streams counted against the limits; why the gateway ended or
+        refused them."""
         self.active_sessions = Gauge(
             "mcp_gateway_active_sessions",
             "Sessions this replica knows to be open (stateful protocol era).",
@@ -109,6 +128,9 @@ class GatewayMetrics:
             ("upstream", "reason"),
             registry=registry,
         )
+
+    def _add_state_store(self, registry: CollectorRegistry) -> None:
+        """The shared state store (Redis): failed operations and whether it answers now."""
         self.store_errors = Counter(
             "mcp_gateway_store_errors_total",
             "State store (Redis) operations that failed or timed out, by operation; each one "
@@ -122,7 +144,6 @@ class GatewayMetrics:
             registry=registry,
         )
         self.store_up.set(1)
-        self._request_children: dict[tuple[str, str, int], Counter] = {}
 
     def count_request(self, upstream: str, method: str, status: int) -> None:
         # The method is the client's choice: fold unknown ones so the cache and labels stay bounded.
