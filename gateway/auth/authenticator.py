@@ -9,7 +9,7 @@ JWT signature and claims (or RFC 7662 introspection) -> cache. Every refusal rai
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import aiohttp
 
@@ -183,6 +183,16 @@ class RouteAuthenticator:
             "error": "invalid_token",
             "error_description": "The access token is missing, invalid, expired or not issued "
             "for this resource",
+        }
+
+    def insufficient_scope_challenge(self, required: Iterable[str]) -> dict[str, str]:
+        """The 403 step-up challenge naming every scope the refused operation needs, so the
+        client can ask for them all at once (RFC 6750 section 3.1, insufficient_scope)."""
+        return {
+            "error": "insufficient_scope",
+            "scope": " ".join(sorted(required)),
+            "resource_metadata": self.challenge["resource_metadata"],
+            "error_description": "This operation needs the scopes listed in scope",
         }
 
     async def authenticate(self, authorization: Sequence[str]) -> Principal:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
 from aiohttp import web
@@ -34,10 +34,20 @@ from gateway.mcp_methods import MCP_METHODS
 from gateway.mcp_request import McpCall, McpRequestError, inspect_request
 from gateway.observability.logging import get_logger
 from gateway.policy.compiled import PolicyStore
-from gateway.policy.decision import LIST_KINDS, Allow, Deny, InsufficientScope, Kind, RoutePolicy
+from gateway.policy.decision import (
+    LIST_KINDS,
+    Allow,
+    Decision,
+    Deny,
+    InsufficientScope,
+    Kind,
+    RoutePolicy,
+)
 from gateway.policy.listing import Allowed, ListFilter
 from gateway.policy.refusal import Refusal, denied_message, insufficient_scope_message
 from gateway.policy.visibility import Attainable, Hidden
+from gateway.session.seal import Owner
+from gateway.web.exchange import RequestContext
 from gateway.web.keys import CONTEXT_KEY
 
 Step = Callable[[web.Request], Awaitable[None]]
@@ -59,19 +69,30 @@ def build_steps(
     route_name: str = "",
     count_decision: Callable[[str], None] = lambda decision: None,
 ) -> tuple[Step, ...]:
-    """The pipeline for one MCP route, assembled once at start-up."""
-    max_request_bytes = limits.max_bytes
+    """The pipeline for one MCP route, assembled once at start-up: authentication only on a
+    route that has it, the policy decision only where there is also a policy."""
+    steps: tuple[Step, ...] = (body_step(limits), inspect_message, bind_session)
+    if authenticator is None:
+        return steps
+    authenticate = authentication_step(authenticator)
+    if policies is None:
+        return (authenticate, *steps)
+    return (authenticate, *steps, policy_step(authenticator, policies, route_name, count_decision))
+
+
+def authentication_step(authenticator: RouteAuthenticator) -> Step:
+    """The step that turns the request's token into its principal, and so into the owner of
+    whatever the request opens (`Owner.of`: a token without `sub` owns it itself)."""
 
     async def authenticate(request: web.Request) -> None:
         """Every request carries and passes its own token (RFC 6750 section 2.1 header only).
 
         Each refusal is an audit event with its reason code; the token itself is never logged.
         """
-        assert authenticator is not None
         context = request[CONTEXT_KEY]
-        authorization = request.headers.getall("Authorization", ())
+        authorization: Sequence[str] = request.headers.getall("Authorization", ())
         try:
-            context.principal = await authenticator.authenticate(authorization)
+            principal = await authenticator.authenticate(authorization)
         except GatewayError as error:
             audit.info(
                 "token_rejected",
@@ -81,6 +102,15 @@ def build_steps(
                 reason=error.detail,
             )
             raise
+        context.principal = principal
+        context.owner = Owner.of(principal, authorization[0])  # exactly one, or it was refused
+
+    return authenticate
+
+
+def body_step(limits: BodyLimits) -> Step:
+    """The step that reads a POST body within the route's size and time limits."""
+    max_request_bytes = limits.max_bytes
 
     async def read_body(request: web.Request) -> None:
         """Read a POST body, enforcing the size limit as it streams in (413), not only by
@@ -114,14 +144,23 @@ def build_steps(
             raise RequestTimeoutError("request body not received in time") from None
         request[CONTEXT_KEY].body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
+    return read_body
+
+
+def policy_step(
+    authenticator: RouteAuthenticator,
+    policies: PolicyStore,
+    route_name: str,
+    count_decision: Callable[[str], None],
+) -> Step:
+    """The step that applies the route's current policy to every call of the request."""
+
     async def decide(request: web.Request) -> None:
         """Apply the route's policy to every call in the request (decided on the parsed body).
 
         Insufficient scope -> 403 with a challenge naming every scope needed, so the client
         can step up; deny -> 403 without one. Nothing refused is forwarded.
         """
-        assert authenticator is not None
-        assert policies is not None
         context = request[CONTEXT_KEY]
         assert context.principal is not None
         policy = policies.current[route_name]
@@ -140,15 +179,7 @@ def build_steps(
             if not isinstance(decision, Deny):
                 context.required_scopes = decision.required
             if len(calls) > 1:
-                audit.info(
-                    "policy_decided",
-                    request_id=context.request_id,
-                    upstream=route_name,
-                    method=label,
-                    name=name,
-                    decision=outcome,
-                    rule=decision.rule,
-                )
+                _audit_batch_decision(context, route_name, label, name, decision)
             if isinstance(decision, Deny):
                 denied.append(name if name is not None else method)
             elif isinstance(decision, InsufficientScope):
@@ -158,25 +189,29 @@ def build_steps(
             raise PolicyDeniedError("denied by policy", message=denied_message(denied))
         context.list_filter = list_filter(request.method, context.calls, policy, granted, ceiling)
         if required:
+            unattainable = policy.unattainable(frozenset(required), granted, ceiling())
             raise InsufficientScopeError(
                 "missing scopes",
-                message=insufficient_scope_message(
-                    refusals, granted, policy.unattainable(frozenset(required), granted, ceiling())
-                ),
-                challenge={
-                    "error": "insufficient_scope",
-                    "scope": " ".join(sorted(required)),
-                    "resource_metadata": authenticator.challenge["resource_metadata"],
-                    "error_description": "This operation needs the scopes listed in scope",
-                },
+                message=insufficient_scope_message(refusals, granted, unattainable),
+                challenge=authenticator.insufficient_scope_challenge(required),
             )
 
-    steps: tuple[Step, ...] = (read_body, inspect_message, bind_session)
-    if authenticator is None:
-        return steps
-    if policies is None:
-        return (authenticate, *steps)
-    return (authenticate, *steps, decide)
+    return decide
+
+
+def _audit_batch_decision(
+    context: RequestContext, route: str, label: str, name: str | None, decision: Decision
+) -> None:
+    """One audit event per call of a batch (a lone call's decision is in the access record)."""
+    audit.info(
+        "policy_decided",
+        request_id=context.request_id,
+        upstream=route,
+        method=label,
+        name=name,
+        decision=_OUTCOMES[type(decision)],
+        rule=decision.rule,
+    )
 
 
 _OUTCOMES: dict[type, str] = {Allow: "allow", InsufficientScope: "insufficient_scope", Deny: "deny"}

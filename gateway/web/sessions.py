@@ -22,12 +22,7 @@ from gateway.mcp_request import is_stateless_era
 from gateway.observability.logging import get_logger
 from gateway.observability.metrics import GatewayMetrics
 from gateway.session.registry import Session, SessionRegistry, SessionRejectedError, limit_key
-from gateway.session.seal import (
-    Owner,
-    SessionSealer,
-    is_upstream_session_id,
-    new_key,
-)
+from gateway.session.seal import ANONYMOUS, SessionSealer, is_upstream_session_id, new_key
 from gateway.web.keys import CONTEXT_KEY
 
 audit = get_logger("gateway.audit")
@@ -129,10 +124,13 @@ def after_upstream_response(
 
 
 def _identify(request: web.Request) -> None:
-    """Fill in who owns what this request opens, and what its limits count against."""
+    """Fill in what this request's limits count against: the owner the authentication step
+    established (`pipeline.authentication_step`), or on a route without authentication the
+    anonymous owner and the client's address."""
     context = request[CONTEXT_KEY]
-    owner = Owner.of(context.principal, _token(request))
-    context.owner = owner
+    owner = context.owner
+    if owner is None:
+        owner = context.owner = ANONYMOUS
     context.limit_key = limit_key(owner, context.client)
 
 
@@ -147,12 +145,6 @@ def opens_session(request: web.Request) -> bool:
         and calls[0].method == "initialize"
         and not is_stateless_era(request.headers.get("MCP-Protocol-Version"))
     )
-
-
-def _token(request: web.Request) -> str | None:
-    """The credential, only to fingerprint sub-less tokens (see `Owner.of`); never stored."""
-    values = request.headers.getall("Authorization", ())
-    return values[0] if len(values) == 1 else None
 
 
 def reaper(
