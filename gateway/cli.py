@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.compiler import CompiledConfig, load
+from gateway.config import ConfigError, GatewayConfig
 from gateway.config.fields import GATEWAY_AS_NAME
 from gateway.config.reference import render_configuration_reference
 from gateway.config.schema import render_schema
@@ -21,7 +22,6 @@ from gateway.config.upstreams import Upstream
 from gateway.mcp_methods import MCP_METHODS
 from gateway.oauth.users import hash_password
 from gateway.observability.logging import configure_logging, get_logger
-from gateway.policy.compiled import compile_policies
 from gateway.policy.decision import NAMED_METHODS, Allow, Deny, InsufficientScope, RoutePolicy
 from gateway.policy.grants import Grants, rule
 from gateway.policy.scopes import ScopeImplications
@@ -118,21 +118,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "explain":
         return _explain(args)
     try:
-        config = _load(args.config)
+        compiled = _load(args.config)
     except ConfigError as error:
         _print_problems(error)
         return 1
-    configure_logging(config.log)
-    _run(config, args.config)
+    configure_logging(compiled.config.log)
+    _run(compiled, args.config)
     return 0
 
 
-def _load(path: Path) -> GatewayConfig:
-    """Load a config file and compile its policies, as `serve` will (every problem raised as
-    one `ConfigError`)."""
-    config = load_config(path)
-    compile_policies(config, source=str(path))
-    return config
+def _load(path: Path, *, policy_only: bool = False) -> CompiledConfig:
+    """Load a config file as `serve` does, both passes (every problem raised as one
+    `ConfigError`); `policy_only` for `explain`, which needs neither secrets nor files."""
+    return load(path, policy_only=policy_only)
 
 
 def _print_problems(error: ConfigError) -> None:
@@ -145,12 +143,12 @@ def _check(paths: list[Path]) -> int:
     failed = False
     for path in paths:
         try:
-            config = _load(path)
+            compiled = _load(path)
         except ConfigError as error:
             _print_problems(error)
             failed = True
             continue
-        print(f"{path}: ok ({len(config.upstreams)} upstream(s))")
+        print(f"{path}: ok ({len(compiled.config.upstreams)} upstream(s))")
     return 1 if failed else 0
 
 
@@ -168,10 +166,11 @@ def _explain(args: argparse.Namespace) -> int:
     """Exit 0 when the call would be allowed (or for a listing), 3 when refused, 1 on a bad
     config or route."""
     try:
-        config = _load(args.config)
+        compiled = _load(args.config, policy_only=True)
     except ConfigError as error:
         _print_problems(error)
         return 1
+    config = compiled.config
     upstream = next((u for u in config.upstreams if args.route in (u.route, u.name)), None)
     if upstream is None:
         print(f"no route {args.route!r} in {args.config}", file=sys.stderr)
@@ -179,7 +178,7 @@ def _explain(args: argparse.Namespace) -> int:
     if upstream.allow_anonymous:
         print(f"{upstream.route}: anonymous route, no policy applies: allow")
         return 0
-    policy = compile_policies(config)[upstream.name]
+    policy = compiled.policies[upstream.name]
     if all(getattr(args, t) is None for t in ("tool", "resource", "prompt", "method")):
         return _explain_lists(config, upstream, policy, args)
     method, name = (
@@ -321,19 +320,20 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def _run(config: GatewayConfig, path: Path) -> None:
+def _run(compiled: CompiledConfig, path: Path) -> None:
     with asyncio.Runner(loop_factory=_new_event_loop) as runner:
-        runner.run(_serve(config, path))
+        runner.run(_serve(compiled, path))
 
 
-async def _serve(config: GatewayConfig, path: Path) -> None:
+async def _serve(compiled: CompiledConfig, path: Path) -> None:
     """Serve until SIGTERM or SIGINT, then stop accepting and let open responses finish.
     SIGHUP reloads the policies from the config file."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    app = create_app(config, config_path=path)
+    config = compiled.config
+    app = create_app(compiled, config_path=path)
     loop.add_signal_handler(signal.SIGHUP, app[RELOADER_KEY].trigger)
     running = await start_gateway(config, app)
     try:

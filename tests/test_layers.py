@@ -28,6 +28,7 @@ LAYERS = {
     "oauth": 3,
     "proxy": 3,
     "session": 3,
+    "compiler": 3,
     "stdio": 3,
     # the HTTP side, then the command line
     "web": 4,
@@ -35,17 +36,6 @@ LAYERS = {
     "__main__": 5,
 }
 """Package (or top-level module) of `gateway/` -> its layer: imports go to the same or lower."""
-
-KNOWN_UPWARD_IMPORTS = frozenset(
-    {
-        # Issue 17, still to do: config is to be the bottom layer, compiled into policies and
-        # users by a separate pass. Remove an entry once it is gone; the list can only shrink.
-        ("config", "oauth"),
-        ("config", "policy"),
-    }
-)
-"""(importer, imported) package pairs that break the layering today, tolerated for now."""
-
 
 def _package(module: str) -> str | None:
     """`gateway.web.app` -> `web`; a top-level module (`gateway.errors`) is its own unit."""
@@ -120,22 +110,11 @@ def test_no_upward_imports() -> None:
         for imported in targets
         if LAYERS[imported] > LAYERS[importer]
     }
-    assert upward - KNOWN_UPWARD_IMPORTS == set()
+    assert upward == set()
 
 
 def test_no_import_cycle_between_gateway_packages() -> None:
-    graph = package_graph()
-    for importer, imported in KNOWN_UPWARD_IMPORTS:
-        graph[importer].discard(imported)
-    assert _cycle(graph) is None
-
-
-def test_known_upward_imports_still_exist() -> None:
-    """An entry that no longer applies must leave the list, so that it cannot come back."""
-    graph = package_graph()
-    gone = {(a, b) for a, b in KNOWN_UPWARD_IMPORTS if b not in graph[a]}
-    assert gone == set()
-    assert all(LAYERS[b] > LAYERS[a] for a, b in KNOWN_UPWARD_IMPORTS)
+    assert _cycle(package_graph()) is None
 
 
 @pytest.mark.parametrize("path", sorted((GATEWAY / "stdio").glob("*.py")), ids=lambda p: p.name)

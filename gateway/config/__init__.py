@@ -1,7 +1,8 @@
 """Configuration: YAML -> frozen, validated models."""
 
-from gateway.config.loader import ConfigError, ConfigProblem, load_config, parse_config
+from gateway.config.loader import load_config, parse_config
 from gateway.config.model import GatewayConfig
+from gateway.config.problems import ConfigError, ConfigProblem
 from gateway.config.upstreams import HttpUpstream, StdioUpstream, Upstream
 
 __all__ = [

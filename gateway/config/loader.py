@@ -1,181 +1,184 @@
-"""Load a YAML config file into a `GatewayConfig`, reporting every problem at once.
+"""The first loading pass: YAML into a validated `GatewayConfig`, with every problem at once.
 
-Each problem carries its YAML path (e.g. `upstreams[1].url`) and, where known, its line. The YAML
-is parsed strictly (duplicate keys are errors), `${VAR}` and `${VAR:-default}` are substituted in
-string values from the environment (`$${` stands for a literal `${`), and the result is validated
-by the pydantic models, with environment overrides for process settings applied on top.
+The YAML is parsed strictly (duplicate keys are errors), `${VAR}` and `${VAR:-default}` are
+substituted in string values from the environment (`$${` stands for a literal `${`), `_file`
+secret twins are read into their fields, environment overrides for process settings are laid on
+top, and each section is validated on its own, so one bad section does not hide the problems of
+another; then the checks across sections run on whatever validated. Each problem carries its
+YAML path (e.g. `upstreams[1].url`) and line.
+
+The second pass, compiling the config into runtime objects (policies, users, signing keys), is
+`gateway.compiler`; `check`, `serve` and reloads run both.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from gateway.config.model import GatewayConfig
-from gateway.config.upstreams import UPSTREAM_KINDS
+from gateway.config.crossref import cross_reference_problems
+from gateway.config.document import read_yaml
+from gateway.config.model import GatewayConfig, process_overrides
+from gateway.config.problems import ConfigError, ConfigProblem, Problems, YamlPath, did_you_mean
+from gateway.config.secrets import resolve_secret_files
+from gateway.config.shape import keys_of, model_at
+from gateway.config.upstreams import UPSTREAM_KINDS, Upstream
 
-Path_ = tuple[str | int, ...]
-
-_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
+POLICY_ONLY_SKIPS = ("sessions", "store", "log")
+"""Sections a policy-only load (`explain`) does not validate: it takes their defaults."""
+_STRUCTURAL = frozenset({"missing", "extra_forbidden", "upstream_kind"})
+"""Error types that say the document's shape is wrong, never a knock-on of a value."""
+_UPSTREAM = TypeAdapter(Upstream)
 
 
-@dataclass(frozen=True, slots=True)
-class ConfigProblem:
-    path: str
-    message: str
-    line: int | None = None
+@dataclass
+class Validated:
+    """What the first pass made of a document: each section that validated, and the problems."""
 
-    def __str__(self) -> str:
-        where = f"{self.path} (line {self.line})" if self.line else self.path
-        return f"{where}: {self.message}"
+    data: dict[str, Any]
+    problems: Problems
+    sections: dict[str, Any] = field(default_factory=dict)
+    upstreams: dict[int, Upstream] = field(default_factory=dict)
+    complete: bool = False
+    """Every section validated (there may still be problems across sections)."""
 
-
-class ConfigError(Exception):
-    """The configuration is invalid; `problems` lists every problem found."""
-
-    def __init__(self, source: str, problems: list[ConfigProblem]) -> None:
-        super().__init__(f"{source}: {len(problems)} problem(s)")
-        self.source = source
-        self.problems = problems
-
-
-def format_path(path: Path_) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
+    @property
+    def config(self) -> GatewayConfig | None:
+        """The whole config, when every section validated and nothing is wrong between them."""
+        if not self.complete or self.problems.found:
+            return None
+        upstreams = [self.upstreams[index] for index in sorted(self.upstreams)]
+        return GatewayConfig.model_construct(**self.sections, upstreams=upstreams)
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate mapping keys instead of keeping the last one."""
+def validate_document(
+    text: str,
+    *,
+    source: str = "<config>",
+    env: Mapping[str, str] | None = None,
+    policy_only: bool = False,
+) -> Validated:
+    """Run the first pass over YAML text; problems are collected, never raised.
 
-    duplicate_keys: list[tuple[str, int]]
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                self.duplicate_keys.append((str(key), key_node.start_mark.line + 1))
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _line_index(node: yaml.Node | None, path: Path_, out: dict[Path_, int]) -> None:
-    if node is None:
-        return
-    out[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            out[(*path, key)] = key_node.start_mark.line + 1
-            _line_index(value_node, (*path, key), out)
-            out[(*path, key)] = key_node.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _line_index(item, (*path, i), out)
-
-
-def _substitute(
-    value: Any, env: Mapping[str, str], path: Path_, problems: list[tuple[Path_, str]]
-) -> Any:
-    if isinstance(value, str):
-
-        def replace(match: re.Match[str]) -> str:
-            if match.group(0) == "$${":
-                return "${"
-            name, default = match.group(1), match.group(2)
-            if name in env:
-                return env[name]
-            if default is not None:
-                return default
-            problems.append((path, f"environment variable {name} is unset"))
-            return ""
-
-        return _VAR.sub(replace, value)
-    if isinstance(value, dict):
-        return {k: _substitute(v, env, (*path, str(k)), problems) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, env, (*path, i), problems) for i, v in enumerate(value)]
-    return value
+    `policy_only`: for a dry run of the policy (`explain`): secret files are not read, unset
+    variables are not problems unless what they leave empty is needed, and the sections the
+    policy does not use (`POLICY_ONLY_SKIPS`) keep their defaults.
+    """
+    problems = Problems(source)
+    env = os.environ if env is None else env
+    data = read_yaml(text, env, problems, report_unset=not policy_only)
+    if data is None:
+        return Validated({}, problems)
+    data = resolve_secret_files(GatewayConfig, data, problems, read_files=not policy_only)
+    data = _merged(data, process_overrides())
+    validated = Validated(data, problems)
+    skip = POLICY_ONLY_SKIPS if policy_only else ()
+    validated.complete = _validate_sections(validated, skip) & _validate_upstreams(validated)
+    found = cross_reference_problems(
+        validated.sections.get("server"), validated.sections.get("auth"), validated.upstreams
+    )
+    for path, message in found:
+        problems.add(path, message)
+    if validated.complete is False and not problems.found:
+        problems.found = problems.withheld  # nothing else explains why a section failed
+    return validated
 
 
-def _nearest_line(lines: dict[Path_, int], path: Path_) -> int | None:
-    while path:
-        if path in lines:
-            return lines[path]
-        path = path[:-1]
-    return None
+def _merged(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `top` laid over it, mapping by mapping."""
+    out = dict(base)
+    for key, value in top.items():
+        below = out.get(key)
+        out[key] = _merged(below, value) if isinstance(below, dict) and isinstance(
+            value, dict) else value  # fmt: skip
+    return out
+
+
+def _validate_sections(validated: Validated, skip: tuple[str, ...]) -> bool:
+    data, problems = validated.data, validated.problems
+    fields = GatewayConfig.model_fields
+    for key in data:
+        if key not in fields:
+            problems.add(
+                (key,), "unknown key" + did_you_mean(str(key), fields), knock_on_possible=False
+            )
+    ok = True
+    for name, info in fields.items():
+        if name == "upstreams":
+            continue
+        if name not in data or name in skip:
+            validated.sections[name] = info.get_default(call_default_factory=True)
+            continue
+        try:
+            adapter: TypeAdapter[Any] = TypeAdapter(info.annotation)  # type: ignore[arg-type]
+            validated.sections[name] = adapter.validate_python(data[name])
+        except ValidationError as exc:
+            _report(exc, (name,), validated)
+            ok = False
+    return ok
+
+
+def _validate_upstreams(validated: Validated) -> bool:
+    items = validated.data.get("upstreams")
+    if not isinstance(items, list) or not items:
+        what = "is required" if items is None else "must be a list of at least one upstream"
+        validated.problems.add(("upstreams",), what, knock_on_possible=False)
+        return False
+    ok = True
+    for index, item in enumerate(items):
+        try:
+            validated.upstreams[index] = _UPSTREAM.validate_python(item)
+        except ValidationError as exc:
+            _report(exc, ("upstreams", index), validated)
+            ok = False
+    return ok
+
+
+def _report(error: ValidationError, prefix: YamlPath, validated: Validated) -> None:
+    for item in error.errors(include_url=False):
+        loc = tuple(item["loc"])
+        if prefix[:1] == ("upstreams",) and loc[:1] and loc[0] in UPSTREAM_KINDS:
+            loc = loc[1:]  # the kind pydantic puts first is no part of the YAML path
+        path: YamlPath = (*prefix, *loc)
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            model = model_at(GatewayConfig, validated.data, path[:-1])
+            known = keys_of(model) if model is not None else set()
+            message = "unknown key" + did_you_mean(str(path[-1]), known)
+        validated.problems.add(path, message, knock_on_possible=item["type"] not in _STRUCTURAL)
 
 
 def parse_config(
     text: str, *, source: str = "<config>", env: Mapping[str, str] | None = None
 ) -> GatewayConfig:
-    """Validate YAML text; raise `ConfigError` listing every problem."""
-    env = os.environ if env is None else env
-    loader = _StrictLoader(text)
-    loader.duplicate_keys = []
-    try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(source, [ConfigProblem("(yaml)", str(problem), line)]) from None
-    finally:
-        loader.dispose()
-
-    lines: dict[Path_, int] = {}
-    _line_index(node, (), lines)
-    problems = [
-        ConfigProblem("(yaml)", f"duplicate key {key!r}", line)
-        for key, line in loader.duplicate_keys
-    ]
-    if not isinstance(data, dict):
-        problems.append(ConfigProblem("(top level)", "the config must be a YAML mapping"))
-        raise ConfigError(source, problems)
-    unset: list[tuple[Path_, str]] = []
-    data = _substitute(data, env, (), unset)
-    problems += [ConfigProblem(format_path(p), m, _nearest_line(lines, p)) for p, m in unset]
-    try:
-        config = GatewayConfig(**data)
-    except ValidationError as exc:
-        for error in exc.errors(include_url=False):
-            loc: Path_ = _without_kind(tuple(error["loc"]))
-            message = error["msg"].removeprefix("Value error, ")
-            problems.append(ConfigProblem(format_path(loc), message, _nearest_line(lines, loc)))
-        raise ConfigError(source, problems) from None
-    if problems:
-        raise ConfigError(source, problems)
+    """Run the first pass over YAML text; raise `ConfigError` listing every problem."""
+    validated = validate_document(text, source=source, env=env)
+    validated.problems.raise_if_any()
+    config = validated.config
+    assert config is not None  # no problem found means every section validated
     return config
 
 
-def _without_kind(loc: Path_) -> Path_:
-    """The YAML path of an error: without the upstream kind pydantic adds after the index."""
-    if len(loc) > 2 and loc[0] == "upstreams" and loc[2] in UPSTREAM_KINDS:
-        return loc[:2] + loc[3:]
-    return loc
-
-
-def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
-    """Read and validate a config file; raise `ConfigError` listing every problem."""
+def read_config_text(path: str | os.PathLike[str]) -> str:
+    """A config file's text; `ConfigError` when it cannot be read."""
     file = Path(path)
     try:
-        size = file.stat().st_size
-        if size > MAX_CONFIG_BYTES:
+        if file.stat().st_size > MAX_CONFIG_BYTES:
             raise ConfigError(str(file), [ConfigProblem("(file)", "config file is too large")])
-        text = file.read_text(encoding="utf-8")
+        return file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(file), [ConfigProblem("(file)", exc.strerror or str(exc))]) from None
     except UnicodeDecodeError:
         raise ConfigError(str(file), [ConfigProblem("(file)", "not UTF-8")]) from None
-    return parse_config(text, source=str(file))
+
+
+def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
+    """Read and validate a config file (the first pass); raise `ConfigError` listing every
+    problem."""
+    return parse_config(read_config_text(path), source=str(path))

@@ -9,12 +9,10 @@ in a repr or a log line; any secret field `x` may instead be given as `x_file: P
 from __future__ import annotations
 
 import re
-from ipaddress import IPv4Network, IPv6Network
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    AnyHttpUrl,
     Field,
     SecretStr,
     field_validator,
@@ -29,101 +27,19 @@ from pydantic_settings import (
 )
 
 from gateway.config.auth import AuthorizationServer, AuthSettings, ResourceServer
+from gateway.config.crossref import cross_reference_problems
 from gateway.config.fields import (
     DEFAULT_PORTS,
     GATEWAY_AS_NAME,
-    HOST_PATTERN,
-    LogFormat,
-    LogLevel,
     Model,
     PositiveSeconds,
     ScopeList,
     serialized_origin,
 )
+from gateway.config.problems import format_path
 from gateway.config.secrets import SecretFileMixin
+from gateway.config.server import LogSettings, ServerSettings
 from gateway.config.upstreams import Upstream
-
-
-class LogSettings(Model):
-    level: LogLevel = LogLevel.INFO
-    format: LogFormat = Field(
-        LogFormat.AUTO, description="`auto`: console when stderr is a terminal, else JSON."
-    )
-
-
-class ServerSettings(Model):
-    host: str = Field("127.0.0.1", description="Address to listen on.")
-    port: int = Field(8080, ge=0, le=65_535)
-    public_url: AnyHttpUrl | None = Field(
-        None,
-        description="The URL clients use to reach the gateway; resource URLs derive from it. "
-        "Defaults to http://<host>:<port>.",
-    )
-    metrics_port: int | None = Field(
-        None, ge=1, le=65_535, description="Serve /metrics on its own port instead of the main one."
-    )
-    max_request_bytes: int = Field(
-        4 * 1024 * 1024, ge=1024, description="Largest accepted request body; larger gets 413."
-    )
-    shutdown_timeout: PositiveSeconds = Field(
-        10.0, description="Seconds open streams get to finish on shutdown."
-    )
-    reload_interval: float = Field(
-        2.0,
-        ge=0,
-        le=3600,
-        description="Seconds between checks of the config file for policy changes (0: only "
-        "on SIGHUP).",
-    )
-    allowed_origins: list[str] = Field(
-        default_factory=list,
-        description="Browser origins (scheme://host[:port]) allowed to call the gateway, with "
-        "CORS. The origin of `public_url` is always allowed; any other `Origin` (including "
-        "`null`) gets 403.",
-    )
-    allowed_hosts: list[str] | None = Field(
-        None,
-        description="`Host` header values accepted (host or host:port), against DNS "
-        "rebinding; others get 421. Default: the authority of `public_url` (without it: "
-        "`host`, localhost and 127.0.0.1 at `port`). Health and metrics paths are exempt.",
-    )
-    header_timeout: PositiveSeconds = Field(
-        10.0, description="Seconds a client has to send a request's headers, from its first byte."
-    )
-    body_timeout: PositiveSeconds = Field(
-        30.0, description="Seconds a client has to send a request body; then 408."
-    )
-    keepalive_timeout: PositiveSeconds = Field(
-        60.0, description="Seconds an idle keep-alive client connection is kept open."
-    )
-    trusted_proxies: list[IPv4Network | IPv6Network] = Field(
-        default_factory=list,
-        description="Addresses (CIDRs) of reverse proxies in front of the gateway. Only from "
-        "these peers are `Forwarded` / `X-Forwarded-For` read, and only for the client "
-        "address (rate limits, logs); URLs and resources never come from request headers.",
-    )
-
-    @field_validator("allowed_origins")
-    @classmethod
-    def _check_origins(cls, value: list[str]) -> list[str]:
-        return [serialized_origin(entry) for entry in value]
-
-    @field_validator("allowed_hosts")
-    @classmethod
-    def _check_hosts(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None:
-            for entry in value:
-                if not HOST_PATTERN.fullmatch(entry):
-                    raise ValueError(f"{entry!r} is not a host or host:port")
-            return [entry.lower() for entry in value]
-        return value
-
-    @field_validator("public_url")
-    @classmethod
-    def _public_url_is_origin(cls, value: AnyHttpUrl | None) -> AnyHttpUrl | None:
-        if value is not None and (value.query or value.fragment or value.username):
-            raise ValueError("public_url must not carry credentials, a query or a fragment")
-        return value
 
 
 class ScopeSettings(Model):
@@ -278,49 +194,13 @@ class GatewayConfig(BaseSettings):
         return (_ProcessEnvSource(settings_cls), init_settings)
 
     @model_validator(mode="after")
-    def _routes_and_names_unique(self) -> GatewayConfig:
-        problems = []
-        for attr in ("name", "route"):
-            seen: set[str] = set()
-            for upstream in self.upstreams:
-                value = getattr(upstream, attr)
-                if value in seen:
-                    problems.append(f"two upstreams have {attr} {value!r}")
-                seen.add(value)
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
-    @model_validator(mode="after")
-    def _auth_is_configured_where_needed(self) -> GatewayConfig:
-        resource_server = self.auth.resource_server
-        facade = self.auth.authorization_server is not None
-        known = (
-            {s.name for s in resource_server.authorization_servers} if resource_server else set()
-        )
-        if facade:
-            known.add(GATEWAY_AS_NAME)
-        problems = []
-        if resource_server is not None and GATEWAY_AS_NAME in {
-            s.name for s in resource_server.authorization_servers
-        }:
-            problems.append(f"authorization server name {GATEWAY_AS_NAME!r} is reserved")
-        for upstream in self.upstreams:
-            if upstream.allow_anonymous:
-                continue
-            if not known:
-                problems.append(
-                    f"upstream {upstream.name!r} requires tokens but neither "
-                    "auth.resource_server nor auth.authorization_server is configured (or set "
-                    "allow_anonymous: true on it)"
-                )
-            unknown = sorted(set(upstream.authorization_servers or ()) - known)
-            if known and unknown:
-                problems.append(f"upstream {upstream.name!r} names unknown servers {unknown}")
-        if known and self.server.public_url is None:
-            problems.append("server.public_url is required with auth: resource URLs derive from it")
-        if problems:
-            raise ValueError("; ".join(problems))
+    def _cross_references_hold(self) -> GatewayConfig:
+        """For a config built in code; the loader runs the same checks section by section."""
+        found = cross_reference_problems(self.server, self.auth, dict(enumerate(self.upstreams)))
+        if found:
+            raise ValueError(
+                "; ".join(f"{format_path(path)}: {message}" for path, message in found)
+            )
         return self
 
     def token_validation(self) -> ResourceServer | None:
@@ -372,3 +252,9 @@ class GatewayConfig(BaseSettings):
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{bound_port or self.server.port}"
+
+
+def process_overrides() -> dict[str, Any]:
+    """The process settings the environment overrides (`MCP_GATEWAY_SERVER__PORT=9000` ->
+    `{"server": {"port": "9000"}}`), to lay over the file's."""
+    return _ProcessEnvSource(GatewayConfig)()

@@ -1,7 +1,8 @@
 """`*_file` twins for secret fields: `client_secret_file: /run/secrets/x` instead of the value.
 
 For a scalar field `x` the twin `x_file` is a path; for a mapping field `x` it maps keys to paths.
-File contents are read once at load time, with one trailing newline removed.
+File contents are read once at load time, with one trailing newline removed, by the loader
+(`resolve_secret_files`), before the models validate.
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict
+
+from gateway.config.problems import Problems, YamlPath
+from gateway.config.shape import children, model_at
 
 MAX_SECRET_FILE_BYTES = 64 * 1024
 
@@ -32,34 +36,78 @@ def read_secret_file(path: str) -> str:
 
 
 class SecretFileMixin(BaseModel):
-    """Accept `<field>_file` for every field named in `secret_fields`."""
+    """A model whose fields named in `secret_fields` may be given as `<field>_file` twins.
+
+    The loader reads the twins into their fields before the model validates
+    (`resolve_secret_files`), so a file that cannot be read is one problem at the twin's line
+    while the rest of the model is still checked.
+    """
 
     secret_fields: ClassVar[frozenset[str]] = frozenset()
     model_config = ConfigDict(json_schema_extra=lambda schema, cls: _document_twins(schema, cls))
 
-    @model_validator(mode="before")
-    @classmethod
-    def _read_secret_files(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        for field in cls.secret_fields:
-            twin = f"{field}_file"
-            if twin not in data:
-                continue
-            data = dict(data)
-            source = data.pop(twin)
-            if isinstance(source, dict):
-                merged = dict(data.get(field) or {})
-                for key, path in source.items():
-                    if key in merged:
-                        raise ValueError(f"{field}.{key} is given both inline and in {twin}")
-                    merged[key] = read_secret_file(str(path))
-                data[field] = merged
-            else:
-                if field in data:
-                    raise ValueError(f"give either {field} or {twin}, not both")
-                data[field] = read_secret_file(str(source))
-        return data
+
+UNREAD = "unread-secret"
+"""What a secret file's value is, in a load that does not read files (`explain`)."""
+
+
+def resolve_secret_files(
+    root: type[BaseModel], data: Any, problems: Problems, *, read_files: bool = True
+) -> Any:
+    """`data` with every `<field>_file` twin replaced by its field, read from the file(s).
+
+    A file that cannot be read is a problem at the twin's path, and its field is a value not
+    known (what its absence breaks is not reported again). Without `read_files`, files are not
+    opened: each value is `UNREAD`, silently.
+    """
+    return _resolve(root, data, (), problems, read_files)
+
+
+def _resolve(annotation: Any, value: Any, path: YamlPath, problems: Problems, read: bool) -> Any:
+    model = model_at(annotation, value, ()) if isinstance(value, dict) else None
+    if model is not None and issubclass(model, SecretFileMixin):
+        value = dict(value)
+        for name in sorted(model.secret_fields):
+            if f"{name}_file" in value:
+                _read_twin(value, name, (*path, name), problems, read)
+    resolved = {key: _resolve(ann, item, (*path, key), problems, read)
+                for key, ann, item in children(annotation, value)}  # fmt: skip
+    if isinstance(value, dict):
+        return {**value, **resolved}
+    if isinstance(value, list):
+        return [resolved.get(index, item) for index, item in enumerate(value)]
+    return value
+
+
+def _read_twin(
+    data: dict[str, Any], name: str, path: YamlPath, problems: Problems, read: bool
+) -> None:
+    twin = f"{name}_file"
+    source = data.pop(twin)
+    twin_path = (*path[:-1], twin)
+    if isinstance(source, dict):
+        merged = dict(data.get(name) or {})
+        for key, file in source.items():
+            if key in merged:
+                problems.add((*twin_path, key), f"{name}.{key} is also given inline")
+            merged[key] = _read(str(file), (*path, key), (*twin_path, key), problems, read)
+        data[name] = merged
+    elif name in data:
+        problems.add(twin_path, f"give either {name} or {twin}, not both")
+    else:
+        data[name] = _read(str(source), path, twin_path, problems, read)
+
+
+def _read(file: str, path: YamlPath, twin_path: YamlPath, problems: Problems, read: bool) -> str:
+    if not read:
+        problems.unknown_value(path, None)
+        return UNREAD
+    try:
+        return read_secret_file(file)
+    except ValueError as exc:
+        problems.unknown_value(path, None)
+        problems.add(twin_path, str(exc), knock_on_possible=False)
+        return ""
 
 
 def _document_twins(schema: dict[str, Any], cls: type[Any]) -> None:

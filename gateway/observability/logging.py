@@ -22,7 +22,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from gateway.config.fields import LogFormat
-from gateway.config.model import LogSettings
+from gateway.config.server import LogSettings
 
 SENSITIVE_KEYS = frozenset(
     {

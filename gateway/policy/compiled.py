@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from gateway.config.auth import AuthSettings
 from gateway.config.fields import GATEWAY_AS_NAME
-from gateway.config.loader import ConfigError, ConfigProblem
 from gateway.config.model import GatewayConfig
-from gateway.config.upstreams import Upstream
+from gateway.config.problems import YamlPath
+from gateway.config.upstreams import Policy, Upstream
 from gateway.mcp_methods import MCP_METHODS
 from gateway.policy.decision import RoutePolicy
 from gateway.policy.grants import Grants, rule
+from gateway.policy.patterns import Pattern, is_pattern, overlap
 from gateway.policy.scopes import ScopeImplications
 from gateway.policy.visibility import Ceilings
 
@@ -36,64 +38,70 @@ def compile_route_policy(
     )
 
 
-def policy_problems(config: GatewayConfig) -> list[ConfigProblem]:
-    """What the models cannot see alone: `policy.methods` entries that name an MCP method (the
-    gateway decides those itself) or a look-alike of one (refused before any policy applies)."""
-    problems = []
-    for index, upstream in enumerate(config.upstreams):
-        for method in upstream.policy.methods:
-            path = f"upstreams[{index}].policy.methods.{method}"
-            if method in MCP_METHODS:
-                problems.append(
-                    ConfigProblem(
-                        path,
-                        f"{method!r} is an MCP method: it needs the route's scopes (named calls "
-                        "are decided under tools, resources and prompts); list only methods MCP "
-                        "does not define",
-                    )
-                )
-            elif (like := MCP_METHODS.variant_of(method)) is not None:
-                problems.append(
-                    ConfigProblem(
-                        path,
-                        f"{method!r} is a look-alike of the MCP method {like!r}, which the "
-                        "gateway refuses whatever the policy",
-                    )
-                )
-        problems += _attainable_problems(config, index, upstream)
-    return problems
+Found = list[tuple[YamlPath, str]]
+"""Problems as (YAML path, message), placed by the loader's line index."""
 
 
-def _attainable_problems(
-    config: GatewayConfig, index: int, upstream: Upstream
-) -> list[ConfigProblem]:
+def route_problems(upstream: Upstream, auth: AuthSettings | None) -> Found:
+    """What the models cannot see alone, under the upstream's path: patterns that tie, entries
+    of `policy.methods` that name an MCP method (the gateway decides those itself) or a
+    look-alike of one (refused before any policy applies), attainable rules that never apply."""
+    found = _pattern_problems(upstream.policy)
+    for method in upstream.policy.methods:
+        path: YamlPath = ("policy", "methods", method)
+        if method in MCP_METHODS:
+            found.append((path, f"{method!r} is an MCP method: it needs the route's scopes "
+                          "(named calls are decided under tools, resources and prompts); list "
+                          "only methods MCP does not define"))  # fmt: skip
+        elif (like := MCP_METHODS.variant_of(method)) is not None:
+            found.append((path, f"{method!r} is a look-alike of the MCP method {like!r}, which "
+                          "the gateway refuses whatever the policy"))  # fmt: skip
+    if auth is not None:
+        found += _attainable_problems(upstream, auth)
+    return found
+
+
+def _pattern_problems(policy: Policy) -> Found:
+    """Two patterns of one kind that are equally specific and can match the same name: no rule
+    says which wins. Listing the shared names exactly does not settle it (other names may
+    still match both), so the advice is to make one of them win by specificity."""
+    found: Found = []
+    for kind in ("tools", "resources", "prompts"):
+        patterns = [Pattern(name) for name in getattr(policy, kind) if is_pattern(name)]
+        for i, a in enumerate(patterns):
+            for b in patterns[i + 1 :]:
+                if a.specificity == b.specificity and overlap(a.text, b.text):
+                    found.append((("policy", kind, b.text),
+                                  f"{a.text!r} and {b.text!r} can match the same name and have "
+                                  "equally many literal characters, so neither wins: give the "
+                                  "one that should win more literal characters, or change one "
+                                  "so that they cannot both match"))  # fmt: skip
+    return found
+
+
+def _attainable_problems(upstream: Upstream, auth: AuthSettings) -> Found:
     """`attainable` rules that could never apply: they are for other issuers' tokens, in
     `list_visibility: attainable`."""
     policy = upstream.policy
     if policy.attainable is None:
         return []
-    path = f"upstreams[{index}].policy.attainable"
+    path: YamlPath = ("policy", "attainable")
     if policy.list_visibility != "attainable":
-        return [ConfigProblem(path, f"applies only with list_visibility: attainable, not "
-                              f"{policy.list_visibility}")]  # fmt: skip
-    external = {s.name for s in config.auth.resource_server.authorization_servers} if (
-        config.auth.resource_server is not None) else set()  # fmt: skip
+        return [(path, f"applies only with list_visibility: attainable, not "
+                       f"{policy.list_visibility}")]  # fmt: skip
+    external = {s.name for s in auth.resource_server.authorization_servers} if (
+        auth.resource_server is not None) else set()  # fmt: skip
     trusted = set(upstream.authorization_servers or external | {GATEWAY_AS_NAME})
     if not trusted & external:
-        return [ConfigProblem(path, "this route trusts only the gateway's own tokens, whose "
-                              "ceiling comes from auth.authorization_server.grants; attainable "
-                              "rules are for tokens of other authorization servers")]  # fmt: skip
+        return [(path, "this route trusts only the gateway's own tokens, whose ceiling comes "
+                       "from auth.authorization_server.grants; attainable rules are for tokens "
+                       "of other authorization servers")]  # fmt: skip
     return []
 
 
-def compile_policies(config: GatewayConfig, *, source: str = "<config>") -> dict[str, RoutePolicy]:
-    """Every authenticated route's policy, by upstream name (anonymous routes have none).
-
-    Raises `ConfigError` listing every problem `policy_problems` finds.
-    """
-    problems = policy_problems(config)
-    if problems:
-        raise ConfigError(source, problems)
+def compile_policies(config: GatewayConfig) -> dict[str, RoutePolicy]:
+    """Every authenticated route's policy, by upstream name (anonymous routes have none), from
+    a config whose problems were already reported (see `gateway.compiler`)."""
     implications = ScopeImplications(config.scopes.implies)
     own_issuer = config.public_base() if config.auth.authorization_server is not None else None
     return {

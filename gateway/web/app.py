@@ -13,13 +13,14 @@ from prometheus_client import CollectorRegistry
 
 from gateway.auth.authenticator import HttpSessionHolder, Revocations, TrustedServer
 from gateway.auth.token_cache import TokenCache
+from gateway.compiler import CompiledConfig, compile_config
 from gateway.config.fields import GATEWAY_AS_NAME
 from gateway.config.model import GatewayConfig
 from gateway.config.upstreams import Upstream
 from gateway.errors import MethodNotAllowedError
 from gateway.oauth.facade import AuthorizationServer
 from gateway.observability.metrics import GatewayMetrics
-from gateway.policy.compiled import PolicyStore, compile_policies
+from gateway.policy.compiled import PolicyStore
 from gateway.session.registry import SessionRegistry
 from gateway.session.shared import SharedSessions
 from gateway.store.kv import KeyValueStore
@@ -28,6 +29,7 @@ from gateway.web import health
 from gateway.web.edge import edge_middleware
 from gateway.web.facade import FacadeEndpoints, build_authorization_server
 from gateway.web.keys import (
+    COMPILED_KEY,
     CONFIG_KEY,
     CONTEXT_KEY,
     HTTP_KEY,
@@ -74,23 +76,27 @@ def _scopes_supported(app: web.Application, route_name: str) -> frozenset[str]:
 
 
 def create_app(
-    config: GatewayConfig,
+    config: GatewayConfig | CompiledConfig,
     *,
     registry: CollectorRegistry | None = None,
     config_path: Path | None = None,
 ) -> web.Application:
-    """Build the gateway application for a validated config.
+    """Build the gateway application for a loaded config (`gateway.compiler.load`), or for a
+    config built in code, which is compiled here (`ConfigError` on a problem).
 
     Middlewares, outermost first: request context (id, access line, metrics), the edge (Host,
     Origin, CORS; it also ends the connection's header deadline, so it runs before anything
     reads a body; and it adds response headers to errors too), then error mapping. MCP routes
     then run `build_steps(...)` (authentication first) and their route's `handle`.
     """
+    compiled = config if isinstance(config, CompiledConfig) else compile_config(config)
+    config = compiled.config
     app = web.Application(
         middlewares=[request_context_middleware, edge_middleware(config), error_middleware]
     )
     metrics = GatewayMetrics(registry if registry is not None else CollectorRegistry())
     app[CONFIG_KEY] = config
+    app[COMPILED_KEY] = compiled
     app[METRICS_KEY] = metrics
     app[HTTP_KEY] = HttpSessionHolder()
     shared = open_shared_store(config.store, metrics)
@@ -219,7 +225,7 @@ def _install_policies(
 ) -> PolicyStore:
     """The compiled policies in force, and their reloader when the config comes from a file."""
     config = app[CONFIG_KEY]
-    policies = PolicyStore(compile_policies(config))
+    policies = PolicyStore(app[COMPILED_KEY].policies)
     app[POLICIES_KEY] = policies
     if facade is not None:
         public_base = config.public_base()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.auth.authenticator import HttpSessionHolder
+from gateway.compiler import CompiledConfig
 from gateway.config.model import GatewayConfig
 from gateway.observability.metrics import GatewayMetrics
 from gateway.policy.compiled import PolicyStore
@@ -14,6 +15,7 @@ from gateway.web.reload import PolicyReloader
 from gateway.web.route import Route
 
 CONFIG_KEY = web.AppKey("config", GatewayConfig)
+COMPILED_KEY = web.AppKey("compiled_config", CompiledConfig)
 METRICS_KEY = web.AppKey("metrics", GatewayMetrics)
 ROUTES_KEY = web.AppKey("routes", tuple[Route, ...])
 CONTEXT_KEY = web.RequestKey("context", RequestContext)

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.compiler import load
+from gateway.config import ConfigError, GatewayConfig
 from gateway.observability.logging import get_logger
 from gateway.observability.metrics import GatewayMetrics
-from gateway.policy.compiled import PolicyStore, compile_policies
+from gateway.policy.compiled import PolicyStore
 
 log = get_logger("gateway.reload")
 
@@ -52,11 +53,11 @@ class PolicyReloader:
         async with self._lock:
             self._stamp = self._file_stamp()
             try:
-                config = await asyncio.to_thread(load_config, self.path)
-                policies = compile_policies(config, source=str(self.path))
+                compiled = await asyncio.to_thread(load, self.path)
             except ConfigError as error:
                 self._refused([str(problem) for problem in error.problems])
                 return False
+            config, policies = compiled.config, compiled.policies
             routes = {u.name for u in config.upstreams if not u.allow_anonymous}
             if routes != set(self._store.current):
                 self._refused(["the set of authenticated routes changed: restart to apply"])

@@ -14,9 +14,11 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
 )
 
+from gateway.compiler import load_text
 from gateway.config import ConfigError, load_config, parse_config
 from gateway.config.schema import render_schema
 from gateway.oauth.users import hash_password
+from gateway.policy.decision import Allow
 from tests.support.examples import EXAMPLES, example_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,8 +38,9 @@ upstreams:
 
 
 def problems_of(text: str, env: dict[str, str] | None = None) -> list[str]:
+    """Every problem both loading passes find, as `check` prints them."""
     with pytest.raises(ConfigError) as caught:
-        parse_config(textwrap.dedent(text), env=env or {})
+        load_text(textwrap.dedent(text), env=env or {})
     return [str(p) for p in caught.value.problems]
 
 
@@ -69,21 +72,21 @@ def test_every_problem_is_reported_with_its_path_and_line() -> None:
     )
     assert problems == [
         "server.port (line 3): Input should be less than or equal to 65535",
-        "server.colour (line 4): Extra inputs are not permitted",
+        "server.colour (line 4): unknown key",
         "upstreams[0].name (line 6): must be lowercase letters, digits, '-' or '_' (at most 63)",
         "upstreams[0].route (line 7): must be an absolute path like /files/mcp, "
         "without a trailing slash",
         "upstreams[0].url (line 8): URL scheme should be 'http' or 'https'",
         "upstreams[1].route (line 10): must not be under a reserved path "
         "('/.well-known', '/healthz', '/readyz', '/metrics', '/oauth')",
-        "upstreams[1].extra (line 12): Extra inputs are not permitted",
+        "upstreams[1].extra (line 12): unknown key",
     ]
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("upstreams: []", "upstreams (line 1): List should have at least 1 item"),
+        ("upstreams: []", "upstreams (line 1): must be a list of at least one upstream"),
         ("- a list", "(top level): the config must be a YAML mapping"),
         ("upstreams: [\n", "(yaml) (line 2)"),
         ("server: {}\nserver: {}\n" + MINIMAL, "(yaml) (line 2): duplicate key 'server'"),
@@ -91,7 +94,7 @@ def test_every_problem_is_reported_with_its_path_and_line() -> None:
             MINIMAL
             + "  - {name: files, route: /files/mcp, url: 'http://127.0.0.1:1/mcp', "
             + "allow_anonymous: true}\n",
-            "two upstreams have name 'files'; two upstreams have route '/files/mcp'",
+            "upstreams[1].route (line 4): '/files/mcp' is already the route of upstreams[0]",
         ),
         (
             MINIMAL.replace("url:", "headers: {'Bad Name': x}, url:"),
@@ -188,8 +191,9 @@ def test_example_configs_are_valid(path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_routes_require_tokens_unless_they_opt_out() -> None:
     problems = problems_of(MINIMAL.replace(", allow_anonymous: true", ""))
     assert problems == [
-        "(top level): upstream 'files' requires tokens but neither auth.resource_server nor "
-        "auth.authorization_server is configured (or set allow_anonymous: true on it)"
+        "upstreams[0] (line 3): upstream 'files' requires tokens but neither "
+        "auth.resource_server nor auth.authorization_server is configured (or set "
+        "allow_anonymous: true on it)"
     ]
 
 
@@ -204,8 +208,15 @@ def test_auth_config_keeps_the_issuer_exact() -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (('server: {public_url: "https://mcp.example.com"}\n', ""), "public_url is required"),
-        (("scopes: [files:read]", "authorization_servers: [other]"), "names unknown servers"),
+        (
+            ('server: {public_url: "https://mcp.example.com"}\n', ""),
+            "server.public_url: is required with auth",
+        ),
+        (
+            ("scopes: [files:read]", "authorization_servers: [other]"),
+            "upstreams[0].authorization_servers[0] (line 8): no authorization server is named "
+            "'other'",
+        ),
         (('issuer: "https://idp.example.com"', "issuer: idp.example.com"), "http or https URL"),
         (
             ('issuer: "https://idp.example.com"', "issuer: x, algorithms: [HS256]"),
@@ -225,7 +236,7 @@ def test_invalid_auth_configs(change: tuple[str, str], expected: str) -> None:
 @pytest.mark.parametrize(
     ("policy", "expected"),
     [
-        ('{tools: {"read_*": [a], "*_file": [b]}}', "equally specific"),
+        ('{tools: {"read_*": [a], "*_file": [b]}}', "so neither wins"),
         ('{tools: {"": [a]}}', "empty names"),
         ("{tools: {x: [has space]}}", "not a valid scope token"),
         ("{tools: {x: maybe}}", "Input should be 'deny'"),
@@ -263,7 +274,10 @@ def test_facade_users_file_and_signing_key_are_checked_at_load(tmp_path: Path) -
     problems = problems_of(text, env={"SIGNING_KEY": unusable})
     assert len(problems) == 2, problems
     assert any("users_file" in p for p in problems)
-    assert any("signing key: only EC (P-256) and RSA keys" in p for p in problems)
+    assert any(
+        p.startswith("auth.authorization_server.signing_key (line 6): only EC (P-256) and RSA")
+        for p in problems
+    ), problems
     body = unusable.splitlines()[1]
     assert not any(body in p for p in problems)
 
@@ -285,3 +299,138 @@ def test_refresh_tokens_may_live_longer_than_a_day(tmp_path: Path) -> None:
     assert settings.refresh_token_lifetime == 2_592_000
     problems = problems_of(text.replace("2592000", "31622400"))  # over a year: refused
     assert any("refresh_token_lifetime" in p for p in problems), problems
+
+
+def test_check_reports_seven_planted_problems_of_different_kinds_in_one_run(
+    tmp_path: Path,
+) -> None:
+    """Each kind of problem is found by a different part of loading (YAML, substitution,
+    secret files, each section's model, the checks across sections, the compile pass); all are
+    reported at once, each at its path and line, and nothing else (no knock-on)."""
+    text = f"""
+        server:
+          public_url: https://mcp.example.com
+          prot: 8080
+        auth:
+          resource_server:
+            authorization_servers:
+              - {{name: corp, issuer: "https://idp.example.com"}}
+          authorization_server:
+            login: {{local: {{users_file: {tmp_path / "users.yaml"}}}}}
+        sessions:
+          keys: ["${{SESSION_KEY}}"]
+          idle_timeout: soon
+        upstreams:
+          - name: files
+            route: /files/mcp
+            url: http://127.0.0.1:3001/mcp
+            authorization_servers: [crop]
+            policy:
+              tools: {{"read_*": [files:read], "*_file": [files:write]}}
+          - name: other
+            route: /files/mcp
+            url: http://127.0.0.1:3002/mcp
+        """
+    assert problems_of(text) == [
+        "server.prot (line 4): unknown key (did you mean 'port'?)",
+        f"auth.authorization_server.login.local.users_file (line 10): cannot read users file "
+        f"{tmp_path / 'users.yaml'}: FileNotFoundError",
+        "sessions.keys[0] (line 12): environment variable SESSION_KEY is unset",
+        "sessions.idle_timeout (line 13): Input should be a valid number, unable to parse "
+        "string as a number",
+        "upstreams[0].authorization_servers[0] (line 18): no authorization server is named "
+        "'crop' (did you mean 'corp'?)",
+        "upstreams[0].policy.tools.*_file (line 20): 'read_*' and '*_file' can match the same "
+        "name and have equally many literal characters, so neither wins: give the one that "
+        "should win more literal characters, or change one so that they cannot both match",
+        "upstreams[1].route (line 22): '/files/mcp' is already the route of upstreams[0]",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("where", "text"),
+    [
+        ("a section's own check", 'sessions: {keys: ["${KEY}"]}\n'),
+        (
+            "the compile pass",
+            "auth: {authorization_server: {login: {local: {users_file: x}}, "
+            'signing_key: "${KEY}"}}\nserver: {public_url: "https://mcp.example.com"}\n',
+        ),
+        (
+            "a check of the enclosing model",
+            "auth: {authorization_server: {login: {local: "
+            '{users_file: x}}, previous_signing_keys: ["${KEY}"]}}\n',
+        ),
+    ],
+)
+def test_an_unset_variable_is_reported_once_without_its_knock_ons(where: str, text: str) -> None:
+    problems = problems_of(MINIMAL + text)
+    unset = [p for p in problems if "environment variable KEY is unset" in p]
+    assert len(unset) == 1, problems
+    assert not [p for p in problems if "key" in p.lower() and p not in unset], (where, problems)
+
+
+def test_an_unreadable_secret_file_is_one_problem_at_its_line(tmp_path: Path) -> None:
+    text = MINIMAL + f"store: {{backend: redis, url_file: {tmp_path / 'absent'}}}\n"
+    assert problems_of(text) == [
+        f"store.url_file (line 4): cannot read secret file '{tmp_path / 'absent'}': No such "
+        "file or directory"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("sever: {port: 1}\n", "sever (line 4): unknown key (did you mean 'server'?)"),
+        (
+            "server: {metrics_prot: 9}\n",
+            "server.metrics_prot (line 4): unknown key (did you mean 'metrics_port'?)",
+        ),
+        (
+            "store: {backend: redis, url_fiel: x}\n",
+            "store.url_fiel (line 4): unknown key (did you mean 'url_file'?)",
+        ),
+        ("sessions: {zebra: 1}\n", "sessions.zebra (line 4): unknown key"),
+    ],
+)
+def test_an_unknown_key_gets_the_nearest_known_one(text: str, expected: str) -> None:
+    assert expected in problems_of(MINIMAL + text)
+
+
+def test_an_unknown_key_in_an_upstream_is_matched_against_its_kind() -> None:
+    problems = problems_of(MINIMAL.replace("url:", "pass_header: [x], url:"))
+    assert problems == ["upstreams[0].pass_header (line 3): unknown key (did you mean "
+                        "'pass_headers'?)"]  # fmt: skip
+
+
+def test_a_policy_only_load_needs_no_secret_file_or_variable(tmp_path: Path) -> None:
+    """`explain` loads this way: it needs the policy, not the secrets."""
+    text = textwrap.dedent(f"""
+        server: {{public_url: "https://mcp.example.com"}}
+        auth:
+          authorization_server:
+            login: {{local: {{users_file: {tmp_path / "absent.yaml"}}}}}
+            signing_key_file: {tmp_path / "absent.pem"}
+        sessions: {{keys_file: {tmp_path / "absent-keys"}}}
+        store: {{backend: redis, url: "${{REDIS_URL}}"}}
+        upstreams:
+          - name: files
+            route: /files/mcp
+            url: http://127.0.0.1:3001/mcp
+            headers: {{X-Api-Key: "${{API_KEY}}"}}
+            policy: {{tools: {{write_file: [files:write]}}}}
+        """)
+    with pytest.raises(ConfigError):
+        load_text(text, env={})
+    compiled = load_text(text, env={}, policy_only=True)
+    policy = compiled.policies["files"]
+    assert isinstance(policy.decide(frozenset({"files:write"}), "tools/call", "write_file"), Allow)
+    assert not isinstance(policy.decide(frozenset(), "tools/call", "write_file"), Allow)
+    assert compiled.signing_keys is None and compiled.users is None
+
+
+def test_a_policy_only_load_still_reports_policy_problems() -> None:
+    text = AUTH.replace("scopes: [files:read]", 'policy: {tools: {"a*": [x], "*a": [y]}}')
+    with pytest.raises(ConfigError) as caught:
+        load_text(text + 'sessions: {keys: ["${KEY}"]}\n', env={}, policy_only=True)
+    assert [p.path for p in caught.value.problems] == ["upstreams[0].policy.tools.*a"]

@@ -92,7 +92,7 @@ def test_problems_inside_an_upstream_keep_their_yaml_path_and_line() -> None:
     assert problems == [
         "upstreams[0].url (line 5): URL scheme should be 'http' or 'https'",
         "upstreams[1].command (line 9): List should have at least 1 item after validation, not 0",
-        "upstreams[1].retries (line 10): Extra inputs are not permitted",
+        "upstreams[1].retries (line 10): unknown key",
     ]
 
 

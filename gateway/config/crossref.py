@@ -1,0 +1,74 @@
+"""Checks across sections: unique upstream names and routes, servers named where they exist,
+authentication configured where routes need it. Each problem is placed at the value at fault."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from gateway.config.auth import AuthSettings
+from gateway.config.fields import GATEWAY_AS_NAME
+from gateway.config.problems import YamlPath, did_you_mean
+from gateway.config.server import ServerSettings
+from gateway.config.upstreams import Upstream
+
+Found = list[tuple[YamlPath, str]]
+
+
+def cross_reference_problems(
+    server: ServerSettings | None, auth: AuthSettings | None, upstreams: Mapping[int, Upstream]
+) -> Found:
+    """Problems between the sections given; a section that did not validate is None (or its
+    upstreams absent), and the checks that need it are skipped rather than guessed."""
+    found = _duplicates(upstreams)
+    if auth is not None:
+        found += _trust(auth, upstreams)
+        known = auth.resource_server is not None or auth.authorization_server is not None
+        if known and server is not None and server.public_url is None:
+            found.append(
+                (("server", "public_url"), "is required with auth: resource URLs derive from it")
+            )
+    return found
+
+
+def _duplicates(upstreams: Mapping[int, Upstream]) -> Found:
+    found: Found = []
+    for attr in ("name", "route"):
+        first: dict[str, int] = {}
+        for index, upstream in sorted(upstreams.items()):
+            value = getattr(upstream, attr)
+            if value in first:
+                found.append(
+                    (("upstreams", index, attr),
+                     f"{value!r} is already the {attr} of upstreams[{first[value]}]")
+                )  # fmt: skip
+            first.setdefault(value, index)
+    return found
+
+
+def _trust(auth: AuthSettings, upstreams: Mapping[int, Upstream]) -> Found:
+    """Every route that needs tokens has servers to trust, and names only servers that exist."""
+    found: Found = []
+    servers = auth.resource_server.authorization_servers if auth.resource_server else []
+    for index, server in enumerate(servers):
+        if server.name == GATEWAY_AS_NAME:
+            path: YamlPath = ("auth", "resource_server", "authorization_servers", index, "name")
+            found.append((path, f"{GATEWAY_AS_NAME!r} is reserved for the gateway's own server"))
+    known = {server.name for server in servers}
+    if auth.authorization_server is not None:
+        known.add(GATEWAY_AS_NAME)
+    for index, upstream in sorted(upstreams.items()):
+        if upstream.allow_anonymous:
+            continue
+        if not known:
+            found.append(
+                (("upstreams", index),
+                 f"upstream {upstream.name!r} requires tokens but neither auth.resource_server "
+                 "nor auth.authorization_server is configured (or set allow_anonymous: true on "
+                 "it)")
+            )  # fmt: skip
+            continue
+        for position, name in enumerate(upstream.authorization_servers or ()):
+            if name not in known:
+                message = f"no authorization server is named {name!r}" + did_you_mean(name, known)
+                found.append((("upstreams", index, "authorization_servers", position), message))
+    return found
