@@ -119,7 +119,7 @@ class RoutePolicy:
         methods: Mapping[str, Requirement] | None = None,
     ) -> None:
         """`methods`: rules for JSON-RPC methods MCP does not define (MCP methods there are a
-        configuration error, reported by `compile_policies`). `ceilings`: what callers could
+        configuration error, reported by `gateway.compiler`). `ceilings`: what callers could
         be granted (default: no limit)."""
         self.list_visibility = list_visibility
         self.ceilings = ceilings or Ceilings(None, None, implications)
