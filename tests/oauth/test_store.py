@@ -14,25 +14,23 @@ from typing import Any
 
 import pytest
 
-from gateway.oauth.store import (
-    CODE_REPLAY_MEMORY,
-    REVOCATION_MARGIN,
+from gateway.oauth.kv_store import CODE_REPLAY_MEMORY, REVOCATION_MARGIN
+from gateway.oauth.memory_store import MemoryLimits, MemoryStore
+from gateway.oauth.records import (
     AuthorizationRequest,
-    AuthStore,
     ClientRecord,
     CodeGrant,
     CodeRedemption,
     CodeReplay,
     FamilyGrant,
     LoginTxn,
-    MemoryLimits,
-    MemoryStore,
     Reused,
     Rotated,
     ScopeNotGranted,
     SignInSession,
     digest,
 )
+from gateway.oauth.store import AuthStore
 
 T0 = 1_800_000_000.0
 RESOURCE = "https://mcp.example.com/files/mcp"
@@ -135,34 +133,6 @@ async def test_a_saved_client_is_found_by_its_id(store: AuthStore) -> None:
     assert await store.get_client("client-2") is None
 
 
-async def test_a_confidential_client_secret_is_checked_against_its_digest() -> None:
-    record = client(secret="s3cret-of-client-1")
-    assert record.secret_matches("s3cret-of-client-1")
-    assert not record.secret_matches("s3cret-of-client-2")
-    assert not record.secret_matches("")
-    assert not client().secret_matches("")  # a public client has no secret to match
-
-
-@pytest.mark.parametrize(
-    ("method", "secret_hash"),
-    [
-        ("client_secret_basic", None),
-        ("none", digest("x")),
-        ("client_secret_post", "the-secret-itself"),
-    ],
-    ids=["secret-method-without-hash", "public-with-hash", "clear-secret-as-hash"],
-)
-def test_client_records_refuse_inconsistent_secrets(method: str, secret_hash: str | None) -> None:
-    with pytest.raises(ValueError, match="secret"):
-        ClientRecord(
-            client_id="c",
-            redirect_uris=("https://a.example/cb",),
-            created_at=T0,
-            token_endpoint_auth_method=method,
-            secret_hash=secret_hash,
-        )
-
-
 # -- login transactions -------------------------------------------------------------------------
 
 PENDING = AuthorizationRequest(
@@ -189,7 +159,7 @@ async def test_a_login_state_is_single_use(store: AuthStore) -> None:
 
 
 async def test_a_login_carries_the_signed_in_user_to_the_consent_step(store: AuthStore) -> None:
-    claims = {"groups": ["eng"]}
+    claims: dict[str, Any] = {"groups": ["eng"]}
     txn = dataclasses.replace(login(), subject="alice", claims=claims, auth_time=T0)
     claims["groups"].append("admins")  # the record holds its own copy
     claims["email"] = "mallory@example.com"
