@@ -237,11 +237,7 @@ async def _relay(
         await _relay_broken(request, route, stream, ended_by)
         return stream
     except TimeoutError:
-        # The client has read nothing for that long: drop it (what it has not read is lost
-        # anyway), and the upstream connection with it rather than pool a busy connection.
-        _stream_closed(request, route, "client_stalled")
-        conn.close()
-        drop_client(request)
+        _relay_stalled(request, route, conn)
         return stream
     except ConnectionResetError:
         return stream  # the client went away mid-stream; releasing the pool closes upstream
@@ -275,6 +271,14 @@ async def _relay_broken(
     )
     if request.transport is not None:
         request.transport.close()
+
+
+def _relay_stalled(request: web.Request, route: HttpRoute, conn: UpstreamConnection) -> None:
+    """The client has read nothing for `stalled_stream_timeout`: drop it (what it has not read
+    is lost anyway), and the upstream connection with it rather than pool a busy connection."""
+    _stream_closed(request, route, "client_stalled")
+    conn.close()
+    drop_client(request)
 
 
 def _stream_closed(request: web.Request, route: HttpRoute, reason: str) -> None:
