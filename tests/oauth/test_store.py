@@ -1,7 +1,8 @@
 """The authorization server's state store: single use, rotation, revocation, expiry, bounds.
 
-Contract tests take the `store` fixture (typed as `AuthStore`), so the Redis store of issue 7
-can run them too; tests that look inside `MemoryStore` are marked by taking `memory`.
+Contract tests take the `store` fixture (typed as `AuthStore`) and run on both backends: a
+`MemoryStore`, and a `KvAuthStore` over a real Redis. Tests that look inside `MemoryStore`, or
+rely on its storage lifetimes running on the test's clock, take `memory`.
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hmac
-from collections.abc import Iterator, Mapping
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import pytest
 
-from gateway.oauth.kv_store import CODE_REPLAY_MEMORY, REVOCATION_MARGIN
+from gateway.oauth.kv_store import CODE_REPLAY_MEMORY, REVOCATION_MARGIN, KvAuthStore
 from gateway.oauth.memory_store import MemoryLimits, MemoryStore
 from gateway.oauth.records import (
     AuthorizationRequest,
@@ -31,6 +34,9 @@ from gateway.oauth.records import (
     digest,
 )
 from gateway.oauth.store import AuthStore
+from gateway.store.redis import RedisKV
+from tests.support.redis import RedisServer
+from tests.support.secrets import remember
 
 T0 = 1_800_000_000.0
 RESOURCE = "https://mcp.example.com/files/mcp"
@@ -56,9 +62,25 @@ def memory(clock: Clock) -> MemoryStore:
     return MemoryStore(clock=clock)
 
 
-@pytest.fixture
-def store(memory: MemoryStore) -> AuthStore:
-    return memory
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer(password=remember(f"p@ss/{secrets.token_urlsafe(16)}")) as server:
+        yield server
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[AuthStore]:
+    """The contract on both backends: one process, and replicas sharing a real Redis (whose
+    storage lifetimes run on real time; validity is decided by the `now` each call passes)."""
+    if request.param == "memory":
+        yield request.getfixturevalue("memory")
+        return
+    server: RedisServer = request.getfixturevalue("redis_server")
+    redis = RedisKV(server.url, prefix=f"test-{uuid.uuid4().hex}:", timeout=5.0)
+    try:
+        yield KvAuthStore(redis, clock=clock)
+    finally:
+        await redis.close()
 
 
 def code_grant(expires_in: float = 60.0, **changes: Any) -> CodeGrant:
@@ -305,15 +327,31 @@ async def test_a_token_with_the_family_handle_but_a_wrong_secret_is_reuse(
     assert await rotate(store, token) is None
 
 
-async def test_concurrent_refreshes_with_one_token_rotate_once(store: AuthStore) -> None:
-    grant, token = await family(store)
-    results = await asyncio.gather(*(rotate(store, token) for _ in range(10)))
+async def test_concurrent_refreshes_with_one_token_rotate_once(memory: MemoryStore) -> None:
+    """In one process each call runs whole, so the order is exact."""
+    grant, token = await family(memory)
+    results = await asyncio.gather(*(rotate(memory, token) for _ in range(10)))
     [winner] = [r for r in results if isinstance(r, Rotated)]
     # The next presented a token that had just been rotated: reuse, which revoked the family,
     # so the rest found nothing, and the winner's new token is dead too.
     assert results.count(Reused(grant.family_id)) == 1
     assert results.count(None) == 8
+    assert await rotate(memory, winner.refresh_token) is None
+
+
+async def test_concurrent_refreshes_with_one_token_rotate_once_on_any_backend(
+    store: AuthStore,
+) -> None:
+    """Across replicas the calls interleave: one rotates, every other is reuse (it lost the
+    race) or finds the family already revoked, and the family ends revoked."""
+    grant, token = await family(store)
+    results = await asyncio.gather(*(rotate(store, token) for _ in range(10)))
+    [winner] = [r for r in results if isinstance(r, Rotated)]
+    losers = [r for r in results if r is not winner]
+    assert Reused(grant.family_id) in losers
+    assert set(losers) <= {Reused(grant.family_id), None}
     assert await rotate(store, winner.refresh_token) is None
+    assert await store.is_revoked_jti("jti-1")
 
 
 @pytest.mark.parametrize(
@@ -403,15 +441,16 @@ async def test_revoke_family_is_idempotent(store: AuthStore) -> None:
 
 
 async def test_a_revoked_jti_is_remembered_until_its_token_is_surely_expired(
-    store: AuthStore, clock: Clock
+    memory: MemoryStore, clock: Clock
 ) -> None:
-    await store.revoke_jti("jti-x", T0 + 300)
-    assert await store.is_revoked_jti("jti-x")
-    assert not await store.is_revoked_jti("jti-y")
+    """On the memory backend, whose storage lifetimes run on the test's clock."""
+    await memory.revoke_jti("jti-x", T0 + 300)
+    assert await memory.is_revoked_jti("jti-x")
+    assert not await memory.is_revoked_jti("jti-y")
     clock.now = T0 + 300 + REVOCATION_MARGIN - 1  # within any validator's leeway
-    assert await store.is_revoked_jti("jti-x")
+    assert await memory.is_revoked_jti("jti-x")
     clock.now = T0 + 300 + REVOCATION_MARGIN
-    assert not await store.is_revoked_jti("jti-x")
+    assert not await memory.is_revoked_jti("jti-x")
 
 
 async def test_revocation_reaches_tokens_until_their_expiry_even_after_the_family_ends(
