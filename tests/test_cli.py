@@ -53,11 +53,63 @@ def test_check_lists_every_problem_with_its_path(tmp_path: Path) -> None:
     assert paths == [
         "server.port",
         "server.public_url",
+        "logging",
         "upstreams[0].retries",
         "upstreams[1]",
-        "logging",
     ]
-    assert "give exactly one of url (an HTTP server) or command (a stdio one)" in lines[4]
+    assert lines[3].endswith("logging (line 3): unknown key (did you mean 'log'?)")
+    assert "give exactly one of url (an HTTP server) or command (a stdio one)" in lines[5]
+
+
+def test_check_reports_planted_problems_of_seven_kinds_in_one_run(tmp_path: Path) -> None:
+    """Issue 17: a typo, a bad type, a bad reference, a duplicate route, an ambiguous pattern,
+    an unset variable and an unreadable file, all in one `check`, each at its path and line,
+    and nothing else."""
+    config = tmp_path / "seven.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            server:
+              public_url: https://mcp.example.com
+              metrics_prot: 9090
+            auth:
+              resource_server:
+                authorization_servers:
+                  - {{name: corp, issuer: "https://idp.example.com"}}
+            sessions:
+              keys: ["${{UNSET_SESSION_KEY}}"]
+              max_total: many
+            upstreams:
+              - name: files
+                route: /files/mcp
+                url: http://127.0.0.1:3001/mcp
+                headers_file: {{X-Api-Key: {tmp_path / "absent-key"}}}
+                authorization_servers: [corp, crop]
+                policy:
+                  tools: {{"read_*": [files:read], "*_file": [files:write]}}
+              - name: notes
+                route: /files/mcp
+                url: http://127.0.0.1:3002/mcp
+            """
+        )
+    )
+    result = run_cli("check", "--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{config}: 7 problem(s)",
+        "  - server.metrics_prot (line 3): unknown key (did you mean 'metrics_port'?)",
+        "  - sessions.keys[0] (line 9): environment variable UNSET_SESSION_KEY is unset",
+        "  - sessions.max_total (line 10): Input should be a valid integer, unable to parse "
+        "string as an integer",
+        f"  - upstreams[0].headers_file.X-Api-Key (line 15): cannot read secret file "
+        f"'{tmp_path / 'absent-key'}': No such file or directory",
+        "  - upstreams[0].authorization_servers[1] (line 16): no authorization server is named "
+        "'crop' (did you mean 'corp'?)",
+        "  - upstreams[0].policy.tools.*_file (line 18): 'read_*' and '*_file' can match the "
+        "same name and have equally many literal characters, so neither wins: give the one "
+        "that should win more literal characters, or change one so that they cannot both match",
+        "  - upstreams[1].route (line 20): '/files/mcp' is already the route of upstreams[0]",
+    ]
 
 
 def test_keygen_prints_a_fresh_key_that_check_accepts(tmp_path: Path) -> None:

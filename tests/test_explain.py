@@ -15,13 +15,15 @@ EXAMPLE = CONFIG_DIR / "example.yaml"
 DEMO = CONFIG_DIR / "demo.yaml"
 
 
-def explain(*args: str, config: Path = EXAMPLE) -> subprocess.CompletedProcess[str]:
+def explain(
+    *args: str, config: Path = EXAMPLE, with_secrets: bool = True
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway", "explain", "--config", str(config), *args],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, **example_env()},
+        env={**os.environ, **(example_env() if with_secrets else {})},
     )
 
 
@@ -173,3 +175,15 @@ def test_explain_refuses_an_issuer_the_route_does_not_trust() -> None:
     result = explain("--route", "files", "--issuer", "legacy")
     assert result.returncode == 1
     assert "does not trust 'legacy'" in result.stderr
+
+
+@pytest.mark.parametrize("config", [EXAMPLE, DEMO], ids=lambda p: p.name)
+def test_explain_needs_only_the_policy_not_the_secrets(config: Path) -> None:
+    """Neither the variables the configs read secrets from nor the files they name (the demo's
+    users file) exist here: explain still decides, as it would with them."""
+    assert not set(example_env()) & set(os.environ)
+    route = "/files/mcp" if config == EXAMPLE else "/demo/mcp"
+    args = ("--route", route, "--scopes", "files:read", "--tool", "read_file")
+    without = explain(*args, config=config, with_secrets=False)
+    assert without.returncode == 0, without.stderr
+    assert without.stdout == explain(*args, config=config).stdout
