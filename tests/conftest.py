@@ -14,6 +14,7 @@ from gateway.config.model import LogSettings
 from gateway.observability.logging import configure_logging
 from gateway.web.app import create_app
 from gateway.web.server import RunningGateway, start_gateway
+from tests.support.configs import FROM_PORT, PublicUrl, gateway_document, validated
 from tests.support.local_issuer import LocalIssuer
 from tests.support.processes import free_port
 from tests.support.secrets import USED_SECRETS
@@ -90,35 +91,35 @@ StartGateway = Callable[..., Awaitable[Gateway]]
 
 @pytest.fixture
 async def start_gateway_for() -> AsyncIterator[StartGateway]:
-    """`await start_gateway_for({"name": ..., "route": ..., "url": ...}, ..., server={...})`.
+    """`await start_gateway_for({"name": ..., "route": ..., "url": ...}, ..., auth={...})`.
 
-    Without `auth`, upstreams are anonymous (transport tests); with `auth` (the config's `auth`
-    section), they require tokens unless they say otherwise.
+    The keywords are `tests.support.configs.gateway_document`'s; `port` defaults to a free one.
+    Without `auth` (the config's `auth` section), upstreams are anonymous (transport tests); with
+    it, they require tokens unless they say otherwise.
     """
     started: list[RunningGateway] = []
 
     async def start(
         *upstreams: dict[str, Any],
+        port: int | None = None,
+        public_url: str | PublicUrl | None = FROM_PORT,
         server: dict[str, Any] | None = None,
         auth: dict[str, Any] | None = None,
         scopes: dict[str, Any] | None = None,
         sessions: dict[str, Any] | None = None,
+        store: dict[str, Any] | None = None,
     ) -> Gateway:
-        port = free_port()
-        if auth is None:
-            upstreams = tuple({"allow_anonymous": True, **u} for u in upstreams)
-        config = GatewayConfig(
-            server={
-                "host": "127.0.0.1",
-                "port": port,
-                "public_url": f"http://127.0.0.1:{port}",
-                **(server or {}),
-            },
-            log={"level": "debug", "format": "json"},
-            auth=auth or {},
-            scopes=scopes or {},
-            sessions=sessions or {},
-            upstreams=list(upstreams),
+        config = validated(
+            gateway_document(
+                *upstreams,
+                port=free_port() if port is None else port,
+                public_url=public_url,
+                server=server,
+                auth=auth,
+                scopes=scopes,
+                sessions=sessions,
+                store=store,
+            )
         )
         running = await start_gateway(config, create_app(config, registry=CollectorRegistry()))
         started.append(running)

@@ -11,17 +11,20 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config import ConfigError, GatewayConfig
 from gateway.observability.metrics import GatewayMetrics
 from gateway.policy.compiled import PolicyStore, compile_policies
 from gateway.web.reload import PolicyReloader
+from tests.support.configs import gateway_document, validated, write_yaml
+
+AUTH = {
+    "resource_server": {"authorization_servers": [{"name": "a", "issuer": "https://a.example"}]}
+}
 
 
 def config(methods: dict[str, Any], **route: Any) -> GatewayConfig:
-    return GatewayConfig(
-        server={"public_url": "https://gw.example"},
-        auth={"resource_server": {"authorization_servers": [{"name": "a", "issuer": "https://a"}]}},
-        upstreams=[
+    return validated(
+        gateway_document(
             {"name": "ok", "route": "/ok/mcp", "url": "http://127.0.0.1:1/mcp"},
             {
                 "name": "files",
@@ -30,7 +33,9 @@ def config(methods: dict[str, Any], **route: Any) -> GatewayConfig:
                 "policy": {"methods": methods},
                 **route,
             },
-        ],
+            public_url="https://gw.example",
+            auth=AUTH,
+        )
     )
 
 
@@ -98,32 +103,21 @@ def test_check_reports_it_like_every_other_problem(tmp_path: Path) -> None:
 
 
 async def test_a_reload_with_such_a_problem_keeps_the_old_policies(tmp_path: Path) -> None:
-    def write(methods: str) -> None:
-        path.write_text(
-            textwrap.dedent(
-                f"""
-                server: {{public_url: "https://gw.example"}}
-                auth:
-                  resource_server:
-                    authorization_servers: [{{name: a, issuer: "https://a.example"}}]
-                upstreams:
-                  - name: files
-                    route: /files/mcp
-                    url: "http://127.0.0.1:1/mcp"
-                    policy: {{methods: {methods}}}
-                """
-            )
-        )
+    def write(methods: dict[str, Any]) -> dict[str, Any]:
+        files = {"name": "files", "route": "/files/mcp", "url": "http://127.0.0.1:1/mcp",
+                 "policy": {"methods": methods}}  # fmt: skip
+        document = gateway_document(files, public_url="https://gw.example", auth=AUTH)
+        write_yaml(path, document)
+        return document
 
     path = tmp_path / "gw.yaml"
-    write("{x/vendor: [v]}")
-    running = load_config(path)
+    running = validated(write({"x/vendor": ["v"]}))
     store = PolicyStore(compile_policies(running))
     before = store.current
     reloader = PolicyReloader(path, running, store, GatewayMetrics(CollectorRegistry()), 0)
-    write("{tools/call: [v]}")
+    write({"tools/call": ["v"]})
     assert await reloader.reload() is False
     assert store.current is before
-    write("{x/vendor: [w]}")
+    write({"x/vendor": ["w"]})
     assert await reloader.reload() is True
     assert store.current["files"].rule_for("x/vendor", None).scopes == {"w"}

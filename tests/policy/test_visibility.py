@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,6 +22,7 @@ from gateway.policy.grants import ATTAINABLE_SCOPE_CLAIM, Grants, rule
 from gateway.policy.scopes import ScopeImplications
 from gateway.policy.visibility import REQUIRED_SCOPES_META, Ceilings
 from tests.conftest import Gateway, StartGateway
+from tests.support.configs import gateway_document, validated, write_yaml
 from tests.support.http_upstream import RecordingUpstream, recording_upstream
 from tests.support.local_issuer import LocalIssuer
 
@@ -251,45 +253,46 @@ def test_ceilings_believe_the_claim_only_from_the_gateways_own_issuer() -> None:
     assert Ceilings(None, None, implies).of("https://other.example", carried) is None
 
 
-def write_config(tmp_path: Any, policy: str, auth: str) -> Any:
-    path = tmp_path / "gateway.yaml"
-    path.write_text(
-        "server: {public_url: 'http://127.0.0.1:8080'}\n"
-        f"auth: {auth}\n"
-        "upstreams:\n"
-        f"  - {{name: files, route: /files/mcp, url: 'http://127.0.0.1:1/mcp', policy: {policy}}}\n"
-    )
-    return path
+def files_config(policy: dict[str, Any], auth: dict[str, Any]) -> dict[str, Any]:
+    upstream = {"name": "files", "route": ROUTE, "url": "http://127.0.0.1:1/mcp", "policy": policy}
+    return gateway_document(upstream, public_url="http://127.0.0.1:8080", auth=auth)
 
 
-RESOURCE_SERVER = (
-    "{resource_server: {authorization_servers: [{name: corp, issuer: 'https://corp.example', "
-    "jwks_uri: 'https://corp.example/jwks'}]}}"
-)
+RESOURCE_SERVER = {
+    "resource_server": {
+        "authorization_servers": [
+            {
+                "name": "corp",
+                "issuer": "https://corp.example",
+                "jwks_uri": "https://corp.example/jwks",
+            }
+        ]
+    }
+}
 
 
-def test_the_old_hide_unauthorized_key_says_what_replaces_it(tmp_path: Any) -> None:
-    path = write_config(tmp_path, "{hide_unauthorized: true}", RESOURCE_SERVER)
+def test_the_old_hide_unauthorized_key_says_what_replaces_it(tmp_path: Path) -> None:
+    document = files_config({"hide_unauthorized": True}, RESOURCE_SERVER)
     with pytest.raises(ConfigError) as caught:
-        load_config(path)
+        load_config(write_yaml(tmp_path / "gateway.yaml", document))  # what a user sees
     [problem] = caught.value.problems
     assert "hide_unauthorized was replaced by list_visibility" in str(problem)
     assert "`held`" in str(problem)
 
 
-def test_attainable_rules_with_another_visibility_are_refused(tmp_path: Any) -> None:
-    policy = "{list_visibility: held, attainable: [{scopes: [files:write]}]}"
-    config = load_config(write_config(tmp_path, policy, RESOURCE_SERVER))
+def test_attainable_rules_with_another_visibility_are_refused() -> None:
+    policy = {"list_visibility": "held", "attainable": [{"scopes": ["files:write"]}]}
+    config = validated(files_config(policy, RESOURCE_SERVER))
     with pytest.raises(ConfigError) as caught:
         compile_policies(config)
     assert "only with list_visibility: attainable" in str(caught.value.problems[0])
 
 
-def test_attainable_rules_on_a_route_trusting_only_the_gateway_are_refused(tmp_path: Any) -> None:
+def test_attainable_rules_on_a_route_trusting_only_the_gateway_are_refused(tmp_path: Path) -> None:
     users = tmp_path / "users.yaml"
     users.write_text('users:\n  demo: {password_hash: "' + hash_password("x" * 12) + '"}\n')
-    facade = f"{{authorization_server: {{login: {{local: {{users_file: '{users}'}}}}}}}}"
-    config = load_config(write_config(tmp_path, "{attainable: [{scopes: [files:write]}]}", facade))
+    facade = {"authorization_server": {"login": {"local": {"users_file": users}}}}
+    config = validated(files_config({"attainable": [{"scopes": ["files:write"]}]}, facade))
     with pytest.raises(ConfigError) as caught:
         compile_policies(config)
     assert "trusts only the gateway's own tokens" in str(caught.value.problems[0])

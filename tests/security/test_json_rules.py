@@ -12,7 +12,6 @@ import io
 import json
 import logging
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import pytest
 
 from gateway.observability.logging import ACCESS_LOG
 from tests.conftest import LOG_SINK, Gateway, StartGateway, gateway_log
+from tests.support.configs import PRODUCTION_LOG, gateway_document, write_yaml
 from tests.support.http_upstream import RecordingUpstream
 from tests.support.local_issuer import LocalIssuer
 from tests.support.processes import ManagedProcess, free_port
@@ -196,20 +196,10 @@ async def test_served_logs_escape_and_truncate_on_the_production_path(
     through structlog): neither a lone surrogate in a claim nor a 5,000-character name costs a
     line or makes a long one."""
     port = free_port()
-    config = tmp_path / "gw.yaml"
-    config.write_text(
-        textwrap.dedent(
-            f"""
-            server: {{host: 127.0.0.1, port: {port}, public_url: "http://127.0.0.1:{port}"}}
-            log: {{level: info, format: json}}
-            auth:
-              resource_server:
-                authorization_servers: [{{name: l, issuer: "{issuer.issuer}"}}]
-            upstreams:
-              - {{name: up, route: /up/mcp, url: "{upstream.url}", scopes: [mcp:tools]}}
-            """
-        )
-    )
+    up = {"name": "up", "route": "/up/mcp", "url": upstream.url, "scopes": ["mcp:tools"]}
+    auth = {"resource_server": {"authorization_servers": [issuer.auth_server("l")]}}
+    document = gateway_document(up, port=port, log=PRODUCTION_LOG, auth=auth)
+    config = write_yaml(tmp_path / "gw.yaml", document)
     url = f"http://127.0.0.1:{port}/up/mcp"
     token = issuer.mint(issuer.claims(url, scope="mcp:tools", sub="bob\udfff"))
     batch = [

@@ -12,7 +12,6 @@ import json
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import Gateway, StartGateway
+from tests.support.configs import gateway_document, write_yaml
 from tests.support.http_upstream import RecordingUpstream
 from tests.support.local_issuer import LocalIssuer
 
@@ -166,23 +166,13 @@ CLI = [sys.executable, "-m", "gateway", "explain"]
 
 
 def test_explain_names_the_deciding_rule(tmp_path: Path) -> None:
-    path = tmp_path / "gw.yaml"
-    path.write_text(
-        textwrap.dedent(
-            """
-            server: {public_url: "https://gw.example"}
-            auth:
-              resource_server:
-                authorization_servers: [{name: a, issuer: "https://a.example"}]
-            upstreams:
-              - name: files
-                route: /files/mcp
-                url: "http://127.0.0.1:1/mcp"
-                scopes: [mcp:tools]
-                policy: {default: deny, methods: {x/vendor: [vendor:use]}}
-            """
-        )
-    )
+    files = {"name": "files", "route": "/files/mcp", "url": "http://127.0.0.1:1/mcp",
+             "scopes": ["mcp:tools"],
+             "policy": {"default": "deny", "methods": {"x/vendor": ["vendor:use"]}}}  # fmt: skip
+    trusted = [{"name": "a", "issuer": "https://a.example"}]
+    auth = {"resource_server": {"authorization_servers": trusted}}
+    document = gateway_document(files, public_url="https://gw.example", auth=auth)
+    path = write_yaml(tmp_path / "gw.yaml", document)
 
     def explain(method: str, scopes: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

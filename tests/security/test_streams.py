@@ -28,13 +28,9 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-from prometheus_client import CollectorRegistry
 
-from gateway.config import GatewayConfig
 from gateway.oauth.upstream import pkce_pair
 from gateway.session.seal import new_key
-from gateway.web.app import create_app
-from gateway.web.server import RunningGateway, start_gateway
 from tests.conftest import Gateway, StartGateway, gateway_log
 from tests.support.facade import ROUTE, facade_gateway, write_users
 from tests.support.http_upstream import RecordingUpstream, recording_upstream
@@ -251,45 +247,37 @@ async def test_a_revocation_through_one_replica_ends_streams_on_the_other(
     streaming: tuple[StreamingServer, RecordingUpstream],
     users_file: Path,
     redis: RedisServer,
+    start_gateway_for: StartGateway,
 ) -> None:
     server, upstream = streaming
     ports = free_port(), free_port()
     public = f"http://127.0.0.1:{ports[0]}"
     key = ec.generate_private_key(ec.SECP256R1())
     pem = remember(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode())
-    running: list[RunningGateway] = []
-    try:
-        for port in ports:
-            config = GatewayConfig(
-                server={"host": "127.0.0.1", "port": port, "public_url": public,
-                        "allowed_hosts": [f"127.0.0.1:{p}" for p in ports]},
-                log={"level": "debug", "format": "json"},
-                store={"backend": "redis", "url": redis.url, "key_prefix": f"streams-{ports[0]}:"},
-                auth={"authorization_server": {
-                    "login": {"local": {"users_file": str(users_file)}},
-                    "grants": [{"scopes": ["mcp:tools"]}],
-                    "signing_key": pem,
-                }},
-                upstreams=[{"name": "files", "route": ROUTE, "url": upstream.url,
-                            "scopes": ["mcp:tools"]}],
-            )  # fmt: skip
-            app = create_app(config, registry=CollectorRegistry())
-            running.append(await start_gateway(config, app))
-        a, b = (f"http://127.0.0.1:{port}" for port in ports)
-        tokens = await sign_in(public, a)
-        async with aiohttp.ClientSession() as http:
-            stream = await http.get(
-                b + ROUTE, headers={**SSE, "Authorization": f"Bearer {tokens.access}"}
-            )  # open through B...
-            assert stream.status == 200
-            assert await stream.content.readuntil(b"\n\n") == b"id: 1\ndata: {}\n\n"
-            await revoke(a, tokens)  # ...revoked through A
-            assert await until_it_ends(stream) == b""
-            await until_closed_upstream(server)
-        assert ("info", "token_revoked") in closed_streams()
-    finally:
-        for gateway in running:
-            await gateway.stop()
+    files = {"name": "files", "route": ROUTE, "url": upstream.url, "scopes": ["mcp:tools"]}
+    shared: dict[str, Any] = {  # one config for both replicas but their ports
+        "public_url": public,
+        "server": {"allowed_hosts": [f"127.0.0.1:{port}" for port in ports]},
+        "store": {"backend": "redis", "url": redis.url, "key_prefix": f"streams-{ports[0]}:"},
+        "auth": {"authorization_server": {
+            "login": {"local": {"users_file": str(users_file)}},
+            "grants": [{"scopes": ["mcp:tools"]}],
+            "signing_key": pem,
+        }},
+    }  # fmt: skip
+    a = await start_gateway_for(files, port=ports[0], **shared)
+    b = await start_gateway_for(files, port=ports[1], **shared)
+    tokens = await sign_in(public, a.base)
+    async with aiohttp.ClientSession() as http:
+        stream = await http.get(
+            b.url(ROUTE), headers={**SSE, "Authorization": f"Bearer {tokens.access}"}
+        )  # open through B...
+        assert stream.status == 200
+        assert await stream.content.readuntil(b"\n\n") == b"id: 1\ndata: {}\n\n"
+        await revoke(a.base, tokens)  # ...revoked through A
+        assert await until_it_ends(stream) == b""
+        await until_closed_upstream(server)
+    assert ("info", "token_revoked") in closed_streams()
 
 
 # -- limits -------------------------------------------------------------------------------------

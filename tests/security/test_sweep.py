@@ -692,7 +692,7 @@ async def federated_target(start: StartGateway, provider: OidcProviderProcess) -
     gw = await start(
         {"name": "files", "route": ROUTE, "url": f"http://127.0.0.1:{free_port()}/mcp",
          "scopes": ["mcp:tools"]},
-        server={"port": port, "public_url": base},
+        port=port,
         auth={"authorization_server": {
             "login": {"oidc": {"issuer": provider.issuer,
                                "client_id": registered.json()["client_id"]}},

@@ -18,11 +18,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from gateway.config import GatewayConfig
 from gateway.errors import UnsafeRequestPartError
 from gateway.proxy.headers import PASSED_REQUEST_HEADERS, RequestHeadBuilder
 from gateway.web.app import create_app
 from gateway.web.server import RunningGateway, start_gateway
+from tests.support.configs import PRODUCTION_LOG, gateway_document, validated
 from tests.support.local_issuer import LocalIssuer
 from tests.support.processes import free_port
 from tests.support.raw_upstream import RawUpstream
@@ -176,20 +176,17 @@ class Stack:
     def start(self) -> None:
         self.thread.run(self.issuer.start())
         self.thread.run(self.upstream.start())
-        config = GatewayConfig(
-            server={"port": self.port, "public_url": f"http://127.0.0.1:{self.port}"},
-            log={"level": "info", "format": "json"},
-            auth={"resource_server": {"authorization_servers": [self.issuer.auth_server()]}},
-            upstreams=[
-                {
-                    "name": "up",
-                    "route": "/up/mcp",
-                    "url": self.upstream.url,
-                    "headers": {"X-Api-Key": STATIC_KEY},
-                    "identity_headers": {"subject": "X-User"},
-                    "pass_headers": ["X-Tenant"],
-                }
-            ],
+        upstream = {
+            "name": "up",
+            "route": "/up/mcp",
+            "url": self.upstream.url,
+            "headers": {"X-Api-Key": STATIC_KEY},
+            "identity_headers": {"subject": "X-User"},
+            "pass_headers": ["X-Tenant"],
+        }
+        auth = {"resource_server": {"authorization_servers": [self.issuer.auth_server()]}}
+        config = validated(
+            gateway_document(upstream, port=self.port, log=PRODUCTION_LOG, auth=auth)
         )
         self.running = self.thread.run(
             start_gateway(config, create_app(config, registry=CollectorRegistry()))

@@ -79,7 +79,7 @@ async def federated_gateway(
             "scopes": ["mcp:tools"],
             "policy": {"tools": {"add": ["files:write"]}},
         },
-        server={"port": port, "public_url": base},
+        port=port,
         auth={"authorization_server": {"login": {"oidc": oidc}, "grants": grants}},
     )
 
