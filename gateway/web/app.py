@@ -18,7 +18,7 @@ from gateway.config.fields import GATEWAY_AS_NAME
 from gateway.config.model import GatewayConfig
 from gateway.config.upstreams import Upstream
 from gateway.errors import MethodNotAllowedError
-from gateway.oauth.facade import AuthorizationServer
+from gateway.oauth.server import AuthorizationServer
 from gateway.observability.metrics import GatewayMetrics
 from gateway.policy.compiled import PolicyStore
 from gateway.session.registry import SessionRegistry

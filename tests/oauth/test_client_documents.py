@@ -19,32 +19,30 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
+from gateway.oauth.client_document_fetch import (
+    ClientDocumentError,
+    _PinnedResolver,
+    address_allowed,
+    check_client_id_url,
+)
 from gateway.oauth.client_documents import (
     MAX_CACHE_SECONDS,
     MIN_CACHE_SECONDS,
-    ClientDocumentError,
     ClientDocuments,
-    _PinnedResolver,
-    address_allowed,
     cache_lifetime,
-    check_client_id_url,
     is_client_id_url,
 )
-from gateway.oauth.facade import (
-    AuthorizationServer,
-    ConsentNeeded,
-    ErrorPageError,
-    OAuthError,
-    Redirect,
-    SignInNeeded,
-)
+from gateway.oauth.error import OAuthError
+from gateway.oauth.outcome import ConsentNeeded, Redirect, SignInNeeded
+from gateway.oauth.server import AuthorizationServer
 from gateway.oauth.store import SIGN_IN_STAGE, ClientRecord
-from tests.oauth.test_facade import (
+from tests.oauth.test_server import (
     BROWSER,
     REDIRECT,
     authorize_query,
     facade,
     query_of,
+    raises_error_page,
     token_form,
 )
 
@@ -485,7 +483,7 @@ async def test_a_failed_document_is_an_error_page_never_a_redirect(
 ) -> None:
     client_id = server.serve(document=document_for("https://someone.else/client.json"))
     auth = facade_with(resolver())
-    with pytest.raises(ErrorPageError, match="metadata document cannot be used"):
+    with raises_error_page(match="metadata document cannot be used"):
         await auth.check_authorization(authorize_query(client_id))
 
 
@@ -505,7 +503,7 @@ async def test_a_url_client_id_is_never_a_stored_registration() -> None:
     client_id = "https://app.example/client.json"
     await auth.store.save_client(ClientRecord(client_id, (REDIRECT,), created_at=0.0))
     assert await auth.client(client_id) is None
-    with pytest.raises(ErrorPageError, match="not registered"):
+    with raises_error_page(match="not registered"):
         await auth.check_authorization(authorize_query(client_id))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.web.facade import foreign_form_post, origin_of
+from gateway.web.facade.forms import foreign_form_post, origin_of
 
 
 @pytest.mark.parametrize(

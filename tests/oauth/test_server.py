@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
 
@@ -10,17 +12,11 @@ import pytest
 from joserfc import jws
 from multidict import MultiDict
 
-from gateway.oauth.facade import (
-    AuthorizationServer,
-    ConsentNeeded,
-    ErrorPageError,
-    OAuthError,
-    Redirect,
-    RedirectError,
-    Settings,
-    SignInNeeded,
-)
+from gateway.oauth.context import Settings
+from gateway.oauth.error import OAuthError
+from gateway.oauth.outcome import ConsentNeeded, Redirect, SignInNeeded
 from gateway.oauth.pkce import challenge_of
+from gateway.oauth.server import AuthorizationServer
 from gateway.oauth.signing import SigningKeys
 from gateway.oauth.store import (
     SIGN_IN_STAGE,
@@ -39,6 +35,14 @@ REDIRECT = "http://127.0.0.1:9999/callback"
 VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
 PASSWORD_HASH = hash_password("pw")
 BROWSER = digest("this browser's flow cookie")
+
+
+@contextmanager
+def raises_error_page(match: str | None = None) -> Iterator[None]:
+    """An `OAuthError` shown as an error page: never a redirect to the client."""
+    with pytest.raises(OAuthError, match=match) as refused:
+        yield
+    assert refused.value.location is None
 
 
 def facade() -> AuthorizationServer:
@@ -141,8 +145,9 @@ async def test_bad_requests_go_back_to_the_client_with_iss(
 ) -> None:
     server = facade()
     client_id = await registered(server)
-    with pytest.raises(RedirectError) as refused:
+    with pytest.raises(OAuthError) as refused:
         await server.check_authorization(authorize_query(client_id, **changes))
+    assert refused.value.location is not None
     answer = query_of(refused.value.location)
     assert (answer["error"], answer["iss"], answer["state"]) == (error, ISSUER, "xyz")
     assert refused.value.location.startswith(REDIRECT + "?")
@@ -160,7 +165,7 @@ async def test_bad_requests_go_back_to_the_client_with_iss(
 async def test_an_unknown_client_or_redirect_uri_never_redirects(changes: dict[str, str]) -> None:
     server = facade()
     client_id = await registered(server)
-    with pytest.raises(ErrorPageError):
+    with raises_error_page():
         await server.check_authorization(authorize_query(client_id, **changes))
 
 
@@ -322,15 +327,15 @@ async def test_an_approval_works_once_in_the_browser_it_was_shown_in_and_for_con
         return outcome.state
 
     stolen = await consent_state()
-    with pytest.raises(ErrorPageError):  # another browser: refused, and the state is spent
+    with raises_error_page():  # another browser: refused, and the state is spent
         await server.consent(stolen, True, OTHER_BROWSER, None)
-    with pytest.raises(ErrorPageError):
+    with raises_error_page():
         await server.consent(stolen, True, BROWSER, None)
-    with pytest.raises(ErrorPageError):  # a consent state is not a sign-in form's state
+    with raises_error_page():  # a consent state is not a sign-in form's state
         await server.sign_in_local(await consent_state(), "alice", "pw", BROWSER)
     used = await consent_state()
     assert isinstance(await server.consent(used, True, BROWSER, None), SignInNeeded)
-    with pytest.raises(ErrorPageError):  # single use
+    with raises_error_page():  # single use
         await server.consent(used, True, BROWSER, None)
 
 
@@ -475,8 +480,9 @@ async def test_prompt_none_without_a_session_is_login_required() -> None:
 async def test_bad_prompt_or_max_age_is_an_invalid_request(changes: dict[str, str]) -> None:
     server = facade()
     client_id = await registered(server)
-    with pytest.raises(RedirectError) as refused:
+    with pytest.raises(OAuthError) as refused:
         await server.check_authorization(authorize_query(client_id, **changes))
+    assert refused.value.location is not None  # back to the client
     assert refused.value.error == "invalid_request"
 
 
