@@ -422,27 +422,23 @@ def write_gateway_config(
     path: Path, port: int, upstream_ports: dict[str, int], issuer: str | None
 ) -> None:
     """With an issuer, every route requires a token validated against the bench's JWKS server;
-    without one (--anonymous), routes are anonymous: the bare proxy path."""
-    lines = [
-        f'server: {{host: 127.0.0.1, port: {port}, public_url: "http://127.0.0.1:{port}"}}',
-        # Production logging: one JSON access line per request, written to the gateway's log file.
-        "log: {level: info, format: json}",
+    without one (--anonymous), routes are anonymous: the bare proxy path. Built by the test
+    suite's config helper, with production logging: one JSON access line per request, written
+    to the gateway's log file."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.support.configs import PRODUCTION_LOG, gateway_document, write_yaml
+
+    access = {} if issuer is None else {"scopes": ["mcp:tools"]}
+    upstreams = [
+        {"name": name, "route": f"/{name}/mcp", "url": f"http://127.0.0.1:{up_port}/mcp", **access}
+        for name, up_port in upstream_ports.items()
     ]
+    auth = None
     if issuer is not None:
-        lines += [
-            "auth:",
-            "  resource_server:",
-            f'    authorization_servers: [{{name: bench, issuer: "{issuer}", '
-            f'jwks_uri: "{issuer}/jwks"}}]',
-        ]
-    lines.append("upstreams:")
-    access = "allow_anonymous: true" if issuer is None else "scopes: [mcp:tools]"
-    for name, up_port in upstream_ports.items():
-        lines.append(
-            f'  - {{name: {name}, route: /{name}/mcp, url: "http://127.0.0.1:{up_port}/mcp", '
-            f"{access}}}"
-        )
-    path.write_text("\n".join(lines) + "\n")
+        trusted = {"name": "bench", "issuer": issuer, "jwks_uri": f"{issuer}/jwks"}
+        auth = {"resource_server": {"authorization_servers": [trusted]}}
+    write_yaml(path, gateway_document(*upstreams, port=port, log=PRODUCTION_LOG, auth=auth))
 
 
 def start_token_issuer(procs: Processes) -> tuple[str, RSAKey]:

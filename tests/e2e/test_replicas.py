@@ -27,6 +27,7 @@ from gateway.oauth.users import hash_password
 from gateway.session.seal import new_key
 from gateway.store.redis import RedisKV
 from gateway.web.facade import SESSION_COOKIE
+from tests.support.configs import PRODUCTION_LOG, gateway_document, write_yaml
 from tests.support.crowd import Exchange, RawMcpClient
 from tests.support.oauth_client import (
     AuthorizationError,
@@ -77,34 +78,25 @@ def _config(tmp: Path, redis: RedisServer, upstream: str, a: int, b: int) -> Pat
     (secret_dir / "signing-key.pem").write_text(remember(pem))
     users = tmp / "users.yaml"
     users.write_text(f'users:\n  alice: {{password_hash: "{hash_password(PASSWORD)}"}}\n')
-    config = tmp / "gateway.yaml"
-    config.write_text(
-        f"""
-server:
-  host: 127.0.0.1
-  public_url: http://127.0.0.1:{a}
-  allowed_hosts: ["127.0.0.1:{a}", "127.0.0.1:{b}"]
-log: {{level: info, format: json}}
-store:
-  backend: redis
-  url_file: {secret_dir / "redis-url"}
-  key_prefix: "replicas-{a}:"
-  timeout: 1
-sessions:
-  keys_file: {secret_dir / "session-keys"}
-  idle_timeout: {IDLE}
-auth:
-  authorization_server:
-    login: {{local: {{users_file: {users}}}}}
-    grants: [{{scopes: [mcp:tools]}}]
-    signing_key_file: {secret_dir / "signing-key.pem"}
-    sign_ins_per_minute: 10000
-    sign_in_session: {{idle_timeout: {SIGN_IN_IDLE}, max_lifetime: {SIGN_IN_LIFETIME}}}
-upstreams:
-  - {{name: everything, route: {ROUTE}, url: "{upstream}", scopes: [mcp:tools]}}
-"""
-    )
-    return config
+    return write_yaml(
+        tmp / "gateway.yaml",
+        gateway_document(
+            {"name": "everything", "route": ROUTE, "url": upstream, "scopes": ["mcp:tools"]},
+            public_url=f"http://127.0.0.1:{a}",
+            server={"allowed_hosts": [f"127.0.0.1:{a}", f"127.0.0.1:{b}"]},
+            log=PRODUCTION_LOG,
+            store={"backend": "redis", "url_file": secret_dir / "redis-url",
+                   "key_prefix": f"replicas-{a}:", "timeout": 1},
+            sessions={"keys_file": secret_dir / "session-keys", "idle_timeout": IDLE},
+            auth={"authorization_server": {
+                "login": {"local": {"users_file": users}},
+                "grants": [{"scopes": ["mcp:tools"]}],
+                "signing_key_file": secret_dir / "signing-key.pem",
+                "sign_ins_per_minute": 10000,
+                "sign_in_session": {"idle_timeout": SIGN_IN_IDLE, "max_lifetime": SIGN_IN_LIFETIME},
+            }},
+        ),
+    )  # fmt: skip
 
 
 @pytest.fixture

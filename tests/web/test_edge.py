@@ -10,7 +10,6 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.config import GatewayConfig
 from gateway.web.edge import (
     ALLOWED_REQUEST_HEADERS,
     host_allowed,
@@ -19,6 +18,7 @@ from gateway.web.edge import (
 )
 from gateway.web.server import start_gateway
 from tests.conftest import Gateway, StartGateway
+from tests.support.configs import gateway_document, validated
 from tests.support.http_upstream import RecordingUpstream, recording_upstream
 from tests.support.local_issuer import LocalIssuer
 
@@ -383,12 +383,8 @@ async def test_configured_hosts_replace_the_public_urls(
 async def test_without_public_url_the_bound_port_is_served(
     upstream: RecordingUpstream, http: aiohttp.ClientSession
 ) -> None:
-    config = GatewayConfig(
-        server={"host": "127.0.0.1", "port": 0},
-        upstreams=[
-            {"name": "up", "route": "/up/mcp", "url": upstream.url, "allow_anonymous": True}
-        ],
-    )
+    route = {"name": "up", "route": "/up/mcp", "url": upstream.url, "allow_anonymous": True}
+    config = validated(gateway_document(route, port=0, public_url=None))
     running = await start_gateway(config)
     try:
         base = f"http://127.0.0.1:{running.port}/up/mcp"

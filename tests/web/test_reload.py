@@ -7,36 +7,19 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from gateway.config import load_config
 from gateway.web.app import create_app
 from gateway.web.keys import RELOADER_KEY
 from gateway.web.server import start_gateway
+from tests.support.configs import gateway_document, validated, write_yaml
 from tests.support.http_upstream import recording_upstream
 from tests.support.local_issuer import LocalIssuer
 from tests.support.processes import free_port
-
-CONFIG = """
-server:
-  host: 127.0.0.1
-  port: {port}
-  public_url: "http://127.0.0.1:{port}"
-  reload_interval: 0.05
-auth:
-  resource_server:
-    authorization_servers: [{{name: local, issuer: "{issuer}"}}]
-upstreams:
-  - name: files
-    route: /files/mcp
-    url: "{upstream}"
-    scopes: [mcp:tools]
-    policy:
-      tools: {{write_file: [{write_scope}]}}
-"""
 
 
 async def ok(request: web.Request) -> web.StreamResponse:
@@ -60,15 +43,17 @@ async def test_policy_file_changes_apply_without_restart_and_bad_ones_are_refuse
         port = free_port()
         path = tmp_path / "gateway.yaml"
 
-        def write(write_scope: str) -> None:
-            path.write_text(
-                CONFIG.format(
-                    port=port, issuer=issuer.issuer, upstream=upstream.url, write_scope=write_scope
-                )
-            )
+        def write(write_scope: str) -> dict[str, Any]:
+            policy = {"tools": {"write_file": [write_scope]}}
+            files = {"name": "files", "route": "/files/mcp", "url": upstream.url,
+                     "scopes": ["mcp:tools"], "policy": policy}  # fmt: skip
+            auth = {"resource_server": {"authorization_servers": [issuer.auth_server()]}}
+            reload = {"reload_interval": 0.05}
+            document = gateway_document(files, port=port, server=reload, auth=auth)
+            write_yaml(path, document)
+            return document
 
-        write("files:write")
-        config = load_config(path)
+        config = validated(write("files:write"))
         app = create_app(config, registry=CollectorRegistry(), config_path=path)
         running = await start_gateway(config, app)
         base = f"http://127.0.0.1:{port}"
