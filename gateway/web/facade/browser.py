@@ -22,7 +22,6 @@ from gateway.oauth.store import (
     SIGN_IN_STAGE,
     UPSTREAM_STAGE,
     AuthorizationRequest,
-    LoginTxn,
     SignInSession,
     digest,
 )
@@ -136,23 +135,28 @@ class BrowserSteps:
             return refused("upstream_callback_refused", OAuthError("invalid_request", "This "
                            "sign-in has expired, is not valid or was started in another "
                            "browser. Start again from your application."), page=True)  # fmt: skip
-        claims = await self._provider_claims(upstream, request.query, txn)
+        parked = txn.request
+        claims = await self._provider_claims(
+            upstream, request.query, parked, txn.code_verifier, txn.nonce
+        )
         if isinstance(claims, Redirect):
             return pages.redirect(claims.location)
-        parked = txn.request
         audit.info("signed_in", sub=str(claims["sub"])[:128], via="oidc",
                    client_id=parked.client_id)  # fmt: skip
         outcome = await self.server.signed_in(parked, str(claims["sub"]), dict(claims))
         return await self._signed_in(request, outcome)
 
     async def _provider_claims(
-        self, upstream: UpstreamProvider, query: MultiMapping[str], txn: LoginTxn
+        self,
+        upstream: UpstreamProvider,
+        query: MultiMapping[str],
+        parked: AuthorizationRequest,
+        code_verifier: str,
+        nonce: str,
     ) -> Mapping[str, Any] | Redirect:
-        """The signed-in user's claims from the provider's answer, or `access_denied` back
-        to the client (the provider's own words never pass on)."""
-        assert txn.code_verifier is not None
-        assert txn.nonce is not None
-        parked = txn.request
+        """The signed-in user's claims from the provider's answer (its code redeemed with our
+        PKCE verifier, its ID token checked against our nonce), or `access_denied` back to the
+        client (the provider's own words never pass on)."""
         try:
             metadata = await upstream.metadata()
             check_issuer(
@@ -167,7 +171,7 @@ class BrowserSteps:
             return self.server.error_redirect(parked, "access_denied", "Sign-in at the "
                                               "identity provider did not complete")  # fmt: skip
         try:
-            return await upstream.redeem(codes[0], txn.code_verifier, txn.nonce)
+            return await upstream.redeem(codes[0], code_verifier, nonce)
         except UpstreamLoginError as error:
             audit.warning("upstream_login_refused", reason=error.reason)
             return self.server.error_redirect(parked, "access_denied", NOT_VERIFIED)
