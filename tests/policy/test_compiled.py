@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from gateway.compiler import compile_config
 from gateway.config import ConfigError, GatewayConfig
 from gateway.observability.metrics import GatewayMetrics
 from gateway.policy.compiled import PolicyStore, compile_policies
@@ -58,7 +59,7 @@ def test_extra_methods_compile_into_the_route_policy() -> None:
 )
 def test_an_mcp_method_in_methods_is_a_problem(method: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        compile_policies(config({method: ["s"], "x/fine": []}), source="gw.yaml")
+        compile_config(config({method: ["s"], "x/fine": []}), source="gw.yaml")
     [problem] = caught.value.problems
     assert problem.path == f"upstreams[1].policy.methods.{method}"
     assert problem.message.startswith(message)
@@ -67,7 +68,7 @@ def test_an_mcp_method_in_methods_is_a_problem(method: str, message: str) -> Non
 
 def test_anonymous_routes_are_checked_too() -> None:
     with pytest.raises(ConfigError):
-        compile_policies(config({"ping": []}, allow_anonymous=True))
+        compile_config(config({"ping": []}, allow_anonymous=True))
 
 
 def test_check_reports_it_like_every_other_problem(tmp_path: Path) -> None:
@@ -96,9 +97,9 @@ def test_check_reports_it_like_every_other_problem(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.splitlines()[:2] == [
         f"{path}: 1 problem(s)",
-        "  - upstreams[0].policy.methods.tools/call: 'tools/call' is an MCP method: it needs the "
-        "route's scopes (named calls are decided under tools, resources and prompts); list only "
-        "methods MCP does not define",
+        "  - upstreams[0].policy.methods.tools/call (line 10): 'tools/call' is an MCP method: it "
+        "needs the route's scopes (named calls are decided under tools, resources and prompts); "
+        "list only methods MCP does not define",
     ]
 
 

@@ -15,9 +15,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from gateway.compiler import compile_config
 from gateway.config import ConfigError, load_config
 from gateway.oauth.users import hash_password
-from gateway.policy.compiled import compile_policies
 from gateway.policy.grants import ATTAINABLE_SCOPE_CLAIM, Grants, rule
 from gateway.policy.scopes import ScopeImplications
 from gateway.policy.visibility import REQUIRED_SCOPES_META, Ceilings
@@ -284,7 +284,7 @@ def test_attainable_rules_with_another_visibility_are_refused() -> None:
     policy = {"list_visibility": "held", "attainable": [{"scopes": ["files:write"]}]}
     config = validated(files_config(policy, RESOURCE_SERVER))
     with pytest.raises(ConfigError) as caught:
-        compile_policies(config)
+        compile_config(config)
     assert "only with list_visibility: attainable" in str(caught.value.problems[0])
 
 
@@ -294,5 +294,5 @@ def test_attainable_rules_on_a_route_trusting_only_the_gateway_are_refused(tmp_p
     facade = {"authorization_server": {"login": {"local": {"users_file": users}}}}
     config = validated(files_config({"attainable": [{"scopes": ["files:write"]}]}, facade))
     with pytest.raises(ConfigError) as caught:
-        compile_policies(config)
+        compile_config(config)
     assert "trusts only the gateway's own tokens" in str(caught.value.problems[0])
