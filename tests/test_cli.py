@@ -48,17 +48,22 @@ def test_check_lists_every_problem_with_its_path(tmp_path: Path) -> None:
     result = run_cli("check", "--config", str(config))
     assert result.returncode == 1
     lines = result.stderr.splitlines()
-    assert lines[0] == f"{config}: 5 problem(s)"
+    assert lines[0] == f"{config}: 9 problem(s)"
     paths = [line.split(" ", 3)[3].split(" (line")[0] for line in lines[1:]]
     assert paths == [
         "server.port",
         "server.public_url",
         "logging",
         "upstreams[0].retries",
-        "upstreams[1]",
+        "upstreams[0]",  # requires tokens: no auth configured
+        "upstreams[1]",  # neither url nor command
+        "upstreams[1].name",  # the same name, and route, as upstreams[0]
+        "upstreams[1].route",
+        "upstreams[1]",  # requires tokens
     ]
     assert lines[3].endswith("logging (line 3): unknown key (did you mean 'log'?)")
-    assert "give exactly one of url (an HTTP server) or command (a stdio one)" in lines[5]
+    assert "give exactly one of url (an HTTP server) or command (a stdio one)" in lines[6]
+    assert "requires tokens, but neither auth.resource_server" in lines[9]
 
 
 def test_check_reports_planted_problems_of_seven_kinds_in_one_run(tmp_path: Path) -> None:

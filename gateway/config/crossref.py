@@ -3,19 +3,53 @@ authentication configured where routes need it. Each problem is placed at the va
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from gateway.config.auth import AuthSettings
 from gateway.config.fields import GATEWAY_AS_NAME
 from gateway.config.problems import YamlPath, did_you_mean
-from gateway.config.server import ServerSettings
 from gateway.config.upstreams import Upstream
 
 Found = list[tuple[YamlPath, str]]
 
 
+@dataclass(frozen=True, slots=True)
+class UpstreamRefs:
+    """What the checks across sections read of an upstream; None where it is not known."""
+
+    name: str | None
+    route: str | None
+    allow_anonymous: bool | None
+    authorization_servers: list[str] | None
+
+    @classmethod
+    def of(cls, upstream: Upstream) -> UpstreamRefs:
+        return cls(
+            upstream.name, upstream.route, upstream.allow_anonymous, upstream.authorization_servers
+        )
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any], bad: Collection[str]) -> UpstreamRefs:
+        """From an upstream that did not validate: the values whose own checks passed (`bad`:
+        the keys that had a problem), so one problem does not hide another across sections."""
+
+        def good(key: str, kind: type) -> Any:
+            value = raw.get(key)
+            return value if key not in bad and isinstance(value, kind) else None
+
+        servers = good("authorization_servers", list)
+        if servers is not None and not all(isinstance(name, str) for name in servers):
+            servers = None
+        anonymous = False if "allow_anonymous" not in raw else good("allow_anonymous", bool)
+        return cls(good("name", str), good("route", str), anonymous, servers)
+
+
 def cross_reference_problems(
-    server: ServerSettings | None, auth: AuthSettings | None, upstreams: Mapping[int, Upstream]
+    has_public_url: bool | None,
+    auth: AuthSettings | None,
+    upstreams: Mapping[int, UpstreamRefs],
 ) -> Found:
     """Problems between the sections given; a section that did not validate is None (or its
     upstreams absent), and the checks that need it are skipped rather than guessed."""
@@ -23,19 +57,21 @@ def cross_reference_problems(
     if auth is not None:
         found += _trust(auth, upstreams)
         known = auth.resource_server is not None or auth.authorization_server is not None
-        if known and server is not None and server.public_url is None:
+        if known and has_public_url is False:
             found.append(
                 (("server", "public_url"), "is required with auth: resource URLs derive from it")
             )
     return found
 
 
-def _duplicates(upstreams: Mapping[int, Upstream]) -> Found:
+def _duplicates(upstreams: Mapping[int, UpstreamRefs]) -> Found:
     found: Found = []
     for attr in ("name", "route"):
         first: dict[str, int] = {}
         for index, upstream in sorted(upstreams.items()):
             value = getattr(upstream, attr)
+            if value is None:
+                continue
             if value in first:
                 found.append(
                     (("upstreams", index, attr),
@@ -45,7 +81,7 @@ def _duplicates(upstreams: Mapping[int, Upstream]) -> Found:
     return found
 
 
-def _trust(auth: AuthSettings, upstreams: Mapping[int, Upstream]) -> Found:
+def _trust(auth: AuthSettings, upstreams: Mapping[int, UpstreamRefs]) -> Found:
     """Every route that needs tokens has servers to trust, and names only servers that exist."""
     found: Found = []
     servers = auth.resource_server.authorization_servers if auth.resource_server else []
@@ -57,14 +93,13 @@ def _trust(auth: AuthSettings, upstreams: Mapping[int, Upstream]) -> Found:
     if auth.authorization_server is not None:
         known.add(GATEWAY_AS_NAME)
     for index, upstream in sorted(upstreams.items()):
-        if upstream.allow_anonymous:
+        if upstream.allow_anonymous is not False:  # anonymous, or not known
             continue
         if not known:
             found.append(
                 (("upstreams", index),
-                 f"upstream {upstream.name!r} requires tokens but neither auth.resource_server "
-                 "nor auth.authorization_server is configured (or set allow_anonymous: true on "
-                 "it)")
+                 "requires tokens, but neither auth.resource_server nor "
+                 "auth.authorization_server is configured (or set allow_anonymous: true on it)")
             )  # fmt: skip
             continue
         for position, name in enumerate(upstream.authorization_servers or ()):

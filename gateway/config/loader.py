@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from gateway.config.crossref import cross_reference_problems
+from gateway.config.crossref import UpstreamRefs, cross_reference_problems
 from gateway.config.document import read_yaml
 from gateway.config.model import GatewayConfig, process_overrides
 from gateway.config.problems import ConfigError, ConfigProblem, Problems, YamlPath, did_you_mean
@@ -47,6 +47,8 @@ class Validated:
     upstreams: dict[int, Upstream] = field(default_factory=dict)
     complete: bool = False
     """Every section validated (there may still be problems across sections)."""
+    problem_paths: set[YamlPath] = field(default_factory=set)
+    """Where validation found problems (reported or withheld)."""
 
     @property
     def config(self) -> GatewayConfig | None:
@@ -81,13 +83,37 @@ def validate_document(
     skip = POLICY_ONLY_SKIPS if policy_only else ()
     validated.complete = _validate_sections(validated, skip) & _validate_upstreams(validated)
     found = cross_reference_problems(
-        validated.sections.get("server"), validated.sections.get("auth"), validated.upstreams
+        _has_public_url(validated), validated.sections.get("auth"), _refs(validated)
     )
     for path, message in found:
         problems.add(path, message)
     if validated.complete is False and not problems.found:
         problems.found = problems.withheld  # nothing else explains why a section failed
     return validated
+
+
+def _has_public_url(validated: Validated) -> bool | None:
+    """Whether `server.public_url` is set: from the section, or from the document when the
+    section did not validate but that value had no problem of its own (None: not known)."""
+    server = validated.sections.get("server")
+    if server is not None:
+        return bool(server.public_url is not None)
+    raw = validated.data.get("server")
+    if not isinstance(raw, dict) or ("server", "public_url") in validated.problem_paths:
+        return None
+    return raw.get("public_url") is not None
+
+
+def _refs(validated: Validated) -> dict[int, UpstreamRefs]:
+    """Each upstream's references: validated, or read from the document where they are fine."""
+    items = validated.data.get("upstreams")
+    refs = {index: UpstreamRefs.of(u) for index, u in validated.upstreams.items()}
+    for index, raw in enumerate(items if isinstance(items, list) else []):
+        if index not in refs and isinstance(raw, dict):
+            bad = {str(path[2]) for path in validated.problem_paths
+                   if path[:2] == ("upstreams", index) and len(path) > 2}  # fmt: skip
+            refs[index] = UpstreamRefs.from_raw(raw, bad)
+    return refs
 
 
 def _merged(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
@@ -146,6 +172,7 @@ def _report(error: ValidationError, prefix: YamlPath, validated: Validated) -> N
         if prefix[:1] == ("upstreams",) and loc[:1] and loc[0] in UPSTREAM_KINDS:
             loc = loc[1:]  # the kind pydantic puts first is no part of the YAML path
         path: YamlPath = (*prefix, *loc)
+        validated.problem_paths.add(path)
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             model = model_at(GatewayConfig, validated.data, path[:-1])

@@ -27,7 +27,7 @@ from pydantic_settings import (
 )
 
 from gateway.config.auth import AuthorizationServer, AuthSettings, ResourceServer
-from gateway.config.crossref import cross_reference_problems
+from gateway.config.crossref import UpstreamRefs, cross_reference_problems
 from gateway.config.fields import (
     DEFAULT_PORTS,
     GATEWAY_AS_NAME,
@@ -196,7 +196,8 @@ class GatewayConfig(BaseSettings):
     @model_validator(mode="after")
     def _cross_references_hold(self) -> GatewayConfig:
         """For a config built in code; the loader runs the same checks section by section."""
-        found = cross_reference_problems(self.server, self.auth, dict(enumerate(self.upstreams)))
+        refs = {index: UpstreamRefs.of(upstream) for index, upstream in enumerate(self.upstreams)}
+        found = cross_reference_problems(self.server.public_url is not None, self.auth, refs)
         if found:
             raise ValueError(
                 "; ".join(f"{format_path(path)}: {message}" for path, message in found)

@@ -37,6 +37,12 @@ upstreams:
 """
 
 
+NO_AUTH = (
+    "requires tokens, but neither auth.resource_server nor auth.authorization_server is "
+    "configured (or set allow_anonymous: true on it)"
+)
+
+
 def problems_of(text: str, env: dict[str, str] | None = None) -> list[str]:
     """Every problem both loading passes find, as `check` prints them."""
     with pytest.raises(ConfigError) as caught:
@@ -74,9 +80,11 @@ def test_every_problem_is_reported_with_its_path_and_line() -> None:
         "server.port (line 3): Input should be less than or equal to 65535",
         "server.colour (line 4): unknown key",
         "upstreams[0].name (line 6): must be lowercase letters, digits, '-' or '_' (at most 63)",
+        f"upstreams[0] (line 6): {NO_AUTH}",
         "upstreams[0].route (line 7): must be an absolute path like /files/mcp, "
         "without a trailing slash",
         "upstreams[0].url (line 8): URL scheme should be 'http' or 'https'",
+        f"upstreams[1] (line 9): {NO_AUTH}",
         "upstreams[1].route (line 10): must not be under a reserved path "
         "('/.well-known', '/healthz', '/readyz', '/metrics', '/oauth')",
         "upstreams[1].extra (line 12): unknown key",
@@ -191,9 +199,8 @@ def test_example_configs_are_valid(path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_routes_require_tokens_unless_they_opt_out() -> None:
     problems = problems_of(MINIMAL.replace(", allow_anonymous: true", ""))
     assert problems == [
-        "upstreams[0] (line 3): upstream 'files' requires tokens but neither "
-        "auth.resource_server nor auth.authorization_server is configured (or set "
-        "allow_anonymous: true on it)"
+        "upstreams[0] (line 3): requires tokens, but neither auth.resource_server nor "
+        "auth.authorization_server is configured (or set allow_anonymous: true on it)"
     ]
 
 
@@ -434,3 +441,23 @@ def test_a_policy_only_load_still_reports_policy_problems() -> None:
     with pytest.raises(ConfigError) as caught:
         load_text(text + 'sessions: {keys: ["${KEY}"]}\n', env={}, policy_only=True)
     assert [p.path for p in caught.value.problems] == ["upstreams[0].policy.tools.*a"]
+
+
+def test_an_upstream_with_a_problem_still_takes_part_in_the_checks_across_sections() -> None:
+    """A bad url in one upstream does not hide its unknown server or the duplicate route of
+    the next; a route that is itself invalid is reported once, not also as a duplicate."""
+    problems = problems_of(
+        AUTH.replace("scopes: [files:read]", "authorization_servers: [crop]")
+        .replace("http://127.0.0.1:3001/mcp", "ftp://x")
+        + '  - {name: notes, route: /files/mcp, url: "http://127.0.0.1:3002/mcp"}\n'
+        + '  - {name: bad, route: "files", url: "ftp://y"}\n'
+        + '  - {name: bad2, route: "files", url: "http://127.0.0.1:3003/mcp"}\n'
+    )
+    assert [p.split(": ", 1)[0] for p in problems] == [
+        "upstreams[0].url (line 8)",
+        "upstreams[0].authorization_servers[0] (line 8)",
+        "upstreams[1].route (line 9)",
+        "upstreams[2].route (line 10)",
+        "upstreams[2].url (line 10)",
+        "upstreams[3].route (line 11)",
+    ]

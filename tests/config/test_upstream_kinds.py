@@ -69,7 +69,8 @@ def test_an_upstream_needs_exactly_one_of_url_or_command(keys: str) -> None:
     ],
 )
 def test_a_key_of_the_other_kind_is_named_with_its_kind(upstream: str, expected: str) -> None:
-    assert problems_of(f"upstreams:\n  - {HTTP}}}\n  - {upstream}\n") == [
+    first = HTTP.replace("web", "first")
+    assert problems_of(f"upstreams:\n  - {first}}}\n  - {upstream}\n") == [
         f"upstreams[1] (line 3): {expected}"
     ]
 
