@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.config import GatewayConfig
 from gateway.config.fields import LogFormat, LogLevel
-from gateway.config.model import LogSettings
+from gateway.config.server import LogSettings
 from gateway.observability.logging import configure_logging
 from gateway.web.app import create_app
 from gateway.web.server import RunningGateway, start_gateway

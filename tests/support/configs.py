@@ -2,7 +2,8 @@
 this process or written as YAML for a gateway subprocess, so the two cannot drift.
 
 `gateway_document` builds the plain dict (what a user's YAML file holds); `validated` turns it
-into a `GatewayConfig` and is the one place the tests validate a config in process;
+into a `GatewayConfig` through the YAML loader and is the one place the tests validate a config
+in process;
 `write_yaml` writes it for `serve`, `check` or `explain`. Tests of config loading itself
 (`tests/config/`, the CLI tests) write their YAML by hand, as a user does.
 """
@@ -17,7 +18,7 @@ from typing import Any, Final
 
 import yaml
 
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, parse_config
 
 HOST: Final = "127.0.0.1"
 TEST_LOG: Final[Mapping[str, str]] = {"level": "debug", "format": "json"}
@@ -80,8 +81,9 @@ def gateway_document(
 
 
 def validated(document: Mapping[str, Any]) -> GatewayConfig:
-    """The config a gateway in this process runs with: the one place tests validate one."""
-    return GatewayConfig(**document)
+    """The config a gateway in this process runs with: the one place tests validate one, as
+    YAML text through the loader a user's file goes through (`create_app` compiles it)."""
+    return parse_config(yaml.safe_dump(dict(document), sort_keys=False), source="<test config>")
 
 
 def write_yaml(path: Path, document: Mapping[str, Any]) -> Path:
