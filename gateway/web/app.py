@@ -117,7 +117,7 @@ def _install_facade(
     config = app[CONFIG_KEY]
     if config.auth.authorization_server is None:
         return None
-    facade = build_authorization_server(config, shared)
+    facade = build_authorization_server(app[COMPILED_KEY], shared)
     FacadeEndpoints(facade, config, app[HTTP_KEY], shared).install(app)
     return facade
 

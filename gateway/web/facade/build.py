@@ -4,16 +4,17 @@ configured clients and state store."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
+from gateway.compiler import CompiledConfig
 from gateway.config.auth import AuthorizationServerSettings, ClientIdMetadataDocuments
 from gateway.config.model import GatewayConfig
 from gateway.oauth.client_documents import ClientDocuments
 from gateway.oauth.context import Settings
+from gateway.oauth.kv_store import KvAuthStore
+from gateway.oauth.memory_store import MemoryStore
+from gateway.oauth.records import NO_CLIENT_AUTH, ClientRecord, digest
 from gateway.oauth.server import AuthorizationServer
 from gateway.oauth.signing import SigningKeys
-from gateway.oauth.store import NO_CLIENT_AUTH, ClientRecord, KvAuthStore, MemoryStore, digest
-from gateway.oauth.users import LocalUsers
 from gateway.observability.logging import get_logger
 from gateway.policy.grants import Grants, rule
 from gateway.policy.scopes import ScopeImplications
@@ -23,25 +24,23 @@ audit = get_logger("gateway.audit")
 
 
 def build_authorization_server(
-    config: GatewayConfig, shared: KeyValueStore | None = None
+    compiled: CompiledConfig, shared: KeyValueStore | None = None
 ) -> AuthorizationServer:
-    """The facade for `config.auth.authorization_server` (which must be set); its state in
+    """The facade for `auth.authorization_server` (which must be set), with the signing keys
+    and users the config compiled to (a new key when none is configured); its state in
     `shared` (Redis, every replica) or else in this process's memory."""
+    config = compiled.config
     settings = config.auth.authorization_server
     assert settings is not None
-    keys = _signing_keys(settings)
-    users = None
-    if settings.login.local is not None:
-        users = LocalUsers.load(Path(settings.login.local.users_file))
     return AuthorizationServer(
         settings=_settings(config, settings),
         store=KvAuthStore(shared) if shared is not None else MemoryStore(),
-        keys=keys,
+        keys=compiled.signing_keys or SigningKeys.generate(),
         grants=Grants(
             [rule(grant.when, grant.scopes) for grant in settings.grants],
             ScopeImplications(config.scopes.implies),
         ),
-        users=users,
+        users=compiled.users,
         clients=_configured_clients(settings),
         documents=_client_documents(settings.client_id_metadata_documents),
     )
@@ -64,16 +63,6 @@ def _settings(config: GatewayConfig, settings: AuthorizationServerSettings) -> S
         session_lifetime=session.max_lifetime,
         resource_names={base + u.route: u.resource_name or u.name for u in protected},
         scope_descriptions=dict(settings.scope_descriptions),
-    )
-
-
-def _signing_keys(settings: AuthorizationServerSettings) -> SigningKeys:
-    """The configured signing key (and previous ones, still verified), else a new key."""
-    if settings.signing_key is None:
-        return SigningKeys.generate()
-    return SigningKeys.from_texts(
-        settings.signing_key.get_secret_value(),
-        (key.get_secret_value() for key in settings.previous_signing_keys),
     )
 
 
