@@ -37,6 +37,7 @@ LAYERS = {
 }
 """Package (or top-level module) of `gateway/` -> its layer: imports go to the same or lower."""
 
+
 def _package(module: str) -> str | None:
     """`gateway.web.app` -> `web`; a top-level module (`gateway.errors`) is its own unit."""
     parts = module.split(".")

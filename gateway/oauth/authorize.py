@@ -22,8 +22,7 @@ from gateway.oauth.error import OAuthError
 from gateway.oauth.issuer_check import with_issuer
 from gateway.oauth.outcome import Redirect
 from gateway.oauth.pkce import PkceError, check_challenge
-from gateway.oauth.redirects import add_query, redirect_matches
-from gateway.oauth.store import (
+from gateway.oauth.records import (
     UPSTREAM_STAGE,
     AuthorizationRequest,
     ClientRecord,
@@ -31,6 +30,7 @@ from gateway.oauth.store import (
     LoginTxn,
     SignInSession,
 )
+from gateway.oauth.redirects import add_query, redirect_matches
 
 PROMPTS = frozenset({"none", "login", "consent", "select_account"})
 """`prompt` values understood (OpenID Connect Core section 3.1.2.1); `select_account` is

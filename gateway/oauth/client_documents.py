@@ -43,7 +43,7 @@ from gateway.oauth.client_document_fetch import (
     fetch_document,
 )
 from gateway.oauth.client_metadata import ClientMetadataError, parse_client_metadata
-from gateway.oauth.store import NO_CLIENT_AUTH, ClientRecord
+from gateway.oauth.records import NO_CLIENT_AUTH, ClientRecord
 from gateway.observability.logging import get_logger
 
 audit = get_logger("gateway.audit")

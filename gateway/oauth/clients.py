@@ -17,7 +17,7 @@ from gateway.oauth.client_documents import is_client_id_url
 from gateway.oauth.context import ServerContext, single
 from gateway.oauth.error import client_authentication_failed
 from gateway.oauth.outcome import Described
-from gateway.oauth.store import NO_CLIENT_AUTH, AuthorizationRequest, ClientRecord
+from gateway.oauth.records import NO_CLIENT_AUTH, AuthorizationRequest, ClientRecord
 
 
 async def find_client(server: ServerContext, client_id: str) -> ClientRecord | None:

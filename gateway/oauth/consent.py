@@ -11,8 +11,8 @@ from gateway.oauth.context import OFFLINE_ACCESS, ServerContext
 from gateway.oauth.error import OAuthError
 from gateway.oauth.grant import grantable, record_consent
 from gateway.oauth.outcome import ConsentNeeded, Redirect, SignInNeeded
+from gateway.oauth.records import CONSENT_STAGE, AuthorizationRequest, SignInSession
 from gateway.oauth.sign_in import fresh_sign_in_needed
-from gateway.oauth.store import CONSENT_STAGE, AuthorizationRequest, SignInSession
 from gateway.observability.logging import get_logger
 
 audit = get_logger("gateway.audit")

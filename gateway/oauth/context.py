@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from multidict import MultiMapping
 
 from gateway.oauth.client_documents import ClientDocuments
+from gateway.oauth.records import ClientRecord
 from gateway.oauth.signing import SigningKeys
-from gateway.oauth.store import AuthStore, ClientRecord
+from gateway.oauth.store import AuthStore
 from gateway.oauth.users import LocalUsers
 from gateway.policy.grants import Grants
 

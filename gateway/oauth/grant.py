@@ -10,7 +10,7 @@ from typing import Any
 from gateway.oauth.authorize import error_redirect
 from gateway.oauth.context import OFFLINE_ACCESS, ServerContext
 from gateway.oauth.outcome import Redirect
-from gateway.oauth.store import AuthorizationRequest
+from gateway.oauth.records import AuthorizationRequest
 from gateway.observability.logging import get_logger
 
 audit = get_logger("gateway.audit")

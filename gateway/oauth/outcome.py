@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.oauth.store import AuthorizationRequest
+from gateway.oauth.records import AuthorizationRequest
 
 
 @dataclass(frozen=True, slots=True)

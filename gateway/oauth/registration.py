@@ -8,7 +8,7 @@ from typing import Any
 from gateway.oauth.client_metadata import ClientMetadata, ClientMetadataError, parse_client_metadata
 from gateway.oauth.context import ServerContext
 from gateway.oauth.error import OAuthError
-from gateway.oauth.store import NO_CLIENT_AUTH, ClientRecord, digest
+from gateway.oauth.records import NO_CLIENT_AUTH, ClientRecord, digest
 
 
 async def register(

@@ -22,7 +22,7 @@ from gateway.oauth.outcome import (
     SignInNeeded,
     SignInOutcome,
 )
-from gateway.oauth.store import AuthorizationRequest, ClientRecord, LoginTxn, SignInSession
+from gateway.oauth.records import AuthorizationRequest, ClientRecord, LoginTxn, SignInSession
 
 
 class AuthorizationServer(ServerContext):

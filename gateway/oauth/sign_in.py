@@ -13,7 +13,7 @@ from gateway.oauth.context import ServerContext
 from gateway.oauth.error import OAuthError
 from gateway.oauth.grant import grantable, record_consent
 from gateway.oauth.outcome import Redirect, SignInFailed, SignInOutcome
-from gateway.oauth.store import SIGN_IN_STAGE, AuthorizationRequest, SignInSession
+from gateway.oauth.records import SIGN_IN_STAGE, AuthorizationRequest, SignInSession
 from gateway.observability.logging import get_logger
 
 audit = get_logger("gateway.audit")

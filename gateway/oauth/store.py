@@ -38,18 +38,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from gateway.oauth.kv_store import (  # re-exported until importers name the new modules
-    CODE_REPLAY_MEMORY,
-    REVOCATION_MARGIN,
-    KvAuthStore,
-)
-from gateway.oauth.memory_store import MemoryLimits, MemoryStore
-from gateway.oauth.records import (  # re-exported until importers name gateway.oauth.records
-    CONSENT_STAGE,
-    NO_CLIENT_AUTH,
-    SIGN_IN_STAGE,
-    UPSTREAM_STAGE,
-    AuthorizationRequest,
+from gateway.oauth.records import (
     ClientRecord,
     CodeGrant,
     CodeRedemption,
@@ -60,36 +49,7 @@ from gateway.oauth.records import (  # re-exported until importers name gateway.
     Rotated,
     ScopeNotGranted,
     SignInSession,
-    digest,
-    secret_matches,
 )
-
-__all__ = [
-    "CODE_REPLAY_MEMORY",
-    "CONSENT_STAGE",
-    "NO_CLIENT_AUTH",
-    "REVOCATION_MARGIN",
-    "SIGN_IN_STAGE",
-    "UPSTREAM_STAGE",
-    "AuthStore",
-    "AuthorizationRequest",
-    "ClientRecord",
-    "CodeGrant",
-    "CodeRedemption",
-    "CodeReplay",
-    "FamilyGrant",
-    "KvAuthStore",
-    "LoginTxn",
-    "MemoryLimits",
-    "MemoryStore",
-    "Reused",
-    "Rotated",
-    "ScopeNotGranted",
-    "SignInSession",
-    "digest",
-    "secret_matches",
-]
-
 
 # -- the contract -------------------------------------------------------------------------------
 

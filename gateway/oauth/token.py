@@ -18,7 +18,7 @@ from gateway.oauth.clients import authenticate_client
 from gateway.oauth.context import OFFLINE_ACCESS, ServerContext
 from gateway.oauth.error import OAuthError
 from gateway.oauth.pkce import verify
-from gateway.oauth.store import ClientRecord, CodeReplay, Reused, Rotated, ScopeNotGranted
+from gateway.oauth.records import ClientRecord, CodeReplay, Reused, Rotated, ScopeNotGranted
 from gateway.observability.logging import get_logger
 from gateway.policy.grants import ATTAINABLE_SCOPE_CLAIM
 

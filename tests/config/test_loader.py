@@ -433,7 +433,8 @@ def test_a_policy_only_load_needs_no_secret_file_or_variable(tmp_path: Path) -> 
     policy = compiled.policies["files"]
     assert isinstance(policy.decide(frozenset({"files:write"}), "tools/call", "write_file"), Allow)
     assert not isinstance(policy.decide(frozenset(), "tools/call", "write_file"), Allow)
-    assert compiled.signing_keys is None and compiled.users is None
+    assert compiled.signing_keys is None
+    assert compiled.users is None
 
 
 def test_a_policy_only_load_still_reports_policy_problems() -> None:
@@ -447,8 +448,9 @@ def test_an_upstream_with_a_problem_still_takes_part_in_the_checks_across_sectio
     """A bad url in one upstream does not hide its unknown server or the duplicate route of
     the next; a route that is itself invalid is reported once, not also as a duplicate."""
     problems = problems_of(
-        AUTH.replace("scopes: [files:read]", "authorization_servers: [crop]")
-        .replace("http://127.0.0.1:3001/mcp", "ftp://x")
+        AUTH.replace("scopes: [files:read]", "authorization_servers: [crop]").replace(
+            "http://127.0.0.1:3001/mcp", "ftp://x"
+        )
         + '  - {name: notes, route: /files/mcp, url: "http://127.0.0.1:3002/mcp"}\n'
         + '  - {name: bad, route: "files", url: "ftp://y"}\n'
         + '  - {name: bad2, route: "files", url: "http://127.0.0.1:3003/mcp"}\n'

@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from gateway.oauth.store import digest
+from gateway.oauth.records import digest
 from gateway.oauth.upstream import pkce_pair
 from gateway.oauth.users import hash_password
 from gateway.session.seal import new_key

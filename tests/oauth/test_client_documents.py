@@ -29,8 +29,8 @@ from gateway.oauth.client_documents import (
 )
 from gateway.oauth.error import OAuthError
 from gateway.oauth.outcome import ConsentNeeded, Redirect, SignInNeeded
+from gateway.oauth.records import SIGN_IN_STAGE, ClientRecord
 from gateway.oauth.server import AuthorizationServer
-from gateway.oauth.store import SIGN_IN_STAGE, ClientRecord
 from tests.oauth.test_server import (
     BROWSER,
     REDIRECT,

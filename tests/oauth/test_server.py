@@ -14,17 +14,12 @@ from multidict import MultiDict
 
 from gateway.oauth.context import Settings
 from gateway.oauth.error import OAuthError
+from gateway.oauth.memory_store import MemoryStore
 from gateway.oauth.outcome import ConsentNeeded, Redirect, SignInNeeded
 from gateway.oauth.pkce import challenge_of
+from gateway.oauth.records import SIGN_IN_STAGE, UPSTREAM_STAGE, AuthorizationRequest, digest
 from gateway.oauth.server import AuthorizationServer
 from gateway.oauth.signing import SigningKeys
-from gateway.oauth.store import (
-    SIGN_IN_STAGE,
-    UPSTREAM_STAGE,
-    AuthorizationRequest,
-    MemoryStore,
-    digest,
-)
 from gateway.oauth.users import LocalUsers, hash_password
 from gateway.policy.grants import Grants, rule
 from gateway.policy.scopes import ScopeImplications

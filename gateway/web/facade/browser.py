@@ -17,14 +17,14 @@ from multidict import MultiMapping
 from gateway.oauth.error import OAuthError
 from gateway.oauth.issuer_check import IssuerMismatchError, check_issuer
 from gateway.oauth.outcome import Redirect, SignInFailed
-from gateway.oauth.server import AuthorizationServer
-from gateway.oauth.store import (
+from gateway.oauth.records import (
     SIGN_IN_STAGE,
     UPSTREAM_STAGE,
     AuthorizationRequest,
     SignInSession,
     digest,
 )
+from gateway.oauth.server import AuthorizationServer
 from gateway.oauth.upstream import (
     UpstreamLoginError,
     UpstreamProvider,

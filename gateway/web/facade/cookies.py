@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from gateway.config.auth import AuthorizationServerSettings
-from gateway.oauth.store import digest
+from gateway.oauth.records import digest
 
 FLOW_COOKIE = "mcp-gateway-flow"
 SESSION_COOKIE = "mcp-gateway-session"

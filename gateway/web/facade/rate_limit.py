@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from gateway.oauth.store import digest
+from gateway.oauth.records import digest
 from gateway.store.kv import KeyValueStore
 
 
