@@ -139,7 +139,9 @@ def _validate_sections(validated: Validated, skip: tuple[str, ...]) -> bool:
         if name == "upstreams":
             continue
         if name not in data or name in skip:
-            validated.sections[name] = info.get_default(call_default_factory=True)
+            # validated_data: pydantic < 2.11 requires it whenever a default factory is called
+            default = info.get_default(call_default_factory=True, validated_data={})
+            validated.sections[name] = default
             continue
         try:
             adapter: TypeAdapter[Any] = TypeAdapter(info.annotation)  # type: ignore[arg-type]
