@@ -21,6 +21,7 @@ from gateway.config.schema import render_schema
 from gateway.config.upstreams import Upstream
 from gateway.mcp_methods import MCP_METHODS
 from gateway.oauth.users import hash_password
+from gateway.observability.line_writer import LineWriter
 from gateway.observability.logging import configure_logging, get_logger
 from gateway.policy.decision import NAMED_METHODS, Allow, Deny, InsufficientScope, RoutePolicy
 from gateway.policy.grants import Grants, rule
@@ -123,7 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_problems(error)
         return 1
     configure_logging(compiled.config.log)
-    _run(compiled, args.config)
+    try:
+        _run(compiled, args.config)
+    finally:  # the last lines go out before a traceback, not after it at interpreter exit
+        LineWriter.flush_all()
     return 0
 
 

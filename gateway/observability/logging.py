@@ -14,7 +14,7 @@ import logging
 import re
 import sys
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, Final, TextIO
+from typing import Any, Final, Protocol, TextIO
 
 import orjson
 import structlog
@@ -23,6 +23,12 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from gateway.config.fields import LogFormat
 from gateway.config.server import LogSettings
+from gateway.observability.line_writer import (
+    FLUSH_DELAY,
+    LineHandler,
+    LineLoggerFactory,
+    LineWriter,
+)
 
 SENSITIVE_KEYS = frozenset(
     {
@@ -109,8 +115,13 @@ def dumps_escaping(value: Any, **kwargs: Any) -> bytes:
         return text.encode("utf-8", "backslashreplace")
 
 
-def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> None:
-    """Configure structlog and route stdlib logging (aiohttp's own errors) through it."""
+def configure_logging(
+    settings: LogSettings, stream: TextIO | None = None, *, flush_delay: float = FLUSH_DELAY
+) -> None:
+    """Configure structlog and route stdlib logging (aiohttp's own errors) through it.
+
+    JSON lines to a stream with a binary buffer (production) all go through one `LineWriter`
+    (written in batches, at most `flush_delay` seconds late; see `line_writer`)."""
     stream = stream or sys.stderr
     use_console = settings.format == LogFormat.CONSOLE or (
         settings.format == LogFormat.AUTO and stream.isatty()
@@ -123,14 +134,14 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> No
     # The access line is on every request's path: JSON goes out as orjson bytes when the stream
     # has a binary buffer (about half the cost of json.dumps to text).
     binary = None if use_console else getattr(stream, "buffer", None)
+    LineWriter.flush_all()  # lines of an earlier configuration go out before any new one
+    writer = None if binary is None else LineWriter(binary, flush_delay=flush_delay)
     logger_factory: Any = (
-        structlog.BytesLoggerFactory(file=binary)
-        if binary is not None
-        else structlog.WriteLoggerFactory(file=stream)
+        LineLoggerFactory(writer) if writer is not None else structlog.WriteLoggerFactory(stream)
     )
     final: Processor = (
         structlog.processors.JSONRenderer(serializer=dumps_escaping)
-        if binary is not None
+        if writer is not None
         else renderer
     )
     level = logging.getLevelNamesMapping()[settings.level.value.upper()]
@@ -147,7 +158,7 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> No
         logger_factory=logger_factory,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(stream)
+    handler = logging.StreamHandler(stream) if writer is None else LineHandler(writer)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
@@ -155,7 +166,7 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> No
         )
     )
     handler.addFilter(_redact_malformed_http)
-    ACCESS_LOG.configure(binary, level)
+    ACCESS_LOG.configure(writer, level)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(level, logging.INFO))
@@ -164,22 +175,29 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> No
     logging.getLogger("aiohttp.access").disabled = True
 
 
+class LineSink(Protocol):
+    """Where whole JSON lines go: the process's `LineWriter` (or a test's `BytesIO`)."""
+
+    def write(self, line: bytes, /) -> object: ...
+
+
 class AccessLog:
     """The one log line every request writes (`request_completed`).
 
-    In JSON mode it is serialised straight to the binary stream with orjson, the same shape
-    structlog would produce, without running the processor chain: it is on every request's path
-    and its fields are fixed and credential-free by construction; strings and lists in them are
-    made log-safe (`loggable`) all the same. Otherwise (console format, or a stream without a
-    binary buffer) it goes through structlog like any other event.
+    In JSON mode it is serialised with orjson, the same shape structlog would produce, without
+    running the processor chain, and handed to the line sink (the `LineWriter` every JSON line
+    goes through, so no write system call per request): it is on every request's path and its
+    fields are fixed and credential-free by construction; strings and lists in them are made
+    log-safe (`loggable`) all the same. Otherwise (console format, or a stream without a binary
+    buffer) it goes through structlog like any other event.
     """
 
     def __init__(self) -> None:
-        self._sink: BinaryIO | None = None
+        self._sink: LineSink | None = None
         self._level = logging.INFO
         self._fallback = structlog.get_logger("gateway.access")
 
-    def configure(self, sink: BinaryIO | None, level: int) -> None:
+    def configure(self, sink: LineSink | None, level: int) -> None:
         self._sink, self._level = sink, level
 
     def emit(self, fields: dict[str, Any], *, quiet: bool = False) -> None:
@@ -207,7 +225,6 @@ class AccessLog:
         fields["level"] = "debug" if quiet else "info"
         fields["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         sink.write(dumps_escaping(fields) + b"\n")
-        sink.flush()
 
 
 ACCESS_LOG = AccessLog()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.config.model import GatewayConfig
+from gateway.observability.line_writer import LineWriter
 from gateway.web.app import create_app, create_metrics_app
 from gateway.web.keys import METRICS_KEY
 from gateway.web.listener import DeadlineSite
@@ -20,8 +21,13 @@ class RunningGateway:
     metrics_port: int | None
 
     async def stop(self) -> None:
-        for runner in reversed(self.runners):
-            await runner.cleanup()
+        """Close the listeners and finish open responses, then write out buffered log lines
+        (the access lines of the last requests)."""
+        try:
+            for runner in reversed(self.runners):
+                await runner.cleanup()
+        finally:
+            LineWriter.flush_all()
 
 
 def _bound_port(runner: web.AppRunner) -> int:
