@@ -33,6 +33,7 @@ from typing import Any, NoReturn
 
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
+from nginx_proxy import nginx_argv, nginx_binary, nginx_config
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -49,6 +50,9 @@ NOISE_CPUS = 0.1  # a run during which other processes used more CPU than this i
 TARGET_CONCURRENCY = 16
 TARGET_RATIO = {"sdk-json": 0.95, "echo": 0.50}
 TARGET_CPU_US = 350.0
+# The comparison rows: other proxies in front of these upstreams, in the same interleaved run.
+COMPARED_UPSTREAMS = ("sdk-json", "echo")
+PROXIES = ("nginx", "naive", "gateway")  # measured in this order after `direct` in each round
 
 
 class BenchError(Exception):
@@ -324,33 +328,41 @@ def run_wrk(url: str, concurrency: int, seconds: int, progress: bool) -> WrkRun:
 
 @dataclass
 class Row:
+    """One (concurrency, upstream): its runs over every path, direct first, then each proxy."""
+
     concurrency: int
     upstream: str
-    direct: list[WrkRun] = field(default_factory=list)
-    gateway: list[WrkRun] = field(default_factory=list)
-    gateway_cpu_us_per_req: float | None = None
+    runs: dict[str, list[WrkRun]] = field(default_factory=dict)  # path -> its runs, by round
+    cpu_us_per_req: dict[str, float] = field(default_factory=dict)  # proxy -> its own CPU
     error: str | None = None
 
-    def median(self, mode: str, attr: str) -> float | None:
-        runs: list[WrkRun] = getattr(self, mode)
+    def median(self, path: str, attr: str) -> float | None:
+        runs = self.runs.get(path, [])
         return statistics.median(getattr(r, attr) for r in runs) if runs else None
 
-    @property
-    def ratio(self) -> float | None:
-        pairs = list(zip(self.direct, self.gateway, strict=False))
-        return statistics.median(g.rps / d.rps for d, g in pairs) if pairs else None
+    def ratio(self, path: str = "gateway") -> float | None:
+        """Median over rounds of `path`'s throughput / the direct run's of the same round."""
+        pairs = list(zip(self.runs.get("direct", []), self.runs.get(path, []), strict=False))
+        return statistics.median(p.rps / d.rps for d, p in pairs) if pairs else None
+
+    def added(self, path: str, attr: str) -> float | None:
+        """How much `path` adds to the direct median of `attr` (a latency percentile)."""
+        proxied, direct = self.median(path, attr), self.median("direct", attr)
+        return None if proxied is None or direct is None else proxied - direct
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"concurrency": self.concurrency, "upstream": self.upstream}
-        for mode in ("direct", "gateway"):
-            out[mode] = {
-                "rps": self.median(mode, "rps"),
-                "p50_us": self.median(mode, "p50_us"),
-                "p99_us": self.median(mode, "p99_us"),
-                "rounds": [asdict(r) | {"rps": r.rps} for r in getattr(self, mode)],
+        for path, runs in self.runs.items():
+            out[path] = {
+                "rps": self.median(path, "rps"),
+                "p50_us": self.median(path, "p50_us"),
+                "p99_us": self.median(path, "p99_us"),
+                "rounds": [asdict(r) | {"rps": r.rps} for r in runs],
             }
-        out["ratio_gateway_direct"] = self.ratio
-        out["gateway_cpu_us_per_req"] = self.gateway_cpu_us_per_req
+        out["ratio_gateway_direct"] = self.ratio("gateway")
+        out["gateway_cpu_us_per_req"] = self.cpu_us_per_req.get("gateway")
+        out["ratio_vs_direct"] = {path: self.ratio(path) for path in self.runs if path != "direct"}
+        out["cpu_us_per_req"] = dict(self.cpu_us_per_req)
         out["ok"] = self.error is None
         out["error"] = self.error
         return out
@@ -389,33 +401,39 @@ def measured_run(
 def bench_row(
     procs: Processes, row: Row, upstream: Upstream, urls: dict[str, str], args: argparse.Namespace
 ) -> None:
-    gw_cpu = 0.0
-    gw_requests = 0
+    """`--rounds` rounds over `urls` (path -> URL, direct first): each round measures every path
+    once, so direct and each proxy share the machine's conditions of that round."""
+    cpu: dict[str, float] = {}
+    requests: dict[str, int] = {}
     for rnd in range(args.rounds):
-        for mode, url in urls.items():
-            watch = [upstream.name] + (["gateway"] if mode == "gateway" else [])
-            run, cpu = measured_run(
-                procs, watch, url, row.concurrency, args.duration, upstream.progress
+        for path, url in urls.items():
+            proxy = [] if path == "direct" else [path]
+            run, used = measured_run(
+                procs,
+                [upstream.name, *proxy],
+                url,
+                row.concurrency,
+                args.duration,
+                upstream.progress,
             )
-            label = f"c={row.concurrency:<3} {row.upstream:<8} {rnd + 1}/{args.rounds} {mode:<7}"
+            label = f"c={row.concurrency:<3} {row.upstream:<8} {rnd + 1}/{args.rounds} {path:<7}"
             if problem := run.problem():
-                row.error = f"{mode}: {problem}"
+                row.error = f"{path}: {problem}"
                 print(f"{label} FAIL: {problem}", file=sys.stderr, flush=True)
                 return
-            getattr(row, mode).append(run)
+            row.runs.setdefault(path, []).append(run)
             extra = ""
-            if mode == "gateway":
-                gw_cpu += cpu["gateway"]
-                gw_requests += run.requests
-                extra = f"  gateway CPU {run.cpu_us_per_req['gateway']:.0f} µs/req"
+            if proxy:
+                cpu[path] = cpu.get(path, 0.0) + used[path]
+                requests[path] = requests.get(path, 0) + run.requests
+                extra = f"  {path} CPU {run.cpu_us_per_req[path]:.0f} µs/req"
             if run.other_cpus > NOISE_CPUS:
                 extra += f"  NOISY: other processes used {run.other_cpus:.2f} CPUs"
             print(
                 f"{label} {run.rps:8.0f} req/s  p50 {ms(run.p50_us)}  p99 {ms(run.p99_us)}{extra}",
                 flush=True,
             )
-    if gw_requests:
-        row.gateway_cpu_us_per_req = 1e6 * gw_cpu / gw_requests
+    row.cpu_us_per_req = {path: 1e6 * cpu[path] / n for path, n in requests.items() if n}
 
 
 def write_gateway_config(
@@ -476,46 +494,120 @@ def access_token(issuer: str, key: RSAKey, resource: str) -> str:
     return jwt.encode({"alg": "RS256", "typ": "at+jwt", "kid": "bench"}, claims, key)
 
 
-def run_benchmark(args: argparse.Namespace, procs: Processes) -> tuple[list[Row], dict[str, Any]]:
-    upstream_ports = {up.name: free_port() for up in UPSTREAMS}
-    for up in UPSTREAMS:
-        argv = [a.replace("{port}", str(upstream_ports[up.name])) for a in up.argv]
-        procs.start(up.name, argv)
-    direct = {up.name: f"http://127.0.0.1:{upstream_ports[up.name]}/mcp" for up in UPSTREAMS}
-    for up in UPSTREAMS:
-        wait_ready(procs, up.name, partial(check_call, direct[up.name], up))
+def start_upstreams(procs: Processes, upstreams: tuple[Upstream, ...]) -> dict[str, int]:
+    """Every upstream started and answering a `tools/call`; returns name -> port."""
+    ports = {up.name: free_port() for up in upstreams}
+    for up in upstreams:
+        procs.start(up.name, [a.replace("{port}", str(ports[up.name])) for a in up.argv])
+    for up in upstreams:
+        wait_ready(procs, up.name, partial(check_call, direct_url(ports[up.name]), up))
+    return ports
 
-    gateway: dict[str, str] = {}
-    gateway_info: dict[str, Any] = {"enabled": args.gateway_cmd is not None}
+
+def direct_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/mcp"
+
+
+def start_gateway(
+    procs: Processes, gateway_cmd: str, upstream_ports: dict[str, int], issuer: str | None
+) -> tuple[str, dict[str, Any]]:
+    """The gateway on a free port, answering /healthz; returns (base URL, what to record)."""
+    port = free_port()
+    config = procs.logdir / "gateway.yaml"
+    write_gateway_config(config, port, upstream_ports, issuer)
+    argv = shlex.split(gateway_cmd.replace("{config}", str(config)))
+    procs.start("gateway", argv)
+    base = f"http://127.0.0.1:{port}"
+
+    def healthz() -> str | None:
+        status, _, text = http(f"{base}/healthz")
+        return None if status == 200 else f"/healthz {status}: {text[:200]}"
+
+    wait_ready(procs, "gateway", healthz)
+    return base, {"enabled": True, "argv": argv, "config": config.read_text()}
+
+
+def start_nginx(procs: Processes, upstream_ports: dict[str, int]) -> tuple[str | None, str]:
+    """nginx proxying /NAME/mcp to each upstream, or (None, why not); returns (base URL, note)."""
+    binary = nginx_binary()
+    if binary is None:
+        return None, "nginx is not installed (apt-get install -y nginx): nginx rows skipped"
+    directory = procs.logdir / "nginx"
+    directory.mkdir()
+    port = free_port()
+    routes = {f"/{name}/mcp": (up_port, "/mcp") for name, up_port in upstream_ports.items()}
+    config = directory / "nginx.conf"
+    config.write_text(nginx_config(directory, port, routes))
+    procs.start("nginx", nginx_argv(binary, config, directory))
+    version = command_output([binary, "-v"]) or "nginx"
+    return f"http://127.0.0.1:{port}", f"{version}, config {config}"
+
+
+def start_naive_proxy(procs: Processes, upstream_ports: dict[str, int], issuer: str) -> str:
+    """bench/naive_proxy.py proxying /NAME/mcp to each upstream; returns its base URL."""
+    port = free_port()
+    argv = [sys.executable, str(BENCH / "naive_proxy.py"), "--port", str(port)]
+    argv += ["--issuer", issuer]
+    for name, up_port in upstream_ports.items():
+        argv += ["--route", f"/{name}/mcp={direct_url(up_port)}"]
+    procs.start("naive", argv)
+    return f"http://127.0.0.1:{port}"
+
+
+def start_proxies(
+    args: argparse.Namespace, procs: Processes, upstream_ports: dict[str, int]
+) -> tuple[dict[str, dict[str, str]], dict[str, Any]]:
+    """The proxies this run measures: returns (proxy -> upstream name -> URL, what to record).
+
+    Every proxy that authenticates gets a token per route; each route is checked with one
+    `tools/call` before anything is measured."""
+    authenticates = {"nginx": False, "naive": True, "gateway": not args.anonymous}
+    wants_tokens = args.compare or (args.gateway_cmd and authenticates["gateway"])
+    issuer, key = start_token_issuer(procs) if wants_tokens else (None, None)
+    bases: dict[str, tuple[str, tuple[str, ...]]] = {}  # proxy -> (base URL, upstream names)
+    info: dict[str, Any] = {"gateway": {"enabled": False}, "skipped": []}
+    if args.compare and issuer is not None:
+        compared = {name: upstream_ports[name] for name in COMPARED_UPSTREAMS}
+        nginx_base, note = start_nginx(procs, compared)
+        if nginx_base is None:
+            print(f"NOTE: {note}", file=sys.stderr, flush=True)
+            info["skipped"].append(note)
+        else:
+            bases["nginx"] = (nginx_base, COMPARED_UPSTREAMS)
+            info["nginx"] = note
+        bases["naive"] = (start_naive_proxy(procs, compared, issuer), COMPARED_UPSTREAMS)
     if args.gateway_cmd:
-        port = free_port()
-        issuer, key = (None, None) if args.anonymous else start_token_issuer(procs)
-        config = procs.logdir / "gateway.yaml"
-        write_gateway_config(config, port, upstream_ports, issuer)
-        argv = shlex.split(args.gateway_cmd.replace("{config}", str(config)))
-        gateway_info |= {"argv": argv, "config": config.read_text()}
-        procs.start("gateway", argv)
-        base = f"http://127.0.0.1:{port}"
-
-        def healthz() -> str | None:
-            status, _, text = http(f"{base}/healthz")
-            return None if status == 200 else f"/healthz {status}: {text[:200]}"
-
-        wait_ready(procs, "gateway", healthz)
-        for up in UPSTREAMS:
-            gateway[up.name] = url = f"{base}/{up.name}/mcp"
-            if issuer is not None and key is not None:
+        gateway_issuer = issuer if authenticates["gateway"] else None
+        base, info["gateway"] = start_gateway(
+            procs, args.gateway_cmd, upstream_ports, gateway_issuer
+        )
+        bases["gateway"] = (base, tuple(upstream_ports))
+    urls: dict[str, dict[str, str]] = {}
+    by_name = {up.name: up for up in UPSTREAMS}
+    for proxy in PROXIES:
+        if proxy not in bases:
+            continue
+        base, names = bases[proxy]
+        urls[proxy] = {name: f"{base}/{name}/mcp" for name in names}
+        for name, url in urls[proxy].items():
+            if authenticates[proxy] and issuer is not None and key is not None:
                 AUTHORIZATION[url] = "Bearer " + access_token(issuer, key, url)
-            wait_ready(procs, "gateway", partial(check_call, gateway[up.name], up), 10)
+            wait_ready(procs, proxy, partial(check_call, url, by_name[name]), 10)
+    return urls, info
 
+
+def run_benchmark(args: argparse.Namespace, procs: Processes) -> tuple[list[Row], dict[str, Any]]:
+    upstream_ports = start_upstreams(procs, UPSTREAMS)
+    proxied, info = start_proxies(args, procs, upstream_ports)
     rows = []
     for concurrency in args.concurrency:
         for up in UPSTREAMS:
             row = Row(concurrency, up.name)
-            urls = {"direct": direct[up.name]} | ({"gateway": gateway[up.name]} if gateway else {})
+            urls = {"direct": direct_url(upstream_ports[up.name])}
+            urls |= {proxy: by_up[up.name] for proxy, by_up in proxied.items() if up.name in by_up}
             bench_row(procs, row, up, urls, args)
             rows.append(row)
-    return rows, gateway_info
+    return rows, info
 
 
 # --- reporting ------------------------------------------------------------------------------
@@ -530,37 +622,85 @@ def num(value: float | None, fmt: str, width: int, unit: str = "") -> str:
 
 
 def print_table(rows: list[Row]) -> None:
+    """One line per path of each row; `vs direct` and `CPU/req` are the proxy's."""
     head = (
-        f"{'conc':>4}  {'upstream':<8} | {'direct req/s':>12} {'p50':>8} {'p99':>8} | "
-        f"{'gateway req/s':>13} {'p50':>8} {'p99':>8} | {'gw/direct':>9} | {'gw CPU/req':>10}"
+        f"{'conc':>4}  {'upstream':<8}  {'path':<7} | {'req/s':>8} {'p50':>8} {'p99':>8} | "
+        f"{'vs direct':>9} | {'CPU/req':>8}"
     )
     print()
     print(head)
     print("-" * len(head))
     for row in rows:
-        ratio = None if row.ratio is None else 100 * row.ratio
-        cpu = row.gateway_cpu_us_per_req
-        line = (
-            f"{row.concurrency:>4}  {row.upstream:<8} | "
-            f"{num(row.median('direct', 'rps'), '.0f', 12)} {ms(row.median('direct', 'p50_us'))} "
-            f"{ms(row.median('direct', 'p99_us'))} | "
-            f"{num(row.median('gateway', 'rps'), '.0f', 13)} {ms(row.median('gateway', 'p50_us'))} "
-            f"{ms(row.median('gateway', 'p99_us'))} | {num(ratio, '.1f', 9, '%')} | "
-            f"{num(cpu, '.0f', 10, ' µs')}"
+        for index, path in enumerate(row.runs):
+            ratio = None if path == "direct" else row.ratio(path)
+            first = f"{row.concurrency:>4}  {row.upstream:<8}" if index == 0 else " " * 14
+            print(
+                f"{first}  {path:<7} | {num(row.median(path, 'rps'), '.0f', 8)} "
+                f"{ms(row.median(path, 'p50_us'))} {ms(row.median(path, 'p99_us'))} | "
+                f"{num(None if ratio is None else 100 * ratio, '.1f', 9, '%')} | "
+                f"{num(row.cpu_us_per_req.get(path), '.0f', 8, ' µs')}"
+            )
+        if row.error:
+            print(f"{'':>14}  FAIL: {row.error}")
+    print()
+
+
+def comparison(rows: list[Row]) -> list[dict[str, Any]]:
+    """Per upstream and proxy, the issue's comparison figures: throughput vs direct and the
+    proxy's CPU per request at concurrency 16, added p50 at 1, p99 at 64 (direct's alongside)."""
+    at = {(r.concurrency, r.upstream): r for r in rows}
+    out = []
+    for upstream in dict.fromkeys(r.upstream for r in rows):
+        loaded, single, crowded = (at.get((c, upstream)) for c in (TARGET_CONCURRENCY, 1, 64))
+        for proxy in PROXIES:
+            if not any(r is not None and proxy in r.runs for r in (loaded, single, crowded)):
+                continue
+            out.append(
+                {
+                    "upstream": upstream,
+                    "proxy": proxy,
+                    "ratio_vs_direct_c16": loaded and loaded.ratio(proxy),
+                    "cpu_us_per_req_c16": loaded and loaded.cpu_us_per_req.get(proxy),
+                    "added_p50_us_c1": single and single.added(proxy, "p50_us"),
+                    "p99_us_c64": crowded and crowded.median(proxy, "p99_us"),
+                    "direct_p99_us_c64": crowded and crowded.median("direct", "p99_us"),
+                }
+            )
+    return out
+
+
+def print_comparison(compared: list[dict[str, Any]]) -> None:
+    if not compared:
+        return
+    head = (
+        f"{'upstream':<8}  {'proxy':<7} | {'vs direct c=16':>14} | {'CPU/req c=16':>12} | "
+        f"{'+p50 c=1':>9} | {'p99 c=64':>8} (direct)"
+    )
+    print("Side by side (medians over rounds; CPU is the proxy's own):")
+    print(head)
+    print("-" * len(head))
+    for c in compared:
+        added = c["added_p50_us_c1"]
+        print(
+            f"{c['upstream']:<8}  {c['proxy']:<7} | {num(c['ratio_vs_direct_c16'], '.2f', 14)} | "
+            f"{num(c['cpu_us_per_req_c16'], '.0f', 12, ' µs')} | "
+            f"{num(None if added is None else added / 1000, '+.2f', 9, 'ms')} | "
+            f"{ms(c['p99_us_c64'])} ({ms(c['direct_p99_us_c64']).strip()})"
         )
-        print(line + ("   FAIL" if row.error else ""))
     print()
 
 
 def evaluate_targets(rows: list[Row]) -> list[dict[str, Any]]:
-    at = {r.upstream: r for r in rows if r.concurrency == TARGET_CONCURRENCY and r.gateway}
+    at = {
+        r.upstream: r for r in rows if r.concurrency == TARGET_CONCURRENCY and "gateway" in r.runs
+    }
     targets: list[dict[str, Any]] = []
     for name, floor in TARGET_RATIO.items():
-        if name in at and (ratio := at[name].ratio) is not None:
+        if name in at and (ratio := at[name].ratio("gateway")) is not None:
             label = f"gateway/direct vs {name} >= {floor:.0%}"
             targets.append({"target": label, "value": ratio, "met": ratio >= floor})
     for name in TARGET_RATIO:
-        if name in at and (cpu := at[name].gateway_cpu_us_per_req) is not None:
+        if name in at and (cpu := at[name].cpu_us_per_req.get("gateway")) is not None:
             label = f"gateway CPU/req ({name}) <= {TARGET_CPU_US:.0f} µs"
             targets.append({"target": label, "value": cpu, "met": cpu <= TARGET_CPU_US})
     if targets:
@@ -639,7 +779,13 @@ def parse_args() -> argparse.Namespace:
         default=GATEWAY_CMD,
         help="command starting the gateway; {config} is replaced by the generated config path",
     )
-    parser.add_argument("--no-gateway", action="store_true", help="direct rows only")
+    parser.add_argument("--no-gateway", action="store_true", help="no gateway rows")
+    parser.add_argument(
+        "--no-compare",
+        dest="compare",
+        action="store_false",
+        help=f"no nginx and naive-proxy rows (otherwise run for {', '.join(COMPARED_UPSTREAMS)})",
+    )
     parser.add_argument(
         "--anonymous",
         action="store_true",
@@ -673,7 +819,7 @@ def main() -> int:
     logdir = Path(tempfile.mkdtemp(prefix="mcp-bench-"))
     procs = Processes(logdir)
     try:
-        rows, gateway_info = run_benchmark(args, procs)
+        rows, proxies_info = run_benchmark(args, procs)
     except BenchError as exc:
         print(f"\nBENCHMARK ABORTED: {exc}\n(logs in {logdir})", file=sys.stderr)
         return 1
@@ -684,6 +830,8 @@ def main() -> int:
         procs.stop_all()
 
     print_table(rows)
+    compared = comparison(rows)
+    print_comparison(compared)
     targets = evaluate_targets(rows)
     result = {
         "date": started.isoformat(timespec="seconds"),
@@ -694,9 +842,13 @@ def main() -> int:
             "rounds": args.rounds,
             "concurrency": args.concurrency,
             "wrk_threads": 1,
-            "gateway": gateway_info,
+            "gateway": proxies_info["gateway"],
+            "nginx": proxies_info.get("nginx"),
+            "compared_upstreams": list(COMPARED_UPSTREAMS) if args.compare else [],
+            "skipped": proxies_info["skipped"],
         },
         "rows": [row.summary() for row in rows],
+        "comparison": compared,
         "targets": targets,
     }
     text = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
@@ -708,7 +860,9 @@ def main() -> int:
         recorded = BENCH / ("results-anonymous.json" if args.anonymous else "results.json")
         recorded.write_text(text)
         print(f"recorded to {recorded}")
-    noisy = sum(run.other_cpus > NOISE_CPUS for row in rows for run in row.direct + row.gateway)
+    noisy = sum(
+        run.other_cpus > NOISE_CPUS for row in rows for runs in row.runs.values() for run in runs
+    )
     if noisy:
         print(f"WARNING: {noisy} run(s) shared the machine with other busy processes (NOISY above)")
     failed = [f"c={r.concurrency} {r.upstream}: {r.error}" for r in rows if r.error]
