@@ -26,13 +26,14 @@ class Area:
 
 
 ACCESS_LOG = ("gateway/observability/logging.py", "gateway/observability/line_writer.py")
+METRICS = ("gateway/observability/metrics.py", "gateway/observability/loop_metrics.py")
 # Tried in this order for each frame, so the specific rules come before the broad ones.
 AREAS: tuple[Area, ...] = (
     Area("socket write, upstream", ("gateway/proxy/connection.py",), ("UpstreamConnection.send",)),
     Area("upstream pool (gateway/proxy)", ("gateway/proxy/",)),
     Area("socket write, client", ("aiohttp/http_writer.py",)),
     Area("access log", (*ACCESS_LOG, "structlog/", "logging/")),
-    Area("metrics", ("gateway/observability/metrics.py", "prometheus_client/")),
+    Area("metrics", (*METRICS, "prometheus_client/")),
     Area("authentication", ("gateway/auth/", "joserfc/", "cryptography/")),
     Area("policy", ("gateway/policy/",)),
     Area("MCP inspection", ("gateway/mcp_request.py", "gateway/mcp_methods.py")),

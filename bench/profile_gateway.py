@@ -83,7 +83,7 @@ def main() -> int:
         return 2
     if os.geteuid() != 0:
         print(
-            "py-spy attaches to the gateway with ptrace, which needs root (or CAP_SYS_PTRACE): "
+            "py-spy attaches to the gateway with ptrace, which needs root: "
             "run ./dev profile as root",
             file=sys.stderr,
         )

@@ -1,7 +1,9 @@
-"""Benchmark the gateway against the same upstreams reached directly.
+"""Benchmark the gateway against the same upstreams reached directly, side by side with nginx
+and a naive aiohttp proxy in the same interleaved rounds.
 
 Run: `.venv/bin/python bench/run.py [--duration 5] [--rounds 2] [--concurrency 1,16,64]
-[--out bench/results/latest.json] [--quick] [--record]`. See bench/README.md for the method.
+[--out bench/results/latest.json] [--quick] [--record] [--no-compare]`. See bench/README.md for
+the method.
 """
 
 from __future__ import annotations
