@@ -6,9 +6,10 @@ Labels never carry a token, session id, path or anything a client chose freely.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 
 from gateway import __version__
+from gateway.observability.loop_metrics import CounterChild, LoopCounter, LoopHistogram
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 KNOWN_METHODS = frozenset({"GET", "POST", "DELETE", "OPTIONS", "HEAD", "PUT", "PATCH"})
@@ -18,7 +19,9 @@ class GatewayMetrics:
     """All of the gateway's metrics on one registry, with label children cached for the hot path.
 
     The families are declared by concern, one builder each: traffic, authentication and
-    policy, sessions and stream limits, the state store.
+    policy, sessions and stream limits, the state store. Those every request updates (requests,
+    durations, token checks, decisions) are `loop_metrics` families: no lock per update, the
+    same exposition.
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -30,24 +33,24 @@ class GatewayMetrics:
         self._add_authorization(registry)
         self._add_sessions_and_limits(registry)
         self._add_state_store(registry)
-        self._request_children: dict[tuple[str, str, int], Counter] = {}
+        self._request_children: dict[tuple[str, str, int], CounterChild] = {}
 
     def _add_traffic(self, registry: CollectorRegistry) -> None:
         """Requests answered, how long they took, how the upstreams failed, open streams."""
-        self.requests = Counter(
+        self.requests = LoopCounter(
             "mcp_gateway_requests_total",
             "HTTP requests answered, by upstream route, HTTP method and status code.",
             ("upstream", "method", "status"),
             registry=registry,
         )
-        self.request_duration = Histogram(
+        self.request_duration = LoopHistogram(
             "mcp_gateway_request_duration_seconds",
             "Time from request received to response headers sent, by upstream route.",
             ("upstream",),
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        self.upstream_duration = Histogram(
+        self.upstream_duration = LoopHistogram(
             "mcp_gateway_upstream_duration_seconds",
             "Time from upstream request sent to upstream response headers received.",
             ("upstream",),
@@ -70,7 +73,7 @@ class GatewayMetrics:
 
     def _add_authorization(self, registry: CollectorRegistry) -> None:
         """Token checks, the key fetches behind them, and the policy that decides each call."""
-        self.token_validations = Counter(
+        self.token_validations = LoopCounter(
             "mcp_gateway_token_validations_total",
             "Bearer token checks by upstream route and outcome: valid, cached (verified-token "
             "cache hit), invalid, missing, malformed, unavailable (key source down: 503).",
@@ -83,7 +86,7 @@ class GatewayMetrics:
             ("server", "outcome"),
             registry=registry,
         )
-        self.decisions = Counter(
+        self.decisions = LoopCounter(
             "mcp_gateway_decisions_total",
             "Policy decisions by route (the upstream's name) and decision (allow, "
             "insufficient_scope, deny).",

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge
 
 from gateway.auth.authenticator import RouteAuthenticator
 from gateway.config.upstreams import HttpUpstream
+from gateway.observability.loop_metrics import HistogramChild
 from gateway.observability.metrics import GatewayMetrics
 from gateway.proxy.headers import RequestHeadBuilder
 from gateway.proxy.pool import UpstreamPool
@@ -48,8 +49,8 @@ class HttpRoute(MountedRoute):
             managed=[name for _, name in self.identity_headers],
             passed=config.pass_headers,
         )
-        self.request_duration: Histogram = metrics.request_duration.labels(self.name)
-        self.upstream_duration: Histogram = metrics.upstream_duration.labels(self.name)
+        self.request_duration: HistogramChild = metrics.request_duration.labels(self.name)
+        self.upstream_duration: HistogramChild = metrics.upstream_duration.labels(self.name)
         self.open_streams: Gauge = metrics.open_streams.labels(self.name)
         self.upstream_errors: dict[str, Counter] = {
             kind: metrics.upstream_errors.labels(self.name, kind) for kind in UPSTREAM_ERROR_KINDS
