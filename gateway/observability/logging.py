@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import sys
-from datetime import UTC, datetime
+import time
 from typing import Any, Final, Protocol, TextIO
 
 import orjson
@@ -196,6 +196,7 @@ class AccessLog:
         self._sink: LineSink | None = None
         self._level = logging.INFO
         self._fallback = structlog.get_logger("gateway.access")
+        self._clock = UtcClock()
 
     def configure(self, sink: LineSink | None, level: int) -> None:
         self._sink, self._level = sink, level
@@ -211,9 +212,7 @@ class AccessLog:
                 if len(value) > MAX_LOGGED_CHARS or not value.isascii():
                     fields[key] = loggable(value)
             elif kind is list:
-                if len(value) > MAX_LOGGED_ITEMS or not all(
-                    type(v) is str and len(v) <= MAX_LOGGED_CHARS and v.isascii() for v in value
-                ):
+                if len(value) > MAX_LOGGED_ITEMS or not _plain_strings(value):
                     fields[key] = loggable(value)
             elif kind is not int and kind is not float and value is not None:
                 fields[key] = loggable(value)
@@ -223,8 +222,39 @@ class AccessLog:
             return
         fields["event"] = "request_completed"
         fields["level"] = "debug" if quiet else "info"
-        fields["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        fields["timestamp"] = self._clock.now()
         sink.write(dumps_escaping(fields) + b"\n")
+
+
+def _plain_strings(items: list[Any]) -> bool:
+    """Every item an exact `str` that `loggable` would leave as it is (short, ASCII)."""
+    for item in items:
+        if type(item) is not str or len(item) > MAX_LOGGED_CHARS or not item.isascii():
+            return False
+    return True
+
+
+class UtcClock:
+    """ISO 8601 UTC timestamps as structlog's `TimeStamper(fmt="iso", utc=True)` writes them
+    (`datetime.isoformat()`, `Z` for `+00:00`, no fraction at a whole second), for a third of
+    the cost: the part up to the second is formatted once a second."""
+
+    def __init__(self) -> None:
+        self._second = (-1, "")
+
+    def now(self) -> str:
+        return self.at(time.time_ns() // 1000)
+
+    def at(self, micros: int) -> str:
+        """The timestamp `micros` microseconds after the epoch."""
+        second, micro = divmod(micros, 1_000_000)
+        cached = self._second
+        if cached[0] != second:
+            cached = self._second = (
+                second,
+                time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)),
+            )
+        return f"{cached[1]}.{micro:06d}Z" if micro else f"{cached[1]}Z"
 
 
 ACCESS_LOG = AccessLog()

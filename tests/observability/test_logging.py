@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import structlog
@@ -12,6 +13,7 @@ import structlog
 from gateway.observability.logging import (
     MAX_LOGGED_ITEMS,
     AccessLog,
+    UtcClock,
     bound_field_values,
     dumps_escaping,
     loggable,
@@ -102,3 +104,49 @@ def test_the_access_line_is_written_whatever_its_fields_hold() -> None:
     assert line["sub"] == "alice\\udfff"
     assert line["granted_scopes"][-1] == "…[+450 items]"
     assert (line["event"], line["status"]) == ("request_completed", 200)
+
+
+@pytest.mark.parametrize(
+    "scopes",
+    [
+        ["mcp:read", "mcp:tools"],
+        ["s" * 201],
+        ["é"],
+        ["ok", "\ud800"],
+        ["ok", 7],
+        [f"s{i}" for i in range(51)],
+        [],
+    ],
+    ids=["plain", "long-item", "non-ascii", "surrogate", "not-a-string", "too-many", "empty"],
+)
+def test_a_list_in_the_access_line_is_bounded_as_loggable_bounds_it(scopes: list[object]) -> None:
+    sink = io.BytesIO()
+    access = AccessLog()
+    access.configure(sink, logging.INFO)
+    access.emit({"granted_scopes": list(scopes)})
+    logged = json.loads(sink.getvalue().decode("utf-8"))["granted_scopes"]
+    assert logged == json.loads(dumps_escaping(loggable(scopes)))
+
+
+@pytest.mark.parametrize(
+    "micros",
+    [0, 1, 999_999, 1_764_000_000_000_000, 1_764_000_000_123_456, 1_764_000_001_000_100],
+    ids=["epoch", "one-micro", "last-micro", "whole-second", "fraction", "next-second"],
+)
+def test_the_access_line_clock_writes_what_isoformat_writes(micros: int) -> None:
+    expected = datetime.fromtimestamp(micros // 10**6, UTC).replace(microsecond=micros % 10**6)
+    clock = UtcClock()
+    clock.at(micros - 1_000_000)  # a cached second that is not this one
+    assert clock.at(micros) == expected.isoformat().replace("+00:00", "Z")
+    assert clock.at(micros) == expected.isoformat().replace("+00:00", "Z")  # from the cache
+
+
+def test_the_access_line_carries_the_current_time() -> None:
+    sink = io.BytesIO()
+    access = AccessLog()
+    access.configure(sink, logging.INFO)
+    before = datetime.now(UTC).replace(microsecond=0)
+    access.emit({"status": 200})
+    stamped = datetime.fromisoformat(json.loads(sink.getvalue())["timestamp"])
+    assert stamped.utcoffset() == timedelta(0)
+    assert stamped >= before
