@@ -349,6 +349,7 @@ async def _serve(compiled: CompiledConfig, path: Path) -> None:
             metrics_port=running.metrics_port,
             routes={route.name: base + route.path for route in running.app[ROUTES_KEY]},
         )
+        LineWriter.flush_all()  # supervisors and tests wait for this line: no delay
         await stop.wait()
         log.info("gateway_stopping")
     finally:

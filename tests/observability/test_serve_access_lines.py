@@ -44,6 +44,7 @@ async def test_sigterm_after_a_burst_leaves_every_access_line_in_stderr(
         ready_url=f"http://127.0.0.1:{port}/healthz",
     )
     async with process, aiohttp.ClientSession() as http:
+        assert '"event":"gateway_started"' in process.stderr_text()  # written at once
 
         async def call(n: int) -> str:
             body = {"jsonrpc": "2.0", "id": n, "method": "ping"}
