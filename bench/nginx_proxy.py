@@ -47,19 +47,28 @@ LOCATION = """\
             proxy_pass http://{name}{path};
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-            proxy_set_header Host 127.0.0.1:{port};
+            proxy_set_header Host 127.0.0.1:{port};{extra}
         }}"""
+# What an SSE route needs: without it nginx holds the upstream's events back in its buffers
+# (a stream of small events arrives in bursts, or only at the end).
+UNBUFFERED = "\n            proxy_buffering off;"
 
 
-def nginx_config(directory: Path, port: int, routes: dict[str, tuple[int, str]]) -> str:
+def nginx_config(
+    directory: Path, port: int, routes: dict[str, tuple[int, str]], *, buffering: bool = True
+) -> str:
     """nginx.conf listening on 127.0.0.1:`port`, where `routes` maps each exact request path to
     (upstream port, upstream path). The upstream's Host is 127.0.0.1:PORT, as a client reaching it
-    directly sends (the MCP SDK server rejects other Host values: DNS rebinding protection)."""
+    directly sends (the MCP SDK server rejects other Host values: DNS rebinding protection).
+    `buffering=False` adds `proxy_buffering off` to every route, as SSE routes need."""
     upstreams, locations = [], []
     for index, (route, (up_port, path)) in enumerate(routes.items()):
         name = f"upstream{index}"
         upstreams.append(UPSTREAM.format(name=name, port=up_port))
-        locations.append(LOCATION.format(route=route, name=name, path=path, port=up_port))
+        extra = "" if buffering else UNBUFFERED
+        locations.append(
+            LOCATION.format(route=route, name=name, path=path, port=up_port, extra=extra)
+        )
     return TEMPLATE.format(
         dir=directory, port=port, upstreams="\n".join(upstreams), locations="\n".join(locations)
     )

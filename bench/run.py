@@ -9,6 +9,7 @@ the method.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
 import json
 import os
@@ -33,9 +34,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
+import aiohttp
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 from nginx_proxy import nginx_argv, nginx_binary, nginx_config
+from sse_streams import (
+    hold_streams,
+    merge_streaming,
+    process_rss_kib,
+    raise_open_files_limit,
+    relay_streams,
+)
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -439,7 +448,11 @@ def bench_row(
 
 
 def write_gateway_config(
-    path: Path, port: int, upstream_ports: dict[str, int], issuer: str | None
+    path: Path,
+    port: int,
+    upstream_ports: dict[str, int],
+    issuer: str | None,
+    sessions: dict[str, Any] | None = None,
 ) -> None:
     """With an issuer, every route requires a token validated against the bench's JWKS server;
     without one (--anonymous), routes are anonymous: the bare proxy path. Built by the test
@@ -458,17 +471,20 @@ def write_gateway_config(
     if issuer is not None:
         trusted = {"name": "bench", "issuer": issuer, "jwks_uri": f"{issuer}/jwks"}
         auth = {"resource_server": {"authorization_servers": [trusted]}}
-    write_yaml(path, gateway_document(*upstreams, port=port, log=PRODUCTION_LOG, auth=auth))
+    document = gateway_document(
+        *upstreams, port=port, log=PRODUCTION_LOG, auth=auth, sessions=sessions
+    )
+    write_yaml(path, document)
 
 
-def start_token_issuer(procs: Processes) -> tuple[str, RSAKey]:
+def start_token_issuer(procs: Processes, name: str = "jwks") -> tuple[str, RSAKey]:
     """A signing key made now, its public JWKS served on loopback; returns (issuer, key)."""
     key = RSAKey.generate_key(2048, parameters={"kid": "bench", "use": "sig"})
-    jwks = procs.logdir / "jwks.json"
+    jwks = procs.logdir / f"{name}.json"
     jwks.write_text(json.dumps(KeySet([key]).as_dict(private=False)))
     port = free_port()
     procs.start(
-        "jwks",
+        name,
         [sys.executable, str(BENCH / "jwks_server.py"), "--port", str(port), "--jwks", str(jwks)],
     )
     issuer = f"http://127.0.0.1:{port}"
@@ -477,7 +493,7 @@ def start_token_issuer(procs: Processes) -> tuple[str, RSAKey]:
         status, _, text = http(f"{issuer}/jwks")
         return None if status == 200 else f"/jwks {status}: {text[:200]}"
 
-    wait_ready(procs, "jwks", ready)
+    wait_ready(procs, name, ready)
     return issuer, key
 
 
@@ -511,36 +527,43 @@ def direct_url(port: int) -> str:
 
 
 def start_gateway(
-    procs: Processes, gateway_cmd: str, upstream_ports: dict[str, int], issuer: str | None
+    procs: Processes,
+    gateway_cmd: str,
+    upstream_ports: dict[str, int],
+    issuer: str | None,
+    name: str = "gateway",
+    sessions: dict[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The gateway on a free port, answering /healthz; returns (base URL, what to record)."""
     port = free_port()
-    config = procs.logdir / "gateway.yaml"
-    write_gateway_config(config, port, upstream_ports, issuer)
+    config = procs.logdir / f"{name}.yaml"
+    write_gateway_config(config, port, upstream_ports, issuer, sessions)
     argv = shlex.split(gateway_cmd.replace("{config}", str(config)))
-    procs.start("gateway", argv)
+    procs.start(name, argv)
     base = f"http://127.0.0.1:{port}"
 
     def healthz() -> str | None:
         status, _, text = http(f"{base}/healthz")
         return None if status == 200 else f"/healthz {status}: {text[:200]}"
 
-    wait_ready(procs, "gateway", healthz)
+    wait_ready(procs, name, healthz)
     return base, {"enabled": True, "argv": argv, "config": config.read_text()}
 
 
-def start_nginx(procs: Processes, upstream_ports: dict[str, int]) -> tuple[str | None, str]:
+def start_nginx(
+    procs: Processes, upstream_ports: dict[str, int], name: str = "nginx", buffering: bool = True
+) -> tuple[str | None, str]:
     """nginx proxying /NAME/mcp to each upstream, or (None, why not); returns (base URL, note)."""
     binary = nginx_binary()
     if binary is None:
         return None, "nginx is not installed (apt-get install -y nginx): nginx rows skipped"
-    directory = procs.logdir / "nginx"
+    directory = procs.logdir / name
     directory.mkdir()
     port = free_port()
-    routes = {f"/{name}/mcp": (up_port, "/mcp") for name, up_port in upstream_ports.items()}
+    routes = {f"/{up}/mcp": (up_port, "/mcp") for up, up_port in upstream_ports.items()}
     config = directory / "nginx.conf"
-    config.write_text(nginx_config(directory, port, routes))
-    procs.start("nginx", nginx_argv(binary, config, directory))
+    config.write_text(nginx_config(directory, port, routes, buffering=buffering))
+    procs.start(name, nginx_argv(binary, config, directory))
     version = command_output([binary, "-v"]) or "nginx"
     return f"http://127.0.0.1:{port}", f"{version}, config {config}"
 
@@ -610,6 +633,205 @@ def run_benchmark(args: argparse.Namespace, procs: Processes) -> tuple[list[Row]
             bench_row(procs, row, up, urls, args)
             rows.append(row)
     return rows, info
+
+
+# --- streaming: SSE relay cost and memory per open stream -------------------------------------
+
+SSE_EVENTS = 1000  # events per relayed stream
+TARGET_SSE_CPU_RATIO = 1.3  # gateway CPU per stream / nginx's
+TARGET_KIB_PER_STREAM = 12.0  # gateway RSS growth per open stream
+TARGET_RSS_AFTER = 1.10  # gateway RSS after the streams closed / before they opened
+OPEN_STREAMS_ROUNDS = 2
+OPEN_STREAMS_WARMUP = 16
+
+
+def stream_check(url: str, authorization: str | None) -> str | None:
+    """One short `stream` call (10 events); None if it came back whole, else what is wrong."""
+    try:
+        asyncio.run(relay_streams(url, authorization, 1, 10))
+    except (RuntimeError, aiohttp.ClientError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def settled_rss_kib(pid: int, timeout: float = 10) -> int:
+    """The process's VmRSS once two readings 0.25 s apart differ by under 1% (or at `timeout`)."""
+    last = process_rss_kib(pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = process_rss_kib(pid)
+        if abs(now - last) <= 0.01 * last:
+            return now
+        last = now
+    return last
+
+
+def sse_relay_cost(
+    args: argparse.Namespace, procs: Processes, urls: dict[str, str], auth: dict[str, str]
+) -> dict[str, Any]:
+    """Per round, `--sse-streams` streams of SSE_EVENTS events one after another over each path
+    (direct first); the CPU each proxy's process tree spends, per stream."""
+    cpu: dict[str, list[float]] = {}
+    wall: dict[str, list[float]] = {}
+    upstream_cpu: dict[str, list[float]] = {}
+    n = args.sse_streams
+    upstream_pid = procs.procs["sse-upstream"].pid
+    for rnd in range(args.rounds):
+        for path, url in urls.items():
+            asyncio.run(relay_streams(url, auth.get(path), 2, SSE_EVENTS))  # warm-up
+            proxy = procs.procs.get(f"sse-{path}")
+            before = tree_cpu_seconds(proxy.pid) if proxy else 0.0
+            up_before, start = tree_cpu_seconds(upstream_pid), time.perf_counter()
+            asyncio.run(relay_streams(url, auth.get(path), n, SSE_EVENTS))
+            elapsed = time.perf_counter() - start
+            up_used = tree_cpu_seconds(upstream_pid) - up_before
+            wall.setdefault(path, []).append(1e3 * elapsed / n)
+            upstream_cpu.setdefault(path, []).append(1e6 * up_used / n)
+            extra = ""
+            if proxy:
+                procs.check_alive(f"sse-{path}")
+                used = 1e6 * (tree_cpu_seconds(proxy.pid) - before) / n
+                cpu.setdefault(path, []).append(used)
+                extra = f"  {path} CPU {used:.0f} µs/stream"
+            print(
+                f"sse-stream {rnd + 1}/{args.rounds} {path:<7} {n} streams of {SSE_EVENTS} events: "
+                f"{1e3 * elapsed / n:6.2f} ms/stream{extra}",
+                flush=True,
+            )
+    medians = {path: statistics.median(values) for path, values in cpu.items()}
+    ratio = (
+        medians["gateway"] / medians["nginx"] if {"gateway", "nginx"} <= medians.keys() else None
+    )
+    return {
+        "events_per_stream": SSE_EVENTS,
+        "streams_per_run": n,
+        "rounds": args.rounds,
+        "cpu_us_per_stream": medians,
+        "cpu_us_per_stream_rounds": cpu,
+        "ms_per_stream": {path: statistics.median(v) for path, v in wall.items()},
+        "upstream_cpu_us_per_stream": {
+            path: statistics.median(v) for path, v in upstream_cpu.items()
+        },
+        "ratio_gateway_nginx": ratio,
+    }
+
+
+def rss_while_held(pid: int, release: str, count: int) -> int:
+    """The gateway's settled VmRSS, once the upstream confirms it holds `count` streams."""
+    held = http(release.removesuffix("/release") + "/held")[2]
+    if held.strip() != str(count):
+        raise BenchError(f"the upstream holds {held} streams, expected {count}")
+    return settled_rss_kib(pid)
+
+
+def open_stream_memory(
+    args: argparse.Namespace, procs: Processes, url: str, authorization: str | None, release: str
+) -> dict[str, Any]:
+    """`--open-streams-count` SSE calls held open at once through the gateway: its VmRSS before,
+    while they are all open, and after they finished and their connections closed."""
+    pid = procs.procs["sse-gateway"].pid
+    count = args.open_streams_count
+    asyncio.run(hold_streams(url, authorization, OPEN_STREAMS_WARMUP, release, lambda: None))
+    rounds = []
+    for rnd in range(OPEN_STREAMS_ROUNDS):
+        before = settled_rss_kib(pid)
+        opened = asyncio.run(
+            hold_streams(
+                url, authorization, count, release, partial(rss_while_held, pid, release, count)
+            )
+        )
+        procs.check_alive("sse-gateway")
+        after = settled_rss_kib(pid)
+        measured = {
+            "before_kib": before,
+            "open_kib": opened,
+            "after_kib": after,
+            "kib_per_stream": (opened - before) / count,
+            "after_over_before": after / before,
+        }
+        rounds.append(measured)
+        print(
+            f"open-streams {rnd + 1}/{OPEN_STREAMS_ROUNDS} {count} streams: gateway RSS "
+            f"{before / 1024:.1f} -> {opened / 1024:.1f} -> {after / 1024:.1f} MiB, "
+            f"{measured['kib_per_stream']:.1f} KiB/stream, after/before "
+            f"{measured['after_over_before']:.3f}",
+            flush=True,
+        )
+    return {"streams": count, "warmup_streams": OPEN_STREAMS_WARMUP, **rounds[0], "rounds": rounds}
+
+
+def run_streaming(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
+    """The SSE upstream, a gateway routing /sse/mcp to it with the stream limits raised, nginx
+    with `proxy_buffering off`; then the parts asked for."""
+    raise_open_files_limit(4 * args.open_streams_count + 1024)  # inherited by what starts next
+    port = free_port()
+    argv = [sys.executable, str(BENCH / "sse_upstream.py"), "--port", str(port)]
+    procs.start("sse-upstream", argv)
+    urls = {"direct": direct_url(port)}
+    wait_ready(procs, "sse-upstream", partial(stream_check, urls["direct"], None))
+    out: dict[str, Any] = {"skipped": []}
+    if args.sse_stream:
+        nginx_base, note = start_nginx(procs, {"sse": port}, "sse-nginx", buffering=False)
+        if nginx_base is None:
+            print(f"NOTE: {note}", file=sys.stderr, flush=True)
+            out["skipped"].append(note)
+        else:
+            urls["nginx"] = f"{nginx_base}/sse/mcp"
+            wait_ready(procs, "sse-nginx", partial(stream_check, urls["nginx"], None))
+    issuer, key = (None, None) if args.anonymous else start_token_issuer(procs, "sse-jwks")
+    limit = args.open_streams_count + 64
+    sessions = {"max_streams_per_principal": limit, "max_streams": max(10_000, limit)}
+    base, _ = start_gateway(procs, args.gateway_cmd, {"sse": port}, issuer, "sse-gateway", sessions)
+    urls["gateway"] = f"{base}/sse/mcp"
+    auth: dict[str, str] = {}
+    if issuer is not None and key is not None:
+        auth["gateway"] = "Bearer " + access_token(issuer, key, urls["gateway"])
+    wait_ready(procs, "sse-gateway", partial(stream_check, urls["gateway"], auth.get("gateway")))
+    out["gateway_sessions"] = sessions
+    if args.sse_stream:
+        out["sse_stream"] = sse_relay_cost(args, procs, urls, auth)
+    if args.open_streams:
+        release = f"http://127.0.0.1:{port}/release"
+        out["open_streams"] = open_stream_memory(
+            args, procs, urls["gateway"], auth.get("gateway"), release
+        )
+    return out
+
+
+def streaming_targets(streaming: dict[str, Any]) -> list[dict[str, Any]]:
+    targets: list[dict[str, Any]] = []
+    sse = streaming.get("sse_stream")
+    if sse and (ratio := sse["ratio_gateway_nginx"]) is not None:
+        label = f"SSE relay CPU gateway/nginx <= {TARGET_SSE_CPU_RATIO}"
+        targets.append({"target": label, "value": ratio, "met": ratio <= TARGET_SSE_CPU_RATIO})
+    held = streaming.get("open_streams")
+    if held:
+        per = held["kib_per_stream"]
+        label = f"gateway RSS per open stream <= {TARGET_KIB_PER_STREAM:.0f} KiB"
+        targets.append({"target": label, "value": per, "met": per <= TARGET_KIB_PER_STREAM})
+        after = held["after_over_before"]
+        label = f"gateway RSS after/before <= {TARGET_RSS_AFTER}"
+        targets.append({"target": label, "value": after, "met": after <= TARGET_RSS_AFTER})
+    return targets
+
+
+def print_streaming(streaming: dict[str, Any], targets: list[dict[str, Any]]) -> None:
+    if sse := streaming.get("sse_stream"):
+        print(f"SSE relay, one stream of {sse['events_per_stream']} events (medians over rounds):")
+        for path, wall in sse["ms_per_stream"].items():
+            cpu = sse["cpu_us_per_stream"].get(path)
+            own = "" if cpu is None else f"  proxy CPU {cpu:8.0f} µs/stream"
+            print(f"  {path:<8} {wall:7.2f} ms/stream{own}")
+    if held := streaming.get("open_streams"):
+        print(
+            f"{held['streams']} open SSE streams through the gateway: RSS "
+            f"{held['before_kib']} -> {held['open_kib']} -> {held['after_kib']} KiB"
+        )
+    for t in targets:
+        print(f"  {t['target']:<44} {t['value']:8.2f}  {'met' if t['met'] else 'MISSED'}")
+    if sse or held:
+        print()
 
 
 # --- reporting ------------------------------------------------------------------------------
@@ -793,7 +1015,30 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="anonymous routes: the bare proxy path, without authentication and policy",
     )
+    streams = parser.add_argument_group(
+        "streaming parts (in a full run by default; --quick runs them only when named)"
+    )
+    streams.add_argument(
+        "--sse-stream",
+        action="store_true",
+        help=f"SSE relay cost: CPU per stream of {SSE_EVENTS} events, nginx vs gateway",
+    )
+    streams.add_argument(
+        "--open-streams",
+        action="store_true",
+        help="gateway RSS per open SSE stream (--open-streams-count held at once)",
+    )
+    streams.add_argument("--sse-streams", type=int, default=200, help="streams per SSE run")
+    streams.add_argument("--open-streams-count", type=int, default=1000)
+    streams.add_argument(
+        "--streams-only", action="store_true", help="only the streaming parts (no wrk rows)"
+    )
+    streams.add_argument("--no-streams", action="store_true", help="no streaming parts")
     args = parser.parse_args()
+    if not (args.sse_stream or args.open_streams) and (args.streams_only or not args.quick):
+        args.sse_stream = args.open_streams = True  # neither named: both
+    if args.no_streams:
+        args.sse_stream = args.open_streams = False
     if args.quick:
         args.duration, args.rounds = 1, 1
     if args.no_gateway:
@@ -810,7 +1055,7 @@ def on_sigterm(signum: int, frame: object) -> NoReturn:
 
 def main() -> int:
     args = parse_args()
-    if shutil.which("wrk") is None:
+    if shutil.which("wrk") is None and not args.streams_only:
         print("wrk is not installed; install it with: sudo apt-get install -y wrk", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, on_sigterm)
@@ -820,8 +1065,14 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     logdir = Path(tempfile.mkdtemp(prefix="mcp-bench-"))
     procs = Processes(logdir)
+    rows: list[Row] = []
+    proxies_info: dict[str, Any] = {"gateway": {"enabled": False}, "skipped": []}
+    streaming: dict[str, Any] = {}
     try:
-        rows, proxies_info = run_benchmark(args, procs)
+        if not args.streams_only:
+            rows, proxies_info = run_benchmark(args, procs)
+        if args.gateway_cmd and (args.sse_stream or args.open_streams):
+            streaming = run_streaming(args, procs)
     except BenchError as exc:
         print(f"\nBENCHMARK ABORTED: {exc}\n(logs in {logdir})", file=sys.stderr)
         return 1
@@ -831,10 +1082,14 @@ def main() -> int:
     finally:
         procs.stop_all()
 
-    print_table(rows)
+    if rows:
+        print_table(rows)
     compared = comparison(rows)
     print_comparison(compared)
     targets = evaluate_targets(rows)
+    stream_targets = streaming_targets(streaming)
+    print_streaming(streaming, stream_targets)
+    targets += stream_targets
     result = {
         "date": started.isoformat(timespec="seconds"),
         "machine": machine_info() | {"busy_cpus_before_start": round(busy, 3)},
@@ -847,11 +1102,15 @@ def main() -> int:
             "gateway": proxies_info["gateway"],
             "nginx": proxies_info.get("nginx"),
             "compared_upstreams": list(COMPARED_UPSTREAMS) if args.compare else [],
-            "skipped": proxies_info["skipped"],
+            "skipped": proxies_info["skipped"] + streaming.get("skipped", []),
+            "sse_stream": args.sse_stream,
+            "open_streams": args.open_streams,
         },
         "rows": [row.summary() for row in rows],
         "comparison": compared,
         "targets": targets,
+        "sse_stream": streaming.get("sse_stream"),
+        "open_streams": streaming.get("open_streams"),
     }
     text = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
     args.out.write_text(text)
@@ -860,6 +1119,10 @@ def main() -> int:
         # The two configurations are recorded apart: the bare proxy never overwrites the
         # production-path figures.
         recorded = BENCH / ("results-anonymous.json" if args.anonymous else "results.json")
+        if args.streams_only and recorded.exists():
+            # Only the streaming figures are new: the recorded wrk rows stay as they were.
+            merged = merge_streaming(json.loads(recorded.read_text()), result)
+            text = json.dumps(merged, indent=2, ensure_ascii=False) + "\n"
         recorded.write_text(text)
         print(f"recorded to {recorded}")
     noisy = sum(

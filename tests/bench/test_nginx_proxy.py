@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from tests.bench.modules import bench_module
@@ -67,10 +68,22 @@ def test_the_config_keeps_upstream_connections_alive_with_one_worker(tmp_path: P
         ]
 
 
-def test_nginx_accepts_the_config(tmp_path: Path) -> None:
+def test_an_sse_config_turns_proxy_buffering_off_on_every_route(tmp_path: Path) -> None:
+    routes = {"/sse/mcp": (9004, "/mcp"), "/echo/mcp": (9003, "/mcp")}
+    unbuffered = blocks(nginx.nginx_config(tmp_path, 8088, routes, buffering=False))
+    buffered = blocks(nginx.nginx_config(tmp_path, 8088, routes))
+    for route in routes:
+        assert "proxy_buffering off" in unbuffered[f"location = {route}"]
+        assert unbuffered[f"location = {route}"][:-1] == buffered[f"location = {route}"]
+        assert "proxy_buffering off" not in buffered[f"location = {route}"]
+
+
+@pytest.mark.parametrize("buffering", [True, False], ids=["buffered", "unbuffered"])
+def test_nginx_accepts_the_config(tmp_path: Path, buffering: bool) -> None:
     binary = ensure_nginx()
     config = tmp_path / "nginx.conf"
-    config.write_text(nginx.nginx_config(tmp_path, free_port(), {"/echo/mcp": (9003, "/mcp")}))
+    routes = {"/echo/mcp": (9003, "/mcp")}
+    config.write_text(nginx.nginx_config(tmp_path, free_port(), routes, buffering=buffering))
     checked = subprocess.run(
         nginx.nginx_argv(binary, config, tmp_path, test=True),
         capture_output=True,
