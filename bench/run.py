@@ -670,14 +670,14 @@ def settled_rss_kib(pid: int, timeout: float = 10) -> int:
 def sse_relay_cost(
     args: argparse.Namespace, procs: Processes, urls: dict[str, str], auth: dict[str, str]
 ) -> dict[str, Any]:
-    """Per round, `--sse-streams` streams of SSE_EVENTS events one after another over each path
-    (direct first); the CPU each proxy's process tree spends, per stream."""
+    """Per round (`--sse-rounds`), `--sse-streams` streams of SSE_EVENTS events one after another
+    over each path (direct first); the CPU each proxy's process tree spends, per stream."""
     cpu: dict[str, list[float]] = {}
     wall: dict[str, list[float]] = {}
     upstream_cpu: dict[str, list[float]] = {}
     n = args.sse_streams
     upstream_pid = procs.procs["sse-upstream"].pid
-    for rnd in range(args.rounds):
+    for rnd in range(args.sse_rounds):
         for path, url in urls.items():
             asyncio.run(relay_streams(url, auth.get(path), 2, SSE_EVENTS))  # warm-up
             proxy = procs.procs.get(f"sse-{path}")
@@ -695,8 +695,8 @@ def sse_relay_cost(
                 cpu.setdefault(path, []).append(used)
                 extra = f"  {path} CPU {used:.0f} µs/stream"
             print(
-                f"sse-stream {rnd + 1}/{args.rounds} {path:<7} {n} streams of {SSE_EVENTS} events: "
-                f"{1e3 * elapsed / n:6.2f} ms/stream{extra}",
+                f"sse-stream {rnd + 1}/{args.sse_rounds} {path:<7} {n} streams of {SSE_EVENTS} "
+                f"events: {1e3 * elapsed / n:6.2f} ms/stream{extra}",
                 flush=True,
             )
     medians = {path: statistics.median(values) for path, values in cpu.items()}
@@ -706,7 +706,7 @@ def sse_relay_cost(
     return {
         "events_per_stream": SSE_EVENTS,
         "streams_per_run": n,
-        "rounds": args.rounds,
+        "rounds": args.sse_rounds,
         "cpu_us_per_stream": medians,
         "cpu_us_per_stream_rounds": cpu,
         "ms_per_stream": {path: statistics.median(v) for path, v in wall.items()},
@@ -1029,6 +1029,9 @@ def parse_args() -> argparse.Namespace:
         help="gateway RSS per open SSE stream (--open-streams-count held at once)",
     )
     streams.add_argument("--sse-streams", type=int, default=200, help="streams per SSE run")
+    streams.add_argument(
+        "--sse-rounds", type=int, default=3, help="SSE runs per path (1 with --quick)"
+    )
     streams.add_argument("--open-streams-count", type=int, default=1000)
     streams.add_argument(
         "--streams-only", action="store_true", help="only the streaming parts (no wrk rows)"
@@ -1040,7 +1043,7 @@ def parse_args() -> argparse.Namespace:
     if args.no_streams:
         args.sse_stream = args.open_streams = False
     if args.quick:
-        args.duration, args.rounds = 1, 1
+        args.duration, args.rounds, args.sse_rounds = 1, 1, 1
     if args.no_gateway:
         args.gateway_cmd = None
     elif args.gateway_cmd == GATEWAY_CMD and not gateway_installed():
