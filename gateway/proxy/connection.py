@@ -15,7 +15,6 @@ import httptools
 from gateway.errors import UpstreamError, UpstreamStreamError, UpstreamTimeoutError
 
 HIGH_WATER = 256 * 1024
-LOW_WATER = 64 * 1024
 _FRAMING_HEADERS = (b"content-length", b"transfer-encoding")
 
 
@@ -86,7 +85,10 @@ class UpstreamResponse:
         return body
 
     async def read(self) -> bytes:
-        """The next body chunk as it arrives; b"" at the end. Raises UpstreamStreamError."""
+        """All body bytes that arrived since the last read, waiting for some if none did; b""
+        at the end. Raises UpstreamStreamError. Everything queued is taken at once, so a relay
+        writes what one socket read brought (many SSE events in chunks of their own) in one
+        write, not one write per chunk."""
         while not self._chunks:
             if self._error is not None:
                 raise UpstreamStreamError("upstream stream failed") from self._error
@@ -97,10 +99,11 @@ class UpstreamResponse:
                 await self._waiter
             finally:
                 self._waiter = None
-        chunk = self._chunks.popleft()
-        self._buffered -= len(chunk)
-        if self._buffered < LOW_WATER:
-            self._conn.resume_reading()
+        chunks = self._chunks
+        chunk = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        self._conn.resume_reading()  # the queue is empty: read on if reading was paused
         return chunk
 
     # -- fed by the connection -------------------------------------------------------------
