@@ -15,9 +15,14 @@ class FetchError(Exception):
     """The document could not be had: network failure, timeout, bad status or not JSON."""
 
 
-async def read_bounded(content: aiohttp.StreamReader, limit: int) -> bytes | None:
-    """The whole body as it streams in, or None as soon as it passes `limit` bytes (a
-    `Content-Length` can be absent or lie, so the bytes themselves are counted)."""
+async def read_bounded(
+    content: aiohttp.StreamReader, limit: int, *, declared: int | None = None
+) -> bytes | None:
+    """The whole body as it streams in, or None when its `declared` length (`Content-Length`)
+    passes `limit` bytes, before reading, or as soon as the bytes themselves do (a
+    `Content-Length` can be absent or lie, so they are counted too)."""
+    if (declared or 0) > limit:
+        return None
     chunks: list[bytes] = []
     size = 0
     while chunk := await content.readany():
@@ -54,7 +59,9 @@ async def fetch_json(
         ) as response:
             if response.status != 200:
                 raise FetchError(f"HTTP {response.status}")
-            body = await read_bounded(response.content, MAX_DOCUMENT_BYTES)
+            body = await read_bounded(
+                response.content, MAX_DOCUMENT_BYTES, declared=response.content_length
+            )
             if body is None:
                 raise FetchError("document too large")
     except (aiohttp.ClientError, TimeoutError) as exc:

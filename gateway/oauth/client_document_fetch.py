@@ -196,9 +196,7 @@ async def _get(
                 )
             if not _JSON_TYPE.fullmatch(response.content_type):
                 raise ClientDocumentError("the metadata document is not served as JSON")
-            if (response.content_length or 0) > max_bytes:
-                raise ClientDocumentError("the metadata document is too large")
-            body = await read_bounded(response.content, max_bytes)
+            body = await read_bounded(response.content, max_bytes, declared=response.content_length)
             if body is None:
                 raise ClientDocumentError("the metadata document is too large")
             return body, response.headers

@@ -73,9 +73,9 @@ async def fetch_userinfo(
             kind = media_type(response.headers.get("Content-Type", ""))
             if kind is None:
                 raise UserInfoError("userinfo_content_type")
-            if (response.content_length or 0) > MAX_USERINFO_BYTES:
-                raise UserInfoError("userinfo_too_large")
-            body = await read_bounded(response.content, MAX_USERINFO_BYTES)
+            body = await read_bounded(
+                response.content, MAX_USERINFO_BYTES, declared=response.content_length
+            )
             if body is None:
                 raise UserInfoError("userinfo_too_large")
     except TimeoutError:

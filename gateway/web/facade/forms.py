@@ -93,9 +93,7 @@ async def json_body(request: web.Request) -> Any:
 
 async def _bounded_body(request: web.Request, limit: int, error: str) -> bytes:
     """The whole request body, or 413 as soon as it exceeds `limit` bytes."""
-    if (request.content_length or 0) > limit:
-        raise OAuthError(error, "Request body too large", 413)
-    body = await read_bounded(request.content, limit)
+    body = await read_bounded(request.content, limit, declared=request.content_length)
     if body is None:
         raise OAuthError(error, "Request body too large", 413)
     return body
