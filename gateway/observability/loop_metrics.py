@@ -15,6 +15,7 @@ import math
 import time
 from bisect import bisect_left
 from collections.abc import Sequence
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client import metrics as prometheus_metrics
@@ -61,13 +62,40 @@ class HistogramChild:
             self.counts[bisect_left(self._bounds, amount)] += 1
 
 
+Child = TypeVar("Child")
+
+
 def _label_key(names: tuple[str, ...], values: tuple[object, ...]) -> tuple[str, ...]:
     if len(values) != len(names):
         raise ValueError(f"expected labels {names}, got {values}")
     return tuple(str(value) for value in values)
 
 
-class LoopCounter(Counter):
+class _LoopSeries(Generic[Child]):
+    """The labelled series of a loop family, kept in a plain dict: what `LoopCounter` and
+    `LoopHistogram` put in place of prometheus-client's locked children."""
+
+    _labelnames: tuple[str, ...]
+    _children: dict[tuple[str, ...], Child]
+
+    def _new_child(self) -> Child:
+        raise NotImplementedError
+
+    def labels(self, *values: object) -> Child:
+        key = _label_key(self._labelnames, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._new_child()
+        return child
+
+    def remove(self, *values: object) -> None:
+        del self._children[_label_key(self._labelnames, values)]
+
+    def clear(self) -> None:
+        self._children.clear()
+
+
+class LoopCounter(_LoopSeries[CounterChild], Counter):  # type: ignore[misc]
     """A labelled `Counter` whose series are `CounterChild`s. It is a `Counter` for everything
     but `labels`, `remove`, `clear` and `collect` (declaration, validation, registration)."""
 
@@ -84,18 +112,8 @@ class LoopCounter(Counter):
         self._children: dict[tuple[str, ...], CounterChild] = {}
         super().__init__(name, documentation, labelnames, registry=registry)
 
-    def labels(self, *values: object) -> CounterChild:  # type: ignore[override]
-        key = _label_key(self._labelnames, values)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = CounterChild()
-        return child
-
-    def remove(self, *values: object) -> None:
-        del self._children[_label_key(self._labelnames, values)]
-
-    def clear(self) -> None:
-        self._children.clear()
+    def _new_child(self) -> CounterChild:
+        return CounterChild()
 
     def collect(self) -> list[Metric]:
         family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
@@ -105,7 +123,7 @@ class LoopCounter(Counter):
         return [family]
 
 
-class LoopHistogram(Histogram):
+class LoopHistogram(_LoopSeries[HistogramChild], Histogram):  # type: ignore[misc]
     """A labelled `Histogram` whose series are `HistogramChild`s. It is a `Histogram` for
     everything but `labels`, `remove`, `clear` and `collect`."""
 
@@ -129,18 +147,8 @@ class LoopHistogram(Histogram):
         # The `le` label as prometheus-client spells it ("1.0", "+Inf"); untyped upstream.
         self._le = tuple(floatToGoString(bound) for bound in bounds)  # type: ignore[no-untyped-call]
 
-    def labels(self, *values: object) -> HistogramChild:  # type: ignore[override]
-        key = _label_key(self._labelnames, values)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = HistogramChild(self._bounds)
-        return child
-
-    def remove(self, *values: object) -> None:
-        del self._children[_label_key(self._labelnames, values)]
-
-    def clear(self) -> None:
-        self._children.clear()
+    def _new_child(self) -> HistogramChild:
+        return HistogramChild(self._bounds)
 
     def collect(self) -> list[Metric]:
         family = HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
