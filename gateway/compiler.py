@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.config import ConfigError, GatewayConfig
+from gateway.config import GatewayConfig
 from gateway.config.auth import AuthorizationServerSettings
 from gateway.config.loader import Validated, read_config_text, validate_document
 from gateway.config.problems import Problems, YamlPath
@@ -79,10 +79,7 @@ def _compiled(validated: Validated, *, policy_only: bool) -> CompiledConfig:
         keys = _signing_keys(settings, problems)
         users = _users(settings, problems)
     problems.found.sort(key=lambda problem: problem.line or 0)
-    problems.raise_if_any()
-    config = validated.config
-    if config is None:  # every problem withheld as a knock-on: say them rather than nothing
-        raise ConfigError(problems.source, problems.withheld)
+    config = validated.whole()
     return CompiledConfig(config, compile_policies(config), keys, users)
 
 

@@ -50,6 +50,13 @@ class Validated:
     problem_paths: set[YamlPath] = field(default_factory=set)
     """Where validation found problems (reported or withheld)."""
 
+    def whole(self) -> GatewayConfig:
+        """The whole config; `ConfigError` listing every problem when there is one."""
+        self.problems.raise_if_any()
+        config = self.config
+        assert config is not None  # a failed section always leaves a problem (validate_document)
+        return config
+
     @property
     def config(self) -> GatewayConfig | None:
         """The whole config, when every section validated and nothing is wrong between them."""
@@ -87,7 +94,7 @@ def validate_document(
     )
     for path, message in found:
         problems.add(path, message)
-    if validated.complete is False and not problems.found:
+    if not validated.complete and not problems.found:
         problems.found = problems.withheld  # nothing else explains why a section failed
     return validated
 
@@ -187,11 +194,7 @@ def parse_config(
     text: str, *, source: str = "<config>", env: Mapping[str, str] | None = None
 ) -> GatewayConfig:
     """Run the first pass over YAML text; raise `ConfigError` listing every problem."""
-    validated = validate_document(text, source=source, env=env)
-    validated.problems.raise_if_any()
-    config = validated.config
-    assert config is not None  # no problem found means every section validated
-    return config
+    return validate_document(text, source=source, env=env).whole()
 
 
 def read_config_text(path: str | os.PathLike[str]) -> str:
