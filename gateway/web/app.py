@@ -27,6 +27,7 @@ from gateway.store.kv import KeyValueStore
 from gateway.store.observed import open_shared_store
 from gateway.web import health
 from gateway.web.edge import edge_middleware
+from gateway.web.exchange import McpRequest
 from gateway.web.facade import FacadeEndpoints, build_authorization_server
 from gateway.web.keys import (
     COMPILED_KEY,
@@ -61,12 +62,23 @@ class McpEndpoint:
         self.steps = steps
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        request[CONTEXT_KEY].upstream = self.route.name
+        context = request[CONTEXT_KEY]
+        context.upstream = self.route.name
         if request.method not in MCP_METHODS:
             raise MethodNotAllowedError(MCP_METHODS)
+        mcp = McpRequest(
+            context,
+            request.method,
+            request.raw_path,
+            request.headers,
+            request.raw_headers,
+            request.content_length,
+            request.content,
+            request.transport,
+        )
         for step in self.steps:
-            await step(request)
-        return await self.route.handle(request)
+            await step(mcp)
+        return await self.route.handle(request, mcp)
 
 
 def _scopes_supported(app: web.Application, route_name: str) -> frozenset[str]:

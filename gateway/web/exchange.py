@@ -1,8 +1,13 @@
-"""Per-request state, created by the outermost middleware and filled in by the pipeline steps."""
+"""Per-request state (filled in by the pipeline steps), and the request and response as the MCP
+pipeline sees them, whichever server parsed the request."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from typing import Protocol
+
+from multidict import CIMultiDict, MultiMapping
 
 from gateway.auth.principal import Principal
 from gateway.jsonrpc import JsonRpcId, JsonRpcMessage
@@ -55,3 +60,73 @@ class RequestContext:
     @property
     def rpc_method(self) -> str | None:
         return self.message.method if self.message is not None else None
+
+
+class BodySource(Protocol):
+    """A request body as it arrives: aiohttp's `StreamReader`, or the lean plane's reader."""
+
+    def is_eof(self) -> bool: ...
+
+    def read_nowait(self, n: int = -1) -> bytes: ...
+
+    async def readany(self) -> bytes: ...
+
+
+RawHeaders = tuple[tuple[bytes, bytes], ...]
+
+
+class McpRequest:
+    """An MCP request as the pipeline and the forwarder see it, whichever server parsed it
+    (aiohttp, or the lean data plane of `gateway.web.plane`): the parts they read, no more."""
+
+    __slots__ = (
+        "content",
+        "content_length",
+        "context",
+        "headers",
+        "method",
+        "raw_headers",
+        "raw_path",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        context: RequestContext,
+        method: str,
+        raw_path: str,
+        headers: MultiMapping[str],
+        raw_headers: RawHeaders,
+        content_length: int | None,
+        content: BodySource,
+        transport: asyncio.Transport | None,
+    ) -> None:
+        self.context = context
+        self.method = method
+        self.raw_path = raw_path
+        """Path and query as the client sent them."""
+        self.headers = headers
+        self.raw_headers = raw_headers
+        self.content_length = content_length
+        self.content = content
+        self.transport = transport
+
+    def drop(self) -> None:
+        """Close the client's connection now, discarding what it has not read."""
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class Responder(Protocol):
+    """Where the answer to an `McpRequest` goes: a whole response, or a stream of writes.
+
+    `start` sends the status and headers of a stream; `write` waits while the client's buffers
+    are full; `write_eof` ends the stream (or sends a whole response never started)."""
+
+    def answer(self, status: int, headers: CIMultiDict[str], body: bytes) -> None: ...
+
+    async def start(self, status: int, headers: CIMultiDict[str]) -> None: ...
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def write_eof(self, data: bytes = b"") -> None: ...

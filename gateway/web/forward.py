@@ -6,7 +6,6 @@ import asyncio
 from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
-from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.errors import UnfilterableResponseError, UpstreamError, UpstreamStreamError
@@ -24,10 +23,10 @@ from gateway.proxy.connection import UpstreamConnection, UpstreamResponse
 from gateway.proxy.headers import header_pairs, upstream_response_head
 from gateway.session.registry import StreamSlot
 from gateway.web.edge import response_headers
-from gateway.web.keys import CONTEXT_KEY
+from gateway.web.exchange import McpRequest, Responder
 from gateway.web.middleware import new_request_id
 from gateway.web.sessions import SESSION_HEADER, after_upstream_response
-from gateway.web.streaming import count_ended, drop_client, ends_early, write_within
+from gateway.web.streaming import count_ended, ends_early, write_within
 
 if TYPE_CHECKING:  # the route calls these functions: a type-only import, no cycle
     from gateway.web.http_route import HttpRoute
@@ -35,9 +34,10 @@ if TYPE_CHECKING:  # the route calls these functions: a type-only import, no cyc
 log = get_logger("gateway.proxy")
 
 
-async def forward(request: web.Request, route: HttpRoute) -> web.StreamResponse:
-    """Send the request to the route's upstream; relay status, headers and body unchanged,
-    except that session ids are mapped (the client sees the gateway's, the upstream its own).
+async def forward(request: McpRequest, route: HttpRoute, responder: Responder) -> None:
+    """Send the request to the route's upstream; relay status, headers and body unchanged
+    to `responder`, except that session ids are mapped (the client sees the gateway's, the
+    upstream its own).
 
     A body that has fully arrived with the headers is answered in one response; anything else
     (SSE above all) is relayed chunk by chunk. If the client goes away, the upstream connection
@@ -51,18 +51,20 @@ async def forward(request: web.Request, route: HttpRoute) -> web.StreamResponse:
     (it could not cancel or answer anything at the limit otherwise); should its answer stream,
     that stream counts.
     """
-    context = request[CONTEXT_KEY]
+    context = request.context
     slot = route.sessions.stream_slot(context.limit_key)
     if request.method == "GET" or any(call.kind == "request" for call in context.calls):
         slot.take()
     try:
-        return await _exchange(request, route, slot)
+        await _exchange(request, route, slot, responder)
     finally:
         slot.release()
 
 
-async def _exchange(request: web.Request, route: HttpRoute, slot: StreamSlot) -> web.StreamResponse:
-    context = request[CONTEXT_KEY]
+async def _exchange(
+    request: McpRequest, route: HttpRoute, slot: StreamSlot, responder: Responder
+) -> None:
+    context = request.context
     loop = asyncio.get_running_loop()
     sent = loop.time()
     conn, upstream = await _send(request, route)
@@ -86,17 +88,18 @@ async def _exchange(request: web.Request, route: HttpRoute, slot: StreamSlot) ->
         if whole is not None:
             context.response_started = received
             route.request_duration.observe(received - context.started)
-            return web.Response(status=upstream.status, body=whole, headers=headers)
-        return await _relay(request, route, conn, upstream, headers, event_stream, sse_filter)
+            responder.answer(upstream.status, headers, whole)
+            return
+        await _relay(request, route, responder, conn, upstream, headers, event_stream, sse_filter)
     finally:
         route.pool.release(conn)
 
 
 async def _send(
-    request: web.Request, route: HttpRoute
+    request: McpRequest, route: HttpRoute
 ) -> tuple[UpstreamConnection, UpstreamResponse]:
     """Send the request upstream (query string as the client encoded it); wait for the head."""
-    context = request[CONTEXT_KEY]
+    context = request.context
     target = route.pool.path
     query = request.raw_path.partition("?")[2]  # as the client encoded it, never decoded
     if query:
@@ -145,11 +148,11 @@ async def _filtered(
     return whole, sse_filter
 
 
-def _added_headers(request: web.Request, route: HttpRoute) -> list[tuple[bytes, bytes]]:
+def _added_headers(request: McpRequest, route: HttpRoute) -> list[tuple[bytes, bytes]]:
     """Headers the gateway sets upstream: the upstream's own session id and, within a
     session only, `Last-Event-ID` (resumption never crosses sessions or principals); the
     caller's identity where the route asks for it."""
-    context = request[CONTEXT_KEY]
+    context = request.context
     added: list[tuple[bytes, bytes]] = []
     if context.session is not None:
         added.append((b"Mcp-Session-Id", context.session.upstream_id.encode("ascii")))
@@ -190,14 +193,15 @@ async def _filtered_body(
 
 
 async def _relay(
-    request: web.Request,
+    request: McpRequest,
     route: HttpRoute,
+    stream: Responder,
     conn: UpstreamConnection,
     upstream: UpstreamResponse,
     headers: CIMultiDict[str],
     event_stream: bool,
     sse_filter: SseListFilter | None = None,
-) -> web.StreamResponse:
+) -> None:
     """Relay a body chunk by chunk; each SSE event is written as soon as it arrives (a list
     response's events pass through `sse_filter`, which holds back only incomplete events).
 
@@ -206,10 +210,9 @@ async def _relay(
     nothing for `stalled_stream_timeout` seconds while a write waits on it loses its
     connection, and the upstream connection is closed, not pooled.
     """
-    context = request[CONTEXT_KEY]
+    context = request.context
     response_headers(headers, context)  # sent now: the edge cannot add them afterwards
-    stream = web.StreamResponse(status=upstream.status, headers=headers)
-    await stream.prepare(request)
+    await stream.start(upstream.status, headers)
     loop = asyncio.get_running_loop()
     context.response_started = loop.time()
     route.request_duration.observe(context.response_started - context.started)
@@ -235,22 +238,19 @@ async def _relay(
             await write_within(stream, tail, stalled_after, last=True)
     except (UpstreamStreamError, ListFilterError):
         await _relay_broken(request, route, stream, ended_by)
-        return stream
     except TimeoutError:
         _relay_stalled(request, route, conn)
-        return stream
     except ConnectionResetError:
-        return stream  # the client went away mid-stream; releasing the pool closes upstream
+        pass  # the client went away mid-stream; releasing the pool closes upstream
     finally:
         if event_stream:
             route.open_streams.dec()
             if context.session is not None:
                 route.sessions.touch(context.session)  # idle from the end of its last stream
-    return stream
 
 
 async def _relay_broken(
-    request: web.Request, route: HttpRoute, stream: web.StreamResponse, ended_by: list[str]
+    request: McpRequest, route: HttpRoute, stream: Responder, ended_by: list[str]
 ) -> None:
     """The upstream read failed: because the gateway ended the stream (end it cleanly), or
     because the upstream failed (cut the client's connection)."""
@@ -259,7 +259,7 @@ async def _relay_broken(
         try:
             await write_within(stream, b"", route.sessions.stalled_stream_timeout, last=True)
         except TimeoutError:
-            drop_client(request)
+            request.drop()
         except ConnectionResetError:
             pass
         return
@@ -267,25 +267,25 @@ async def _relay_broken(
     # sees a truncated response rather than a clean end.
     route.upstream_errors["stream"].inc()
     log.warning(
-        "upstream_stream_failed", request_id=request[CONTEXT_KEY].request_id, upstream=route.name
+        "upstream_stream_failed", request_id=request.context.request_id, upstream=route.name
     )
     if request.transport is not None:
         request.transport.close()
 
 
-def _relay_stalled(request: web.Request, route: HttpRoute, conn: UpstreamConnection) -> None:
+def _relay_stalled(request: McpRequest, route: HttpRoute, conn: UpstreamConnection) -> None:
     """The client has read nothing for `stalled_stream_timeout`: drop it (what it has not read
     is lost anyway), and the upstream connection with it rather than pool a busy connection."""
     _stream_closed(request, route, "client_stalled")
     conn.close()
-    drop_client(request)
+    request.drop()
 
 
-def _stream_closed(request: web.Request, route: HttpRoute, reason: str) -> None:
-    count_ended(request, route.name, reason)
+def _stream_closed(request: McpRequest, route: HttpRoute, reason: str) -> None:
+    count_ended(route.metrics, route.name, reason)
     log.info(
         "stream_closed",
-        request_id=request[CONTEXT_KEY].request_id,
+        request_id=request.context.request_id,
         upstream=route.name,
         reason=reason,
     )

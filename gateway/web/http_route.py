@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+from multidict import CIMultiDict
 from prometheus_client import Counter, Gauge
 
 from gateway.auth.authenticator import RouteAuthenticator
@@ -12,6 +13,7 @@ from gateway.observability.metrics import GatewayMetrics
 from gateway.proxy.headers import RequestHeadBuilder
 from gateway.proxy.pool import UpstreamPool
 from gateway.session.registry import SessionRegistry
+from gateway.web.exchange import McpRequest
 from gateway.web.forward import end_upstream_session, forward
 from gateway.web.route import MountedRoute
 
@@ -49,6 +51,7 @@ class HttpRoute(MountedRoute):
             managed=[name for _, name in self.identity_headers],
             passed=config.pass_headers,
         )
+        self.metrics = metrics
         self.request_duration: HistogramChild = metrics.request_duration.labels(self.name)
         self.upstream_duration: HistogramChild = metrics.upstream_duration.labels(self.name)
         self.open_streams: Gauge = metrics.open_streams.labels(self.name)
@@ -56,9 +59,12 @@ class HttpRoute(MountedRoute):
             kind: metrics.upstream_errors.labels(self.name, kind) for kind in UPSTREAM_ERROR_KINDS
         }
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request, mcp: McpRequest) -> web.StreamResponse:
         """Forward the request and stream the answer back (`gateway.web.forward`)."""
-        return await forward(request, self)
+        responder = AiohttpResponder(request)
+        await forward(mcp, self, responder)
+        assert responder.response is not None  # forward answers, starts a stream, or raises
+        return responder.response
 
     def end_session(self, upstream_id: str) -> None:
         """A session reaped as idle: DELETE it at the upstream, in the background."""
@@ -70,3 +76,30 @@ class HttpRoute(MountedRoute):
 
     async def close(self) -> None:
         self.pool.close()
+
+
+class AiohttpResponder:
+    """The `Responder` of a request aiohttp parsed: a `web.Response`, or a prepared stream."""
+
+    __slots__ = ("_request", "_stream", "response")
+
+    def __init__(self, request: web.Request) -> None:
+        self._request = request
+        self._stream: web.StreamResponse | None = None
+        self.response: web.StreamResponse | None = None
+        """What the handler returns (the middlewares add their headers to one not prepared)."""
+
+    def answer(self, status: int, headers: CIMultiDict[str], body: bytes) -> None:
+        self.response = web.Response(status=status, body=body, headers=headers)
+
+    async def start(self, status: int, headers: CIMultiDict[str]) -> None:
+        self.response = self._stream = web.StreamResponse(status=status, headers=headers)
+        await self._stream.prepare(self._request)
+
+    async def write(self, data: bytes) -> None:
+        assert self._stream is not None
+        await self._stream.write(data)
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        assert self._stream is not None
+        await self._stream.write_eof(data)

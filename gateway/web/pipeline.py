@@ -12,8 +12,6 @@ import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
-from aiohttp import web
-
 from gateway.auth.authenticator import RouteAuthenticator
 from gateway.errors import (
     BodyTooLargeError,
@@ -47,10 +45,9 @@ from gateway.policy.listing import Allowed, ListFilter
 from gateway.policy.refusal import Refusal, denied_message, insufficient_scope_message
 from gateway.policy.visibility import Attainable, Hidden
 from gateway.session.seal import Owner
-from gateway.web.exchange import RequestContext
-from gateway.web.keys import CONTEXT_KEY
+from gateway.web.exchange import McpRequest, RequestContext
 
-Step = Callable[[web.Request], Awaitable[None]]
+Step = Callable[[McpRequest], Awaitable[None]]
 audit = get_logger("gateway.audit")
 
 
@@ -84,12 +81,12 @@ def authentication_step(authenticator: RouteAuthenticator) -> Step:
     """The step that turns the request's token into its principal, and so into the owner of
     whatever the request opens (`Owner.of`: a token without `sub` owns it itself)."""
 
-    async def authenticate(request: web.Request) -> None:
+    async def authenticate(request: McpRequest) -> None:
         """Every request carries and passes its own token (RFC 6750 section 2.1 header only).
 
         Each refusal is an audit event with its reason code; the token itself is never logged.
         """
-        context = request[CONTEXT_KEY]
+        context = request.context
         authorization: Sequence[str] = request.headers.getall("Authorization", ())
         try:
             principal = await authenticator.authenticate(authorization)
@@ -112,7 +109,7 @@ def body_step(limits: BodyLimits) -> Step:
     """The step that reads a POST body within the route's size and time limits."""
     max_request_bytes = limits.max_bytes
 
-    async def read_body(request: web.Request) -> None:
+    async def read_body(request: McpRequest) -> None:
         """Read a POST body, enforcing the size limit as it streams in (413), not only by
         Content-Length: a chunked body is counted chunk by chunk. A body that takes longer
         than the body deadline gets 408; a compressed one 415 (bodies stay inspectable, and a
@@ -127,8 +124,8 @@ def body_step(limits: BodyLimits) -> Step:
             raise BodyTooLargeError(f"declared {declared} bytes")
         content = request.content
         if content.is_eof():  # the common case: the body arrived with the headers
-            request[CONTEXT_KEY].body = content.read_nowait()
-            if len(request[CONTEXT_KEY].body) <= max_request_bytes:
+            request.context.body = content.read_nowait()
+            if len(request.context.body) <= max_request_bytes:
                 return
             raise BodyTooLargeError("body exceeded the limit")
         chunks: list[bytes] = []
@@ -142,7 +139,7 @@ def body_step(limits: BodyLimits) -> Step:
                     chunks.append(chunk)
         except TimeoutError:
             raise RequestTimeoutError("request body not received in time") from None
-        request[CONTEXT_KEY].body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        request.context.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     return read_body
 
@@ -155,13 +152,13 @@ def policy_step(
 ) -> Step:
     """The step that applies the route's current policy to every call of the request."""
 
-    async def decide(request: web.Request) -> None:
+    async def decide(request: McpRequest) -> None:
         """Apply the route's policy to every call in the request (decided on the parsed body).
 
         Insufficient scope -> 403 with a challenge naming every scope needed, so the client
         can step up; deny -> 403 without one. Nothing refused is forwarded.
         """
-        context = request[CONTEXT_KEY]
+        context = request.context
         assert context.principal is not None
         policy = policies.current[route_name]
         principal = context.principal
@@ -284,13 +281,13 @@ _REQUEST_ERRORS: dict[int, type[RequestError]] = {
 _SINGLE_HEADERS = ("MCP-Protocol-Version", "Mcp-Method", "Mcp-Name")
 
 
-async def inspect_message(request: web.Request) -> None:
+async def inspect_message(request: McpRequest) -> None:
     """Parse the POST body once (duplicate keys and deep nesting refused) and check it as MCP:
     JSON-RPC shape, names, batching per protocol version, metadata headers against the body.
     Malformed bodies never reach an upstream; decisions later use the body, never headers."""
     if request.method != "POST":
         return
-    context = request[CONTEXT_KEY]
+    context = request.context
     try:
         context.message = parse_message(context.body)
     except MessageError as exc:

@@ -9,13 +9,15 @@ from aiohttp import web
 from gateway.auth.authenticator import RouteAuthenticator
 from gateway.config.upstreams import Upstream
 from gateway.session.registry import SessionRegistry
+from gateway.web.exchange import McpRequest
 
 
 class Route(Protocol):
     """What the app needs of any mounted upstream, whatever its kind (HTTP or stdio).
 
-    `handle` runs after the common pipeline steps (authentication, session binding, body and
-    policy); `end_session` is called when the gateway ends a session on its own (idle reaping).
+    `handle` (given the aiohttp request and the pipeline's view of it, `mcp`) runs after the
+    common pipeline steps (authentication, session binding, body and policy); `end_session` is
+    called when the gateway ends a session on its own (idle reaping).
     """
 
     name: str
@@ -24,7 +26,7 @@ class Route(Protocol):
     authenticator: RouteAuthenticator | None
     sessions: SessionRegistry
 
-    async def handle(self, request: web.Request) -> web.StreamResponse: ...
+    async def handle(self, request: web.Request, mcp: McpRequest) -> web.StreamResponse: ...
 
     def end_session(self, upstream_id: str) -> None: ...
 

@@ -23,7 +23,7 @@ from gateway.observability.logging import get_logger
 from gateway.observability.metrics import GatewayMetrics
 from gateway.session.registry import Session, SessionRegistry, SessionRejectedError, limit_key
 from gateway.session.seal import ANONYMOUS, SessionSealer, is_upstream_session_id, new_key
-from gateway.web.keys import CONTEXT_KEY
+from gateway.web.exchange import McpRequest
 
 audit = get_logger("gateway.audit")
 log = get_logger("gateway.sessions")
@@ -41,11 +41,11 @@ def build_registry(settings: SessionSettings) -> SessionRegistry:
 
 def session_step(
     registry: SessionRegistry, route: str, rejected: Callable[[str], None]
-) -> Callable[[web.Request], Awaitable[None]]:
+) -> Callable[[McpRequest], Awaitable[None]]:
     """The pipeline step that resolves `Mcp-Session-Id` to a session the caller owns."""
 
-    async def bind_session(request: web.Request) -> None:
-        context = request[CONTEXT_KEY]
+    async def bind_session(request: McpRequest) -> None:
+        context = request.context
         _identify(request)  # sessions and stream limits (a POST's answer may stream) use it
         values = request.headers.getall(SESSION_HEADER, ())
         if not values:
@@ -89,7 +89,7 @@ async def _not_ended_elsewhere(registry: SessionRegistry, session: Session) -> N
 
 
 def after_upstream_response(
-    request: web.Request,
+    request: McpRequest,
     registry: SessionRegistry,
     route: str,
     status: int,
@@ -97,7 +97,7 @@ def after_upstream_response(
 ) -> str | None:
     """Settle the session once the upstream has answered; returns the gateway session id to
     send the client, if this response opened a session."""
-    context = request[CONTEXT_KEY]
+    context = request.context
     session = context.session
     if session is not None:
         # The upstream forgot it (404), or the client ended it (DELETE, unless refused as 405).
@@ -123,23 +123,23 @@ def after_upstream_response(
     return session.session_id
 
 
-def _identify(request: web.Request) -> None:
+def _identify(request: McpRequest) -> None:
     """Fill in what this request's limits count against: the owner the authentication step
     established (`pipeline.authentication_step`), or on a route without authentication the
     anonymous owner and the client's address."""
-    context = request[CONTEXT_KEY]
+    context = request.context
     owner = context.owner
     if owner is None:
         owner = context.owner = ANONYMOUS
     context.limit_key = limit_key(owner, context.client)
 
 
-def opens_session(request: web.Request) -> bool:
+def opens_session(request: McpRequest) -> bool:
     """Whether the request may open a gateway session, so that the session limits apply to it:
     a lone `initialize` of the stateful era. A request of the stateless era (2026-07-28 on)
     opens none, whatever the upstream answers: it is forwarded as it is, and limits that count
     sessions do not apply to it."""
-    calls = request[CONTEXT_KEY].calls
+    calls = request.context.calls
     return (
         len(calls) == 1
         and calls[0].method == "initialize"

@@ -41,7 +41,8 @@ from gateway.session.registry import Session, SessionRegistry
 from gateway.stdio.pool import StdioProcesses
 from gateway.stdio.session import InFlight, Message, StdioSession, StreamBusyError
 from gateway.web.edge import response_headers
-from gateway.web.keys import CONTEXT_KEY
+from gateway.web.exchange import McpRequest
+from gateway.web.keys import CONTEXT_KEY, METRICS_KEY
 from gateway.web.route import MountedRoute
 from gateway.web.sessions import SESSION_HEADER, opens_session
 from gateway.web.streaming import count_ended, drop_client, ends_early, write_within
@@ -103,11 +104,11 @@ class StdioRoute(MountedRoute):
 
     # -- HTTP -----------------------------------------------------------------------------------
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        context = request[CONTEXT_KEY]
+    async def handle(self, request: web.Request, mcp: McpRequest) -> web.StreamResponse:
+        context = mcp.context
         session = context.session
         if session is None:
-            if request.method == "POST" and opens_session(request):
+            if request.method == "POST" and opens_session(mcp):
                 return await self._initialize(request)
             raise SessionRequiredError("no session")
         stdio = self._processes.get(session.upstream_id)
@@ -243,7 +244,7 @@ class StdioRoute(MountedRoute):
         return stream
 
     def _stream_closed(self, request: web.Request, reason: str) -> None:
-        count_ended(request, self.name, reason)
+        count_ended(request.app[METRICS_KEY], self.name, reason)
         log.info("stream_closed", request_id=request[CONTEXT_KEY].request_id,
                  upstream=self.name, reason=reason)  # fmt: skip
 

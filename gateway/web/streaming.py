@@ -13,12 +13,13 @@ import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 from aiohttp import web
 
 from gateway.auth.authenticator import Revocations
+from gateway.observability.metrics import GatewayMetrics
 from gateway.web.exchange import RequestContext
-from gateway.web.keys import METRICS_KEY
 
 END_REASONS = (
     "token_expired",
@@ -59,10 +60,18 @@ def ends_early(
             session.streams.discard(session_closer)
 
 
+class Writable(Protocol):
+    """A response being written: aiohttp's `StreamResponse`, or a `Responder`."""
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def write_eof(self, data: bytes = b"") -> None: ...
+
+
 async def write_within(
-    stream: web.StreamResponse, data: bytes, seconds: float, *, last: bool = False
+    stream: Writable, data: bytes, seconds: float, *, last: bool = False
 ) -> None:
-    """Write (and with `last`, end the response) within `seconds`: aiohttp waits for a client
+    """Write (and with `last`, end the response) within `seconds`: a write waits for a client
     whose buffers are full to read. Raises TimeoutError for a client that did not."""
     async with asyncio.timeout(seconds):
         await (stream.write_eof(data) if last else stream.write(data))
@@ -74,5 +83,5 @@ def drop_client(request: web.Request) -> None:
         request.transport.abort()
 
 
-def count_ended(request: web.Request, upstream: str, reason: str) -> None:
-    request.app[METRICS_KEY].streams_closed.labels(upstream, reason).inc()
+def count_ended(metrics: GatewayMetrics, upstream: str, reason: str) -> None:
+    metrics.streams_closed.labels(upstream, reason).inc()
