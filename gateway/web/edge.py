@@ -13,15 +13,16 @@ hook would be one place, but costs about 7 us per request on the hot path.)
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
-from multidict import CIMultiDict
+from multidict import CIMultiDict, MultiMapping
 
 from gateway.config.model import GatewayConfig
-from gateway.errors import MisdirectedRequestError, OriginRejectedError
+from gateway.errors import GatewayError, MisdirectedRequestError, OriginRejectedError
 from gateway.web.error_response import render_error
 from gateway.web.exchange import RequestContext
 from gateway.web.keys import CONTEXT_KEY
@@ -139,13 +140,12 @@ class Edge:
             context = request[CONTEXT_KEY]
             mcp = context.no_store = path in self._mcp_routes
             headers = request.headers
-            if not host_allowed(headers.get(hdrs.HOST), self._allowed_hosts(request)):
-                return render_error(MisdirectedRequestError("host not served"))
+            refusal = self.refusal(headers, self.allowed_hosts(request.transport))
+            if refusal is not None:
+                return render_error(refusal)
             origin = headers.get(hdrs.ORIGIN)
             metadata = path.startswith(WELL_KNOWN)
             if origin is not None:
-                if not origin_allowed(headers.getall(hdrs.ORIGIN), self._origins):
-                    return render_error(OriginRejectedError("origin not allowed"))
                 if (
                     method == hdrs.METH_OPTIONS
                     and hdrs.ACCESS_CONTROL_REQUEST_METHOD in headers
@@ -169,6 +169,16 @@ class Edge:
             if deadline is not None:
                 deadline.request_ended()
 
+    def refusal(self, headers: MultiMapping[str], hosts: frozenset[str]) -> GatewayError | None:
+        """Why a request with these headers is not served here: a `Host` not served (421), or
+        an `Origin` not allowed (403); None: it is."""
+        if not host_allowed(headers.get(hdrs.HOST), hosts):
+            return MisdirectedRequestError("host not served")
+        origins = headers.getall(hdrs.ORIGIN, ())
+        if origins and not origin_allowed(origins, self._origins):
+            return OriginRejectedError("origin not allowed")
+        return None
+
     def _preflight_methods(self, path: str, mcp: bool, metadata: bool) -> str | None:
         """The methods a CORS preflight to `path` may be answered with; None: not answered."""
         if mcp:
@@ -177,12 +187,12 @@ class Edge:
             return METADATA_METHODS
         return self._facade_api.get(path)
 
-    def _allowed_hosts(self, request: web.Request) -> frozenset[str]:
+    def allowed_hosts(self, transport: asyncio.BaseTransport | None) -> frozenset[str]:
         """The served `Host` values; by default they name the port bound, which is only known
-        once a connection has arrived, so they are computed at the first request."""
+        once a connection has arrived (on `transport`), so they are computed at the first
+        request."""
         hosts = self._hosts
         if hosts is None:
-            transport = request.transport
             sockname = transport.get_extra_info("sockname") if transport is not None else None
             if not isinstance(sockname, tuple):  # the connection is gone: do not cache
                 return self._config.allowed_hosts()

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
+from collections.abc import Sequence
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
+from multidict import MultiMapping
 
 from gateway.errors import GatewayError, MethodNotAllowedError, NotFoundError
 from gateway.observability.logging import ACCESS_LOG, get_logger
-from gateway.web.client_address import client_address
+from gateway.observability.metrics import GatewayMetrics
+from gateway.web.client_address import IPNetwork, client_address
 from gateway.web.error_response import render_error
 from gateway.web.exchange import RequestContext
 from gateway.web.keys import CONFIG_KEY, CONTEXT_KEY, METRICS_KEY
@@ -34,15 +37,14 @@ def new_request_id() -> str:
 @web.middleware
 async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give the request an id and its client's address, then write one access line and count
-    it when it ends.
-
-    The line never holds the query string, headers or body: they can carry credentials.
-    """
-    loop = asyncio.get_running_loop()
+    it when it ends (`record_request`)."""
     request_id = new_request_id()
-    context = RequestContext(
-        request_id=request_id, started=loop.time(), client=_client(request, request_id)
-    )
+    proxies = request.app[CONFIG_KEY].server.trusted_proxies
+    client = request.remote
+    if proxies:
+        client = client_of(client, request.headers, proxies, request_id)
+    started = asyncio.get_running_loop().time()
+    context = RequestContext(request_id=request_id, started=started, client=client)
     request[CONTEXT_KEY] = context
     status = 500
     try:
@@ -55,38 +57,46 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
         status = CLIENT_CLOSED
         raise
     finally:
-        now = loop.time()
-        if context.response_started is None:
-            context.response_started = now
-        metrics = request.app[METRICS_KEY]
-        metrics.count_request(context.upstream, request.method, status)
-        principal = context.principal
-        ACCESS_LOG.emit(
-            {
-                "request_id": context.request_id,
-                "client": context.client,
-                "method": request.method,
-                "path": request.rel_url.raw_path,  # cut with a marker by ACCESS_LOG
-                "upstream": context.upstream,
-                "sub": principal.subject if principal else None,
-                "client_id": principal.client_id if principal else None,
-                "rpc_method": context.rpc_method,
-                "name": context.call_name,
-                "decision": context.decision,
-                "required_scopes": sorted(context.required_scopes) if context.decision else None,
-                "granted_scopes": sorted(principal.scopes)
-                if principal and context.decision
-                else None,
-                "status": status,
-                "upstream_status": context.upstream_status,
-                "duration_ms": round((now - context.started) * 1000, 3),
-            },
-            # Probes, scrapes and metadata or JWKS fetches arrive all the time: debug unless
-            # they failed. The OAuth endpoints a user or client acts through are always info.
-            quiet=context.upstream == "none"
-            and status < 400
-            and not _is_oauth_action(request.rel_url.raw_path),
+        record_request(
+            request.app[METRICS_KEY], context, request.method, request.rel_url.raw_path, status
         )
+
+
+def record_request(
+    metrics: GatewayMetrics, context: RequestContext, method: str, path: str, status: int
+) -> None:
+    """Count a finished request and write its one access line.
+
+    The line never holds the query string (`path` is without it), headers or body: they can
+    carry credentials.
+    """
+    now = asyncio.get_running_loop().time()
+    if context.response_started is None:
+        context.response_started = now
+    metrics.count_request(context.upstream, method, status)
+    principal = context.principal
+    ACCESS_LOG.emit(
+        {
+            "request_id": context.request_id,
+            "client": context.client,
+            "method": method,
+            "path": path,  # cut with a marker by ACCESS_LOG
+            "upstream": context.upstream,
+            "sub": principal.subject if principal else None,
+            "client_id": principal.client_id if principal else None,
+            "rpc_method": context.rpc_method,
+            "name": context.call_name,
+            "decision": context.decision,
+            "required_scopes": sorted(context.required_scopes) if context.decision else None,
+            "granted_scopes": sorted(principal.scopes) if principal and context.decision else None,
+            "status": status,
+            "upstream_status": context.upstream_status,
+            "duration_ms": round((now - context.started) * 1000, 3),
+        },
+        # Probes, scrapes and metadata or JWKS fetches arrive all the time: debug unless
+        # they failed. The OAuth endpoints a user or client acts through are always info.
+        quiet=context.upstream == "none" and status < 400 and not _is_oauth_action(path),
+    )
 
 
 QUIET_OAUTH_PATHS = frozenset({"/oauth/jwks"})
@@ -100,15 +110,16 @@ def _is_oauth_action(path: str) -> bool:
     return path.startswith("/oauth/") and path not in QUIET_OAUTH_PATHS
 
 
-def _client(request: web.Request, request_id: str) -> str | None:
-    """The client's address (see `gateway.web.client_address`); forwarding headers are read
-    only when proxies are trusted at all, and then only from one of them."""
-    proxies = request.app[CONFIG_KEY].server.trusted_proxies
-    if not proxies:
-        return request.remote
-    headers = request.headers
+def client_of(
+    peer: str | None,
+    headers: MultiMapping[str],
+    proxies: Sequence[IPNetwork],
+    request_id: str,
+) -> str | None:
+    """The client's address behind trusted `proxies` (see `gateway.web.client_address`): the
+    forwarding headers are read only from one of them."""
     found = client_address(
-        request.remote,
+        peer,
         headers.getall(hdrs.FORWARDED, ()),
         headers.getall(hdrs.X_FORWARDED_FOR, ()),
         proxies,
