@@ -26,14 +26,16 @@ from gateway.session.shared import SharedSessions
 from gateway.store.kv import KeyValueStore
 from gateway.store.observed import open_shared_store
 from gateway.web import health
-from gateway.web.edge import edge_middleware
+from gateway.web.edge import Edge
 from gateway.web.exchange import McpRequest
 from gateway.web.facade import FacadeEndpoints, build_authorization_server
+from gateway.web.http_route import HttpRoute
 from gateway.web.keys import (
     COMPILED_KEY,
     CONFIG_KEY,
     CONTEXT_KEY,
     HTTP_KEY,
+    LANES_KEY,
     METRICS_KEY,
     POLICIES_KEY,
     RELOADER_KEY,
@@ -42,6 +44,8 @@ from gateway.web.keys import (
 )
 from gateway.web.middleware import error_middleware, request_context_middleware
 from gateway.web.pipeline import BodyLimits, Step, build_steps
+from gateway.web.plane.connection import Lane
+from gateway.web.plane.lane import McpLane
 from gateway.web.reload import PolicyReloader, reload_context
 from gateway.web.resource_metadata import metadata_document, metadata_handler, metadata_path
 from gateway.web.route import Route
@@ -103,8 +107,9 @@ def create_app(
     """
     compiled = config if isinstance(config, CompiledConfig) else compile_config(config)
     config = compiled.config
+    edge = Edge(config)
     app = web.Application(
-        middlewares=[request_context_middleware, edge_middleware(config), error_middleware]
+        middlewares=[request_context_middleware, edge.edge_middleware, error_middleware]
     )
     metrics = GatewayMetrics(registry if registry is not None else CollectorRegistry())
     app[CONFIG_KEY] = config
@@ -117,7 +122,7 @@ def create_app(
     sessions = _install_sessions(app, shared)
     routes = _install_routes(app, sessions, facade, revocations)
     policies = _install_policies(app, facade, config_path)
-    _mount_routes(app, routes, sessions, policies)
+    _mount_routes(app, routes, sessions, policies, edge)
     _install_health(app)
     return app
 
@@ -260,11 +265,14 @@ def _mount_routes(
     routes: tuple[Route, ...],
     sessions: SessionRegistry,
     policies: PolicyStore,
+    edge: Edge,
 ) -> None:
-    """Each route at its path, behind the pipeline steps built for it."""
+    """Each route at its path, behind the pipeline steps built for it; an HTTP route is also
+    a lane of the lean data plane (`gateway.web.plane`) unless `server.data_plane` is aiohttp."""
     config = app[CONFIG_KEY]
     metrics = app[METRICS_KEY]
     limits = BodyLimits(config.server.max_request_bytes, config.server.body_timeout)
+    lanes: dict[bytes, Lane] = {}
     for route in routes:
         steps = build_steps(
             limits,
@@ -275,6 +283,11 @@ def _mount_routes(
             _decision_counter(metrics, route.name),
         )
         app.router.add_route("*", route.path, McpEndpoint(route, steps).handle)
+        if isinstance(route, HttpRoute) and config.server.data_plane == "lean":
+            proxies = config.server.trusted_proxies
+            lane = McpLane(route, steps, edge, metrics, proxies)
+            lanes[route.path.encode("ascii")] = lane
+    app[LANES_KEY] = lanes
 
 
 def _install_health(app: web.Application) -> None:

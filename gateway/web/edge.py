@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler, Middleware
+from aiohttp.typedefs import Handler
 from multidict import CIMultiDict, MultiMapping
 
 from gateway.config.model import GatewayConfig
@@ -111,7 +111,7 @@ def response_headers(headers: CIMultiDict[str], context: RequestContext) -> None
 
 
 class Edge:
-    """The edge checks of one config; `edge_middleware(config)` is what the app uses."""
+    """The edge checks of one config: the app's middleware, and `refusal` for the lean plane."""
 
     def __init__(self, config: GatewayConfig) -> None:
         self._config = config
@@ -198,8 +198,3 @@ class Edge:
                 return self._config.allowed_hosts()
             hosts = self._hosts = self._config.allowed_hosts(int(sockname[1]))
         return hosts
-
-
-def edge_middleware(config: GatewayConfig) -> Middleware:
-    """The edge middleware for `config`; it goes outside the error mapping (see module doc)."""
-    return Edge(config).edge_middleware

@@ -11,6 +11,7 @@ from gateway.observability.metrics import GatewayMetrics
 from gateway.policy.compiled import PolicyStore
 from gateway.store.kv import KeyValueStore
 from gateway.web.exchange import RequestContext
+from gateway.web.plane.connection import Lane
 from gateway.web.reload import PolicyReloader
 from gateway.web.route import Route
 
@@ -22,5 +23,7 @@ CONTEXT_KEY = web.RequestKey("context", RequestContext)
 HTTP_KEY = web.AppKey("outbound_http", HttpSessionHolder)
 POLICIES_KEY = web.AppKey("policies", PolicyStore)
 RELOADER_KEY = web.AppKey("policy_reloader", PolicyReloader)
+LANES_KEY = web.AppKey("lanes", dict[bytes, Lane])
+"""The routes the lean data plane serves, by exact raw path (none: aiohttp serves all)."""
 STORE_KEY = web.AppKey("shared_store", KeyValueStore)
 """The shared state store, when one is configured (Redis): readiness pings it."""

@@ -9,8 +9,9 @@ from aiohttp import web
 from gateway.config.model import GatewayConfig
 from gateway.observability.line_writer import LineWriter
 from gateway.web.app import create_app, create_metrics_app
-from gateway.web.keys import METRICS_KEY
+from gateway.web.keys import LANES_KEY, METRICS_KEY
 from gateway.web.listener import DeadlineSite
+from gateway.web.plane.connection import Plane
 
 
 @dataclass(slots=True)
@@ -51,6 +52,9 @@ async def start_gateway(
     server = config.server
     resource_server = config.token_validation()
     max_token = resource_server.max_token_bytes if resource_server else 0
+    # Room for the largest accepted token, so an oversized one gets the gateway's own
+    # 401 invalid_token rather than the HTTP parser's 400.
+    max_field = max(8190, 2 * max_token + 1024)
     main = web.AppRunner(
         app,
         access_log=None,
@@ -58,15 +62,22 @@ async def start_gateway(
         shutdown_timeout=server.shutdown_timeout,
         keepalive_timeout=server.keepalive_timeout,
         auto_decompress=False,
-        # Room for the largest accepted token, so an oversized one gets the gateway's own
-        # 401 invalid_token rather than the HTTP parser's 400.
-        max_field_size=max(8190, 2 * max_token + 1024),
+        max_field_size=max_field,
     )
     running = RunningGateway(app, [], 0, None)
     try:
         await main.setup()
         running.runners.append(main)
-        site = DeadlineSite(main, server.host, server.port, header_timeout=server.header_timeout)
+        lanes = app[LANES_KEY]
+        site = DeadlineSite(
+            main,
+            server.host,
+            server.port,
+            header_timeout=server.header_timeout,
+            keepalive_timeout=server.keepalive_timeout,
+            shutdown_timeout=server.shutdown_timeout,
+            plane=Plane(lanes, max_field) if lanes else None,
+        )
         await site.start()
         running.port = _bound_port(main)
         if server.metrics_port is not None:

@@ -1,0 +1,311 @@
+"""One client connection on the main listener: the lean plane's until a request is not for it.
+
+Each request's head is split off the bytes received (up to the first CRLF CRLF) and given to
+`parse_head`. A head the lean plane serves is answered by its lane (`gateway.web.plane.lane`),
+its `Content-Length` body fed to it as it arrives; the next request is not looked at before the
+answer is written (pipelined bytes wait, and reading pauses if they pile up). Any other request,
+and everything after it on that connection, goes to aiohttp: its `RequestHandler` is attached
+to the transport and given the bytes from the start of that request, exactly as received.
+
+Timeouts, as aiohttp's listener had them: an idle connection closes after `keepalive_timeout`;
+a request's head must arrive within `header_timeout` of its first byte, however it trickles
+(slow loris). On a connection handed to aiohttp, its handler calls `request_started` and
+`request_ended` (the edge middleware) and aiohttp keeps its own keep-alive timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
+
+from gateway.observability.logging import get_logger
+from gateway.web.plane.body import BodyReader
+from gateway.web.plane.head import LEAN_METHODS, Head, parse_head
+
+log = get_logger("gateway.listener")
+
+_LEAN_METHODS = tuple(method.encode("ascii") for method in LEAN_METHODS)
+PENDING_LIMIT = 1 << 20
+"""Bytes of pipelined requests held while one is answered before reading pauses."""
+
+
+class Lane(Protocol):
+    """A route the lean plane serves (`gateway.web.plane.lane.McpLane`)."""
+
+    def serve(
+        self, conn: ClientConnection, head: Head[Lane], body: BodyReader
+    ) -> Awaitable[bool]: ...
+
+
+class Plane:
+    """What the lean plane serves: its lanes by exact raw path, and the header size limit."""
+
+    __slots__ = ("head_limit", "lanes", "max_field")
+
+    def __init__(self, lanes: Mapping[bytes, Lane], max_field: int) -> None:
+        self.lanes = lanes
+        self.max_field = max_field
+        self.head_limit = 16 * max_field
+        """Bytes without a complete head after which the request is left to aiohttp."""
+
+    def may_start(self, data: bytes) -> bool:
+        """Whether `data` (no complete head yet) can still begin a request served here: its
+        request line so far is one of a lean method and a lane's path."""
+        line, crlf, _ = data.partition(b"\r\n")
+        method, space, rest = line.partition(b" ")
+        if not space:
+            return any(lean.startswith(method) for lean in _LEAN_METHODS)
+        if method not in _LEAN_METHODS:
+            return False
+        target, space, version = rest.partition(b" ")
+        if not space:
+            path = target.partition(b"?")[0]
+            return any(lane.startswith(path) for lane in self.lanes) if not crlf else False
+        return target.partition(b"?")[0] in self.lanes and (
+            version == b"HTTP/1.1" if crlf else b"HTTP/1.1".startswith(version)
+        )
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection (see the module doc)."""
+
+    def __init__(
+        self,
+        plane: Plane | None,
+        make_handler: Callable[[], asyncio.Protocol],
+        timeouts: tuple[float, float],
+        loop: asyncio.AbstractEventLoop,
+        connections: set[ClientConnection],
+    ) -> None:
+        self._plane = plane
+        self._make_handler = make_handler
+        self._header_timeout, self._keepalive_timeout = timeouts
+        self._loop = loop
+        self._connections = connections
+        self._inner: asyncio.Protocol | None = None
+        """aiohttp's handler, once the connection is handed to it."""
+        self._forward: Callable[[bytes], None] = self._receive
+        self._transport: asyncio.Transport | None = None
+        self._buffer = b""
+        self._body: BodyReader | None = None
+        self.task: asyncio.Task[None] | None = None
+        """The request being answered."""
+        self._watching = True
+        """Idle: the next byte starts a request and its header deadline."""
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._paused_reading = False
+        self._paused_writing = False
+        self._drain: asyncio.Future[None] | None = None
+        self.closing = False
+        """Close once the request being answered is (the listener is stopping)."""
+        self.peer: str | None = None
+        self._served = 0
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return self._transport
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # a TCP transport
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else None
+        self._connections.add(self)
+        if self._plane is None:
+            self._hand_off()
+        else:
+            self._set_deadline(self._keepalive_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        # The hot path: one attribute check, then aiohttp's handler or `_receive`.
+        if self._watching:
+            self._watching = False
+            self._set_deadline(self._header_timeout)
+        self._forward(data)
+
+    def eof_received(self) -> bool | None:
+        if self._inner is not None:
+            return self._inner.eof_received()
+        return None  # the transport closes; a request being answered is cancelled
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._connections.discard(self)
+        self._deadline = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
+            return
+        if self.task is not None:
+            self.task.cancel()
+        if self._body is not None:
+            self._body.lost()
+        self._wake_writer()
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+        self._paused_writing = True
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+        self._paused_writing = False
+        self._wake_writer()
+
+    # -- the header deadline, for aiohttp's requests (see `gateway.web.listener`) ---------------
+
+    def request_started(self) -> None:
+        """The request's head has all arrived and its handler runs: no deadline now."""
+        self._watching = False
+        self._deadline = None
+
+    def request_ended(self) -> None:
+        """The handler is done: the connection is idle until the next byte."""
+        self._watching = True
+
+    # -- writing, for the lean plane's responder ------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        assert self._transport is not None
+        if self._transport.is_closing():
+            raise ConnectionResetError("client connection closed")
+        self._transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the client's buffers are full (ConnectionResetError if it went away)."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("client connection closed")
+        if not self._paused_writing:
+            return
+        self._drain = self._loop.create_future()
+        try:
+            await self._drain
+        finally:
+            self._drain = None
+        if transport.is_closing():
+            raise ConnectionResetError("client connection closed")
+
+    def close(self) -> None:
+        """Close now if idle, else once the request being answered is."""
+        self.closing = True
+        if self.task is None and self._inner is None and self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- the lean plane -------------------------------------------------------------------------
+
+    def _receive(self, data: bytes) -> None:
+        body = self._body
+        if body is not None:
+            data = body.feed(data)
+            if body.is_eof():
+                self._body = None
+            if not data:
+                return
+        self._buffer += data
+        if self.task is not None:  # pipelined: looked at once the answer is written
+            if len(self._buffer) > PENDING_LIMIT and not self._paused_reading:
+                self._paused_reading = True
+                assert self._transport is not None
+                self._transport.pause_reading()
+            return
+        self._next_request()
+
+    def _next_request(self) -> None:
+        plane = self._plane
+        assert plane is not None
+        buffer = self._buffer
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buffer) > plane.head_limit or not plane.may_start(buffer):
+                self._hand_off()  # aiohttp answers what is not HTTP at once, as it always has
+            return
+        end += 4
+        head = parse_head(buffer[:end], plane.lanes, plane.max_field)
+        if head is None:
+            self._hand_off()
+            return
+        self.request_started()
+        self._served += 1
+        body = BodyReader(head.content_length)
+        self._buffer = body.feed(buffer[end:])
+        self._body = None if body.is_eof() else body
+        self.task = self._loop.create_task(self._serve(head, body))
+
+    async def _serve(self, head: Head[Lane], body: BodyReader) -> None:
+        keep = await head.lane.serve(self, head, body)
+        self.task = None
+        transport = self._transport
+        assert transport is not None
+        if not keep or self.closing or self._body is not None or transport.is_closing():
+            transport.close()  # what was written is sent first
+            return
+        self._watching = True
+        if self._paused_reading:
+            self._paused_reading = False
+            transport.resume_reading()
+        if self._buffer:
+            self.data_received(b"")  # the next request has begun: its deadline runs
+        else:
+            self._set_deadline(self._keepalive_timeout)
+
+    def _hand_off(self) -> None:
+        """From here on, aiohttp serves the connection, from the request that began."""
+        transport = self._transport
+        assert transport is not None
+        inner = self._inner = self._make_handler()
+        self._forward = inner.data_received
+        if self._deadline is not None and self._watching:
+            self._deadline = None  # a keep-alive deadline: aiohttp keeps its own
+        inner.connection_made(transport)
+        if self._served and hasattr(inner, "_request_count"):
+            # aiohttp logs a bad method on a connection's first request at debug (a port scan),
+            # on a later one as a client error: the requests served here count as earlier ones.
+            inner._request_count = self._served
+        if self._paused_writing:
+            inner.pause_writing()
+        if self._paused_reading:
+            self._paused_reading = False
+            transport.resume_reading()
+        buffered, self._buffer = self._buffer, b""
+        if buffered:
+            inner.data_received(buffered)
+
+    def _wake_writer(self) -> None:
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    # -- deadlines ------------------------------------------------------------------------------
+
+    def _set_deadline(self, seconds: float) -> None:
+        deadline = self._deadline = self._loop.time() + seconds
+        # One timer per connection at a time: one set for a later deadline is moved when it
+        # fires (as aiohttp does for keep-alive), not cancelled and re-created.
+        timer = self._timer
+        if timer is not None and timer.when() > deadline:
+            timer.cancel()
+            timer = None
+        if timer is None:
+            self._timer = self._loop.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None or self._transport is None:
+            return
+        if self._loop.time() < deadline:
+            self._timer = self._loop.call_at(deadline, self._expire)
+            return
+        self._deadline = None
+        log.debug("header_deadline_missed" if not self._watching else "idle_timeout",
+                  peer=self.peer)  # fmt: skip
+        self._transport.close()

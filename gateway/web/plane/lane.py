@@ -1,0 +1,125 @@
+"""An HTTP route served by the lean plane: the whole request in one straight function.
+
+The same steps and forwarder as the aiohttp path (`McpEndpoint`), with the same edge checks,
+errors, access line and metrics, called in order without a middleware chain: context and client
+address, Host and Origin, the route's pipeline steps (authentication first), then `forward`
+writing through a `LeanResponder`. Requests this plane does not take (other methods, preflights,
+odd framing) never get here: aiohttp answers them (`gateway.web.plane.head`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from multidict import CIMultiDict
+
+from gateway.errors import GatewayError
+from gateway.observability.logging import get_logger
+from gateway.observability.metrics import GatewayMetrics
+from gateway.web.client_address import IPNetwork
+from gateway.web.edge import Edge
+from gateway.web.error_response import error_answer
+from gateway.web.exchange import McpRequest, RequestContext
+from gateway.web.forward import forward
+from gateway.web.http_route import HttpRoute
+from gateway.web.middleware import CLIENT_CLOSED, client_of, new_request_id, record_request
+from gateway.web.pipeline import Step
+from gateway.web.plane.body import BodyReader
+from gateway.web.plane.connection import ClientConnection, Lane
+from gateway.web.plane.head import Head
+from gateway.web.plane.responder import LeanResponder
+
+error_log = get_logger("gateway.error")
+
+
+class McpLane:
+    """One HTTP route on the lean plane."""
+
+    __slots__ = ("_edge", "_metrics", "_proxies", "_route", "_steps")
+
+    def __init__(
+        self,
+        route: HttpRoute,
+        steps: tuple[Step, ...],
+        edge: Edge,
+        metrics: GatewayMetrics,
+        proxies: Sequence[IPNetwork],
+    ) -> None:
+        self._route = route
+        self._steps = steps
+        self._edge = edge
+        self._metrics = metrics
+        self._proxies = proxies
+
+    async def serve(self, conn: ClientConnection, head: Head[Lane], body: BodyReader) -> bool:
+        """Answer one request; whether the connection may carry another."""
+        request_id = new_request_id()
+        headers = CIMultiDict(
+            [(n.decode("ascii"), v.decode("utf-8", "surrogateescape")) for n, v in head.headers]
+        )
+        client = conn.peer
+        if self._proxies:
+            client = client_of(client, headers, self._proxies, request_id)
+        loop = asyncio.get_running_loop()
+        context = RequestContext(request_id=request_id, started=loop.time(), client=client)
+        request = McpRequest(
+            context,
+            head.method,
+            head.target,
+            headers,
+            tuple(head.headers),
+            head.content_length if "Content-Length" in headers else None,
+            body,
+            conn.transport,
+        )
+        responder = LeanResponder(conn, context, close=not head.keep_alive)
+        status = 500
+        try:
+            await self._answer(request, responder)
+            status = responder.status
+        except asyncio.CancelledError:
+            status = CLIENT_CLOSED
+            raise
+        except ConnectionResetError:
+            responder.close = True
+        finally:
+            record_request(self._metrics, context, head.method, head.path, status)
+        return not responder.close
+
+    async def _answer(self, request: McpRequest, responder: LeanResponder) -> None:
+        """The edge checks, the steps and the forwarder; an error becomes its answer."""
+        context = request.context
+        context.no_store = True
+        try:
+            refusal = self._edge.refusal(
+                request.headers, self._edge.allowed_hosts(request.transport)
+            )
+            if refusal is not None:
+                raise refusal
+            origin = request.headers.get("Origin")
+            context.cors_origin = origin
+            context.vary_origin = origin is not None
+            context.upstream = self._route.name
+            for step in self._steps:
+                await step(request)
+            await forward(request, self._route, responder)
+        except GatewayError as error:
+            _answer_error(responder, error, context)
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception:
+            error_log.exception("request_failed", request_id=context.request_id)
+            _answer_error(responder, GatewayError("unhandled exception"), context)
+
+
+def _answer_error(responder: LeanResponder, error: GatewayError, context: RequestContext) -> None:
+    """The error's answer (`error_answer`, as aiohttp's error middleware renders it); after a
+    stream has started there is none to give but a closed connection."""
+    if responder.started:
+        responder.close = True
+        return
+    answer = error_answer(error, context.rpc_id)
+    if answer.close:
+        responder.close = True
+    responder.answer(answer.status, CIMultiDict(answer.headers), answer.body)
