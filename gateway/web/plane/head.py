@@ -3,11 +3,12 @@
 A head is served here only when it is plain: a `GET`, `POST` or `DELETE` of exactly a route's
 path (and any query) in origin-form, HTTP/1.1, header lines that are RFC 9110/9112 valid by the
 gateway's own grammar (checked on the raw bytes, independently of llhttp, which must also
-accept them), within aiohttp's size and count limits, with no repeated singleton header, and no
-`Transfer-Encoding`, `Expect`, `Upgrade` or `Content-Encoding`. Anything else (None) is given,
-byte for byte, to aiohttp, which answers it as it always has: its errors for malformed requests,
-chunked bodies, 100-continue, other methods and paths. So the two planes cannot disagree on how
-a request is framed: the lean one serves a subset that both parse the same way.
+accept them), within aiohttp's size and count limits, with a `Host` and no repeated singleton
+header, and no `Transfer-Encoding`, `Expect`, `Upgrade`, `Content-Encoding` or
+`Sec-WebSocket-Key1`. Anything else (None) is given, byte for byte, to aiohttp, which answers
+it as it always has: its errors for malformed requests, chunked bodies, 100-continue, other
+methods and paths. So the two planes cannot disagree on how a request is framed: the lean one
+serves a subset that both parse the same way.
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ _ORIGIN_FORM = re.compile(
     rb"/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*"
     rb"(?:\?(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*)?"
 )
-_HANDED_TO_AIOHTTP = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"content-encoding"})
+_HANDED_TO_AIOHTTP = frozenset(
+    {b"transfer-encoding", b"expect", b"upgrade", b"content-encoding", b"sec-websocket-key1"}
+)
+"""`Sec-WebSocket-Key1` (the old WebSocket draft) is refused by aiohttp's parser (400)."""
 _SINGLETONS = frozenset(
     {
         b"content-length",
@@ -71,20 +75,27 @@ class Head(NamedTuple, Generic[Lane]):
 class _Collector:
     """The httptools callbacks of one head."""
 
-    __slots__ = ("complete", "headers", "keep_alive", "parser", "url")
+    __slots__ = ("complete", "headers", "keep_alive", "parser", "url", "widest")
 
     def __init__(self) -> None:
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.complete = False
         self.keep_alive = False
+        self.widest = 0
+        """The most bytes aiohttp's parser may count against its field limit for one line: the
+        name, the value with its trailing whitespace, and the name of the line before."""
         self.parser = httptools.HttpRequestParser(self)
 
     def on_url(self, url: bytes) -> None:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value.rstrip(b" \t")))
+        headers = self.headers
+        width = len(name) + len(value) + (len(headers[-1][0]) if headers else 0)
+        if width > self.widest:
+            self.widest = width
+        headers.append((name, value.rstrip(b" \t")))
 
     def on_headers_complete(self) -> None:
         self.complete = True
@@ -120,6 +131,7 @@ def parse_head(head: bytes, lanes: Mapping[bytes, Lane], max_field: int) -> Head
         or head.count(b"\n") != lines
         or head.count(b"\r") != lines
         or len(url) > MAX_LINE
+        or collector.widest > max_field
         or _ORIGIN_FORM.fullmatch(url) is None
     ):
         return None
@@ -163,4 +175,6 @@ def _content_length(headers: list[tuple[bytes, bytes]], max_field: int) -> int |
                 if not value.isdigit() or len(value) > 18:
                     return None
                 length = int(value)
+    if b"host" not in seen:
+        return None  # HTTP/1.1 requires it: aiohttp's parser answers 400
     return length
