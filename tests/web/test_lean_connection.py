@@ -1,0 +1,404 @@
+"""The lean data plane's connection handling, over raw client sockets to a real gateway.
+
+What a `ClientConnection` itself decides: keep-alive across requests, the hand-off of a
+connection to aiohttp at the first request the lean plane does not serve, pipelined requests
+answered in order, bodies fed as they arrive, the connection closed when a body is left unread,
+idle and header deadlines, a graceful stop, and a client going away. Every wait is bounded;
+timing is only ever waited on, never asserted.
+
+Already covered elsewhere, on `/mcp` routes that now run on the lean plane: the header deadline
+for a trickled or stalled head, with other clients served (tests/web/test_http_edge.py), three
+pipelined POSTs (same file), a body slower than `body_timeout` getting 408 and a closed
+connection (tests/web/test_forward.py), a client leaving mid-stream cancelling the upstream
+request (same file), and the lean-vs-aiohttp differential (tests/security).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from gateway.web.plane.connection import PENDING_LIMIT
+from gateway.web.plane.head import parse_head
+from tests.conftest import Gateway, StartGateway
+from tests.support.http_upstream import RecordingUpstream, recording_upstream
+from tests.support.local_issuer import LocalIssuer
+
+BOUND = 10  # seconds: an outcome that takes longer is a failure, not a hang
+SHORT = 0.5  # the timeouts under test
+MAX_FIELD = 8190
+
+
+@dataclass
+class Upstream:
+    recorded: RecordingUpstream
+    release: asyncio.Event
+    """Lets requests for the tool "wait" be answered."""
+    waiting: asyncio.Event
+    """Set once a "wait" request has reached the upstream."""
+    bodies: list[bytes] = field(default_factory=list)
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    """Echoes the JSON-RPC id; holds requests for the tool "wait" until `release`."""
+    release, waiting = asyncio.Event(), asyncio.Event()
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if body.get("params", {}).get("name") == "wait":
+            waiting.set()
+            await release.wait()
+        return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": {}})
+
+    async with recording_upstream(answer) as recorded:
+        yield Upstream(recorded, release, waiting)
+        release.set()
+
+
+def route(upstream: Upstream, **extra: Any) -> dict[str, Any]:
+    return {"name": "up", "route": "/up/mcp", "url": upstream.recorded.url, **extra}
+
+
+@contextlib.asynccontextmanager
+async def connection(
+    gw: Gateway,
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.running.port)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+def rpc(rpc_id: int, tool: str = "echo") -> bytes:
+    message = {"jsonrpc": "2.0", "id": rpc_id, "method": "tools/call", "params": {"name": tool}}
+    return json.dumps(message).encode()
+
+
+def post(gw: Gateway, body: bytes, path: str = "/up/mcp", *extra: str, length: int = -1) -> bytes:
+    """A POST whose head is one the lean plane serves (`length`: the Content-Length to declare,
+    by default the body's)."""
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{gw.running.port}",
+        "Content-Type: application/json",
+        "Accept: application/json, text/event-stream",
+        f"Content-Length: {len(body) if length < 0 else length}",
+        *extra,
+    ]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    assert parse_head(head, {path.encode(): path}, MAX_FIELD) is not None  # lean, not aiohttp
+    return head + body
+
+
+def healthz(gw: Gateway) -> bytes:
+    return f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{gw.running.port}\r\n\r\n".encode()
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def rpc_id(self) -> object:
+        return json.loads(self.body)["id"]
+
+
+async def read_answer(reader: asyncio.StreamReader) -> Answer:
+    """One response (Content-Length or chunked framing), within BOUND."""
+    async with asyncio.timeout(BOUND):
+        head = await reader.readuntil(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")[:-2]
+        headers = {n.lower(): v.strip() for n, _, v in (line.partition(":") for line in lines)}
+        if "content-length" in headers:
+            body = await reader.readexactly(int(headers["content-length"]))
+        else:
+            assert headers.get("transfer-encoding") == "chunked", headers
+            body = b""
+            while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
+                body += (await reader.readexactly(size + 2))[:-2]
+            await reader.readuntil(b"\r\n")
+        return Answer(int(status_line.split(" ")[1]), headers, body)
+
+
+async def closed(reader: asyncio.StreamReader) -> bytes:
+    """What is read until the gateway closes the connection (b"" when it answered nothing)."""
+    async with asyncio.timeout(BOUND):
+        return await reader.read()
+
+
+# -- keep-alive and the hand-off to aiohttp ------------------------------------------------------
+
+
+async def test_a_connection_serves_lean_requests_then_aiohttp_after_a_hand_off(
+    start_gateway_for: StartGateway, upstream: Upstream
+) -> None:
+    gw = await start_gateway_for(route(upstream))
+    async with connection(gw) as (reader, writer):
+        for rpc_id in (1, 2):
+            writer.write(post(gw, rpc(rpc_id)))
+            answer = await read_answer(reader)
+            assert (answer.status, answer.rpc_id()) == (200, rpc_id)
+        assert [json.loads(r.body)["id"] for r in upstream.recorded.requests] == [1, 2]
+
+        writer.write(healthz(gw))  # not an MCP route: aiohttp serves the connection from here
+        answer = await read_answer(reader)
+        assert answer.status == 200
+        assert json.loads(answer.body)["status"] == "ok"
+
+        writer.write(post(gw, rpc(3)))
+        answer = await read_answer(reader)
+        assert (answer.status, answer.rpc_id()) == (200, 3)
+        assert answer.headers["content-type"].startswith("application/json")
+    assert [json.loads(r.body)["id"] for r in upstream.recorded.requests] == [1, 2, 3]
+    assert len(upstream.recorded.connection_ports) == 1  # one pooled upstream connection
+
+
+# -- pipelining -----------------------------------------------------------------------------------
+
+
+async def test_a_pipelined_request_waits_for_the_answer_before_it(
+    start_gateway_for: StartGateway, upstream: Upstream
+) -> None:
+    """Two POSTs in one write, the first held by the upstream: the second is not forwarded
+    until the first is answered, and the answers come in order, each with its own id."""
+    gw = await start_gateway_for(route(upstream))
+    async with connection(gw) as (reader, writer):
+        writer.write(post(gw, rpc(1, "wait")) + post(gw, rpc(2)))
+        await writer.drain()
+        await asyncio.wait_for(upstream.waiting.wait(), BOUND)
+        assert len(upstream.recorded.requests) == 1
+        upstream.release.set()
+        first, second = await read_answer(reader), await read_answer(reader)
+    assert [(first.status, first.rpc_id()), (second.status, second.rpc_id())] == [
+        (200, 1),
+        (200, 2),
+    ]
+    assert first.headers["x-request-id"] != second.headers["x-request-id"]
+    assert [json.loads(r.body)["id"] for r in upstream.recorded.requests] == [1, 2]
+
+
+async def test_a_pipelined_request_for_aiohttp_is_handed_off_at_its_first_byte(
+    start_gateway_for: StartGateway, upstream: Upstream
+) -> None:
+    """An MCP POST, then a probe and another POST in the same write: the lean plane answers the
+    first, aiohttp the other two, in order, and nothing more."""
+    gw = await start_gateway_for(route(upstream))
+    body = rpc(1, "wait")
+    async with connection(gw) as (reader, writer):
+        writer.write(post(gw, body) + healthz(gw) + post(gw, rpc(2)))
+        await writer.drain()
+        await asyncio.wait_for(upstream.waiting.wait(), BOUND)
+        upstream.release.set()
+        answers = [await read_answer(reader) for _ in range(3)]
+        writer.write_eof()
+        assert await closed(reader) == b""  # and nothing more was answered
+    assert [answer.status for answer in answers] == [200, 200, 200]
+    assert answers[0].rpc_id() == 1
+    assert json.loads(answers[1].body)["status"] == "ok"
+    assert answers[2].rpc_id() == 2
+    assert [r.body for r in upstream.recorded.requests] == [body, rpc(2)]
+
+
+async def test_pipelined_bytes_beyond_the_limit_pause_reading_until_their_turn(
+    start_gateway_for: StartGateway, upstream: Upstream
+) -> None:
+    """More than `PENDING_LIMIT` bytes of requests behind a held one: the connection stops
+    reading, then resumes once the held answer is written, and every request is answered."""
+    gw = await start_gateway_for(route(upstream))
+    size = PENDING_LIMIT // 3 + 1000
+    bodies = [padded(n, size) for n in (2, 3, 4, 5)]
+    async with connection(gw) as (reader, writer):
+        writer.write(post(gw, rpc(1, "wait")) + b"".join(post(gw, body) for body in bodies))
+        await asyncio.wait_for(upstream.waiting.wait(), BOUND)
+        upstream.release.set()
+        answers = [await read_answer(reader) for _ in range(5)]
+        await asyncio.wait_for(writer.drain(), BOUND)
+    assert [(a.status, a.rpc_id()) for a in answers] == [(200, n) for n in range(1, 6)]
+    assert [r.body for r in upstream.recorded.requests] == [rpc(1, "wait"), *bodies]
+
+
+# -- bodies ---------------------------------------------------------------------------------------
+
+
+def padded(rpc_id: int, size: int) -> bytes:
+    return rpc(rpc_id)[:-1] + b', "pad": "' + b"x" * size + b'"}'
+
+
+async def test_a_request_arriving_in_pieces_is_forwarded_whole(
+    start_gateway_for: StartGateway, upstream: Upstream
+) -> None:
+    """The head a byte a write, the body in several: the client waits for nothing."""
+    gw = await start_gateway_for(route(upstream))
+    body = padded(5, 3000)
+    raw = post(gw, body)
+    head_end = raw.index(b"\r\n\r\n") + 4
+    async with connection(gw) as (reader, writer):
+        for at in range(head_end):
+            writer.write(raw[at : at + 1])
+            await writer.drain()
+        for start in range(head_end, len(raw), 700):
+            writer.write(raw[start : start + 700])
+            await writer.drain()
+        answer = await read_answer(reader)
+        assert (answer.status, answer.rpc_id()) == (200, 5)
+        writer.write(post(gw, rpc(6)))  # the connection is still in step
+        answer = await read_answer(reader)
+        assert (answer.status, answer.rpc_id()) == (200, 6)
+    assert [r.body for r in upstream.recorded.requests] == [body, rpc(6)]
+
+
+@pytest.fixture
+async def authenticated(
+    start_gateway_for: StartGateway, issuer: LocalIssuer, upstream: Upstream
+) -> Gateway:
+    return await start_gateway_for(
+        route(upstream, scopes=["mcp:tools"]),
+        {
+            "name": "open",
+            "route": "/open/mcp",
+            "url": upstream.recorded.url,
+            "allow_anonymous": True,
+        },
+        auth={"resource_server": {"authorization_servers": [issuer.auth_server()]}},
+    )
+
+
+async def test_a_refused_request_with_its_body_still_coming_closes_the_connection(
+    authenticated: Gateway, upstream: Upstream
+) -> None:
+    """401 before the body has all arrived: the rest of the body cannot be told from a next
+    request, so the connection ends after the answer."""
+    gw = authenticated
+    async with connection(gw) as (reader, writer):
+        writer.write(post(gw, rpc(1)[:10], length=len(rpc(1)) + 1000))
+        await writer.drain()
+        answer = await read_answer(reader)
+        assert answer.status == 401
+        assert "www-authenticate" in answer.headers
+        assert await closed(reader) == b""
+    assert upstream.recorded.requests == []
+
+
+async def test_a_refused_request_with_its_whole_body_keeps_the_connection_in_step(
+    authenticated: Gateway, upstream: Upstream
+) -> None:
+    """401 with the body all sent: the body is skipped (it is not read as a request, though it
+    looks like one) and the next request on the connection is answered."""
+    gw = authenticated
+    smuggled = post(gw, rpc(66), "/open/mcp")
+    async with connection(gw) as (reader, writer):
+        writer.write(post(gw, smuggled) + post(gw, rpc(2), "/open/mcp"))
+        await writer.drain()
+        refused, served = await read_answer(reader), await read_answer(reader)
+        writer.write_eof()
+        assert await closed(reader) == b""
+    assert refused.status == 401
+    assert (served.status, served.rpc_id()) == (200, 2)
+    assert [r.body for r in upstream.recorded.requests] == [rpc(2)]
+
+
+# -- deadlines ------------------------------------------------------------------------------------
+
+
+async def test_idle_connections_close_after_the_keepalive_timeout(
+    start_gateway_for: StartGateway, upstream: Upstream
+) -> None:
+    """Whether no request ever came or one was answered, an idle connection is closed without
+    a word; a connection in use meanwhile is not."""
+    gw = await start_gateway_for(route(upstream), server={"keepalive_timeout": SHORT})
+    async with connection(gw) as (silent, _), connection(gw) as (reader, writer):
+        writer.write(post(gw, rpc(1)))
+        assert (await read_answer(reader)).status == 200
+        async with connection(gw) as (busy, busy_writer):
+            busy_writer.write(post(gw, rpc(2, "wait")))
+            await busy_writer.drain()
+            assert await closed(silent) == b""
+            assert await closed(reader) == b""
+            upstream.release.set()  # the busy one has outlived the idle deadline
+            answer = await read_answer(busy)
+            assert (answer.status, answer.rpc_id()) == (200, 2)
+
+
+# -- stopping -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("plane", ["lean", "aiohttp"])
+async def test_stop_lets_a_request_in_flight_finish_and_closes_idle_connections(
+    start_gateway_for: StartGateway, upstream: Upstream, plane: str
+) -> None:
+    """While `stop()` runs: no new connection, idle ones closed, the request in flight answered
+    whole (as aiohttp does, without `Connection: close`), then its connection closed."""
+    server = {"shutdown_timeout": BOUND, "data_plane": plane}
+    gw = await start_gateway_for(route(upstream), server=server)
+    async with connection(gw) as (reader, writer), connection(gw) as (idle, idle_writer):
+        idle_writer.write(post(gw, rpc(1)))
+        assert (await read_answer(idle)).status == 200
+        writer.write(post(gw, rpc(2, "wait")))
+        await writer.drain()
+        await asyncio.wait_for(upstream.waiting.wait(), BOUND)
+
+        stopping = asyncio.create_task(gw.running.stop())
+        assert await closed(idle) == b""  # stop has begun
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", gw.running.port)
+        assert not stopping.done()
+        upstream.release.set()
+        answer = await read_answer(reader)
+        assert (answer.status, answer.rpc_id()) == (200, 2)
+        assert await closed(reader) == b""
+        await asyncio.wait_for(stopping, BOUND)
+
+
+# -- a client going away --------------------------------------------------------------------------
+
+
+async def test_a_client_leaving_before_the_answer_cancels_the_upstream_request(
+    start_gateway_for: StartGateway, upstream: Upstream
+) -> None:
+    gw = await start_gateway_for(route(upstream))
+    async with connection(gw) as (_, writer):
+        writer.write(post(gw, rpc(4, "wait")))
+        await writer.drain()
+        await asyncio.wait_for(upstream.waiting.wait(), BOUND)
+    await asyncio.wait_for(upstream.recorded.cancelled.wait(), BOUND)
+    assert not upstream.release.is_set()
+
+
+# -- the aiohttp data plane -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(lambda gw: post(gw, rpc(9)), id="mcp-post"),
+        pytest.param(
+            lambda gw: post(gw, rpc(9)).replace(b"Host: 127.0.0.1:%d\r\n" % gw.running.port, b""),
+            id="no-host",
+        ),
+    ],
+)
+async def test_both_data_planes_answer_alike(
+    start_gateway_for: StartGateway, upstream: Upstream, raw: Any
+) -> None:
+    """A light check (tests/security has the differential): status, body and content type."""
+    answers = []
+    for plane in ("lean", "aiohttp"):
+        gw = await start_gateway_for(route(upstream), server={"data_plane": plane})
+        async with connection(gw) as (reader, writer):
+            writer.write(raw(gw))
+            answers.append(await read_answer(reader))
+    lean, aiohttp = answers
+    assert (lean.status, lean.body) == (aiohttp.status, aiohttp.body)
+    assert lean.headers.get("content-type") == aiohttp.headers.get("content-type")
