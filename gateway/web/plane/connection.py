@@ -51,7 +51,11 @@ class Plane:
 
     def may_start(self, data: bytes) -> bool:
         """Whether `data` (no complete head yet) can still begin a request served here: its
-        request line so far is one of a lean method and a lane's path."""
+        request line so far is one of a lean method and a lane's path, with no bare CR or LF
+        (aiohttp refuses those at once; waiting for a CRLF CRLF that may never come would not)."""
+        crlfs = data.count(b"\r\n")
+        if data.count(b"\n") != crlfs or data.count(b"\r") - data.endswith(b"\r") != crlfs:
+            return False
         line, crlf, _ = data.partition(b"\r\n")
         method, space, rest = line.partition(b" ")
         if not space:
