@@ -52,6 +52,12 @@ async def upstream() -> AsyncIterator[Upstream]:
     release, waiting = asyncio.Event(), asyncio.Event()
 
     async def answer(request: web.Request) -> web.StreamResponse:
+        if request.method == "GET":  # a stream, open until `release`
+            stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await stream.prepare(request)
+            await stream.write(b"data: open\n\n")
+            await release.wait()
+            return stream
         body = await request.json()
         if body.get("params", {}).get("name") == "wait":
             waiting.set()
@@ -307,6 +313,31 @@ async def test_a_refused_request_with_its_whole_body_keeps_the_connection_in_ste
     assert refused.status == 401
     assert (served.status, served.rpc_id()) == (200, 2)
     assert [r.body for r in upstream.recorded.requests] == [rpc(2)]
+
+
+async def test_a_body_nothing_reads_is_not_taken_into_memory(
+    start_gateway_for: StartGateway, upstream: Upstream
+) -> None:
+    """A GET stream whose client declares a huge body and keeps sending it: nothing reads a
+    GET's body, so the gateway must stop reading the socket (as aiohttp does after a few MiB)
+    rather than hold every byte while the stream lasts."""
+    gw = await start_gateway_for(route(upstream))
+    get = (
+        f"GET /up/mcp HTTP/1.1\r\nHost: 127.0.0.1:{gw.running.port}\r\n"
+        f"Accept: text/event-stream\r\nContent-Length: {10**15}\r\n\r\n"
+    ).encode()
+    mib = b"x" * (1 << 20)
+    taken = 0
+    async with connection(gw) as (reader, writer):
+        writer.write(get)
+        await asyncio.wait_for(reader.readuntil(b"data: open\n\n"), BOUND)
+        with contextlib.suppress(TimeoutError):
+            while taken < 64:
+                writer.write(mib)
+                await asyncio.wait_for(writer.drain(), 2)  # blocked: the gateway stopped reading
+                taken += 1
+        upstream.release.set()
+    assert taken < 64
 
 
 # -- deadlines ------------------------------------------------------------------------------------

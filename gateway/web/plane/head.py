@@ -5,10 +5,10 @@ path (and any query) in origin-form, HTTP/1.1, header lines that are RFC 9110/91
 gateway's own grammar (checked on the raw bytes, independently of llhttp, which must also
 accept them), within aiohttp's size and count limits, with a `Host` and no repeated singleton
 header, and no `Transfer-Encoding`, `Expect`, `Upgrade`, `Content-Encoding` or
-`Sec-WebSocket-Key1`. Anything else (None) is given, byte for byte, to aiohttp, which answers
-it as it always has: its errors for malformed requests, chunked bodies, 100-continue, other
-methods and paths. So the two planes cannot disagree on how a request is framed: the lean one
-serves a subset that both parse the same way.
+`Sec-WebSocket-Key1`, and a body only on a POST. Anything else (None) is given, byte for byte,
+to aiohttp, which answers it as it always has: its errors for malformed requests, chunked
+bodies, 100-continue, other methods and paths. So the two planes cannot disagree on how a
+request is framed: the lean one serves a subset that both parse the same way.
 """
 
 from __future__ import annotations
@@ -138,6 +138,8 @@ def parse_head(head: bytes, lanes: Mapping[bytes, Lane], max_field: int) -> Head
     length = _content_length(headers, max_field)
     if length is None or method.decode("ascii") not in LEAN_METHODS:
         return None
+    if length and method != b"POST":
+        return None  # a body nothing reads: aiohttp discards it with backpressure, not in memory
     return Head(
         lane,
         method.decode("ascii"),
