@@ -467,6 +467,22 @@ async def test_stop_lets_a_request_in_flight_finish_and_closes_idle_connections(
         await asyncio.wait_for(stopping, BOUND)
 
 
+@pytest.mark.parametrize("plane", ["lean", "aiohttp"])
+async def test_stop_cuts_a_request_still_running_at_the_shutdown_timeout(
+    start_gateway_for: StartGateway, upstream: Upstream, plane: str
+) -> None:
+    server = {"shutdown_timeout": SHORT, "data_plane": plane}
+    gw = await start_gateway_for(route(upstream), server=server)
+    async with connection(gw) as (reader, writer):
+        writer.write(post(gw, rpc(2, "wait")))
+        await writer.drain()
+        await asyncio.wait_for(upstream.waiting.wait(), BOUND)
+        await asyncio.wait_for(gw.running.stop(), BOUND)
+        with contextlib.suppress(ConnectionResetError):
+            assert await closed(reader) == b""  # no answer
+    await asyncio.wait_for(upstream.recorded.cancelled.wait(), BOUND)
+
+
 # -- a client going away --------------------------------------------------------------------------
 
 
