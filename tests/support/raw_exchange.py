@@ -112,7 +112,11 @@ def exchange(
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         reader = _Reader(sock, methods)
         for index, chunk in enumerate(writes):
-            sock.sendall(chunk)
+            try:
+                sock.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                reader.closed = reader.stopped = True
+                break
             if index < len(writes) - 1:
                 reader.read(index + 1)
                 if reader.stopped:
