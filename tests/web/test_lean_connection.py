@@ -173,6 +173,30 @@ async def test_a_connection_serves_lean_requests_then_aiohttp_after_a_hand_off(
     assert len(upstream.recorded.connection_ports) == 1  # one pooled upstream connection
 
 
+async def test_a_streamed_answer_ends_in_step_with_the_next_request(
+    start_gateway_for: StartGateway, upstream: Upstream
+) -> None:
+    """A GET stream relayed chunk by chunk until the upstream ends it; the connection then
+    carries the next request."""
+    gw = await start_gateway_for(route(upstream))
+    get = (
+        f"GET /up/mcp HTTP/1.1\r\nHost: 127.0.0.1:{gw.running.port}\r\n"
+        "Accept: text/event-stream\r\n\r\n"
+    ).encode()
+    async with connection(gw) as (reader, writer):
+        writer.write(get)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert b"\r\nTransfer-Encoding: chunked\r\n" in head
+        first = await asyncio.wait_for(reader.readuntil(b"data: open\n\n\r\n"), BOUND)
+        assert first == b"c\r\ndata: open\n\n\r\n"  # one chunk, while the stream is open
+        upstream.release.set()
+        assert await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), BOUND) == b"0\r\n\r\n"
+        writer.write(post(gw, rpc(2)))
+        answer = await read_answer(reader)
+        assert (answer.status, answer.rpc_id()) == (200, 2)
+
+
 # -- pipelining -----------------------------------------------------------------------------------
 
 
