@@ -4,6 +4,7 @@ pipeline sees them, whichever server parsed the request."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -72,7 +73,7 @@ class BodySource(Protocol):
     async def readany(self) -> bytes: ...
 
 
-RawHeaders = tuple[tuple[bytes, bytes], ...]
+RawHeaders = Sequence[tuple[bytes, bytes]]
 
 
 class McpRequest:

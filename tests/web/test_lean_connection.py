@@ -389,16 +389,10 @@ async def held_introspection(
         await runner.cleanup()
 
 
-BODY_BACKPRESSURE = (
-    "the lean plane reads a body into memory as fast as it comes while the steps before the "
-    "body step run (ClientConnection never pauses reading for BodyReader's unread chunks)"
-)
-
-
 @pytest.mark.parametrize(
     "plane",
     [
-        pytest.param("lean", marks=pytest.mark.xfail(strict=True, reason=BODY_BACKPRESSURE)),
+        "lean",
         "aiohttp",
     ],
 )

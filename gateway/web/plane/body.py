@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 
 class BodyReader:
     """The `Content-Length` bytes after a head, fed by the connection as they arrive."""
 
-    __slots__ = ("_chunks", "_lost", "_remaining", "_waiter")
+    __slots__ = ("_chunks", "_lost", "_remaining", "_waiter", "buffered", "on_read")
 
     def __init__(self, length: int) -> None:
         self._remaining = length
         self._chunks: list[bytes] = []
         self._waiter: asyncio.Future[None] | None = None
         self._lost = False
+        self.buffered = 0
+        """Bytes received and not read yet (the connection stops reading beyond a bound)."""
+        self.on_read: Callable[[], None] | None = None
+        """Called when what was buffered has been read."""
 
     def feed(self, data: bytes) -> bytes:
         """Take what belongs to the body; return the rest (the next request's bytes)."""
@@ -27,6 +32,7 @@ class BodyReader:
             rest = b""
         self._chunks.append(data)
         self._remaining -= len(data)
+        self.buffered += len(data)
         self._wake()
         return rest
 
@@ -43,6 +49,9 @@ class BodyReader:
         chunks = self._chunks
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
+        self.buffered = 0
+        if self.on_read is not None:
+            self.on_read()
         return data
 
     async def readany(self) -> bytes:

@@ -26,6 +26,8 @@ from gateway.web.plane.head import LEAN_METHODS, Head, parse_head
 log = get_logger("gateway.listener")
 
 _LEAN_METHODS = tuple(method.encode("ascii") for method in LEAN_METHODS)
+BODY_HIGH_WATER = 1 << 18
+"""Bytes of a body received and not yet read by the body step before reading pauses."""
 PENDING_LIMIT = 1 << 20
 """Bytes of pipelined requests held while one is answered before reading pauses."""
 
@@ -73,6 +75,30 @@ class Plane:
 
 class ClientConnection(asyncio.Protocol):
     """One client connection (see the module doc)."""
+
+    __slots__ = (
+        "_body",
+        "_buffer",
+        "_connections",
+        "_deadline",
+        "_drain",
+        "_forward",
+        "_header_timeout",
+        "_inner",
+        "_keepalive_timeout",
+        "_loop",
+        "_make_handler",
+        "_paused_reading",
+        "_paused_writing",
+        "_plane",
+        "_served",
+        "_timer",
+        "_transport",
+        "_watching",
+        "closing",
+        "peer",
+        "task",
+    )
 
     def __init__(
         self,
@@ -213,14 +239,14 @@ class ClientConnection(asyncio.Protocol):
             data = body.feed(data)
             if body.is_eof():
                 self._body = None
+            elif body.buffered > BODY_HIGH_WATER and not self._paused_reading:
+                self._pause_reading()  # until the body step reads what came (steps may wait)
             if not data:
                 return
         self._buffer += data
         if self.task is not None:  # pipelined: looked at once the answer is written
             if len(self._buffer) > PENDING_LIMIT and not self._paused_reading:
-                self._paused_reading = True
-                assert self._transport is not None
-                self._transport.pause_reading()
+                self._pause_reading()
             return
         self._next_request()
 
@@ -242,7 +268,9 @@ class ClientConnection(asyncio.Protocol):
         self._served += 1
         body = BodyReader(head.content_length)
         self._buffer = body.feed(buffer[end:])
-        self._body = None if body.is_eof() else body
+        if not body.is_eof():
+            self._body = body
+            body.on_read = self._body_read
         self.task = self._loop.create_task(self._serve(head, body))
 
     async def _serve(self, head: Head[Lane], body: BodyReader) -> None:
@@ -283,6 +311,17 @@ class ClientConnection(asyncio.Protocol):
         buffered, self._buffer = self._buffer, b""
         if buffered:
             inner.data_received(buffered)
+
+    def _pause_reading(self) -> None:
+        assert self._transport is not None
+        self._paused_reading = True
+        self._transport.pause_reading()
+
+    def _body_read(self) -> None:
+        """The body step took what was buffered: read on, if the body is still coming."""
+        if self._paused_reading and self._body is not None and self._transport is not None:
+            self._paused_reading = False
+            self._transport.resume_reading()
 
     def _wake_writer(self) -> None:
         if self._drain is not None and not self._drain.done():

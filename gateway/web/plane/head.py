@@ -30,7 +30,8 @@ LEAN_METHODS = frozenset({"GET", "POST", "DELETE"})
 # RFC 9110 section 5.6.2 token characters (names); section 5.5 field-value characters: visible
 # ASCII, obs-text, and space or tab (inside a value: llhttp and aiohttp strip them around it).
 _TOKEN_BYTES = bytes(b for b in range(256) if chr(b).isalnum() and b < 128) + b"!#$%&'*+-.^_`|~"
-_VALUE_BYTES = bytes(range(0x21, 0x7F)) + bytes(range(0x80, 0x100)) + b" \t"
+_HEAD_BYTES = bytes(range(0x21, 0x7F)) + bytes(range(0x80, 0x100)) + b" \t\r\n"
+"""Every byte a head may hold: field-value characters, and CR LF (counted per line apart)."""
 # RFC 9112 section 3.2.1 origin-form: an absolute path and an optional query of RFC 3986 pchar
 # (unreserved, sub-delims, ":" "@", complete percent-escapes), "/" and "?".
 _ORIGIN_FORM = re.compile(
@@ -92,9 +93,10 @@ class _Collector:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         headers = self.headers
-        width = len(name) + len(value) + (len(headers[-1][0]) if headers else 0)
-        if width > self.widest:
-            self.widest = width
+        if self.widest >= 0:  # measured only for a head longer than the limit (see parse_head)
+            width = len(name) + len(value) + (len(headers[-1][0]) if headers else 0)
+            if width > self.widest:
+                self.widest = width
         headers.append((name, value.rstrip(b" \t")))
 
     def on_headers_complete(self) -> None:
@@ -112,6 +114,8 @@ def parse_head(head: bytes, lanes: Mapping[bytes, Lane], max_field: int) -> Head
     characters.
     """
     collector = _Collector()
+    if len(head) <= max_field:
+        collector.widest = -1  # no line, even with the name before it, can be over the limit
     parser = collector.parser
     try:
         parser.feed_data(head)
@@ -135,7 +139,7 @@ def parse_head(head: bytes, lanes: Mapping[bytes, Lane], max_field: int) -> Head
         or _ORIGIN_FORM.fullmatch(url) is None
     ):
         return None
-    length = _content_length(headers, max_field)
+    length = _content_length(head, headers)
     if length is None or method.decode("ascii") not in LEAN_METHODS:
         return None
     if length and method != b"POST":
@@ -151,20 +155,19 @@ def parse_head(head: bytes, lanes: Mapping[bytes, Lane], max_field: int) -> Head
     )
 
 
-def _content_length(headers: list[tuple[bytes, bytes]], max_field: int) -> int | None:
-    """The body's length (0 without `Content-Length`), or None when a header makes the request
-    one for aiohttp (see the module doc)."""
-    if len(headers) > MAX_HEADERS:
+def _content_length(head: bytes, headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The body's length (0 without `Content-Length`), or None when a byte or a header makes
+    the request one for aiohttp (see the module doc)."""
+    if (
+        len(headers) > MAX_HEADERS
+        or head.translate(None, _HEAD_BYTES)
+        or b"".join([name for name, _ in headers]).translate(None, _TOKEN_BYTES)
+    ):
         return None
     length = 0
     seen: set[bytes] = set()
     for name, value in headers:
-        if (
-            len(name) + len(value) > max_field
-            or not name
-            or name.translate(None, _TOKEN_BYTES)
-            or value.translate(None, _VALUE_BYTES)
-        ):
+        if not name:
             return None
         lower = name.lower()
         if lower in _HANDED_TO_AIOHTTP:

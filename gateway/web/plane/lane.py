@@ -68,7 +68,7 @@ class McpLane:
             head.method,
             head.target,
             headers,
-            tuple(head.headers),
+            head.headers,
             head.content_length if "Content-Length" in headers else None,
             body,
             conn.transport,
