@@ -1,10 +1,11 @@
 """The lean data plane's connection handling, over raw client sockets to a real gateway.
 
-What a `ClientConnection` itself decides: keep-alive across requests, the hand-off of a
-connection to aiohttp at the first request the lean plane does not serve, pipelined requests
-answered in order, bodies fed as they arrive, the connection closed when a body is left unread,
-idle and header deadlines, a graceful stop, and a client going away. Every wait is bounded;
-timing is only ever waited on, never asserted.
+What a `ClientConnection` itself decides: keep-alive across requests (after whole and after
+streamed answers), the hand-off of a connection to aiohttp at the first request the lean plane
+does not serve, pipelined requests answered in order (reading paused when too many wait),
+bodies fed as they arrive, a body left unread skipped or the connection closed, no body taken
+into memory faster than something reads it, the idle deadline, a graceful stop, and a client
+going away. Every wait is bounded; timing is only ever waited on, never asserted.
 
 Already covered elsewhere, on `/mcp` routes that now run on the lean plane: the header deadline
 for a trickled or stalled head, with other clients served (tests/web/test_http_edge.py), three
@@ -19,7 +20,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -45,12 +46,12 @@ class Upstream:
     """Lets requests for the tool "wait" be answered."""
     waiting: asyncio.Event
     """Set once a "wait" request has reached the upstream."""
-    bodies: list[bytes] = field(default_factory=list)
 
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[Upstream]:
-    """Echoes the JSON-RPC id; holds requests for the tool "wait" until `release`."""
+    """Echoes the JSON-RPC id; holds requests for the tool "wait" until `release`, and
+    answers a GET with an event stream that stays open until then."""
     release, waiting = asyncio.Event(), asyncio.Event()
 
     async def answer(request: web.Request) -> web.StreamResponse:
@@ -389,13 +390,7 @@ async def held_introspection(
         await runner.cleanup()
 
 
-@pytest.mark.parametrize(
-    "plane",
-    [
-        "lean",
-        "aiohttp",
-    ],
-)
+@pytest.mark.parametrize("plane", ["lean", "aiohttp"])
 async def test_a_body_is_not_taken_into_memory_while_authentication_waits(
     start_gateway_for: StartGateway, issuer: LocalIssuer, upstream: Upstream, plane: str
 ) -> None:
