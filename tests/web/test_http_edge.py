@@ -193,3 +193,21 @@ async def test_pipelined_requests_are_all_answered(gw: Gateway, upstream: Upstre
         (200, 1),
         (200, 2),
     ]
+
+
+@pytest.mark.parametrize("plane", ["lean", "aiohttp"])
+async def test_a_connection_that_never_sends_a_byte_is_closed_after_the_keepalive_timeout(
+    start_gateway_for: StartGateway, upstream: Upstream, plane: str
+) -> None:
+    """A client that connects and says nothing holds a connection only `keepalive_timeout`
+    seconds, whichever plane serves the port (aiohttp alone would keep it open for ever)."""
+    gw = await start_gateway_for(
+        {"name": "up", "route": "/up/mcp", "url": upstream.recorded.url},
+        server={"keepalive_timeout": HEADER_TIMEOUT, "data_plane": plane},
+    )
+    async with raw_connection(gw) as (silent, _):
+        assert await asyncio.wait_for(silent.read(), BOUND) == b""
+    async with raw_connection(gw) as (reader, writer):
+        body = json.dumps(RPC).encode()
+        writer.write(request_head(gw, body) + body)  # a connection that speaks is served
+        assert (await read_response(reader))[0] == 200

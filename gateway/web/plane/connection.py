@@ -144,10 +144,9 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else None
         self._connections.add(self)
+        self._set_deadline(self._keepalive_timeout)  # closed if it never sends a byte
         if self._plane is None:
             self._hand_off()
-        else:
-            self._set_deadline(self._keepalive_timeout)
 
     def data_received(self, data: bytes) -> None:
         # The hot path: one attribute check, then aiohttp's handler or `_receive`.
@@ -296,8 +295,6 @@ class ClientConnection(asyncio.Protocol):
         assert transport is not None
         inner = self._inner = self._make_handler()
         self._forward = inner.data_received
-        if self._deadline is not None and self._watching:
-            self._deadline = None  # a keep-alive deadline: aiohttp keeps its own
         inner.connection_made(transport)
         if self._served and hasattr(inner, "_request_count"):
             # aiohttp logs a bad method on a connection's first request at debug (a port scan),
