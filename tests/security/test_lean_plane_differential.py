@@ -770,3 +770,25 @@ async def test_a_request_and_refused_bytes_in_one_read(planes: Planes) -> None:
     assert [a.status for a in whole.exchange.answers] == [400]
     assert (len(lean.upstream), len(whole.upstream)) == (1, 0)
     assert without_known_differences(lean) == without_known_differences(apart)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known difference: the lean plane closes, unannounced, a connection whose request "
+    "was answered before its body arrived; aiohttp reads the rest of the body and keeps it",
+)
+async def test_answer_before_the_body_arrived(planes: Planes) -> None:
+    """A 401 written before the body came (authentication runs first); the body, and a second
+    request, are sent once it is read. aiohttp discards the body (lingering) and answers the
+    second request; the lean plane has closed the connection after the 401, which did not
+    say `Connection: close`, so the second request is lost."""
+    body = json.dumps(rpc("tools/list")).encode()
+    request = plain_request(AUTH_ROUTE, rpc("tools/list"))
+    head = request.render()[: -len(body)]
+    example = Example([request, HEALTHZ], sentinel=False)
+    lean, aiohttp = [
+        await asyncio.to_thread(send, planes, gateway, example, [head, body + HEALTHZ.render()])
+        for gateway in (planes.lean, planes.aiohttp)
+    ]
+    assert [a.status for a in aiohttp.exchange.answers] == [401, 200]
+    assert without_known_differences(lean) == without_known_differences(aiohttp)
