@@ -32,6 +32,7 @@ AREAS: tuple[Area, ...] = (
     Area("socket write, upstream", ("gateway/proxy/connection.py",), ("UpstreamConnection.send",)),
     Area("upstream pool (gateway/proxy)", ("gateway/proxy/",)),
     Area("socket write, client", ("aiohttp/http_writer.py",)),
+    Area("socket write, client", ("gateway/web/plane/connection.py",), ("ClientConnection.write",)),
     Area("access log", (*ACCESS_LOG, "structlog/", "logging/")),
     Area("metrics", (*METRICS, "prometheus_client/")),
     Area("authentication", ("gateway/auth/", "joserfc/", "cryptography/")),
@@ -40,6 +41,7 @@ AREAS: tuple[Area, ...] = (
     Area("JSON parsing", ("json/", "gateway/jsonrpc.py")),
     Area("sessions", ("gateway/session/",)),
     Area("aiohttp server", ("aiohttp/", "multidict/", "yarl/", "propcache/")),
+    Area("lean data plane (gateway/web/plane)", ("gateway/web/plane/",)),
     Area("our glue (gateway/web, rest of gateway/)", ("gateway/",)),
     Area("event loop (uvloop's C code)", ("asyncio/", "uvloop/")),
 )

@@ -17,6 +17,10 @@ FORWARD = (
     MIDDLEWARE + ";McpEndpoint.handle (gateway/web/app.py:68);forward (gateway/web/forward.py:56)"
 )
 PIPELINE = MIDDLEWARE + ";run_pipeline (gateway/web/pipeline.py:120)"
+LEAN = (
+    LOOP + ";ClientConnection._serve (gateway/web/plane/connection.py:245)"
+    ";McpLane.serve (gateway/web/plane/lane.py:87)"
+)
 
 CASES = {
     "uvloop's own C code": (LOOP, "event loop (uvloop's C code)"),
@@ -66,6 +70,19 @@ CASES = {
     "MCP request checks": (
         PIPELINE + ";inspect_request (gateway/mcp_request.py:200)",
         "MCP inspection",
+    ),
+    "the lean plane's response write": (
+        LEAN + ";LeanResponder.answer (gateway/web/plane/responder.py:70)"
+        ";ClientConnection.write (gateway/web/plane/connection.py:177)",
+        "socket write, client",
+    ),
+    "the lean plane's own code": (
+        LEAN + ";McpLane._answer (gateway/web/plane/lane.py:105)",
+        "lean data plane (gateway/web/plane)",
+    ),
+    "a pipeline step called by the lean plane": (
+        LEAN + ";inspect_message (gateway/web/pipeline.py:298)",
+        "our glue (gateway/web, rest of gateway/)",
     ),
     "nothing known": ("0x7fc847febcc0 (?);realloc (libc.so.6)", areas.OTHER),
 }
