@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import getpass
 import json
 import signal
@@ -340,6 +341,11 @@ async def _serve(compiled: CompiledConfig, path: Path) -> None:
     app = create_app(compiled, config_path=path)
     loop.add_signal_handler(signal.SIGHUP, app[RELOADER_KEY].trigger)
     running = await start_gateway(config, app)
+    # Everything built so far (config, app, modules) lives as long as the process: out of the
+    # collector's sight, a full collection scans only what requests created since. It halved
+    # the benchmark's p99 at concurrency 64 (full collections had been the slowest requests).
+    gc.collect()
+    gc.freeze()
     try:
         base = config.public_base(running.port)
         log.info(
