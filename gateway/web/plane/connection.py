@@ -21,13 +21,15 @@ from typing import Protocol
 
 from gateway.observability.logging import get_logger
 from gateway.web.plane.body import BodyReader
-from gateway.web.plane.head import LEAN_METHODS, Head, parse_head
+from gateway.web.plane.head import LEAN_METHODS, MAX_LINE, Head, parse_head
 
 log = get_logger("gateway.listener")
 
 _LEAN_METHODS = tuple(method.encode("ascii") for method in LEAN_METHODS)
 BODY_HIGH_WATER = 1 << 18
 """Bytes of a body received and not yet read by the body step before reading pauses."""
+MAX_REQUEST_LINE = MAX_LINE + len("DELETE  HTTP/1.1\r")
+"""The longest request line the lean plane serves (aiohttp's limit on the target, plus the rest)."""
 PENDING_LIMIT = 1 << 20
 """Bytes of pipelined requests held while one is answered before reading pauses."""
 
@@ -59,6 +61,8 @@ class Plane:
         if data.count(b"\n") != crlfs or data.count(b"\r") - data.endswith(b"\r") != crlfs:
             return False
         line, crlf, _ = data.partition(b"\r\n")
+        if not crlf and line.endswith(b"\r"):
+            line = line[:-1]  # a CR whose LF is still on its way
         method, space, rest = line.partition(b" ")
         if not space:
             return any(lean.startswith(method) for lean in _LEAN_METHODS)
@@ -86,11 +90,13 @@ class ClientConnection(asyncio.Protocol):
         "_header_timeout",
         "_inner",
         "_keepalive_timeout",
+        "_line_ok",
         "_loop",
         "_make_handler",
         "_paused_reading",
         "_paused_writing",
         "_plane",
+        "_scanned",
         "_served",
         "_timer",
         "_transport",
@@ -117,7 +123,11 @@ class ClientConnection(asyncio.Protocol):
         """aiohttp's handler, once the connection is handed to it."""
         self._forward: Callable[[bytes], None] = self._receive
         self._transport: asyncio.Transport | None = None
-        self._buffer = b""
+        self._buffer = bytearray()
+        self._scanned = 0
+        """Bytes of the head being received already searched and checked (see `_incomplete`)."""
+        self._line_ok = False
+        """The head being received has a complete request line the lean plane may serve."""
         self._body: BodyReader | None = None
         self.task: asyncio.Task[None] | None = None
         """The request being answered."""
@@ -253,20 +263,21 @@ class ClientConnection(asyncio.Protocol):
         plane = self._plane
         assert plane is not None
         buffer = self._buffer
-        end = buffer.find(b"\r\n\r\n")
+        end = buffer.find(b"\r\n\r\n", max(0, self._scanned - 3))
         if end < 0:
-            if len(buffer) > plane.head_limit or not plane.may_start(buffer):
+            if not self._incomplete(plane, buffer):
                 self._hand_off()  # aiohttp answers what is not HTTP at once, as it always has
             return
         end += 4
-        head = parse_head(buffer[:end], plane.lanes, plane.max_field)
+        head = parse_head(bytes(buffer[:end]), plane.lanes, plane.max_field)
         if head is None:
             self._hand_off()
             return
         self.request_started()
         self._served += 1
+        self._scanned, self._line_ok = 0, False
         body = BodyReader(head.content_length)
-        self._buffer = body.feed(buffer[end:])
+        self._buffer = bytearray(body.feed(bytes(buffer[end:])))
         if not body.is_eof():
             self._body = body
             body.on_read = self._body_read
@@ -289,6 +300,30 @@ class ClientConnection(asyncio.Protocol):
         else:
             self._set_deadline(self._keepalive_timeout)
 
+    def _incomplete(self, plane: Plane, buffer: bytearray) -> bool:
+        """Whether a head still incomplete in `buffer` may yet be one the lean plane serves
+        (`Plane.may_start`). Only what arrived since the last call is checked, so a head
+        trickled in small pieces costs time linear in its size."""
+        size = len(buffer)
+        if size > plane.head_limit:
+            return False
+        scanned = self._scanned
+        if not self._line_ok:
+            line_end = buffer.find(b"\r\n")
+            if line_end < 0:
+                return size <= MAX_REQUEST_LINE and plane.may_start(bytes(buffer))
+            if not plane.may_start(bytes(buffer[: line_end + 2])):
+                return False
+            self._line_ok, scanned = True, line_end + 2
+        # No bare CR or LF in the new bytes (a CR left last time at the end may meet its LF).
+        start = scanned - 1 if scanned and buffer[scanned - 1] == 13 else scanned
+        new = bytes(buffer[start:])
+        crlfs = new.count(b"\r\n")
+        if new.count(b"\n") != crlfs or new.count(b"\r") - new.endswith(b"\r") != crlfs:
+            return False
+        self._scanned = size
+        return True
+
     def _hand_off(self) -> None:
         """From here on, aiohttp serves the connection, from the request that began."""
         transport = self._transport
@@ -305,7 +340,7 @@ class ClientConnection(asyncio.Protocol):
         if self._paused_reading:
             self._paused_reading = False
             transport.resume_reading()
-        buffered, self._buffer = self._buffer, b""
+        buffered, self._buffer = bytes(self._buffer), bytearray()
         if buffered:
             inner.data_received(buffered)
 
