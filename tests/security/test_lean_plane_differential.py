@@ -143,7 +143,7 @@ class Example:
         return [*methods, "GET"] if self.sentinel else methods
 
 
-def rpc(method: str, id_: int | None = 1, **params: object) -> dict[str, object]:
+def rpc(method: str, id_: int | str | None = 1, **params: object) -> dict[str, object]:
     message: dict[str, object] = {"jsonrpc": "2.0", "method": method}
     if id_ is not None:
         message["id"] = id_
@@ -488,7 +488,7 @@ def examples(tokens: Sequence[tuple[str, bytes]]) -> st.SearchStrategy[Example]:
     return st.builds(
         lambda first, second, sentinel: Example([first, *second], sentinel),
         mcp_requests(tokens),
-        st.lists(seconds, max_size=1),
+        st.lists(seconds, max_size=2),
         st.booleans(),
     )
 
@@ -504,7 +504,7 @@ class Outcome:
 
     def normalized(self) -> dict[str, object]:
         return {
-            **self.exchange.normalized(),  # type: ignore[dict-item]
+            **self.exchange.normalized(),
             "upstream": [
                 (
                     seen.method,
@@ -518,11 +518,17 @@ class Outcome:
         }
 
 
-def send(planes: Planes, gateway: Gateway, example: Example, data: object = None) -> Outcome:
+def send(
+    planes: Planes,
+    gateway: Gateway,
+    example: Example,
+    data: bytes | Sequence[bytes] | None = None,
+) -> Outcome:
+    """`example` (or `data` in its place: bytes, or writes) to `gateway` on a new connection."""
     mark = planes.upstream.snapshot()
     result = exchange(
         gateway.running.port,
-        example.data() if data is None else data,  # type: ignore[arg-type]
+        example.data() if data is None else data,
         example.methods(),
         until_closed=example.sentinel,
     )

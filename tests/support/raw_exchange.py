@@ -56,7 +56,7 @@ class Exchange:
     def finals(self) -> list[Answer]:
         return [answer for answer in self.answers if answer.status >= 200]
 
-    def normalized(self) -> object:
+    def normalized(self) -> dict[str, object]:
         """What two servers must agree on: the answers without the values of `Date` and
         `X-Request-Id` (and the request ids wherever else they appear), whether the server
         closed, and any bytes h11 could not parse, with the same values taken out."""
