@@ -791,8 +791,9 @@ async def test_a_request_and_refused_bytes_in_one_read(planes: Planes) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known difference: the lean plane closes, unannounced, a connection whose request "
-    "was answered before its body arrived; aiohttp reads the rest of the body and keeps it",
+    reason="known difference: the lean plane closes a connection whose request was answered "
+    "before its body arrived (by design: tests/web/test_lean_connection.py), and the answer "
+    "does not say `Connection: close`; aiohttp reads and drops the rest and keeps it",
 )
 async def test_answer_before_the_body_arrived(planes: Planes) -> None:
     """A 401 written before the body came (authentication runs first); the body, and a second
