@@ -15,6 +15,7 @@ from gateway.errors import GatewayError, MethodNotAllowedError, NotFoundError
 from gateway.observability.logging import ACCESS_LOG, get_logger
 from gateway.observability.metrics import GatewayMetrics
 from gateway.web.client_address import IPNetwork, client_address
+from gateway.web.edge import response_headers
 from gateway.web.error_response import render_error
 from gateway.web.exchange import RequestContext
 from gateway.web.keys import CONFIG_KEY, CONTEXT_KEY, METRICS_KEY
@@ -140,10 +141,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except GatewayError as error:
-        response = render_error(error, request[CONTEXT_KEY].rpc_id)
+        context = request[CONTEXT_KEY]
+        response = render_error(error, context.rpc_id)
         if error.stalled and request.transport is not None:
             # Send the answer, then close (buffered bytes are flushed first) rather than let
-            # the server linger reading a body the client is not sending.
+            # the server linger reading a body the client is not sending. Sent here, it gets
+            # here what the outer middlewares add to answers not yet sent.
+            response_headers(response.headers, context)
+            response.headers["X-Request-Id"] = context.request_id
             await response.prepare(request)
             await response.write_eof()
             request.transport.close()

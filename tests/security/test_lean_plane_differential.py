@@ -733,13 +733,10 @@ async def test_declared_body_over_the_limit(planes: Planes) -> None:
     assert lean.exchange.answers[0].values(b"connection") == [b"close"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known difference: aiohttp's 408 for a late body lacks X-Request-Id and CORS headers",
-)
 async def test_body_timeout_answer_is_the_same(planes: Planes) -> None:
     """A body shorter than its Content-Length: both planes answer 408 after `body_timeout`,
-    with the same headers."""
+    with the same headers (aiohttp's error middleware once sent its 408 without the request id
+    and CORS headers every other answer gets)."""
     request = plain_request(OPEN_ROUTE, rpc("tools/list"), extra=b"Origin: " + APP_ORIGIN)
     request.body = request.body[:-2]
     example = Example([request], sentinel=False)
@@ -789,17 +786,10 @@ async def test_a_request_and_refused_bytes_in_one_read(planes: Planes) -> None:
     assert without_known_differences(lean) == without_known_differences(apart)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known difference: the lean plane closes a connection whose request was answered "
-    "before its body arrived (by design: tests/web/test_lean_connection.py), and the answer "
-    "does not say `Connection: close`; aiohttp reads and drops the rest and keeps it",
-)
 async def test_answer_before_the_body_arrived(planes: Planes) -> None:
     """A 401 written before the body came (authentication runs first); the body, and a second
-    request, are sent once it is read. aiohttp discards the body (lingering) and answers the
-    second request; the lean plane has closed the connection after the 401, which did not
-    say `Connection: close`, so the second request is lost."""
+    request, are sent once it is read. Both planes read and drop the rest of the body and
+    answer the second request (the lean plane once closed the connection, unannounced)."""
     body = json.dumps(rpc("tools/list")).encode()
     request = plain_request(AUTH_ROUTE, rpc("tools/list"))
     head = request.render()[: -len(body)]

@@ -9,13 +9,14 @@ from collections.abc import Callable
 class BodyReader:
     """The `Content-Length` bytes after a head, fed by the connection as they arrive."""
 
-    __slots__ = ("_chunks", "_lost", "_remaining", "_waiter", "buffered", "on_read")
+    __slots__ = ("_chunks", "_dropping", "_lost", "_remaining", "_waiter", "buffered", "on_read")
 
     def __init__(self, length: int) -> None:
         self._remaining = length
         self._chunks: list[bytes] = []
         self._waiter: asyncio.Future[None] | None = None
         self._lost = False
+        self._dropping = False
         self.buffered = 0
         """Bytes received and not read yet (the connection stops reading beyond a bound)."""
         self.on_read: Callable[[], None] | None = None
@@ -30,11 +31,20 @@ class BodyReader:
             data, rest = data[:take], data[take:]
         else:
             rest = b""
-        self._chunks.append(data)
         self._remaining -= len(data)
+        if self._dropping:
+            return rest
+        self._chunks.append(data)
         self.buffered += len(data)
         self._wake()
         return rest
+
+    def drop(self) -> None:
+        """The request was answered without its body: what is left of it is read and dropped."""
+        self._dropping = True
+        self._chunks.clear()
+        self.buffered = 0
+        self.on_read = None
 
     def lost(self) -> None:
         """The connection is gone: a pending read fails."""

@@ -16,6 +16,7 @@ a request's head must arrive within `header_timeout` of its first byte, however 
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
@@ -30,8 +31,21 @@ BODY_HIGH_WATER = 1 << 18
 """Bytes of a body received and not yet read by the body step before reading pauses."""
 MAX_REQUEST_LINE = MAX_LINE + len("DELETE  HTTP/1.1\r")
 """The longest request line the lean plane serves (aiohttp's limit on the target, plus the rest)."""
+LINGER_TIMEOUT = 10.0
+"""Seconds the rest of a body answered early may take to arrive (aiohttp's `lingering_time`)."""
 PENDING_LIMIT = 1 << 20
 """Bytes of pipelined requests held while one is answered before reading pauses."""
+
+
+class After(enum.Enum):
+    """What becomes of a connection once a request on it is answered."""
+
+    KEEP = "keep"
+    """It carries the next request (after the rest of an unread body, read and dropped)."""
+    CLOSE = "close"
+    """It closes (after the rest of an unread body, so the answer is not lost to a reset)."""
+    CLOSE_NOW = "close_now"
+    """It closes at once (a client that stopped sending its body, or is gone)."""
 
 
 class Lane(Protocol):
@@ -39,7 +53,7 @@ class Lane(Protocol):
 
     def serve(
         self, conn: ClientConnection, head: Head[Lane], body: BodyReader
-    ) -> Awaitable[bool]: ...
+    ) -> Awaitable[After]: ...
 
 
 class Plane:
@@ -89,6 +103,7 @@ class ClientConnection(asyncio.Protocol):
         "_forward",
         "_header_timeout",
         "_inner",
+        "_keep_after_body",
         "_keepalive_timeout",
         "_line_ok",
         "_loop",
@@ -128,6 +143,8 @@ class ClientConnection(asyncio.Protocol):
         """Bytes of the head being received already searched and checked (see `_incomplete`)."""
         self._line_ok = False
         """The head being received has a complete request line the lean plane may serve."""
+        self._keep_after_body = False
+        """Once the rest of a body answered early has been dropped: go on (else close)."""
         self._body: BodyReader | None = None
         self.task: asyncio.Task[None] | None = None
         """The request being answered."""
@@ -248,6 +265,9 @@ class ClientConnection(asyncio.Protocol):
             data = body.feed(data)
             if body.is_eof():
                 self._body = None
+                if self.task is None:  # the rest of a body answered early: all dropped now
+                    self._after_dropped_body(data)
+                    return
             elif body.buffered > BODY_HIGH_WATER and not self._paused_reading:
                 self._pause_reading()  # until the body step reads what came (steps may wait)
             if not data:
@@ -284,21 +304,49 @@ class ClientConnection(asyncio.Protocol):
         self.task = self._loop.create_task(self._serve(head, body))
 
     async def _serve(self, head: Head[Lane], body: BodyReader) -> None:
-        keep = await head.lane.serve(self, head, body)
+        after = await head.lane.serve(self, head, body)
         self.task = None
         transport = self._transport
         assert transport is not None
-        if not keep or self.closing or self._body is not None or transport.is_closing():
+        if after is After.CLOSE_NOW or self.closing or transport.is_closing():
             transport.close()  # what was written is sent first
             return
+        if self._body is not None:
+            # Answered before its body came (a refusal): the rest is read and dropped, never
+            # parsed as a request, within LINGER_TIMEOUT; then the connection goes on or
+            # closes, as aiohttp's lingering does.
+            self._body.drop()
+            self._keep_after_body = after is After.KEEP
+            self._resume_reading()
+            self._set_deadline(LINGER_TIMEOUT)
+            return
+        if after is After.CLOSE:
+            transport.close()
+            return
+        self._idle()
+
+    def _after_dropped_body(self, rest: bytes) -> None:
+        """The rest of a body answered early has all been dropped; `rest` came after it."""
+        assert self._transport is not None
+        if not self._keep_after_body or self.closing:
+            self._transport.close()
+            return
+        self._buffer += rest
+        self._idle()
+
+    def _idle(self) -> None:
+        """An answer is written: on to the next request, begun or still to come."""
         self._watching = True
-        if self._paused_reading:
-            self._paused_reading = False
-            transport.resume_reading()
+        self._resume_reading()
         if self._buffer:
             self.data_received(b"")  # the next request has begun: its deadline runs
         else:
             self._set_deadline(self._keepalive_timeout)
+
+    def _resume_reading(self) -> None:
+        if self._paused_reading and self._transport is not None:
+            self._paused_reading = False
+            self._transport.resume_reading()
 
     def _incomplete(self, plane: Plane, buffer: bytearray) -> bool:
         """Whether a head still incomplete in `buffer` may yet be one the lean plane serves

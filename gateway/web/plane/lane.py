@@ -26,7 +26,7 @@ from gateway.web.http_route import HttpRoute
 from gateway.web.middleware import CLIENT_CLOSED, client_of, new_request_id, record_request
 from gateway.web.pipeline import Step
 from gateway.web.plane.body import BodyReader
-from gateway.web.plane.connection import ClientConnection, Lane
+from gateway.web.plane.connection import After, ClientConnection, Lane
 from gateway.web.plane.head import Head
 from gateway.web.plane.responder import LeanResponder
 
@@ -52,8 +52,8 @@ class McpLane:
         self._metrics = metrics
         self._proxies = proxies
 
-    async def serve(self, conn: ClientConnection, head: Head[Lane], body: BodyReader) -> bool:
-        """Answer one request; whether the connection may carry another."""
+    async def serve(self, conn: ClientConnection, head: Head[Lane], body: BodyReader) -> After:
+        """Answer one request; what becomes of the connection then."""
         request_id = new_request_id()
         headers = CIMultiDict(
             [(n.decode("ascii"), v.decode("utf-8", "surrogateescape")) for n, v in head.headers]
@@ -81,11 +81,14 @@ class McpLane:
         except asyncio.CancelledError:
             status = CLIENT_CLOSED
             raise
-        except ConnectionResetError:
-            responder.close = True
+        except ConnectionResetError:  # the client left before its answer could be written
+            responder.close = responder.abandon = True
+            status = responder.status if responder.started else CLIENT_CLOSED
         finally:
             record_request(self._metrics, context, head.method, head.path, status)
-        return not responder.close
+        if responder.abandon:
+            return After.CLOSE_NOW
+        return After.CLOSE if responder.close else After.KEEP
 
     async def _answer(self, request: McpRequest, responder: LeanResponder) -> None:
         """The edge checks, the steps and the forwarder; an error becomes its answer."""
@@ -115,11 +118,13 @@ class McpLane:
 
 def _answer_error(responder: LeanResponder, error: GatewayError, context: RequestContext) -> None:
     """The error's answer (`error_answer`, as aiohttp's error middleware renders it); after a
-    stream has started there is none to give but a closed connection."""
+    stream has started there is none to give but a closed connection. A stalled body's error
+    closes at once, without waiting for the rest (as aiohttp's error middleware does)."""
     if responder.started:
-        responder.close = True
+        responder.close = responder.abandon = True
         return
     answer = error_answer(error, context.rpc_id)
     if answer.close:
         responder.close = True
+    responder.abandon = error.stalled
     responder.answer(answer.status, CIMultiDict(answer.headers), answer.body)

@@ -61,13 +61,15 @@ def response_head(status: int, headers: CIMultiDict[str], *, close: bool) -> byt
 class LeanResponder:
     """Answers one request on a lean connection."""
 
-    __slots__ = ("_conn", "_context", "close", "started", "status")
+    __slots__ = ("_conn", "_context", "abandon", "close", "started", "status")
 
     def __init__(self, conn: Connection, context: RequestContext, *, close: bool) -> None:
         self._conn = conn
         self._context = context
         self.close = close
         """The connection ends after this answer."""
+        self.abandon = False
+        """...at once, without reading the rest of an unread body first."""
         self.started = False
         self.status = 500
 
