@@ -44,8 +44,8 @@ from gateway.web.keys import (
 )
 from gateway.web.middleware import error_middleware, request_context_middleware
 from gateway.web.pipeline import BodyLimits, Step, build_steps
-from gateway.web.plane.connection import Lane
 from gateway.web.plane.lane import McpLane
+from gateway.web.plane.lanes import Lane
 from gateway.web.reload import PolicyReloader, reload_context
 from gateway.web.resource_metadata import metadata_document, metadata_handler, metadata_path
 from gateway.web.route import Route

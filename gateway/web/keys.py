@@ -11,7 +11,7 @@ from gateway.observability.metrics import GatewayMetrics
 from gateway.policy.compiled import PolicyStore
 from gateway.store.kv import KeyValueStore
 from gateway.web.exchange import RequestContext
-from gateway.web.plane.connection import Lane
+from gateway.web.plane.lanes import Lane
 from gateway.web.reload import PolicyReloader
 from gateway.web.route import Route
 

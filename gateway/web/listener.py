@@ -17,7 +17,8 @@ from aiohttp import web
 from yarl import URL
 
 from gateway.observability.logging import get_logger
-from gateway.web.plane.connection import ClientConnection, Plane
+from gateway.web.plane.connection import ClientConnection
+from gateway.web.plane.lanes import Plane
 
 log = get_logger("gateway.listener")
 

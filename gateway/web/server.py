@@ -11,7 +11,7 @@ from gateway.observability.line_writer import LineWriter
 from gateway.web.app import create_app, create_metrics_app
 from gateway.web.keys import LANES_KEY, METRICS_KEY
 from gateway.web.listener import DeadlineSite
-from gateway.web.plane.connection import Plane
+from gateway.web.plane.lanes import Plane
 
 
 @dataclass(slots=True)

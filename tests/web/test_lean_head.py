@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from gateway.web.plane.connection import Plane
 from gateway.web.plane.head import MAX_HEADERS, MAX_LINE, parse_head
+from gateway.web.plane.lanes import Plane
 from gateway.web.plane.responder import response_head
 
 LANES = {b"/mcp": "mcp", b"/up/mcp": "up"}

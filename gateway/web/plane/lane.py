@@ -26,8 +26,9 @@ from gateway.web.http_route import HttpRoute
 from gateway.web.middleware import CLIENT_CLOSED, client_of, new_request_id, record_request
 from gateway.web.pipeline import Step
 from gateway.web.plane.body import BodyReader
-from gateway.web.plane.connection import After, ClientConnection, Lane
+from gateway.web.plane.connection import ClientConnection
 from gateway.web.plane.head import Head
+from gateway.web.plane.lanes import After, Lane
 from gateway.web.plane.responder import LeanResponder
 
 error_log = get_logger("gateway.error")
