@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 from gateway.observability.logging import get_logger
 from gateway.web.plane.body import BodyReader
-from gateway.web.plane.head import Head, parse_head
-from gateway.web.plane.lanes import MAX_REQUEST_LINE, After, Lane, Plane
+from gateway.web.plane.head import parse_head
+from gateway.web.plane.lanes import MAX_REQUEST_LINE, After, Plane
 
 log = get_logger("gateway.listener")
 
@@ -243,10 +243,10 @@ class ClientConnection(asyncio.Protocol):
         if not body.is_eof():
             self._body = body
             body.on_read = self._body_read
-        self.task = self._loop.create_task(self._serve(head, body))
+        self.task = self._loop.create_task(head.lane.serve(self, head, body))
 
-    async def _serve(self, head: Head[Lane], body: BodyReader) -> None:
-        after = await head.lane.serve(self, head, body)
+    def answered(self, after: After) -> None:
+        """The lane is done with its request (answered, failed or cancelled)."""
         self.task = None
         transport = self._transport
         assert transport is not None

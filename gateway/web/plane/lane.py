@@ -53,31 +53,28 @@ class McpLane:
         self._metrics = metrics
         self._proxies = proxies
 
-    async def serve(self, conn: ClientConnection, head: Head[Lane], body: BodyReader) -> After:
-        """Answer one request; what becomes of the connection then."""
-        request_id = new_request_id()
-        headers = CIMultiDict(
-            [(n.decode("ascii"), v.decode("utf-8", "surrogateescape")) for n, v in head.headers]
-        )
-        client = conn.peer
-        if self._proxies:
-            client = client_of(client, headers, self._proxies, request_id)
-        loop = asyncio.get_running_loop()
-        context = RequestContext(request_id=request_id, started=loop.time(), client=client)
-        request = McpRequest(
-            context,
-            head.method,
-            head.target,
-            headers,
-            head.headers,
-            head.content_length if "Content-Length" in headers else None,
-            body,
-            conn.transport,
-        )
+    async def serve(self, conn: ClientConnection, head: Head[Lane], body: BodyReader) -> None:
+        """Answer one request, then tell the connection what becomes of it (`answered`).
+
+        One coroutine from the connection's task to `forward`: every await on the way to the
+        upstream and back passes through as few frames as the steps allow."""
+        request = self._request(conn, head, body)
+        context = request.context
         responder = LeanResponder(conn, context, close=not head.keep_alive)
-        status = 500
+        status, after = 500, After.CLOSE_NOW
         try:
-            await self._answer(request, responder)
+            try:
+                self._admit(request)
+                for step in self._steps:
+                    await step(request)
+                await forward(request, self._route, responder)
+            except GatewayError as error:
+                _answer_error(responder, error, context)
+            except (asyncio.CancelledError, ConnectionResetError):
+                raise
+            except Exception:
+                error_log.exception("request_failed", request_id=context.request_id)
+                _answer_error(responder, GatewayError("unhandled exception"), context)
             status = responder.status
         except asyncio.CancelledError:
             status = CLIENT_CLOSED
@@ -87,34 +84,37 @@ class McpLane:
             status = responder.status if responder.started else CLIENT_CLOSED
         finally:
             record_request(self._metrics, context, head.method, head.path, status)
-        if responder.abandon:
-            return After.CLOSE_NOW
-        return After.CLOSE if responder.close else After.KEEP
+            if not responder.abandon:
+                after = After.CLOSE if responder.close else After.KEEP
+            conn.answered(after)
 
-    async def _answer(self, request: McpRequest, responder: LeanResponder) -> None:
-        """The edge checks, the steps and the forwarder; an error becomes its answer."""
+    def _request(self, conn: ClientConnection, head: Head[Lane], body: BodyReader) -> McpRequest:
+        """The request as the steps see it: its headers, context and client address."""
+        request_id = new_request_id()
+        headers = CIMultiDict(
+            [(n.decode("ascii"), v.decode("utf-8", "surrogateescape")) for n, v in head.headers]
+        )
+        client = conn.peer
+        if self._proxies:
+            client = client_of(client, headers, self._proxies, request_id)
+        started = asyncio.get_running_loop().time()
+        context = RequestContext(request_id=request_id, started=started, client=client)
+        length = head.content_length if "Content-Length" in headers else None
+        return McpRequest(
+            context, head.method, head.target, headers, head.headers, length, body, conn.transport
+        )
+
+    def _admit(self, request: McpRequest) -> None:
+        """The edge's checks (Host, Origin), as its middleware makes them on aiohttp's path."""
         context = request.context
         context.no_store = True
-        try:
-            refusal = self._edge.refusal(
-                request.headers, self._edge.allowed_hosts(request.transport)
-            )
-            if refusal is not None:
-                raise refusal
-            origin = request.headers.get("Origin")
-            context.cors_origin = origin
-            context.vary_origin = origin is not None
-            context.upstream = self._route.name
-            for step in self._steps:
-                await step(request)
-            await forward(request, self._route, responder)
-        except GatewayError as error:
-            _answer_error(responder, error, context)
-        except (asyncio.CancelledError, ConnectionResetError):
-            raise
-        except Exception:
-            error_log.exception("request_failed", request_id=context.request_id)
-            _answer_error(responder, GatewayError("unhandled exception"), context)
+        refusal = self._edge.refusal(request.headers, self._edge.allowed_hosts(request.transport))
+        if refusal is not None:
+            raise refusal
+        origin = request.headers.get("Origin")
+        context.cors_origin = origin
+        context.vary_origin = origin is not None
+        context.upstream = self._route.name
 
 
 def _answer_error(responder: LeanResponder, error: GatewayError, context: RequestContext) -> None:

@@ -4,8 +4,8 @@ one; and what becomes of a connection after an answer."""
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.web.plane.body import BodyReader
 from gateway.web.plane.head import LEAN_METHODS, MAX_LINE, Head
@@ -34,7 +34,9 @@ class Lane(Protocol):
 
     def serve(
         self, conn: ClientConnection, head: Head[Lane], body: BodyReader
-    ) -> Awaitable[After]: ...
+    ) -> Coroutine[Any, Any, None]:
+        """Answer the request, then call `conn.answered` (also when cancelled)."""
+        ...
 
 
 class Plane:
