@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -84,6 +86,19 @@ class Gateway:
 
     def url(self, path: str) -> str:
         return self.base + path
+
+    @contextlib.asynccontextmanager
+    async def raw_connection(
+        self,
+    ) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+        """A plain TCP connection to the gateway, for tests that write HTTP bytes themselves."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.running.port)
+        try:
+            yield reader, writer
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
 
 
 StartGateway = Callable[..., Awaitable[Gateway]]

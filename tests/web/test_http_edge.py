@@ -8,7 +8,6 @@ waited on (a slow-loris connection's end serves as the clock), never asserted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -56,19 +55,6 @@ async def gw(start_gateway_for: StartGateway, upstream: Upstream) -> Gateway:
     )
 
 
-@contextlib.asynccontextmanager
-async def raw_connection(
-    gw: Gateway,
-) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.running.port)
-    try:
-        yield reader, writer
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
-
-
 def request_head(gw: Gateway, body: bytes) -> bytes:
     return (
         f"POST /up/mcp HTTP/1.1\r\nHost: 127.0.0.1:{gw.running.port}\r\n"
@@ -94,7 +80,7 @@ async def stalled_client_cut_off(gw: Gateway) -> bytes:
     It ends `HEADER_TIMEOUT` after its first byte (and fails the test if not within BOUND):
     waiting for it is how a test lets that much time pass without sleeping.
     """
-    async with raw_connection(gw) as (reader, writer):
+    async with gw.raw_connection() as (reader, writer):
         writer.write(b"POST /up/mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Stall: ")
         await writer.drain()
         return await asyncio.wait_for(reader.read(), BOUND)
@@ -103,7 +89,7 @@ async def stalled_client_cut_off(gw: Gateway) -> bytes:
 async def test_stalled_headers_are_cut_off_while_others_are_served(
     gw: Gateway, upstream: Upstream
 ) -> None:
-    async with raw_connection(gw) as (reader, writer):
+    async with gw.raw_connection() as (reader, writer):
         writer.write(f"GET /up/mcp HTTP/1.1\r\nHost: 127.0.0.1:{gw.running.port}\r\nX-".encode())
         await writer.drain()
         eof = asyncio.ensure_future(asyncio.wait_for(reader.read(), BOUND))
@@ -123,7 +109,7 @@ async def test_trickled_headers_are_cut_off_at_the_deadline(
     gw: Gateway, upstream: Upstream
 ) -> None:
     """A byte at a time, each well within the deadline: the deadline counts from the first."""
-    async with raw_connection(gw) as (reader, writer):
+    async with gw.raw_connection() as (reader, writer):
         writer.write(f"POST /up/mcp HTTP/1.1\r\nHost: 127.0.0.1:{gw.running.port}\r\n".encode())
         writer.write(b"X-Pad: ")
         eof = asyncio.ensure_future(reader.read())
@@ -146,7 +132,7 @@ async def test_a_request_in_progress_outlives_the_header_deadline(
     stays usable after idling longer than the deadline."""
     slow = json.dumps({**RPC, "params": {"name": "wait"}}).encode()
     quick = json.dumps({**RPC, "id": 8}).encode()
-    async with raw_connection(gw) as (reader, writer):
+    async with gw.raw_connection() as (reader, writer):
         writer.write(request_head(gw, slow) + slow[:10])
         await writer.drain()
         assert await stalled_client_cut_off(gw) == b""  # the deadline has passed meanwhile
@@ -171,7 +157,7 @@ async def test_each_request_on_a_connection_gets_its_own_deadline(
     """After a complete request, a keep-alive connection that stalls in the next one's headers
     is cut off too (the first request's answer arrives intact)."""
     body = json.dumps(RPC).encode()
-    async with raw_connection(gw) as (reader, writer):
+    async with gw.raw_connection() as (reader, writer):
         writer.write(request_head(gw, body) + body)
         await writer.drain()
         status, _ = await asyncio.wait_for(read_response(reader), BOUND)
@@ -184,7 +170,7 @@ async def test_each_request_on_a_connection_gets_its_own_deadline(
 
 async def test_pipelined_requests_are_all_answered(gw: Gateway, upstream: Upstream) -> None:
     bodies = [json.dumps({**RPC, "id": n}).encode() for n in range(3)]
-    async with raw_connection(gw) as (reader, writer):
+    async with gw.raw_connection() as (reader, writer):
         writer.write(b"".join(request_head(gw, body) + body for body in bodies))
         await writer.drain()
         answers = [await asyncio.wait_for(read_response(reader), BOUND) for _ in bodies]
@@ -205,9 +191,9 @@ async def test_a_connection_that_never_sends_a_byte_is_closed_after_the_keepaliv
         {"name": "up", "route": "/up/mcp", "url": upstream.recorded.url},
         server={"keepalive_timeout": HEADER_TIMEOUT, "data_plane": plane},
     )
-    async with raw_connection(gw) as (silent, _):
+    async with gw.raw_connection() as (silent, _):
         assert await asyncio.wait_for(silent.read(), BOUND) == b""
-    async with raw_connection(gw) as (reader, writer):
+    async with gw.raw_connection() as (reader, writer):
         body = json.dumps(RPC).encode()
         writer.write(request_head(gw, body) + body)  # a connection that speaks is served
         assert (await read_response(reader))[0] == 200

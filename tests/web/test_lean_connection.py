@@ -76,19 +76,6 @@ def route(upstream: Upstream, **extra: Any) -> dict[str, Any]:
     return {"name": "up", "route": "/up/mcp", "url": upstream.recorded.url, **extra}
 
 
-@contextlib.asynccontextmanager
-async def connection(
-    gw: Gateway,
-) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.running.port)
-    try:
-        yield reader, writer
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
-
-
 def rpc(rpc_id: int, tool: str = "echo") -> bytes:
     message = {"jsonrpc": "2.0", "id": rpc_id, "method": "tools/call", "params": {"name": tool}}
     return json.dumps(message).encode()
@@ -154,7 +141,7 @@ async def test_a_connection_serves_lean_requests_then_aiohttp_after_a_hand_off(
     start_gateway_for: StartGateway, upstream: Upstream
 ) -> None:
     gw = await start_gateway_for(route(upstream))
-    async with connection(gw) as (reader, writer):
+    async with gw.raw_connection() as (reader, writer):
         for rpc_id in (1, 2):
             writer.write(post(gw, rpc(rpc_id)))
             answer = await read_answer(reader)
@@ -184,7 +171,7 @@ async def test_a_streamed_answer_ends_in_step_with_the_next_request(
         f"GET /up/mcp HTTP/1.1\r\nHost: 127.0.0.1:{gw.running.port}\r\n"
         "Accept: text/event-stream\r\n\r\n"
     ).encode()
-    async with connection(gw) as (reader, writer):
+    async with gw.raw_connection() as (reader, writer):
         writer.write(get)
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND)
         assert head.startswith(b"HTTP/1.1 200 ")
@@ -207,7 +194,7 @@ async def test_a_pipelined_request_waits_for_the_answer_before_it(
     """Two POSTs in one write, the first held by the upstream: the second is not forwarded
     until the first is answered, and the answers come in order, each with its own id."""
     gw = await start_gateway_for(route(upstream))
-    async with connection(gw) as (reader, writer):
+    async with gw.raw_connection() as (reader, writer):
         writer.write(post(gw, rpc(1, "wait")) + post(gw, rpc(2)))
         await writer.drain()
         await asyncio.wait_for(upstream.waiting.wait(), BOUND)
@@ -229,7 +216,7 @@ async def test_a_pipelined_request_for_aiohttp_is_handed_off_at_its_first_byte(
     first, aiohttp the other two, in order, and nothing more."""
     gw = await start_gateway_for(route(upstream))
     body = rpc(1, "wait")
-    async with connection(gw) as (reader, writer):
+    async with gw.raw_connection() as (reader, writer):
         writer.write(post(gw, body) + healthz(gw) + post(gw, rpc(2)))
         await writer.drain()
         await asyncio.wait_for(upstream.waiting.wait(), BOUND)
@@ -252,7 +239,7 @@ async def test_pipelined_bytes_beyond_the_limit_pause_reading_until_their_turn(
     gw = await start_gateway_for(route(upstream))
     size = PENDING_LIMIT // 3 + 1000
     bodies = [padded(n, size) for n in (2, 3, 4, 5)]
-    async with connection(gw) as (reader, writer):
+    async with gw.raw_connection() as (reader, writer):
         writer.write(post(gw, rpc(1, "wait")) + b"".join(post(gw, body) for body in bodies))
         await asyncio.wait_for(upstream.waiting.wait(), BOUND)
         upstream.release.set()
@@ -277,7 +264,7 @@ async def test_a_request_arriving_in_pieces_is_forwarded_whole(
     body = padded(5, 3000)
     raw = post(gw, body)
     head_end = raw.index(b"\r\n\r\n") + 4
-    async with connection(gw) as (reader, writer):
+    async with gw.raw_connection() as (reader, writer):
         for at in range(head_end):
             writer.write(raw[at : at + 1])
             await writer.drain()
@@ -316,7 +303,7 @@ async def test_a_refused_request_with_its_body_still_coming_has_the_rest_dropped
     the connection is answered, as aiohttp does (its lingering)."""
     gw = authenticated
     smuggled = post(gw, rpc(66), "/open/mcp")
-    async with connection(gw) as (reader, writer):
+    async with gw.raw_connection() as (reader, writer):
         writer.write(post(gw, smuggled[:10], length=len(smuggled)))
         await writer.drain()
         answer = await read_answer(reader)
@@ -337,7 +324,7 @@ async def test_a_refused_request_with_its_whole_body_keeps_the_connection_in_ste
     looks like one) and the next request on the connection is answered."""
     gw = authenticated
     smuggled = post(gw, rpc(66), "/open/mcp")
-    async with connection(gw) as (reader, writer):
+    async with gw.raw_connection() as (reader, writer):
         writer.write(post(gw, smuggled) + post(gw, rpc(2), "/open/mcp"))
         await writer.drain()
         refused, served = await read_answer(reader), await read_answer(reader)
@@ -361,7 +348,7 @@ async def test_a_body_nothing_reads_is_not_taken_into_memory(
     ).encode()
     mib = b"x" * (1 << 20)
     taken = 0
-    async with connection(gw) as (reader, writer):
+    async with gw.raw_connection() as (reader, writer):
         writer.write(get)
         await asyncio.wait_for(reader.readuntil(b"data: open\n\n"), BOUND)
         with contextlib.suppress(TimeoutError):
@@ -423,7 +410,7 @@ async def test_a_body_is_not_taken_into_memory_while_authentication_waits(
         head = post(gw, b"", "/up/mcp", f"Authorization: Bearer {token}", length=10**12)
         mib = b"x" * (1 << 20)
         taken = 0
-        async with connection(gw) as (_, writer):
+        async with gw.raw_connection() as (_, writer):
             writer.write(head)
             with contextlib.suppress(TimeoutError):
                 while taken < 64:
@@ -443,10 +430,10 @@ async def test_idle_connections_close_after_the_keepalive_timeout(
     """Whether no request ever came or one was answered, an idle connection is closed without
     a word; a connection in use meanwhile is not."""
     gw = await start_gateway_for(route(upstream), server={"keepalive_timeout": SHORT})
-    async with connection(gw) as (silent, _), connection(gw) as (reader, writer):
+    async with gw.raw_connection() as (silent, _), gw.raw_connection() as (reader, writer):
         writer.write(post(gw, rpc(1)))
         assert (await read_answer(reader)).status == 200
-        async with connection(gw) as (busy, busy_writer):
+        async with gw.raw_connection() as (busy, busy_writer):
             busy_writer.write(post(gw, rpc(2, "wait")))
             await busy_writer.drain()
             assert await closed(silent) == b""
@@ -467,7 +454,7 @@ async def test_stop_lets_a_request_in_flight_finish_and_closes_idle_connections(
     whole (as aiohttp does, without `Connection: close`), then its connection closed."""
     server = {"shutdown_timeout": BOUND, "data_plane": plane}
     gw = await start_gateway_for(route(upstream), server=server)
-    async with connection(gw) as (reader, writer), connection(gw) as (idle, idle_writer):
+    async with gw.raw_connection() as (reader, writer), gw.raw_connection() as (idle, idle_writer):
         idle_writer.write(post(gw, rpc(1)))
         assert (await read_answer(idle)).status == 200
         writer.write(post(gw, rpc(2, "wait")))
@@ -492,7 +479,7 @@ async def test_stop_cuts_a_request_still_running_at_the_shutdown_timeout(
 ) -> None:
     server = {"shutdown_timeout": SHORT, "data_plane": plane}
     gw = await start_gateway_for(route(upstream), server=server)
-    async with connection(gw) as (reader, writer):
+    async with gw.raw_connection() as (reader, writer):
         writer.write(post(gw, rpc(2, "wait")))
         await writer.drain()
         await asyncio.wait_for(upstream.waiting.wait(), BOUND)
@@ -509,7 +496,7 @@ async def test_a_client_leaving_before_the_answer_cancels_the_upstream_request(
     start_gateway_for: StartGateway, upstream: Upstream
 ) -> None:
     gw = await start_gateway_for(route(upstream))
-    async with connection(gw) as (_, writer):
+    async with gw.raw_connection() as (_, writer):
         writer.write(post(gw, rpc(4, "wait")))
         await writer.drain()
         await asyncio.wait_for(upstream.waiting.wait(), BOUND)
@@ -537,7 +524,7 @@ async def test_both_data_planes_answer_alike(
     answers = []
     for plane in ("lean", "aiohttp"):
         gw = await start_gateway_for(route(upstream), server={"data_plane": plane})
-        async with connection(gw) as (reader, writer):
+        async with gw.raw_connection() as (reader, writer):
             writer.write(raw(gw))
             answers.append(await read_answer(reader))
     lean, aiohttp = answers
