@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from multidict import CIMultiDict, MultiMapping
+from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 
 from gateway.auth.principal import Principal
 from gateway.jsonrpc import JsonRpcId, JsonRpcMessage
@@ -74,6 +74,7 @@ class BodySource(Protocol):
 
 
 RawHeaders = Sequence[tuple[bytes, bytes]]
+_NO_HEADERS = CIMultiDictProxy(CIMultiDict[str]())
 
 
 class McpRequest:
@@ -111,6 +112,12 @@ class McpRequest:
         self.content_length = content_length
         self.content = content
         self.transport = transport
+
+    def forget_headers(self) -> None:
+        """Let the request's headers go (a bearer token among them): once the upstream has
+        answered, a relayed stream reads none, and may stay open for hours."""
+        self.headers = _NO_HEADERS
+        self.raw_headers = ()
 
     def drop(self) -> None:
         """Close the client's connection now, discarding what it has not read."""

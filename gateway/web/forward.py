@@ -90,6 +90,7 @@ async def _exchange(
             route.request_duration.observe(received - context.started)
             responder.answer(upstream.status, headers, whole)
             return
+        request.forget_headers()  # a stream may be open for hours: it needs them no more
         await _relay(request, route, responder, conn, upstream, headers, event_stream, sse_filter)
     finally:
         route.pool.release(conn)

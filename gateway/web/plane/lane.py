@@ -59,8 +59,9 @@ class McpLane:
         One coroutine from the connection's task to `forward`: every await on the way to the
         upstream and back passes through as few frames as the steps allow."""
         request = self._request(conn, head, body)
-        context = request.context
+        method, path, context = head.method, head.path, request.context
         responder = LeanResponder(conn, context, close=not head.keep_alive)
+        del head  # its header lines (a token among them) must not outlive a long stream
         status, after = 500, After.CLOSE_NOW
         try:
             try:
@@ -83,7 +84,7 @@ class McpLane:
             responder.close = responder.abandon = True
             status = responder.status if responder.started else CLIENT_CLOSED
         finally:
-            record_request(self._metrics, context, head.method, head.path, status)
+            record_request(self._metrics, context, method, path, status)
             if not responder.abandon:
                 after = After.CLOSE if responder.close else After.KEEP
             conn.answered(after)
