@@ -126,15 +126,14 @@ class McpRequest:
 
 
 class Responder(Protocol):
-    """Where the answer to an `McpRequest` goes: a whole response, or a stream of writes.
+    """Where the answer to an `McpRequest` goes: a whole response, or a stream of chunks.
 
-    `start` sends the status and headers of a stream; `write` waits while the client's buffers
-    are full; `write_eof` ends the stream (or sends a whole response never started)."""
+    `start` sends the status and headers of a stream; `relay` writes a chunk (and with `last`
+    ends the stream), waiting while the client's buffers are full, and raises TimeoutError if
+    the client reads nothing for `within` seconds."""
 
     def answer(self, status: int, headers: CIMultiDict[str], body: bytes) -> None: ...
 
     async def start(self, status: int, headers: CIMultiDict[str]) -> None: ...
 
-    async def write(self, data: bytes) -> None: ...
-
-    async def write_eof(self, data: bytes = b"") -> None: ...
+    async def relay(self, data: bytes, within: float, *, last: bool = False) -> None: ...

@@ -26,7 +26,7 @@ from gateway.web.edge import response_headers
 from gateway.web.exchange import McpRequest, Responder
 from gateway.web.middleware import new_request_id
 from gateway.web.sessions import SESSION_HEADER, after_upstream_response
-from gateway.web.streaming import count_ended, ends_early, write_within
+from gateway.web.streaming import count_ended, ends_early
 
 if TYPE_CHECKING:  # the route calls these functions: a type-only import, no cycle
     from gateway.web.http_route import HttpRoute
@@ -234,9 +234,9 @@ async def _relay(
                 if sse_filter is not None:
                     chunk = sse_filter.feed(chunk)
                 if chunk:
-                    await write_within(stream, chunk, stalled_after)
+                    await stream.relay(chunk, stalled_after)
             tail = sse_filter.finish() if sse_filter is not None else b""
-            await write_within(stream, tail, stalled_after, last=True)
+            await stream.relay(tail, stalled_after, last=True)
     except (UpstreamStreamError, ListFilterError):
         await _relay_broken(request, route, stream, ended_by)
     except TimeoutError:
@@ -258,7 +258,7 @@ async def _relay_broken(
     if ended_by:
         _stream_closed(request, route, ended_by[0])
         try:
-            await write_within(stream, b"", route.sessions.stalled_stream_timeout, last=True)
+            await stream.relay(b"", route.sessions.stalled_stream_timeout, last=True)
         except TimeoutError:
             request.drop()
         except ConnectionResetError:

@@ -16,6 +16,7 @@ from gateway.session.registry import SessionRegistry
 from gateway.web.exchange import McpRequest
 from gateway.web.forward import end_upstream_session, forward
 from gateway.web.route import MountedRoute
+from gateway.web.streaming import write_within
 
 UPSTREAM_ERROR_KINDS = ("connect", "timeout", "closed", "protocol", "stream")
 
@@ -96,10 +97,6 @@ class AiohttpResponder:
         self.response = self._stream = web.StreamResponse(status=status, headers=headers)
         await self._stream.prepare(self._request)
 
-    async def write(self, data: bytes) -> None:
+    async def relay(self, data: bytes, within: float, *, last: bool = False) -> None:
         assert self._stream is not None
-        await self._stream.write(data)
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        assert self._stream is not None
-        await self._stream.write_eof(data)
+        await write_within(self._stream, data, within, last=last)

@@ -106,6 +106,11 @@ class ClientConnection(asyncio.Protocol):
     def transport(self) -> asyncio.Transport | None:
         return self._transport
 
+    @property
+    def writing_paused(self) -> bool:
+        """The client's buffers are full: a write should wait (`drain`)."""
+        return self._paused_writing
+
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -8,6 +8,7 @@ connection ends after it. No name or value holding CR, LF or NUL is ever written
 
 from __future__ import annotations
 
+import asyncio
 import time
 from email.utils import formatdate
 from http import HTTPStatus
@@ -25,6 +26,9 @@ _NO_BODY = frozenset({204, 304})
 
 class Connection(Protocol):
     """What a responder needs of its client connection."""
+
+    @property
+    def writing_paused(self) -> bool: ...
 
     def write(self, data: bytes) -> None: ...
 
@@ -91,12 +95,12 @@ class LeanResponder:
         self._conn.write(response_head(status, headers, close=self.close))
         await self._conn.drain()
 
-    async def write(self, data: bytes) -> None:
-        if data:
-            self._conn.write(b"%x\r\n%b\r\n" % (len(data), data))
-        await self._conn.drain()
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        last = b"0\r\n\r\n"
-        self._conn.write(b"%x\r\n%b\r\n%b" % (len(data), data, last) if data else last)
-        await self._conn.drain()
+    async def relay(self, data: bytes, within: float, *, last: bool = False) -> None:
+        """One chunk of a started response (the terminating chunk too with `last`); waits only
+        while the client's buffers are full, and raises TimeoutError if that lasts `within`
+        seconds (no timer is armed for a write that does not wait)."""
+        chunk = b"%x\r\n%b\r\n" % (len(data), data) if data else b""
+        self._conn.write(chunk + b"0\r\n\r\n" if last else chunk)
+        if self._conn.writing_paused:
+            async with asyncio.timeout(within):
+                await self._conn.drain()
