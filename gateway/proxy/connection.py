@@ -7,7 +7,6 @@ backpressure: reading from the upstream socket pauses while too much is waiting 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from typing import cast
 
 import httptools
@@ -56,7 +55,7 @@ class UpstreamResponse:
         self.complete = False
         self.keep_alive = False
         self.received_any = False
-        self._chunks: deque[bytes] = deque()
+        self._chunks: list[bytes] = []  # a deque would hold 760 bytes for every open stream
         self._buffered = 0
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -100,7 +99,7 @@ class UpstreamResponse:
             finally:
                 self._waiter = None
         chunks = self._chunks
-        chunk = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunk = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self._buffered = 0
         self._conn.resume_reading()  # the queue is empty: read on if reading was paused
