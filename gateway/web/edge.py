@@ -179,6 +179,23 @@ class Edge:
             return OriginRejectedError("origin not allowed")
         return None
 
+    def admit_mcp(
+        self,
+        context: RequestContext,
+        headers: MultiMapping[str],
+        transport: asyncio.BaseTransport | None,
+    ) -> None:
+        """The edge's part for an MCP request that is no CORS preflight, as `edge_middleware`
+        does it (for the lean data plane): the `refusal` raised, else what every answer to it
+        must carry (`response_headers`)."""
+        context.no_store = True
+        refusal = self.refusal(headers, self.allowed_hosts(transport))
+        if refusal is not None:
+            raise refusal
+        origin = headers.get(hdrs.ORIGIN)
+        context.cors_origin = origin
+        context.vary_origin = origin is not None
+
     def _preflight_methods(self, path: str, mcp: bool, metadata: bool) -> str | None:
         """The methods a CORS preflight to `path` may be answered with; None: not answered."""
         if mcp:

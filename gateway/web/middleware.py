@@ -39,14 +39,8 @@ def new_request_id() -> str:
 async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give the request an id and its client's address, then write one access line and count
     it when it ends (`record_request`)."""
-    request_id = new_request_id()
     proxies = request.app[CONFIG_KEY].server.trusted_proxies
-    client = request.remote
-    if proxies:
-        client = client_of(client, request.headers, proxies, request_id)
-    started = asyncio.get_running_loop().time()
-    context = RequestContext(request_id=request_id, started=started, client=client)
-    request[CONTEXT_KEY] = context
+    context = request[CONTEXT_KEY] = new_context(request.remote, request.headers, proxies)
     status = 500
     try:
         response = await handler(request)
@@ -61,6 +55,17 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
         record_request(
             request.app[METRICS_KEY], context, request.method, request.rel_url.raw_path, status
         )
+
+
+def new_context(
+    peer: str | None, headers: MultiMapping[str], proxies: Sequence[IPNetwork]
+) -> RequestContext:
+    """A request's context from its start: a new request id, and its client's address (the
+    peer's, or with trusted proxies the one they forwarded: `client_of`)."""
+    request_id = new_request_id()
+    client = client_of(peer, headers, proxies, request_id) if proxies else peer
+    started = asyncio.get_running_loop().time()
+    return RequestContext(request_id=request_id, started=started, client=client)
 
 
 def record_request(

@@ -23,7 +23,7 @@ from gateway.web.error_response import error_answer
 from gateway.web.exchange import McpRequest, RequestContext
 from gateway.web.forward import forward
 from gateway.web.http_route import HttpRoute
-from gateway.web.middleware import CLIENT_CLOSED, client_of, new_request_id, record_request
+from gateway.web.middleware import CLIENT_CLOSED, new_context, record_request
 from gateway.web.pipeline import Step
 from gateway.web.plane.body import BodyReader
 from gateway.web.plane.connection import ClientConnection
@@ -65,7 +65,8 @@ class McpLane:
         status, after = 500, After.CLOSE_NOW
         try:
             try:
-                self._admit(request)
+                self._edge.admit_mcp(request.context, request.headers, request.transport)
+                context.upstream = self._route.name
                 for step in self._steps:
                     await step(request)
                 await forward(request, self._route, responder)
@@ -91,31 +92,14 @@ class McpLane:
 
     def _request(self, conn: ClientConnection, head: Head[Lane], body: BodyReader) -> McpRequest:
         """The request as the steps see it: its headers, context and client address."""
-        request_id = new_request_id()
         headers = CIMultiDict(
             [(n.decode("ascii"), v.decode("utf-8", "surrogateescape")) for n, v in head.headers]
         )
-        client = conn.peer
-        if self._proxies:
-            client = client_of(client, headers, self._proxies, request_id)
-        started = asyncio.get_running_loop().time()
-        context = RequestContext(request_id=request_id, started=started, client=client)
+        context = new_context(conn.peer, headers, self._proxies)
         length = head.content_length if "Content-Length" in headers else None
         return McpRequest(
             context, head.method, head.target, headers, head.headers, length, body, conn.transport
         )
-
-    def _admit(self, request: McpRequest) -> None:
-        """The edge's checks (Host, Origin), as its middleware makes them on aiohttp's path."""
-        context = request.context
-        context.no_store = True
-        refusal = self._edge.refusal(request.headers, self._edge.allowed_hosts(request.transport))
-        if refusal is not None:
-            raise refusal
-        origin = request.headers.get("Origin")
-        context.cors_origin = origin
-        context.vary_origin = origin is not None
-        context.upstream = self._route.name
 
 
 def _answer_error(responder: LeanResponder, error: GatewayError, context: RequestContext) -> None:
