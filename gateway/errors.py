@@ -272,6 +272,28 @@ class StoreUnavailableError(AuthUnavailableError):
     public_message = "State store unavailable, retry later"
 
 
+class CredentialUnavailableError(GatewayError):
+    """The upstream's own credential cannot be obtained right now (the token exchange or the
+    provider is down, or did not answer in time): fail closed, nothing is forwarded."""
+
+    status = 503
+    code = "upstream_credential_unavailable"
+    jsonrpc_code = -31057
+    public_message = "The upstream's credential is unavailable, retry later"
+    retry_after = 5
+
+
+class CredentialRefusedError(GatewayError):
+    """The authorization server refused the upstream's credential for this caller (e.g. the
+    token exchange answered `access_denied` or `invalid_target`): 403, nothing forwarded. The
+    message is written by the gateway, never copied from the server's answer."""
+
+    status = 403
+    code = "upstream_credential_refused"
+    jsonrpc_code = -31058
+    public_message = "The upstream's authorization server refused a credential for this caller"
+
+
 class UpstreamError(GatewayError):
     """The upstream MCP server failed before it sent a response.
 

@@ -23,11 +23,18 @@ class UpstreamRefs:
     route: str | None
     allow_anonymous: bool | None
     authorization_servers: list[str] | None
+    credential: str | None = None
+    """The `upstream_auth` kind, if any."""
 
     @classmethod
     def of(cls, upstream: Upstream) -> UpstreamRefs:
+        credential = getattr(upstream, "upstream_auth", None)
         return cls(
-            upstream.name, upstream.route, upstream.allow_anonymous, upstream.authorization_servers
+            upstream.name,
+            upstream.route,
+            upstream.allow_anonymous,
+            upstream.authorization_servers,
+            credential.kind if credential is not None else None,
         )
 
     @classmethod
@@ -43,7 +50,9 @@ class UpstreamRefs:
         if servers is not None and not all(isinstance(name, str) for name in servers):
             servers = None
         anonymous = False if "allow_anonymous" not in raw else good("allow_anonymous", bool)
-        return cls(good("name", str), good("route", str), anonymous, servers)
+        credential = (good("upstream_auth", dict) or {}).get("kind")
+        kind = credential if isinstance(credential, str) else None
+        return cls(good("name", str), good("route", str), anonymous, servers, kind)
 
 
 def cross_reference_problems(
@@ -54,6 +63,7 @@ def cross_reference_problems(
     """Problems between the sections given; a section that did not validate is None (or its
     upstreams absent), and the checks that need it are skipped rather than guessed."""
     found = _duplicates(upstreams)
+    found += _credentials(auth, upstreams)
     if auth is not None:
         found += _trust(auth, upstreams)
         known = auth.resource_server is not None or auth.authorization_server is not None
@@ -78,6 +88,24 @@ def _duplicates(upstreams: Mapping[int, UpstreamRefs]) -> Found:
                      f"{value!r} is already the {attr} of upstreams[{first[value]}]")
                 )  # fmt: skip
             first.setdefault(value, index)
+    return found
+
+
+def _credentials(auth: AuthSettings | None, upstreams: Mapping[int, UpstreamRefs]) -> Found:
+    """An upstream credential is for a known caller, and `mint` needs the facade's key."""
+    found: Found = []
+    for index, upstream in sorted(upstreams.items()):
+        if upstream.credential is None:
+            continue
+        path: YamlPath = ("upstreams", index, "upstream_auth")
+        if upstream.allow_anonymous:
+            found.append((path, "is for authenticated callers: not with allow_anonymous"))
+        facade = auth is None or auth.authorization_server is not None
+        if upstream.credential == "mint" and not facade:
+            found.append(
+                (path, "kind mint signs with the authorization server facade's key "
+                       "(/oauth/jwks): configure auth.authorization_server")
+            )  # fmt: skip
     return found
 
 

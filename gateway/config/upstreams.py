@@ -33,6 +33,7 @@ from gateway.config.fields import (
     normalized_header,
 )
 from gateway.config.secrets import SecretFileMixin
+from gateway.config.upstream_auth import UpstreamAuth
 
 
 class UpstreamTimeouts(Model):
@@ -159,7 +160,14 @@ SESSION_DIR = "{session_dir}"
 
 
 HTTP_ONLY_KEYS = frozenset(
-    {"headers", "headers_file", "identity_headers", "pass_headers", "max_idle_connections"}
+    {
+        "headers",
+        "headers_file",
+        "identity_headers",
+        "pass_headers",
+        "max_idle_connections",
+        "upstream_auth",
+    }
 )
 STDIO_ONLY_KEYS = frozenset(
     {"env", "env_file", "cwd", "private_dir", "max_processes", "max_processes_per_principal"}
@@ -275,6 +283,12 @@ class HttpUpstream(_UpstreamBase, _HttpEndpoint, _Mounted):
         "allowlist (Content-Type, Accept, MCP-Protocol-Version, Mcp-Method, Mcp-Name, "
         "Mcp-Param-*, traceparent, tracestate); every other client header is dropped.",
     )
+    upstream_auth: UpstreamAuth | None = Field(
+        None,
+        description="A credential of the upstream's own for each request: `kind: mint` (a JWT "
+        "the gateway signs), `exchange` (RFC 8693 token exchange) or `user_oauth` (the user's "
+        "own token at a third-party provider). The client's token is never passed on.",
+    )
 
     @model_validator(mode="after")
     def _identity_headers_distinct(self) -> HttpUpstream:
@@ -284,6 +298,14 @@ class HttpUpstream(_UpstreamBase, _HttpEndpoint, _Mounted):
         if clash:
             raise ValueError(f"identity headers {clash} are also static headers")
         own = static | {normalized_header(n) for n in self.identity_headers.names().values()}
+        if self.upstream_auth is not None:
+            header = normalized_header(self.upstream_auth.header)
+            if header in own:
+                raise ValueError(
+                    f"upstream_auth sets {self.upstream_auth.header!r}, which is also a static "
+                    "or identity header"
+                )
+            own.add(header)
         passed = sorted(name for name in self.pass_headers if normalized_header(name) in own)
         if passed:
             raise ValueError(f"pass_headers {passed} are set by the gateway on this route")

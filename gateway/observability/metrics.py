@@ -93,6 +93,15 @@ class GatewayMetrics:
             ("route", "decision"),
             registry=registry,
         )
+        self.upstream_credentials = Counter(
+            "mcp_gateway_upstream_credentials_total",
+            "Upstream credentials (`upstream_auth`) by upstream route, kind (mint, exchange, "
+            "user_oauth) and outcome: issued (minted, exchanged, or a stored grant used), cached, "
+            "refused (403), unavailable (503), elicited (the user was sent to connect), "
+            "connected, refreshed, disconnected, failed (a connect or refresh that did not work).",
+            ("upstream", "kind", "outcome"),
+            registry=registry,
+        )
         self.policy_reloads = Counter(
             "mcp_gateway_policy_reloads_total",
             "Policy reloads by outcome (ok, invalid: the old policy stays in force).",

@@ -16,7 +16,7 @@ from gateway.auth.token_cache import TokenCache
 from gateway.compiler import CompiledConfig, compile_config
 from gateway.config.fields import GATEWAY_AS_NAME
 from gateway.config.model import GatewayConfig
-from gateway.config.upstreams import Upstream
+from gateway.config.upstreams import HttpUpstream, Upstream
 from gateway.errors import MethodNotAllowedError
 from gateway.oauth.server import AuthorizationServer
 from gateway.observability.metrics import GatewayMetrics
@@ -25,6 +25,7 @@ from gateway.session.registry import SessionRegistry
 from gateway.session.shared import SharedSessions
 from gateway.store.kv import KeyValueStore
 from gateway.store.observed import open_shared_store
+from gateway.upstream_auth.factory import CredentialServices, build_credential
 from gateway.web import health
 from gateway.web.edge import Edge
 from gateway.web.exchange import McpRequest
@@ -120,7 +121,8 @@ def create_app(
     facade = _install_facade(app, shared)
     revocations = _revocations(facade, shared)
     sessions = _install_sessions(app, shared)
-    routes = _install_routes(app, sessions, facade, revocations)
+    services = CredentialServices(metrics, app[HTTP_KEY], facade, shared, config.public_base())
+    routes = _install_routes(app, sessions, facade, revocations, services)
     policies = _install_policies(app, facade, config_path)
     _mount_routes(app, routes, sessions, policies, edge)
     _install_health(app)
@@ -173,6 +175,7 @@ def _install_routes(
     sessions: SessionRegistry,
     facade: AuthorizationServer | None,
     revocations: Revocations | None,
+    services: CredentialServices,
 ) -> tuple[Route, ...]:
     """One route per upstream, with its authenticator and protected resource metadata; and
     what they need at start-up and shutdown (outbound HTTP, closing, the session reaper)."""
@@ -199,6 +202,10 @@ def _install_routes(
                 revocations=revocations,
             )
             _add_resource_metadata(app, upstream, public_base, trusted)
+        credential = None
+        if isinstance(upstream, HttpUpstream):
+            scopes = functools.partial(_scopes_supported, app, upstream.name)
+            credential = build_credential(upstream, services, scopes)
         routes.append(
             build_route(
                 upstream,
@@ -206,6 +213,7 @@ def _install_routes(
                 public_base=public_base,
                 sessions=sessions,
                 authenticator=authenticator,
+                credential=credential,
             )
         )
     app[ROUTES_KEY] = tuple(routes)

@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING
 
 from multidict import CIMultiDict
 
-from gateway.errors import UnfilterableResponseError, UpstreamError, UpstreamStreamError
+from gateway.auth.bearer import bearer_token
+from gateway.errors import (
+    GatewayError,
+    UnfilterableResponseError,
+    UpstreamError,
+    UpstreamStreamError,
+)
 from gateway.observability.logging import get_logger
 from gateway.policy.listing import (
     MAX_BYTES as LIST_MAX_BYTES,
@@ -22,6 +28,7 @@ from gateway.policy.listing import (
 from gateway.proxy.connection import UpstreamConnection, UpstreamResponse
 from gateway.proxy.headers import header_pairs, upstream_response_head
 from gateway.session.registry import StreamSlot
+from gateway.upstream_auth.base import Caller
 from gateway.web.edge import response_headers
 from gateway.web.exchange import McpRequest, Responder
 from gateway.web.middleware import new_request_id
@@ -106,13 +113,16 @@ async def _send(
     if query:
         target += ("&" if "?" in target else "?") + query
     body = context.body
+    added = _added_headers(request, route)
+    if route.credential is not None:
+        added += header_pairs([(route.credential.header, await _credential(request, route))])
     head = route.head_builder.build(
         request.method,
         target,
         request.raw_headers,
         len(body) if request.method == "POST" else None,
         context.request_id,
-        _added_headers(request, route),
+        added,
     )
     try:
         return await route.pool.request(
@@ -128,6 +138,17 @@ async def _send(
             detail=error.detail,
         )
         raise
+
+
+async def _credential(request: McpRequest, route: HttpRoute) -> str:
+    """The route's credential for the caller (`upstream_auth`; the route requires a token)."""
+    assert route.credential is not None
+    principal = request.context.principal
+    if principal is None:  # config refuses upstream_auth on anonymous routes
+        raise GatewayError("upstream_auth on a route without a caller")
+    authorization = request.headers.getall("Authorization", [])
+    token = bearer_token(authorization, 65_536) or ""  # validated already, within its limit
+    return await route.credential.value(Caller(principal, token))
 
 
 async def _filtered(

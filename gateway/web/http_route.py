@@ -13,6 +13,7 @@ from gateway.observability.metrics import GatewayMetrics
 from gateway.proxy.headers import RequestHeadBuilder
 from gateway.proxy.pool import UpstreamPool
 from gateway.session.registry import SessionRegistry
+from gateway.upstream_auth.base import UpstreamCredential
 from gateway.web.exchange import McpRequest
 from gateway.web.forward import end_upstream_session, forward
 from gateway.web.route import MountedRoute
@@ -32,6 +33,7 @@ class HttpRoute(MountedRoute):
         public_base: str,
         sessions: SessionRegistry,
         authenticator: RouteAuthenticator | None = None,
+        credential: UpstreamCredential | None = None,
     ) -> None:
         super().__init__(
             config, public_base=public_base, sessions=sessions, authenticator=authenticator
@@ -46,10 +48,15 @@ class HttpRoute(MountedRoute):
         )
         self.identity_headers = tuple(config.identity_headers.names().items())
         """(claim, header name) pairs set from each caller's principal."""
+        self.credential = credential
+        """The upstream's own credential (`upstream_auth`), set on every request."""
+        managed = [name for _, name in self.identity_headers]
+        if credential is not None:
+            managed.append(credential.header)
         self.head_builder = RequestHeadBuilder(
             self.pool.host_header,
             {name: value.get_secret_value() for name, value in config.headers.items()},
-            managed=[name for _, name in self.identity_headers],
+            managed=managed,
             passed=config.pass_headers,
         )
         self.metrics = metrics
@@ -77,6 +84,8 @@ class HttpRoute(MountedRoute):
 
     async def close(self) -> None:
         self.pool.close()
+        if self.credential is not None:
+            await self.credential.close()
 
 
 class AiohttpResponder:

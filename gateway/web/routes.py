@@ -11,6 +11,7 @@ from gateway.config.auth import ResourceServer
 from gateway.config.upstreams import HttpUpstream, StdioUpstream, Upstream
 from gateway.observability.metrics import GatewayMetrics
 from gateway.session.registry import SessionRegistry
+from gateway.upstream_auth.base import UpstreamCredential
 from gateway.web.http_route import HttpRoute
 from gateway.web.resource_metadata import metadata_path
 from gateway.web.route import Route
@@ -26,6 +27,7 @@ def build_route(
     public_base: str,
     sessions: SessionRegistry,
     authenticator: RouteAuthenticator | None,
+    credential: UpstreamCredential | None = None,
 ) -> Route:
     """The route for `upstream`, of its kind: a reverse proxy for an HTTP server, a process per
     session for a stdio one. The one place that tells the kinds apart (a new kind that is not
@@ -38,6 +40,7 @@ def build_route(
                 public_base=public_base,
                 sessions=sessions,
                 authenticator=authenticator,
+                credential=credential,
             )
         case StdioUpstream():
             return StdioRoute(

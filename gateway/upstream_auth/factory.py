@@ -1,0 +1,56 @@
+"""The credential of each route that has `upstream_auth`, of its kind."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import assert_never
+
+from gateway.auth.authenticator import HttpSessionHolder
+from gateway.config.upstream_auth import ExchangeAuth, MintAuth, UserOAuth
+from gateway.config.upstreams import HttpUpstream
+from gateway.oauth.server import AuthorizationServer
+from gateway.observability.metrics import GatewayMetrics
+from gateway.store.kv import KeyValueStore
+from gateway.upstream_auth.base import UpstreamCredential, outcome_counter
+from gateway.upstream_auth.mint import MintedCredential
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialServices:
+    """What the credentials of every route share."""
+
+    metrics: GatewayMetrics
+    http: HttpSessionHolder
+    facade: AuthorizationServer | None
+    store: KeyValueStore | None
+    public_base: str
+
+
+def build_credential(
+    upstream: HttpUpstream,
+    services: CredentialServices,
+    route_scopes: Callable[[], frozenset[str]],
+) -> UpstreamCredential | None:
+    """The route's credential (None: the route has no `upstream_auth`)."""
+    settings = upstream.upstream_auth
+    if settings is None:
+        return None
+    count = outcome_counter(services.metrics, upstream.name, settings.kind)
+    match settings:
+        case MintAuth():
+            facade = services.facade
+            assert facade is not None  # the config refuses mint without the facade
+            return MintedCredential(
+                settings,
+                issuer=facade.settings.issuer,
+                keys=lambda: facade.keys,
+                route_scopes=route_scopes,
+                count=count,
+            )
+        case ExchangeAuth():
+            raise NotImplementedError("exchange")
+        case UserOAuth():
+            raise NotImplementedError("user_oauth")
+        case _:
+            assert_never(settings)
