@@ -294,6 +294,27 @@ class CredentialRefusedError(GatewayError):
     public_message = "The upstream's authorization server refused a credential for this caller"
 
 
+class ElicitationRequiredError(GatewayError):
+    """The caller must first visit a gateway page (URL-mode elicitation), e.g. to connect
+    their account at a third-party provider: answered with HTTP 200 as MCP's URL-elicitation
+    answer of the request's protocol era (2025-11-25: the -32042 error; 2026-07-28: an
+    `input_required` result carrying a URL-mode `elicitation/create`), or, to a client that did
+    not declare URL elicitation, as a readable error naming the URL
+    (`gateway.web.elicitation`). Nothing is forwarded."""
+
+    status = 200
+    code = "url_elicitation_required"
+    jsonrpc_code = -32042
+    public_message = "This request needs an account connected first"
+
+    def __init__(self, detail: str, *, url: str, elicitation_id: str, message: str) -> None:
+        super().__init__(detail, message=message)
+        self.url = url
+        """The gateway page the user must open (absolute, the gateway's own origin)."""
+        self.elicitation_id = elicitation_id
+        """Unique per elicitation; never a secret (it is sent to the client)."""
+
+
 class UpstreamError(GatewayError):
     """The upstream MCP server failed before it sent a response.
 
