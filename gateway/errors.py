@@ -313,6 +313,8 @@ class ElicitationRequiredError(GatewayError):
         """The gateway page the user must open (absolute, the gateway's own origin)."""
         self.elicitation_id = elicitation_id
         """Unique per elicitation; never a secret (it is sent to the client)."""
+        self.body: bytes | None = None
+        """The answer in the request's protocol era, set where the request is known."""
 
 
 class UpstreamError(GatewayError):

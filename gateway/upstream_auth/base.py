@@ -33,6 +33,10 @@ class Caller:
 
     principal: Principal
     token: str = ""
+    elicitable: bool = False
+    """The request can be answered with a URL elicitation the client acts on (one request of
+    `tools/call`, `resources/read` or `prompts/get`); for any other request a credential that
+    needs the user first gives none (`value` returns None) and the request goes without."""
 
 
 class UpstreamCredential(Protocol):
@@ -42,9 +46,10 @@ class UpstreamCredential(Protocol):
     header: str
     """The upstream request header it sets (`Authorization`: `Bearer <token>`)."""
 
-    async def value(self, caller: Caller) -> str:
+    async def value(self, caller: Caller) -> str | None:
         """The header's value for `caller`; raises `CredentialRefusedError` (403),
-        `CredentialUnavailableError` (503) or, for `user_oauth`, an elicitation."""
+        `CredentialUnavailableError` (503) or, for `user_oauth`, `ElicitationRequiredError`
+        (only when `caller.elicitable`; otherwise None: the request goes without)."""
 
     async def close(self) -> None:
         """Release what it holds (HTTP sessions, background tasks)."""

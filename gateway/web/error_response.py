@@ -7,7 +7,7 @@ from typing import NamedTuple
 from aiohttp import web
 
 from gateway.auth.challenge import bearer_challenge
-from gateway.errors import GatewayError, MethodNotAllowedError
+from gateway.errors import ElicitationRequiredError, GatewayError, MethodNotAllowedError
 from gateway.jsonrpc import JsonRpcId, error_body
 
 
@@ -36,6 +36,8 @@ def error_answer(error: GatewayError, rpc_id: JsonRpcId = None) -> ErrorAnswer:
     if error.retry_after is not None:
         headers["Retry-After"] = str(error.retry_after)
     headers["Content-Type"] = "application/json"
+    if isinstance(error, ElicitationRequiredError) and error.body is not None:
+        return ErrorAnswer(error.status, headers, error.body, error.close_connection)
     body = error_body(
         error.rpc_id if error.rpc_id is not None or not error.echo_rpc_id else rpc_id,
         error.jsonrpc_code,

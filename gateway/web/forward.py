@@ -10,6 +10,7 @@ from multidict import CIMultiDict
 
 from gateway.auth.bearer import bearer_token
 from gateway.errors import (
+    ElicitationRequiredError,
     GatewayError,
     UnfilterableResponseError,
     UpstreamError,
@@ -30,6 +31,7 @@ from gateway.proxy.headers import header_pairs, upstream_response_head
 from gateway.session.registry import StreamSlot
 from gateway.upstream_auth.base import Caller
 from gateway.web.edge import response_headers
+from gateway.web.elicitation import elicitation_body, may_elicit
 from gateway.web.exchange import McpRequest, Responder
 from gateway.web.middleware import new_request_id
 from gateway.web.sessions import SESSION_HEADER, after_upstream_response
@@ -115,7 +117,9 @@ async def _send(
     body = context.body
     added = _added_headers(request, route)
     if route.credential is not None:
-        added += header_pairs([(route.credential.header, await _credential(request, route))])
+        credential = await _credential(request, route)
+        if credential is not None:
+            added += header_pairs([(route.credential.header, credential)])
     head = route.head_builder.build(
         request.method,
         target,
@@ -140,15 +144,22 @@ async def _send(
         raise
 
 
-async def _credential(request: McpRequest, route: HttpRoute) -> str:
-    """The route's credential for the caller (`upstream_auth`; the route requires a token)."""
+async def _credential(request: McpRequest, route: HttpRoute) -> str | None:
+    """The route's credential for the caller (`upstream_auth`; the route requires a token).
+    An elicitation it asks for is rendered here, where the request's era is known."""
     assert route.credential is not None
-    principal = request.context.principal
+    context = request.context
+    principal = context.principal
     if principal is None:  # config refuses upstream_auth on anonymous routes
         raise GatewayError("upstream_auth on a route without a caller")
     authorization = request.headers.getall("Authorization", [])
     token = bearer_token(authorization, 65_536) or ""  # validated already, within its limit
-    return await route.credential.value(Caller(principal, token))
+    try:
+        return await route.credential.value(Caller(principal, token, may_elicit(context)))
+    except ElicitationRequiredError as error:
+        version = request.headers.get("MCP-Protocol-Version")
+        error.body = elicitation_body(error, context, version)
+        raise
 
 
 async def _filtered(
