@@ -43,6 +43,7 @@ def build_credential(
             assert facade is not None  # the config refuses mint without the facade
             return MintedCredential(
                 settings,
+                upstream=upstream.name,
                 issuer=facade.settings.issuer,
                 keys=lambda: facade.keys,
                 route_scopes=route_scopes,

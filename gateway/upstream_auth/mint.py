@@ -18,7 +18,10 @@ from collections.abc import Callable
 from gateway.config.upstream_auth import MintAuth
 from gateway.errors import CredentialRefusedError
 from gateway.oauth.signing import SigningKeys
+from gateway.observability.logging import get_logger
 from gateway.upstream_auth.base import Caller, header_value
+
+audit = get_logger("gateway.audit")
 
 CACHE_SIZE = 10_000
 """Callers whose minted token is kept (least recently used beyond it are dropped)."""
@@ -35,6 +38,7 @@ class MintedCredential:
         self,
         settings: MintAuth,
         *,
+        upstream: str,
         issuer: str,
         keys: Callable[[], SigningKeys],
         route_scopes: Callable[[], frozenset[str]],
@@ -42,6 +46,7 @@ class MintedCredential:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.header = settings.header
+        self._upstream = upstream
         self._settings = settings
         self._issuer = issuer
         self._keys = keys
@@ -55,6 +60,7 @@ class MintedCredential:
         principal = caller.principal
         if principal.subject is None or principal.client_id is None:
             self._count("refused")
+            audit.info("upstream_token_refused", upstream=self._upstream, reason="no_subject")
             raise CredentialRefusedError(
                 "caller's token has no sub or client_id",
                 message="The caller's token names no subject or client: no upstream token "
@@ -84,6 +90,9 @@ class MintedCredential:
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
         self._count("issued")
+        audit.info("upstream_token_minted", upstream=self._upstream, sub=principal.subject[:128],
+                   client_id=principal.client_id[:256], scopes=sorted(scopes),
+                   expires_at=minted.expires_at)  # fmt: skip
         return value
 
     async def close(self) -> None:

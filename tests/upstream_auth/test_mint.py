@@ -8,6 +8,7 @@ shows the exact token; the client is the real `mcp` SDK client.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from gateway.oauth.signing import SigningKey
-from tests.conftest import Gateway, StartGateway
+from tests.conftest import Gateway, StartGateway, gateway_log
 from tests.support.facade import write_users
 from tests.support.http_upstream import RecordingUpstream, recording_upstream
 from tests.support.local_issuer import LocalIssuer
@@ -136,6 +137,16 @@ async def test_the_minted_token_replaces_the_clients_and_binds_the_upstream_audi
         )
         assert claims["act"] == {"sub": gateway_issuer}
         assert claims["exp"] - claims["iat"] == 120
+        minted_lines = [
+            line for line in gateway_log().splitlines() if "upstream_token_minted" in line
+        ]
+        assert len(minted_lines) == 1  # once per caller per lifetime, not per request
+        logged = json.loads(minted_lines[0])
+        assert (logged["upstream"], logged["sub"], logged["scopes"]) == (
+            "spy",
+            "alice",
+            ["mcp:tools"],
+        )
         # The same token, presented straight to each upstream: its audience takes it, the
         # other upstream (another route's) refuses it.
         async with aiohttp.ClientSession() as http:
