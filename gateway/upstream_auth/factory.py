@@ -12,8 +12,16 @@ from gateway.config.upstreams import HttpUpstream
 from gateway.oauth.server import AuthorizationServer
 from gateway.observability.metrics import GatewayMetrics
 from gateway.store.kv import KeyValueStore
+from gateway.store.memory import MemoryKV
 from gateway.upstream_auth.base import UpstreamCredential, outcome_counter
+from gateway.upstream_auth.connect_flow import ConnectFlow, callback_path
+from gateway.upstream_auth.grants import GrantStore
+from gateway.upstream_auth.keeper import GrantKeeper
 from gateway.upstream_auth.mint import MintedCredential
+from gateway.upstream_auth.provider import ThirdPartyProvider
+from gateway.upstream_auth.sealing import GrantSealer
+from gateway.upstream_auth.tickets import Tickets
+from gateway.upstream_auth.user_oauth import UserOAuthCredential
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +60,23 @@ def build_credential(
         case ExchangeAuth():
             raise NotImplementedError("exchange")
         case UserOAuth():
-            raise NotImplementedError("user_oauth")
+            return _user_oauth(upstream.name, settings, services, count)
         case _:
             assert_never(settings)
+
+
+def _user_oauth(
+    name: str, settings: UserOAuth, services: CredentialServices, count: Callable[[str], None]
+) -> UserOAuthCredential:
+    """The route's provider client, grant keeper and connect flow, over the shared store (or,
+    without Redis, a store in this process: grants then live as long as the process)."""
+    store = services.store if services.store is not None else MemoryKV()
+    sealer = GrantSealer.from_keys([key.get_secret_value() for key in settings.encryption_keys])
+    redirect_uri = services.public_base + callback_path(name)
+    provider = ThirdPartyProvider(settings, redirect_uri, services.http)
+    grants = GrantStore(store, sealer, name)
+    keeper = GrantKeeper(provider, grants, store, settings, count, upstream=name)
+    flow = ConnectFlow(name, provider, keeper, sealer, store)
+    return UserOAuthCredential(
+        settings, flow, Tickets(sealer, name), public_base=services.public_base, count=count
+    )

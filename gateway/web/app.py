@@ -27,6 +27,7 @@ from gateway.store.kv import KeyValueStore
 from gateway.store.observed import open_shared_store
 from gateway.upstream_auth.factory import CredentialServices, build_credential
 from gateway.web import health
+from gateway.web.connect import install_connect_pages
 from gateway.web.edge import Edge
 from gateway.web.exchange import McpRequest
 from gateway.web.facade import FacadeEndpoints, build_authorization_server
@@ -123,6 +124,9 @@ def create_app(
     sessions = _install_sessions(app, shared)
     services = CredentialServices(metrics, app[HTTP_KEY], facade, shared, config.public_base())
     routes = _install_routes(app, sessions, facade, revocations, services)
+    install_connect_pages(
+        app, routes, facade, config.auth.authorization_server, config.public_base()
+    )
     policies = _install_policies(app, facade, config_path)
     _mount_routes(app, routes, sessions, policies, edge)
     _install_health(app)

@@ -1,0 +1,225 @@
+"""The connect pages of `user_oauth` routes: where a URL elicitation sends the user to connect
+their account at the route's third-party provider, the provider's callback, and disconnect.
+
+- `GET /oauth/connect/<route>?ticket=...`: checks the connect ticket, binds the flow to this
+  browser (a random HttpOnly, SameSite=Lax cookie, `__Host-` and Secure behind https) and
+  redirects to the provider (PKCE S256, single-use `state`). When the ticket's user signed in
+  through the gateway's own authorization server (facade) and sign-in sessions are on, the
+  browser must hold that user's sign-in session: another signed-in user is refused. Otherwise
+  the ticket URL is a bearer link for its lifetime (10 minutes): whoever opens it first may
+  connect an account for its user, and only in the browser that opened it.
+- `GET /oauth/connect/<route>/callback`: `iss` first, then `state`, then the code
+  (`gateway.upstream_auth.connect_flow`).
+- `POST /oauth/connect/<route>/disconnect`: with the bearer token the route accepts
+  (no cookie, so no cross-site request can use it); revokes at the provider when it can and
+  deletes the grant. Answers JSON `{"disconnected": bool}`.
+
+Every page is `Cache-Control: no-store`; provider text is never shown or logged.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import secrets
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from gateway.auth.authenticator import RouteAuthenticator
+from gateway.config.auth import AuthorizationServerSettings
+from gateway.errors import CredentialRefusedError, NotFoundError
+from gateway.oauth.server import AuthorizationServer
+from gateway.observability.logging import get_logger
+from gateway.upstream_auth.connect_flow import (
+    STATE_LIFETIME,
+    ConnectRefusedError,
+    callback_path,
+    disconnect_path,
+    start_path,
+)
+from gateway.upstream_auth.grants import user_key
+from gateway.upstream_auth.provider import ProviderUnavailableError
+from gateway.upstream_auth.tickets import ConnectTicket, TicketError
+from gateway.upstream_auth.user_oauth import UserOAuthCredential
+from gateway.web.facade import pages
+from gateway.web.facade.cookies import Cookies
+from gateway.web.facade.error import fail_closed
+from gateway.web.route import Route
+
+audit = get_logger("gateway.audit")
+
+CONNECT_COOKIE = "mcp-gateway-connect"
+_COOKIE_VALUE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+RETRY_HINT = "Retry the request in your application to get a new link."
+SIGN_IN_FIRST = (
+    "Sign in to this gateway in this browser first (as you did for your application), "
+    "then open the link again."
+)
+_REFUSALS = {
+    "iss_missing": "The provider's answer could not be verified.",
+    "iss_mismatch": "The provider's answer could not be verified.",
+    "iss_repeated": "The provider's answer could not be verified.",
+    "state_unknown": "This connection has expired, was already completed, or was started in "
+    "another browser.",
+    "provider_error": "The provider did not grant access.",
+    "code_missing": "The provider's answer could not be used.",
+    "code_refused": "The provider's answer could not be used.",
+}
+
+
+class BindingCookie:
+    """The cookie that binds a connect flow to the browser that started it."""
+
+    def __init__(self, public_base: str) -> None:
+        self.secure = public_base.startswith("https://")
+        self.name = ("__Host-" if self.secure else "") + CONNECT_COOKIE
+
+    def sent(self, request: web.Request) -> str:
+        value = request.cookies.get(self.name, "")
+        return value if _COOKIE_VALUE.fullmatch(value) else ""
+
+    def set(self, response: web.StreamResponse, value: str) -> None:
+        response.set_cookie(
+            self.name, value, max_age=STATE_LIFETIME, path="/", secure=self.secure,
+            httponly=True, samesite="Lax",
+        )  # fmt: skip
+
+
+class FacadeSessions:
+    """Who is signed in at the gateway's own authorization server, in a browser."""
+
+    def __init__(self, server: AuthorizationServer, settings: AuthorizationServerSettings):
+        self.server = server
+        self.cookie = Cookies(server.settings.issuer, settings).session_name
+
+    def vouches_for(self, ticket: ConnectTicket) -> bool:
+        """Whether the facade's sign-in session can tell this ticket's user in a browser."""
+        settings = self.server.settings
+        return settings.session_idle > 0 and ticket.issuer == settings.issuer
+
+    async def subject(self, request: web.Request) -> str | None:
+        session = await self.server.session(request.cookies.get(self.cookie))
+        return session.subject if session is not None else None
+
+
+class ConnectPages:
+    """The three endpoints of one `user_oauth` route."""
+
+    def __init__(
+        self,
+        credential: UserOAuthCredential,
+        authenticator: RouteAuthenticator | None,
+        cookie: BindingCookie,
+        sessions: FacadeSessions | None,
+    ) -> None:
+        self.credential = credential
+        self.flow = credential.connect
+        self.upstream = credential.connect.upstream
+        self._authenticator = authenticator
+        self._cookie = cookie
+        self._sessions = sessions
+
+    async def start(self, request: web.Request) -> web.Response:
+        tickets = request.query.getall("ticket", [])
+        try:
+            if len(tickets) != 1:
+                raise TicketError("malformed")
+            ticket = self.credential.tickets.check(tickets[0])
+        except TicketError as error:
+            audit.info("upstream_connect_refused", upstream=self.upstream, reason=error.reason)
+            return pages.error_page(400, f"This link is not valid or has expired. {RETRY_HINT}")
+        refusal = await self._other_user(request, ticket)
+        if refusal is not None:
+            return refusal
+        browser = self._cookie.sent(request) or secrets.token_urlsafe(32)
+        try:
+            location = await self.flow.begin(ticket, browser)
+        except ProviderUnavailableError:
+            audit.warning("upstream_connect_unavailable", upstream=self.upstream)
+            return _unavailable()
+        response = pages.redirect(location)
+        self._cookie.set(response, browser)
+        return response
+
+    async def _other_user(self, request: web.Request, ticket: ConnectTicket) -> web.Response | None:
+        """A refusal page unless this browser is signed in at the facade as the ticket's user
+        (None without the facade's sessions: the binding cookie alone then holds the flow)."""
+        sessions = self._sessions
+        if sessions is None or not sessions.vouches_for(ticket):
+            return None
+        subject = await sessions.subject(request)
+        if subject is None:
+            audit.info("upstream_connect_refused", upstream=self.upstream, reason="not_signed_in")
+            return pages.error_page(401, SIGN_IN_FIRST)
+        if subject != ticket.subject:
+            audit.warning("upstream_connect_refused", upstream=self.upstream,
+                          reason="other_user", sub=subject[:128])  # fmt: skip
+            return pages.error_page(403, "This link was made for another user of this gateway.")
+        return None
+
+    async def callback(self, request: web.Request) -> web.Response:
+        count = self.credential.count
+        try:
+            connected = await self.flow.finish(request.query, self._cookie.sent(request))
+        except ConnectRefusedError as error:
+            count("failed")
+            audit.warning("upstream_connect_refused", upstream=self.upstream, reason=error.reason)
+            return pages.error_page(400, f"{_REFUSALS[error.reason]} {RETRY_HINT}")
+        except ProviderUnavailableError:
+            count("failed")
+            audit.warning("upstream_connect_unavailable", upstream=self.upstream)
+            return _unavailable()
+        audit.info(
+            "upstream_account_connected", upstream=self.upstream, sub=connected.subject[:128]
+        )
+        return pages.page(200, "Account connected", "<p>Your account is connected for the MCP "
+                          f"server <strong>{html.escape(self.upstream)}</strong>. You can close "
+                          "this page and return to your application.</p>")  # fmt: skip
+
+    async def disconnect(self, request: web.Request) -> web.Response:
+        if self._authenticator is None:  # the config refuses user_oauth on anonymous routes
+            raise NotFoundError("disconnect on a route without authentication")
+        principal = await self._authenticator.authenticate(
+            request.headers.getall("Authorization", [])
+        )
+        user = user_key(principal)
+        if user is None:
+            raise CredentialRefusedError("caller's token has no sub", message="The caller's "
+                                         "token names no user")  # fmt: skip
+        removed = await self.flow.keeper.disconnect(user)  # counted by the keeper
+        audit.info("upstream_account_disconnected", upstream=self.upstream,
+                   sub=(principal.subject or "")[:128], had_grant=removed)  # fmt: skip
+        return web.json_response({"disconnected": removed}, headers={"Cache-Control": "no-store"})
+
+
+def _unavailable() -> web.Response:
+    response = pages.page(503, "Try again shortly", "<p>The provider cannot be reached right "
+                          "now. Try again in a moment.</p>")  # fmt: skip
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+def install_connect_pages(
+    app: web.Application,
+    routes: Sequence[Route],
+    facade: AuthorizationServer | None,
+    settings: AuthorizationServerSettings | None,
+    public_base: str,
+) -> None:
+    """The connect pages of every route whose credential is `user_oauth`."""
+    cookie = BindingCookie(public_base)
+    sessions = None
+    if facade is not None and settings is not None:
+        sessions = FacadeSessions(facade, settings)
+    for route in routes:
+        credential = getattr(route, "credential", None)
+        if not isinstance(credential, UserOAuthCredential):
+            continue
+        endpoints = ConnectPages(credential, route.authenticator, cookie, sessions)
+        name = credential.connect.upstream
+        app.router.add_get(start_path(name), fail_closed(endpoints.start, page=True),
+                           allow_head=False)  # fmt: skip
+        app.router.add_get(callback_path(name), fail_closed(endpoints.callback, page=True),
+                           allow_head=False)  # fmt: skip
+        app.router.add_post(disconnect_path(name), endpoints.disconnect)
