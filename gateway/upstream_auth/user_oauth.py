@@ -83,7 +83,7 @@ class UserOAuthCredential:
             url=f"{self._start_url}?{urlencode({'ticket': ticket})}",
             elicitation_id=secrets.token_urlsafe(16),
             message=f"Connect your account at {self._provider_name} to use the MCP server "
-            f"{self._upstream!r}: open the link, sign in there, then retry.",
+            f"{self._upstream!r}",
         )
 
     async def close(self) -> None:
