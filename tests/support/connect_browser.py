@@ -54,16 +54,18 @@ class ConnectBrowser:
         self.jar.update_cookies({name: value}, URL(url))
 
     async def get(self, url: str) -> Page:
-        async with aiohttp.ClientSession(cookie_jar=self.jar, trust_env=False) as http:
-            async with http.get(
+        async with (
+            aiohttp.ClientSession(cookie_jar=self.jar, trust_env=False) as http,
+            http.get(
                 URL(url, encoded=True), allow_redirects=False, timeout=aiohttp.ClientTimeout(10)
-            ) as response:
-                page = Page(
-                    response.status,
-                    CIMultiDict(response.headers),
-                    response.headers.getall("Set-Cookie", []),
-                    await response.text(),
-                )
+            ) as response,
+        ):
+            page = Page(
+                response.status,
+                CIMultiDict(response.headers),
+                response.headers.getall("Set-Cookie", []),
+                await response.text(),
+            )
         self.visited.append((url, page.status_code))
         for cookie in self.jar:
             remember(cookie.value)
@@ -131,18 +133,22 @@ async def call_tool(url: str, token: str, *, method: str = "tools/call") -> dict
         "MCP-Protocol-Version": "2025-11-25",
     }
     body = {**CALL, "method": method, "params": CALL["params"] if method == "tools/call" else {}}
-    async with aiohttp.ClientSession(trust_env=False) as http:
-        async with http.post(url, json=body, headers=headers) as response:
-            assert response.status == 200, await response.text()
-            answer: dict[str, Any] = await response.json()
+    async with (
+        aiohttp.ClientSession(trust_env=False) as http,
+        http.post(url, json=body, headers=headers) as response,
+    ):
+        assert response.status == 200, await response.text()
+        answer: dict[str, Any] = await response.json()
     return answer
 
 
 async def credential_outcomes(metrics_url: str, upstream: str) -> dict[str, float]:
     """`mcp_gateway_upstream_credentials_total` of `upstream`, by outcome."""
-    async with aiohttp.ClientSession(trust_env=False) as http:
-        async with http.get(metrics_url) as response:
-            text = await response.text()
+    async with (
+        aiohttp.ClientSession(trust_env=False) as http,
+        http.get(metrics_url) as response,
+    ):
+        text = await response.text()
     found: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         if family.name != "mcp_gateway_upstream_credentials":
