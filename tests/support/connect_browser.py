@@ -125,8 +125,10 @@ def elicitation_of(answer: dict[str, Any]) -> dict[str, Any]:
     return dict(elicitation)
 
 
-async def call_tool(url: str, token: str, *, method: str = "tools/call") -> dict[str, Any]:
-    """One 2025-11-25 JSON-RPC request to the gateway route `url` (200 expected)."""
+async def call_tool(
+    url: str, token: str, *, method: str = "tools/call", status: int = 200
+) -> dict[str, Any]:
+    """One 2025-11-25 JSON-RPC request to the gateway route `url` (`status` expected)."""
     headers = {
         "Authorization": f"Bearer {token}",
         "Accept": "application/json, text/event-stream",
@@ -137,7 +139,7 @@ async def call_tool(url: str, token: str, *, method: str = "tools/call") -> dict
         aiohttp.ClientSession(trust_env=False) as http,
         http.post(url, json=body, headers=headers) as response,
     ):
-        assert response.status == 200, await response.text()
+        assert response.status == status, await response.text()
         answer: dict[str, Any] = await response.json()
     return answer
 

@@ -17,6 +17,7 @@ import httpx2
 import pytest
 from aiohttp import web
 
+from gateway.web.connect import BindingCookie
 from tests.conftest import Gateway, StartGateway, gateway_log
 from tests.support.connect_browser import (
     ConnectBrowser,
@@ -324,3 +325,32 @@ async def test_the_provider_down_at_the_start_page_is_a_503(
     await provider.start()
     page = await ConnectBrowser().connect(elicitation_of(answer)["url"])
     assert "Account connected" in page.text
+
+
+async def test_a_caller_whose_token_names_no_user_is_refused(
+    gw: Gateway, issuer: LocalIssuer, upstream: RecordingUpstream
+) -> None:
+    token = issuer.mint(issuer.claims(gw.url(ROUTE), sub=None))
+    answer = await call_tool(gw.url(ROUTE), token, status=403)
+    assert answer["error"]["code"] == -31058
+    assert forwarded_calls(upstream) == []
+
+
+@pytest.mark.parametrize(
+    ("public_base", "name", "secure"),
+    [
+        ("https://gw.example", "__Host-mcp-gateway-connect", True),
+        ("http://127.0.0.1:8080", "mcp-gateway-connect", False),
+    ],
+)
+def test_the_binding_cookie_is_host_prefixed_and_secure_behind_https(
+    public_base: str, name: str, secure: bool
+) -> None:
+    cookie = BindingCookie(public_base)
+    response = web.Response()
+    cookie.set(response, "v" * 43)
+    morsel = response.cookies[name]
+    assert bool(morsel["secure"]) is secure
+    assert morsel["path"] == "/"
+    assert morsel["httponly"] is True
+    assert morsel["samesite"] == "Lax"
