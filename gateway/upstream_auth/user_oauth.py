@@ -48,7 +48,8 @@ class UserOAuthCredential:
         self.tickets = tickets
         self._keeper = connect.keeper
         self._upstream = connect.upstream
-        self._provider_name = urlsplit(str(settings.issuer)).netloc
+        self.provider_name = urlsplit(str(settings.issuer)).netloc
+        """How pages and messages name the provider (its issuer's host)."""
         self._start_url = public_base + start_path(connect.upstream)
         self.count = count
         """`count(outcome)` of `mcp_gateway_upstream_credentials_total` for this route."""
@@ -82,7 +83,7 @@ class UserOAuthCredential:
             "no stored grant for the caller",
             url=f"{self._start_url}?{urlencode({'ticket': ticket})}",
             elicitation_id=secrets.token_urlsafe(16),
-            message=f"Connect your account at {self._provider_name} to use the MCP server "
+            message=f"Connect your account at {self.provider_name} to use the MCP server "
             f"{self._upstream!r}",
         )
 

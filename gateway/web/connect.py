@@ -1,15 +1,19 @@
 """The connect pages of `user_oauth` routes: where a URL elicitation sends the user to connect
 their account at the route's third-party provider, the provider's callback, and disconnect.
 
-- `GET /oauth/connect/<route>?ticket=...`: checks the connect ticket, binds the flow to this
-  browser (a random HttpOnly, SameSite=Lax cookie, `__Host-` and Secure behind https) and
-  redirects to the provider (PKCE S256, single-use `state`). When the ticket's user signed in
-  through the gateway's own authorization server (facade) and sign-in sessions are on, the
-  browser must hold that user's sign-in session: another signed-in user is refused. Otherwise
-  the ticket URL is a bearer link for its lifetime (10 minutes): whoever opens it first may
-  connect an account for its user, and only in the browser that opened it.
-- `GET /oauth/connect/<route>/callback`: `iss` first, then `state`, then the code
-  (`gateway.upstream_auth.connect_flow`).
+- `GET /oauth/connect/<route>?ticket=...`: checks the connect ticket. When the ticket's user
+  signed in through the gateway's own authorization server (facade) and sign-in sessions are
+  on, the browser must hold that user's sign-in session (another signed-in user is refused, a
+  browser signed in as nobody is asked to sign in) and goes straight on to the provider.
+  Otherwise the link is a bearer link for its lifetime (10 minutes): the page names the
+  provider, the route and the user the link was made for, and the user confirms with a button
+  (`POST` to the same path, accepted only with the gateway's own `Origin`), so a link someone
+  else sends is never followed without a click that shows whose it is.
+- Going on to the provider binds the flow to this browser (a random HttpOnly, SameSite=Lax
+  cookie, `__Host-` and Secure behind https) and keeps a single-use `state` with the PKCE
+  verifier (`gateway.upstream_auth.connect_flow`).
+- `GET /oauth/connect/<route>/callback`: `iss` first, then `state` (only in the browser that
+  began), then the code.
 - `POST /oauth/connect/<route>/disconnect`: with the bearer token the route accepts
   (no cookie, so no cross-site request can use it); revokes at the provider when it can and
   deletes the grant. Answers JSON `{"disconnected": bool}`.
@@ -24,11 +28,12 @@ import re
 import secrets
 from collections.abc import Sequence
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from gateway.auth.authenticator import RouteAuthenticator
 from gateway.config.auth import AuthorizationServerSettings
 from gateway.errors import CredentialRefusedError, NotFoundError
+from gateway.oauth.error import OAuthError
 from gateway.oauth.server import AuthorizationServer
 from gateway.observability.logging import get_logger
 from gateway.upstream_auth.connect_flow import (
@@ -42,7 +47,7 @@ from gateway.upstream_auth.grants import user_key
 from gateway.upstream_auth.provider import ProviderUnavailableError
 from gateway.upstream_auth.tickets import ConnectTicket, TicketError
 from gateway.upstream_auth.user_oauth import UserOAuthCredential
-from gateway.web.facade import pages
+from gateway.web.facade import forms, pages
 from gateway.web.facade.cookies import Cookies
 from gateway.web.facade.error import fail_closed
 from gateway.web.route import Route
@@ -112,6 +117,7 @@ class ConnectPages:
         authenticator: RouteAuthenticator | None,
         cookie: BindingCookie,
         sessions: FacadeSessions | None,
+        origin: str,
     ) -> None:
         self.credential = credential
         self.flow = credential.connect
@@ -119,16 +125,64 @@ class ConnectPages:
         self._authenticator = authenticator
         self._cookie = cookie
         self._sessions = sessions
+        self._origin = origin
+        """The gateway's own origin: the only one the confirmation form may come from."""
 
     async def start(self, request: web.Request) -> web.Response:
-        tickets = request.query.getall("ticket", [])
+        """GET: the link the elicitation named. A browser signed in at the facade as the
+        ticket's user goes straight to the provider; otherwise the user confirms first, on a
+        page naming the provider, the route and the user the link was made for (a link an
+        attacker sends is not followed without a click, and shows whose it is)."""
+        ticket = self._ticket(request.query.getall("ticket", []))
+        if isinstance(ticket, web.Response):
+            return ticket
+        if self._sessions is not None and self._sessions.vouches_for(ticket):
+            return await self._begin(request, ticket)
+        return self._confirmation(ticket, request.query["ticket"])
+
+    async def confirm(self, request: web.Request) -> web.Response:
+        """POST from the confirmation page (its own origin only), then as `start`."""
+        reason = forms.foreign_form_post(request.headers.getall(hdrs.ORIGIN, []), self._origin)
+        if reason is not None:
+            audit.warning("upstream_connect_refused", upstream=self.upstream,
+                          reason=f"form_origin_{reason}")  # fmt: skip
+            return pages.error_page(403, f"This form can only be sent from this server's own "
+                                    f"page. {RETRY_HINT}")  # fmt: skip
         try:
-            if len(tickets) != 1:
+            form = await forms.form(request)
+        except OAuthError as error:
+            return pages.error_page(error.status, error.description)
+        ticket = self._ticket(form.getall("ticket", []))
+        if isinstance(ticket, web.Response):
+            return ticket
+        return await self._begin(request, ticket)
+
+    def _ticket(self, values: list[str]) -> ConnectTicket | web.Response:
+        """The one valid ticket among `values`, or the page refusing it."""
+        try:
+            if len(values) != 1:
                 raise TicketError("malformed")
-            ticket = self.credential.tickets.check(tickets[0])
+            return self.credential.tickets.check(values[0])
         except TicketError as error:
             audit.info("upstream_connect_refused", upstream=self.upstream, reason=error.reason)
             return pages.error_page(400, f"This link is not valid or has expired. {RETRY_HINT}")
+
+    def _confirmation(self, ticket: ConnectTicket, text: str) -> web.Response:
+        body = (
+            f"<p>Connect your account at <strong>{html.escape(self.credential.provider_name)}"
+            f"</strong> to the MCP server <strong>{html.escape(self.upstream)}</strong> of "
+            f"this gateway, for its user <strong>{html.escape(ticket.subject)}</strong>.</p>"
+            "<p>Continue only if your application just asked you to; otherwise close this "
+            "page.</p>"
+            f'<form method="post" action="{html.escape(start_path(self.upstream))}">'
+            f'<input type="hidden" name="ticket" value="{html.escape(text)}">'
+            '<button type="submit">Connect</button></form>'
+        )
+        return pages.page(200, "Connect your account", body)
+
+    async def _begin(self, request: web.Request, ticket: ConnectTicket) -> web.Response:
+        """Off to the provider, the flow bound to this browser (and, with the facade, to the
+        signed-in user)."""
         refusal = await self._other_user(request, ticket)
         if refusal is not None:
             return refusal
@@ -216,10 +270,12 @@ def install_connect_pages(
         credential = getattr(route, "credential", None)
         if not isinstance(credential, UserOAuthCredential):
             continue
-        endpoints = ConnectPages(credential, route.authenticator, cookie, sessions)
+        origin = forms.origin_of(public_base)
+        endpoints = ConnectPages(credential, route.authenticator, cookie, sessions, origin)
         name = credential.connect.upstream
         app.router.add_get(start_path(name), fail_closed(endpoints.start, page=True),
                            allow_head=False)  # fmt: skip
+        app.router.add_post(start_path(name), fail_closed(endpoints.confirm, page=True))
         app.router.add_get(callback_path(name), fail_closed(endpoints.callback, page=True),
                            allow_head=False)  # fmt: skip
         app.router.add_post(disconnect_path(name), endpoints.disconnect)

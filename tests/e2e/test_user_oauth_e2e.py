@@ -24,7 +24,7 @@ from mcp import Client
 from mcp.client.context import ClientRequestContext
 from mcp.shared.exceptions import MCPError, UrlElicitationRequiredError
 from mcp_types import ElicitRequestParams, ElicitRequestURLParams, ElicitResult
-from playwright.async_api import Browser
+from playwright.async_api import Browser, expect
 
 from gateway.web.elicitation import NOT_ELICITABLE, URL_ELICITATION_REQUIRED
 from gateway.web.facade import SESSION_COOKIE
@@ -113,12 +113,14 @@ def _bearer(issuer: LocalIssuer, gw: Gateway, subject: str) -> dict[str, str]:
 
 
 async def _sign_in_at_provider(browser: Browser, url: str, login: str) -> str:
-    """Open `url` in a fresh browser context, sign in at the provider as `login`; the
-    heading of the page the flow ends on."""
+    """Open `url` in a fresh browser context, confirm, sign in at the provider as `login`;
+    the heading of the page the flow ends on."""
     context = await browser.new_context()
     try:
         page = await context.new_page()
         await page.goto(url)
+        await expect(page.get_by_role("heading", name="Connect your account")).to_be_visible()
+        await page.get_by_role("button", name="Connect").click()
         await page.fill("#user", login)
         await page.click("#authorize")
         await page.wait_for_url("**/oauth/connect/files/callback?**")
@@ -286,5 +288,6 @@ async def test_another_signed_in_user_cannot_complete_a_users_link(
         assert provider.count("/authorize") == 0
         page = await alice.connect(url, user="octo-alice")
         assert "Account connected" in page.text
+        assert alice.pages[0].status_code == 302  # signed in as the link's user: no click
         sent = await _called(client)
     assert provider.owner_of(sent.removeprefix("Bearer ")) == "octo-alice"

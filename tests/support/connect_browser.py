@@ -11,10 +11,12 @@ may tamper with first. Every step is recorded, so a test sees where a flow stopp
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import aiohttp
 from multidict import CIMultiDict
@@ -24,6 +26,9 @@ from yarl import URL
 from tests.support.secrets import remember
 
 MAX_STEPS = 6
+_FORM = re.compile(
+    r'<form method="post" action="([^"]+)"><input type="hidden" name="ticket" value="([^"]*)">'
+)
 CALL = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo"}}
 
 
@@ -44,6 +49,8 @@ class ConnectBrowser:
     jar: aiohttp.CookieJar = field(default_factory=lambda: aiohttp.CookieJar(unsafe=True))
     visited: list[tuple[str, int]] = field(default_factory=list)
     """(URL, status) of every request, in order."""
+    pages: list[Page] = field(default_factory=list)
+    """Every answer, in order."""
     callback_url: str | None = None
     """The provider's redirect back to the gateway, as the provider sent it."""
 
@@ -54,10 +61,22 @@ class ConnectBrowser:
         self.jar.update_cookies({name: value}, URL(url))
 
     async def get(self, url: str) -> Page:
+        return await self.request("GET", url)
+
+    async def request(
+        self, method: str, url: str, form: dict[str, str] | None = None, origin: str | None = None
+    ) -> Page:
+        """One request (no redirects followed); a form POST carries `origin` as `Origin`."""
+        headers = {"Origin": origin} if origin is not None else {}
         async with (
             aiohttp.ClientSession(cookie_jar=self.jar, trust_env=False) as http,
-            http.get(
-                URL(url, encoded=True), allow_redirects=False, timeout=aiohttp.ClientTimeout(10)
+            http.request(
+                method,
+                URL(url, encoded=True),
+                data=form,
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(10),
             ) as response,
         ):
             page = Page(
@@ -67,6 +86,7 @@ class ConnectBrowser:
                 await response.text(),
             )
         self.visited.append((url, page.status_code))
+        self.pages.append(page)
         for cookie in self.jar:
             remember(cookie.value)
         return page
@@ -79,11 +99,19 @@ class ConnectBrowser:
         tamper: Callable[[str], str] | None = None,
         follow_callback: bool = True,
     ) -> Page:
-        """Open the elicitation's `url` and follow the flow; the last response (the
-        gateway's callback page, or wherever the flow stopped). `user` signs in at the
-        provider; `tamper` rewrites the provider's redirect back before it is followed;
-        without `follow_callback` the flow stops at that redirect (`callback_url` holds it)."""
+        """Open the elicitation's `url` (confirming with its button if asked) and follow the
+        flow; the last response (the gateway's callback page, or wherever the flow stopped).
+        `user` signs in at the provider; `tamper` rewrites the provider's redirect back before
+        it is followed; without `follow_callback` the flow stops at that redirect
+        (`callback_url` holds it)."""
         response = await self.get(url)
+        confirmation = _FORM.search(response.text) if response.status_code == 200 else None
+        if confirmation is not None:  # the bearer-link confirmation page: click Connect
+            action, ticket = (html.unescape(part) for part in confirmation.groups())
+            origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+            response = await self.request(
+                "POST", urljoin(url, action), {"ticket": ticket}, origin=origin
+            )
         for _ in range(MAX_STEPS):
             location = response.headers.get("location")
             if response.status_code != 302 or location is None:

@@ -156,8 +156,10 @@ async def test_connecting_puts_the_users_provider_token_on_the_retried_call(
     page = await browser.connect(elicitation_of(answer)["url"], user="octo-alice")
     assert page.status_code == 200
     assert page.headers["Cache-Control"] == "no-store"
-    start = browser.visited[0]
-    assert start[1] == 302
+    confirmation, confirmed = browser.pages[:2]
+    assert confirmation.status_code == 200
+    assert "for its user <strong>alice</strong>" in confirmation.text
+    assert confirmed.status_code == 302
     [authorize] = [seen for seen in provider.requests if seen.path == "/authorize"]
     assert authorize.params["code_challenge_method"] == "S256"
     assert provider.count("/token", grant_type="authorization_code") == 1
@@ -173,17 +175,37 @@ async def test_connecting_puts_the_users_provider_token_on_the_retried_call(
     assert [e["sub"] for e in events("upstream_account_connected")] == ["alice"]
 
 
-async def test_the_binding_cookie_is_httponly_and_samesite_lax(
-    gw: Gateway, issuer: LocalIssuer
+async def test_the_link_asks_for_a_click_and_only_then_binds_the_browser(
+    gw: Gateway, issuer: LocalIssuer, provider: OAuthProvider
 ) -> None:
     answer = await call_tool(gw.url(ROUTE), token_of(issuer, gw))
     browser = ConnectBrowser()
-    start = await browser.get(elicitation_of(answer)["url"])
-    [cookie] = start.set_cookies
+    await browser.connect(elicitation_of(answer)["url"], follow_callback=False)
+    shown, confirmed = browser.pages[:2]
+    assert shown.set_cookies == []
+    assert shown.headers["X-Frame-Options"] == "DENY"  # no clickjacking of the button
+    assert "127.0.0.1" in shown.text  # the provider is named
+    [cookie] = confirmed.set_cookies
     assert cookie.startswith("mcp-gateway-connect=")  # http public URL: no __Host- prefix
     assert "HttpOnly" in cookie
     assert "SameSite=Lax" in cookie
     assert "Path=/" in cookie
+
+
+@pytest.mark.parametrize("origin", [None, "http://127.0.0.1:1", "null"])
+async def test_the_confirmation_is_refused_from_any_other_origin(
+    gw: Gateway, issuer: LocalIssuer, provider: OAuthProvider, origin: str | None
+) -> None:
+    url = elicitation_of(await call_tool(gw.url(ROUTE), token_of(issuer, gw)))["url"]
+    ticket = url.split("ticket=")[1]
+    page = await ConnectBrowser().request(
+        "POST", gw.url("/oauth/connect/files"), {"ticket": ticket}, origin=origin
+    )
+    assert page.status_code == 403  # by the edge (a foreign Origin) or by the page (none)
+    assert provider.count("/authorize") == 0
+    if origin is None:
+        [refused] = events("upstream_connect_refused")
+        assert refused["reason"] == "form_origin_missing"
 
 
 @pytest.mark.parametrize(
@@ -319,7 +341,7 @@ async def test_the_provider_down_at_the_start_page_is_a_503(
 ) -> None:
     answer = await call_tool(gw.url(ROUTE), token_of(issuer, gw))
     await provider.stop()
-    page = await ConnectBrowser().get(elicitation_of(answer)["url"])
+    page = await ConnectBrowser().connect(elicitation_of(answer)["url"])
     assert page.status_code == 503
     assert page.headers["Retry-After"] == "5"
     await provider.start()
