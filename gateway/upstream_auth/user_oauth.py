@@ -4,7 +4,8 @@ A caller with a stored grant gets its access token (refreshed when due by the `G
 a caller without one is answered with a URL-mode elicitation (`ElicitationRequiredError`)
 naming the route's connect page and a connect ticket for that caller, and nothing is
 forwarded; requests that cannot carry an elicitation (`tools/list`, `initialize`) go without
-the header. The provider down fails closed (503 with `Retry-After`).
+the header. The provider down, or a stored grant that no configured key opens although its key
+is configured (altered), fails closed (503 with `Retry-After`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from gateway.errors import (
 from gateway.observability.logging import get_logger
 from gateway.upstream_auth.base import Caller, header_value
 from gateway.upstream_auth.connect_flow import ConnectFlow, start_path
-from gateway.upstream_auth.grants import user_key
+from gateway.upstream_auth.grants import GrantUnreadableError, user_key
 from gateway.upstream_auth.provider import ProviderUnavailableError
 from gateway.upstream_auth.tickets import Tickets
 
@@ -70,6 +71,9 @@ class UserOAuthCredential:
         except ProviderUnavailableError:
             self.count("unavailable")
             raise CredentialUnavailableError("user_oauth provider unavailable") from None
+        except GrantUnreadableError:  # altered in the store: never taken for "no grant"
+            self.count("unavailable")
+            raise CredentialUnavailableError("user_oauth stored grant unreadable") from None
         if grant is not None:  # the keeper counts it issued (or refreshed)
             return header_value(self.header, grant.access_token)
         if not caller.elicitable:

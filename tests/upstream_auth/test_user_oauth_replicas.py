@@ -4,7 +4,7 @@ Two gateways share one store (and the route's keys): a user connects through one
 concurrent calls through both, with the access token due for refresh, cause exactly one
 refresh request at the provider (its refresh tokens rotate, so a second use would revoke the
 grant) and all carry the new token. A refresh the provider answers with `invalid_grant`
-deletes the grant, and the next call elicits again.
+deletes the grant, and the next call elicits again. A grant altered in the store fails closed.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from gateway.auth.principal import Principal
+from gateway.store.redis import RedisKV
+from gateway.upstream_auth.grants import NAMESPACE, user_key
 from tests.conftest import Gateway, StartGateway
 from tests.support.connect_browser import ConnectBrowser, call_tool, elicitation_of
 from tests.support.http_upstream import RecordingUpstream, recording_upstream
@@ -174,3 +177,30 @@ async def _revoke_at_provider(provider: OAuthProvider, refresh_token: str) -> No
     ):
         assert response.status == 200
     assert provider.is_revoked(refresh_token)
+
+
+async def test_a_stored_grant_altered_in_the_store_fails_closed(
+    start_gateway_for: StartGateway,
+    issuer: LocalIssuer,
+    provider: OAuthProvider,
+    upstream: RecordingUpstream,
+    redis_server: RedisServer,
+    ports: tuple[int, int],
+) -> None:
+    first, _ = await _replicas(start_gateway_for, issuer, provider, upstream, redis_server, ports)
+    token = _token(issuer, first)
+    await _connect(first, token)
+    user = user_key(Principal(issuer.issuer, "alice", None, frozenset(), 0.0))
+    assert user is not None
+    store = RedisKV(redis_server.url, prefix=f"uo-{ports[0]}:")
+    try:
+        key = f"{NAMESPACE}:files:{user}"
+        record = await store.get(key)
+        assert record is not None
+        altered = record[:-1] + bytes([record[-1] ^ 1])
+        await store.set(key, altered, 600)
+    finally:
+        await store.close()
+    answer = await call_tool(first.url(ROUTE), token, status=503)
+    assert answer["error"]["code"] == -31057  # not an elicitation: nothing is taken as absent
+    assert _sent(upstream) == []
