@@ -128,8 +128,10 @@ def exchange_form(
 def parse_answer(status: int, body: bytes | None) -> Answer:
     """What a token endpoint's answer means, strictly: a success (200) needs `access_token`
     (RFC 6750 token characters), `issued_token_type`, `token_type` Bearer (any case) or `N_A`,
-    and `expires_in`, when present, a positive integer (RFC 8693 section 2.2.1). An error (400,
-    or 401 for `invalid_client`) needs an `error` string (RFC 6749 section 5.2)."""
+    and `expires_in`, when present, a positive integer (RFC 8693 section 2.2.1). A 401, or a 400
+    with `invalid_client`, rejects the gateway's own client authentication (RFC 6749 section
+    5.2); any other 400 needs an `error` string, and refuses the caller only with one of the
+    refusing errors."""
     if body is None:
         return Unavailable("answer too large", status)
     document = _json_object(body)
@@ -138,13 +140,13 @@ def parse_answer(status: int, body: bytes | None) -> Answer:
             return Unavailable("answer not a JSON object", status)
         return _issued(document) or Unavailable("malformed answer", status)
     error = document.get("error") if document is not None else None
-    if status in (400, 401) and isinstance(error, str):
-        if error == "invalid_client":
-            return Unavailable("invalid_client", status, client_rejected=True)
-        if status == 400 and error in _REFUSALS:
-            return Refused(error)
-        return Unavailable(error if error in _REPORTED_ERRORS else "other", status)
-    return Unavailable("unexpected status", status)
+    if status == 401 or (status == 400 and error == "invalid_client"):
+        return Unavailable("invalid_client", status, client_rejected=True)
+    if status != 400 or not isinstance(error, str):
+        return Unavailable("unexpected status", status)
+    if error in _REFUSALS:
+        return Refused(error)
+    return Unavailable(error if error in _REPORTED_ERRORS else "other", status)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

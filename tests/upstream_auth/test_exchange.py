@@ -19,6 +19,16 @@ import pytest
 from aiohttp import web
 
 from gateway.oauth.signing import SigningKey
+from gateway.upstream_auth.exchange import (
+    DEFAULT_LIFETIME,
+    Answer,
+    Issued,
+    Refused,
+    Unavailable,
+    exchange_form,
+    parse_answer,
+    reuse_until,
+)
 from tests.conftest import Gateway, StartGateway, gateway_log
 from tests.support.exchange_server import ACCESS_TOKEN_TYPE, SERVERS_OWN_WORDS, ExchangeServer
 from tests.support.http_upstream import RecordingUpstream, recording_upstream
@@ -466,3 +476,93 @@ async def test_a_well_formed_answer_is_taken_as_is(
     assert [r.headers.get("Authorization") for r in upstream.requests] == [
         f"Bearer {VALID['access_token']}"
     ]
+
+
+# -- the pure parts ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "answer", "expected"),
+    [
+        pytest.param(
+            200, VALID, Issued(str(VALID["access_token"]), ACCESS_TOKEN_TYPE, 60), id="ok"
+        ),
+        pytest.param(
+            200,
+            {**VALID, "token_type": "N_A", "expires_in": None},
+            Issued(str(VALID["access_token"]), ACCESS_TOKEN_TYPE, None),
+            id="n-a-without-expiry",
+        ),
+        pytest.param(400, {"error": "access_denied"}, Refused("access_denied"), id="refused"),
+        pytest.param(
+            400,
+            {"error": "invalid_client"},
+            Unavailable("invalid_client", 400, client_rejected=True),
+            id="invalid-client-400",
+        ),
+        pytest.param(
+            401,
+            {"error": "invalid_client"},
+            Unavailable("invalid_client", 401, client_rejected=True),
+            id="invalid-client-401",
+        ),
+        pytest.param(
+            401, None, Unavailable("invalid_client", 401, client_rejected=True), id="bare-401"
+        ),
+        pytest.param(
+            400,
+            {"error": "unsupported_grant_type"},
+            Unavailable("unsupported_grant_type", 400),
+            id="no-token-exchange-there",
+        ),
+        pytest.param(400, {"error": "x\r\ny"}, Unavailable("other", 400), id="unknown-error"),
+        pytest.param(400, {"error": 5}, Unavailable("unexpected status", 400), id="error-number"),
+        pytest.param(400, None, Unavailable("unexpected status", 400), id="400-without-body"),
+        pytest.param(
+            403, {"error": "access_denied"}, Unavailable("unexpected status", 403), id="403"
+        ),
+        pytest.param(
+            500, {"error": "server_error"}, Unavailable("unexpected status", 500), id="500"
+        ),
+        pytest.param(302, None, Unavailable("unexpected status", 302), id="redirect"),
+    ],
+)
+def test_parse_answer(status: int, answer: Any, expected: Answer) -> None:
+    body = (
+        b""
+        if answer is None
+        else json.dumps({k: v for k, v in answer.items() if v is not None}).encode()
+    )
+    assert parse_answer(status, body) == expected
+
+
+def test_parse_answer_refuses_an_answer_too_large() -> None:
+    assert parse_answer(200, None) == Unavailable("answer too large", 200)
+
+
+def test_exchange_form_asks_for_an_access_token_and_omits_an_empty_scope() -> None:
+    form = exchange_form("subject", audience="a", resource=None, scopes=frozenset())
+    assert form == {
+        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+        "subject_token": "subject",
+        "subject_token_type": ACCESS_TOKEN_TYPE,
+        "requested_token_type": ACCESS_TOKEN_TYPE,
+        "audience": "a",
+    }
+    both = exchange_form("s", audience="a", resource="https://r", scopes=frozenset({"b", "a"}))
+    assert (both["resource"], both["scope"]) == ("https://r", "a b")
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "caller_left", "expected"),
+    [
+        pytest.param(3600, 10_000, 3570, id="margin-30s"),
+        pytest.param(50, 10_000, 40, id="short-token-fifth-off"),
+        pytest.param(None, 10_000, DEFAULT_LIFETIME, id="no-expires-in"),
+        pytest.param(3600, 100, 100, id="caller-expires-first"),
+        pytest.param(3600, -5, -5, id="caller-expired"),
+    ],
+)
+def test_reuse_until(expires_in: int | None, caller_left: float, expected: float) -> None:
+    issued = Issued("t", ACCESS_TOKEN_TYPE, expires_in)
+    assert reuse_until(issued, now=1000, caller_expires_at=1000 + caller_left) == 1000 + expected
