@@ -222,6 +222,32 @@ async def test_concurrent_first_requests_share_one_exchange(
     assert credential_metric("cached", 99.0) in metrics
 
 
+async def test_concurrent_first_requests_share_one_refusal_and_it_is_not_kept(
+    gw: Gateway, issuer: LocalIssuer, upstream: RecordingUpstream, exchange: ExchangeServer
+) -> None:
+    token = caller_token(issuer, gw)
+    exchange.error = (400, "access_denied")
+    exchange.hold = asyncio.Event()
+    calls = [asyncio.create_task(call(gw, token)) for _ in range(10)]
+    await asyncio.wait_for(exchange.received.wait(), 30)
+    await until(
+        lambda: (
+            len(logged("upstream_credential_exchange_joined")) == 9 or exchange.token_requests > 1
+        )
+    )
+    exchange.hold.set()
+    answers = await asyncio.gather(*calls)
+    assert [status for status, _, _ in answers] == [403] * 10
+    assert [body["id"] for _, _, body in answers] == [7] * 10
+    assert exchange.token_requests == 1
+    assert credential_metric("refused", 10.0) in await metric_lines(gw)
+    exchange.error = None
+    status, _, _ = await call(gw, token)
+    assert status == 200
+    assert exchange.token_requests == 2
+    assert len(upstream.requests) == 1
+
+
 async def test_endpoint_down_is_503_and_the_gateway_recovers_when_it_is_back(
     gw: Gateway, issuer: LocalIssuer, upstream: RecordingUpstream, exchange: ExchangeServer
 ) -> None:
@@ -353,24 +379,32 @@ async def test_private_key_jwt_assertions_are_fresh_each_time(
     assert [e.subject for e in exchange.exchanges] == ["alice", "bob"]
 
 
-@pytest.mark.parametrize("client_auth", ["client_secret_basic", "client_secret_post"])
-async def test_a_wrong_client_secret_is_503_and_warns_the_operator(
+@pytest.mark.parametrize(
+    "client_auth", ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+)
+async def test_wrong_client_credentials_are_503_and_warn_the_operator(
     start_gateway_for: StartGateway,
     issuer: LocalIssuer,
     upstream: RecordingUpstream,
     exchange: ExchangeServer,
     client_auth: str,
 ) -> None:
-    exchange.register("other-gateway", client_auth, secret=SECRET)
-    wrong = remember(secrets.token_urlsafe(24))
-    auth = exchange_auth(
-        exchange, client_id="other-gateway", client_auth=client_auth, client_secret=wrong
-    )
+    if client_auth == "private_key_jwt":
+        registered = SigningKey.generate("ES256")
+        exchange.register("other-gateway", client_auth, public_key=registered.key)
+        unknown = remember(SigningKey.generate("ES256").to_pem())
+        wrong: dict[str, str | None] = {"client_secret": None, "private_key": unknown}
+        why = "assertion signature invalid"
+    else:
+        exchange.register("other-gateway", client_auth, secret=SECRET)
+        wrong = {"client_secret": remember(secrets.token_urlsafe(24))}
+        why = "wrong client secret"
+    auth = exchange_auth(exchange, client_id="other-gateway", client_auth=client_auth, **wrong)
     gw = await files_gateway(start_gateway_for, issuer, upstream.url, auth)
     status, headers, body = await call(gw, caller_token(issuer, gw))
     assert (status, headers.get("Retry-After")) == (503, "5")
     assert body["error"]["code"] == -31057
-    assert exchange.rejections == ["wrong client secret"]
+    assert exchange.rejections == [why]
     [warning] = logged("upstream_credential_client_rejected")
     assert warning["level"] == "warning"
     assert (warning["client_id"], warning["client_auth"]) == ("other-gateway", client_auth)
