@@ -13,6 +13,8 @@ from gateway.oauth.server import AuthorizationServer
 from gateway.observability.metrics import GatewayMetrics
 from gateway.store.kv import KeyValueStore
 from gateway.upstream_auth.base import UpstreamCredential, outcome_counter
+from gateway.upstream_auth.client_auth import ClientAuthentication, client_authentication
+from gateway.upstream_auth.exchange import ExchangedCredential
 from gateway.upstream_auth.mint import MintedCredential
 
 
@@ -50,8 +52,26 @@ def build_credential(
                 count=count,
             )
         case ExchangeAuth():
-            raise NotImplementedError("exchange")
+            return ExchangedCredential(
+                settings,
+                upstream=upstream.name,
+                http=services.http,
+                client=_client(settings),
+                route_scopes=route_scopes,
+                count=count,
+            )
         case UserOAuth():
             raise NotImplementedError("user_oauth")
         case _:
             assert_never(settings)
+
+
+def _client(settings: ExchangeAuth) -> ClientAuthentication:
+    """How the gateway authenticates at the exchange's token endpoint."""
+    secret, key = settings.client_secret, settings.private_key
+    return client_authentication(
+        settings.client_auth,
+        settings.client_id,
+        client_secret=secret.get_secret_value() if secret is not None else None,
+        private_key=key.get_secret_value() if key is not None else None,
+    )
