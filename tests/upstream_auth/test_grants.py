@@ -51,7 +51,7 @@ class Backend:
         if self.raw is None:
             return await self.store.get(key)
         value = await self.raw.get(self.prefix + key)
-        return None if value is None else bytes(value)
+        return value.encode() if isinstance(value, str) else value
 
     async def write_raw(self, key: str, value: bytes) -> None:
         if self.raw is None:
