@@ -25,6 +25,7 @@ The released value lives a millisecond and is read as "no lock".
 `invalid_grant` at refresh deletes the grant and reads as "no grant" (the user connects again).
 A provider that cannot be reached while the access token is still valid leaves the grant in
 use until it expires; past expiry, `ProviderUnavailableError` (503), and the grant is kept.
+A grant without a refresh token is used until it expires, then deleted (no provider request).
 
 Outcomes counted: `issued` (a grant handed out), `refreshed` (one refresh at the provider),
 `failed` (a refresh answered `invalid_grant`), `connected`, `disconnected`.
@@ -33,6 +34,7 @@ Outcomes counted: `issued` (a grant handed out), `refreshed` (one refresh at the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import Callable
@@ -40,7 +42,7 @@ from typing import Final
 
 from gateway.config.upstream_auth import UserOAuth
 from gateway.observability.logging import get_logger
-from gateway.store.kv import KeyValueStore
+from gateway.store.kv import KeyValueStore, StoreUnavailableError
 from gateway.upstream_auth.grants import GrantStore, ProviderGrant, StoredGrant
 from gateway.upstream_auth.provider import (
     GrantRevokedError,
@@ -105,7 +107,13 @@ class GrantKeeper:
         if stored is None:
             return None
         grant: ProviderGrant | None = stored.grant
-        if self._due(stored.grant):
+        if self._due(stored.grant) and stored.grant.refresh_token is None:
+            # Nothing to refresh with: used while it lasts, then gone (the user connects again).
+            if not self._usable(stored.grant):
+                await self._grants.remove_if(user, stored.record)
+                log.info("upstream_grant_expired", upstream=self._upstream)
+                grant = None
+        elif self._due(stored.grant):
             try:
                 grant = await self._refreshed(user, stored)
             except ProviderUnavailableError:
@@ -133,14 +141,20 @@ class GrantKeeper:
             task.exception()  # retrieved, so a task whose callers all left logs no warning
 
     async def _refresh_across_replicas(self, user: str, seen: StoredGrant) -> ProviderGrant | None:
+        await self._provider.metadata()  # first, so the lock covers the token request only
         lock = f"{LOCK_NAMESPACE}:{self._grants.key(user)}"
         owner = secrets.token_hex(16).encode()
         if await self._take_lock(lock, owner):
             try:
                 return await self._refresh_holding_lock(user, seen)
             finally:
-                await self._store.compare_and_set(lock, owner, RELEASED, RELEASED_TTL)
+                await self._release(lock, owner)
         return await self._await_other_replica(user, lock, seen)
+
+    async def _release(self, lock: str, owner: bytes) -> None:
+        # If the store is down now, the lock lapses on its own; the refresh's outcome matters.
+        with contextlib.suppress(StoreUnavailableError):
+            await self._store.compare_and_set(lock, owner, RELEASED, RELEASED_TTL)
 
     async def _take_lock(self, lock: str, owner: bytes) -> bool:
         if await self._store.compare_and_set(lock, None, owner, self._lock_ttl):

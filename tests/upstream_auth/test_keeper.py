@@ -228,15 +228,19 @@ async def test_invalid_grant_deletes_the_grant(
     assert one.counts == Counter(connected=1, failed=1)
 
 
-async def test_an_expired_grant_without_refresh_token_is_gone(
+async def test_a_grant_without_refresh_token_is_used_until_it_expires(
     provider: OAuthProvider, http: HttpSessionHolder, memory: MemoryKV, settings: UserOAuth
 ) -> None:
     one = replica(provider, http, memory, settings)
-    grant = dataclasses.replace(grant_for(provider, "alice", expires_in=-1), refresh_token=None)
-    await one.keeper.connect(USER, grant)
+    due = dataclasses.replace(grant_for(provider, "alice", expires_in=30), refresh_token=None)
+    await one.keeper.connect(USER, due)
+    assert await one.keeper.current(USER) == due
+    expired = dataclasses.replace(due, expires_at=time.time() - 1)
+    await one.keeper.connect(USER, expired)
     assert await one.keeper.current(USER) is None
     assert await one.grants.get(USER) is None
     assert provider.count("/token") == 0
+    assert one.counts == Counter(connected=2, issued=1)
 
 
 async def test_provider_down_keeps_the_grant_and_fails_closed(
