@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from gateway.auth.principal import Principal
+from gateway.errors import CredentialUnavailableError
 from gateway.observability.logging import get_logger
 from gateway.store.kv import KeyValueStore
 from gateway.upstream_auth.sealing import GrantSealer, SealError, UnknownSealKeyError
@@ -109,9 +110,10 @@ class StoredGrant:
     record: bytes
 
 
-class GrantUnreadableError(Exception):
-    """A stored grant does not open with any configured key although its key is configured:
-    altered or corrupt. The caller answers 503; the message carries nothing of the record."""
+class GrantUnreadableError(CredentialUnavailableError):
+    """A stored grant does not open although its key is configured: altered or corrupt.
+    A `CredentialUnavailableError`, so it is a 503 with `Retry-After` wherever it surfaces;
+    the detail carries nothing of the record."""
 
     def __init__(self) -> None:
         super().__init__("the stored grant does not open: altered or corrupt")

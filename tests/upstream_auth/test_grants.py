@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.auth.principal import Principal
+from gateway.errors import CredentialUnavailableError
 from gateway.store.kv import KeyValueStore
 from gateway.store.memory import MemoryKV
 from gateway.store.redis import RedisKV
@@ -208,3 +209,10 @@ def test_user_key() -> None:
     # No ambiguity from concatenation.
     assert user_key(principal("https://a", "b:c")) != user_key(principal("https://a:b", "c"))
     assert user_key(principal("https://idp.example", None)) is None
+
+
+def test_an_unreadable_grant_is_a_503() -> None:
+    error = GrantUnreadableError()
+    assert isinstance(error, CredentialUnavailableError)
+    assert error.status == 503
+    assert error.retry_after is not None
