@@ -91,10 +91,13 @@ class GrantKeeper:
         self._refreshing: dict[str, asyncio.Task[ProviderGrant | None]] = {}
 
     def _due(self, grant: ProviderGrant) -> bool:
-        return (
-            grant.expires_at is not None
-            and grant.expires_at - self._settings.refresh_before <= self._clock()
-        )
+        """Within `refresh_before` of expiry, or past half its life when it lives shorter."""
+        if grant.expires_at is None:
+            return False
+        margin = self._settings.refresh_before
+        if grant.obtained_at is not None:
+            margin = min(margin, (grant.expires_at - grant.obtained_at) / 2)
+        return grant.expires_at - margin <= self._clock()
 
     def _usable(self, grant: ProviderGrant) -> bool:
         return grant.expires_at is None or grant.expires_at - STILL_VALID > self._clock()
