@@ -10,6 +10,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -187,39 +188,65 @@ class WatchedKV:
         await self.inner.close()
 
 
-async def test_two_replicas_on_one_redis_refresh_a_rotating_token_exactly_once(
+@dataclass
+class Replicas:
+    a: Replica
+    b: Replica
+    watched: list[WatchedKV]
+    lock_read: asyncio.Event
+
+    def calls(self, per_replica: int) -> list[asyncio.Future[ProviderGrant | None]]:
+        """`current(USER)` on both replicas, interleaved, all running at once."""
+        keepers = (self.a.keeper, self.b.keeper)
+        return [asyncio.ensure_future(k.current(USER)) for _ in range(per_replica) for k in keepers]
+
+    def count(self, outcome: str) -> int:
+        return self.a.counts[outcome] + self.b.counts[outcome]
+
+
+@asynccontextmanager
+async def two_replicas(
     provider: OAuthProvider, settings: UserOAuth, redis_server: RedisServer
-) -> None:
+) -> AsyncIterator[Replicas]:
+    """Two replicas on one Redis: each its own connection pool, HTTP session and provider
+    client; their stores watched for lock reads and lock-taking attempts."""
     prefix = f"test-{uuid.uuid4().hex}:"
     lock_read = asyncio.Event()
     stores = [RedisKV(redis_server.url, prefix=prefix, timeout=5.0) for _ in range(2)]
     watched = [WatchedKV(store, lock_read) for store in stores]
-    sessions = [aiohttp.ClientSession() for _ in range(2)]
-    holders = [HttpSessionHolder() for _ in range(2)]
-    try:
-        for holder, session in zip(holders, sessions, strict=True):
-            holder.session = session
-        a, b = (replica(provider, holder, store, settings)
-                for holder, store in zip(holders, watched, strict=True))  # fmt: skip
+    async with aiohttp.ClientSession() as first, aiohttp.ClientSession() as second:
+        holders = [HttpSessionHolder(), HttpSessionHolder()]
+        holders[0].session, holders[1].session = first, second
+        try:
+            a, b = (replica(provider, holder, store, settings)
+                    for holder, store in zip(holders, watched, strict=True))  # fmt: skip
+            yield Replicas(a, b, watched, lock_read)
+        finally:
+            for store in stores:
+                await store.close()
+
+
+async def race_a_held_refresh(
+    provider: OAuthProvider, replicas: Replicas
+) -> list[ProviderGrant | None]:
+    """50 `current` calls, 25 per replica, the refresh held at the provider until it has
+    arrived and the other replica is waiting on the lock."""
+    provider.hold_refresh = asyncio.Event()
+    calls = replicas.calls(25)
+    await asyncio.wait_for(provider.refresh_arrived.wait(), WAIT)
+    await asyncio.wait_for(replicas.lock_read.wait(), WAIT)
+    provider.hold_refresh.set()
+    return await asyncio.wait_for(asyncio.gather(*calls), WAIT)
+
+
+async def test_two_replicas_on_one_redis_refresh_a_rotating_token_exactly_once(
+    provider: OAuthProvider, settings: UserOAuth, redis_server: RedisServer
+) -> None:
+    async with two_replicas(provider, settings, redis_server) as replicas:
         old = grant_for(provider, "alice", expires_in=30)
-        await a.keeper.connect(USER, old)
-        provider.hold_refresh = asyncio.Event()
-        calls = [
-            asyncio.ensure_future(keeper.current(USER))
-            for _ in range(25)
-            for keeper in (a.keeper, b.keeper)
-        ]
-        # The refresh has reached the provider, and the other replica is waiting on the lock.
-        await asyncio.wait_for(provider.refresh_arrived.wait(), WAIT)
-        await asyncio.wait_for(lock_read.wait(), WAIT)
-        provider.hold_refresh.set()
-        results = await asyncio.wait_for(asyncio.gather(*calls), WAIT)
-        stored = await b.grants.get(USER)
-    finally:
-        for session in sessions:
-            await session.close()
-        for store in stores:
-            await store.close()
+        await replicas.a.keeper.connect(USER, old)
+        results = await race_a_held_refresh(provider, replicas)
+        stored = await replicas.b.grants.get(USER)
     assert provider.count("/token", grant_type="refresh_token") == 1
     assert provider.count("/token", refresh_token=str(old.refresh_token)) == 1
     new_tokens = {grant.access_token for grant in results if grant is not None}
@@ -229,11 +256,43 @@ async def test_two_replicas_on_one_redis_refresh_a_rotating_token_exactly_once(
     (new_token,) = new_tokens
     assert new_token != old.access_token
     assert provider.owner_of(new_token) == "alice"  # the family was not revoked by a reuse
-    assert [store.lock_attempts for store in watched] == [1, 1]  # one flight per replica
-    assert a.counts["refreshed"] + b.counts["refreshed"] == 1
-    assert a.counts["issued"] + b.counts["issued"] == 50
+    assert [store.lock_attempts for store in replicas.watched] == [1, 1]  # a flight per replica
+    assert replicas.count("refreshed") == 1
+    assert replicas.count("issued") == 50
     assert stored is not None
     assert stored.access_token == new_token
+
+
+async def test_two_replicas_share_an_invalid_grant(
+    provider: OAuthProvider, http: HttpSessionHolder, settings: UserOAuth,
+    redis_server: RedisServer,
+) -> None:  # fmt: skip
+    async with two_replicas(provider, settings, redis_server) as replicas:
+        old = grant_for(provider, "alice", expires_in=30)
+        await replicas.a.keeper.connect(USER, old)
+        await ThirdPartyProvider(settings, CALLBACK, http).revoke(old)  # revoked elsewhere
+        results = await race_a_held_refresh(provider, replicas)
+        stored = await replicas.b.grants.get(USER)
+    assert results == [None] * 50
+    assert stored is None
+    assert provider.count("/token", grant_type="refresh_token") == 1
+    assert replicas.count("failed") == 1
+    assert replicas.count("issued") == 0
+
+
+async def test_two_replicas_when_the_refresh_fails_keep_the_still_valid_grant(
+    provider: OAuthProvider, settings: UserOAuth, redis_server: RedisServer
+) -> None:
+    provider.refresh_failure = (503, "temporarily_unavailable")
+    async with two_replicas(provider, settings, redis_server) as replicas:
+        old = grant_for(provider, "alice", expires_in=30)
+        await replicas.a.keeper.connect(USER, old)
+        results = await race_a_held_refresh(provider, replicas)
+        stored = await replicas.b.grants.get(USER)
+    assert results == [old] * 50  # still valid for 30 s: used while the provider is failing
+    assert stored == old
+    assert provider.count("/token", grant_type="refresh_token") == 1
+    assert replicas.count("refreshed") == 0
 
 
 async def test_invalid_grant_deletes_the_grant(
