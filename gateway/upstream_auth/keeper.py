@@ -10,8 +10,9 @@ run per (route, user), however many requests and replicas want one:
 - across replicas sharing the store, the task first takes a lock key with
   `compare_and_set(lock, None, <random owner>, ttl)`, `ttl` = `fetch_timeout` + `LOCK_MARGIN`,
   so a crashed holder's lock lapses. The holder reads the grant again (another replica may
-  have refreshed it just before), refreshes, writes the new grant with a compare-and-set on the
-  record it read (so a grant disconnected or reconnected meanwhile is not overwritten), then
+  have refreshed it just before), refreshes, writes the new grant only while the stored grant is
+  still the one it refreshed (so a grant disconnected or reconnected meanwhile is not
+  overwritten; `GrantStore.replace_grant`), then
   releases the lock. A replica that finds the lock taken re-reads the store, with a growing
   pause (`POLL_FIRST` to `POLL_MAX`), until the grant changes (it uses the new one) or the lock
   is gone with the grant unchanged (the holder failed: it answers 503 rather than race), at
@@ -175,11 +176,11 @@ class GrantKeeper:
         except GrantRevokedError:
             self._count("failed")
             log.info("upstream_grant_refresh_refused", upstream=self._upstream)
-            if await self._grants.remove_if(user, latest.record):
+            if await self._grants.replace_grant(user, latest.grant, None):
                 return None
             return await self._grants.get(user)  # replaced meanwhile: that one is current
         self._count("refreshed")
-        if not await self._grants.replace(user, latest.record, fresh):
+        if not await self._grants.replace_grant(user, latest.grant, fresh):
             # Disconnected or reconnected meanwhile: this refresh is not the user's grant now.
             log.info("upstream_grant_refresh_superseded", upstream=self._upstream)
             return await self._grants.get(user)

@@ -116,11 +116,13 @@ async def test_another_key_cannot_read_the_grant(backend: Backend) -> None:
     with pytest.raises(UnknownSealKeyError):
         GrantSealer.from_keys([new_key()]).open(raw, b"anything")
     # Through the store: a grant sealed with a key that is not configured reads as absent
-    # (the user connects again) and its record is removed, with a warning.
+    # (the user connects again), with a warning; the record stays for replicas that have
+    # the key (a rolling rotation).
     assert await grants_of(backend, new_key()).get(USER) is None
-    assert await grants.get(USER) is None
     assert '"upstream_grant_unreadable"' in gateway_log()
     assert '"unknown_key"' in gateway_log()
+    assert await backend.raw_record(grants.key(USER)) == raw
+    assert await grants.get(USER) is not None
 
 
 async def test_an_altered_record_is_an_error_not_an_absence(backend: Backend) -> None:
@@ -166,6 +168,26 @@ async def test_key_rotation_opens_old_records_and_reseals_them(backend: Backend)
     written = await backend.raw_record(rotated.key("u-2"))
     assert written is not None
     assert sealer.is_current(written)
+
+
+async def test_replace_grant_compares_content_not_record(backend: Backend) -> None:
+    old, new = new_key(), new_key()
+    grant = a_grant()
+    await grants_of(backend, old).put(USER, grant)
+    before = await grants_of(backend, old).get_stored(USER)
+    assert before is not None
+    rotated = grants_of(backend, new, old)
+    assert await rotated.get(USER) == grant  # re-sealed: the record changed, the grant not
+    assert await backend.raw_record(rotated.key(USER)) != before.record
+    newer = a_grant("2")
+    assert await grants_of(backend, old, new).replace_grant(USER, grant, newer)
+    assert await rotated.get(USER) == newer
+    assert not await rotated.replace_grant(USER, grant, a_grant("3"))  # not the same grant
+    assert not await rotated.replace_grant(USER, grant, None)
+    assert await rotated.replace_grant(USER, newer, None)
+    assert await rotated.get(USER) is None
+    assert not await rotated.replace_grant(USER, newer, grant)  # absent: nothing written
+    assert await rotated.get(USER) is None
 
 
 async def test_replace_and_remove_only_if_unchanged(backend: Backend) -> None:
