@@ -73,9 +73,6 @@ class ProviderGrant:
     expires_at: float | None
     """Epoch seconds; None when the provider did not say (`expires_in` absent)."""
     scope: str | None
-    obtained_at: float | None = None
-    """Epoch seconds of the token answer: with `expires_at`, the token's lifetime (a token
-    that lives shorter than `refresh_before` is refreshed at half its life, not on every use)."""
 
     def __repr__(self) -> str:  # never the tokens
         return f"ProviderGrant(expires_at={self.expires_at!r}, scope={self.scope!r})"
@@ -87,7 +84,6 @@ class ProviderGrant:
                 "refresh_token": self.refresh_token,
                 "expires_at": self.expires_at,
                 "scope": self.scope,
-                "obtained_at": self.obtained_at,
             },
             separators=(",", ":"),
         ).encode()
@@ -100,21 +96,14 @@ class ProviderGrant:
             raise ValueError("not a grant")
         access, refresh = value.get("access_token"), value.get("refresh_token")
         expires, scope = value.get("expires_at"), value.get("scope")
-        obtained = value.get("obtained_at")
         if (
             not isinstance(access, str)
             or not (refresh is None or isinstance(refresh, str))
-            or not all(t is None or isinstance(t, int | float) for t in (expires, obtained))
+            or not (expires is None or isinstance(expires, int | float))
             or not (scope is None or isinstance(scope, str))
         ):
             raise ValueError("not a grant")
-        return cls(
-            access,
-            refresh,
-            None if expires is None else float(expires),
-            scope,
-            None if obtained is None else float(obtained),
-        )
+        return cls(access, refresh, None if expires is None else float(expires), scope)
 
 
 @dataclass(frozen=True, slots=True)

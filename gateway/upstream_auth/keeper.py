@@ -92,13 +92,10 @@ class GrantKeeper:
         self._refreshing: dict[str, asyncio.Task[ProviderGrant | None]] = {}
 
     def _due(self, grant: ProviderGrant) -> bool:
-        """Within `refresh_before` of expiry, or past half its life when it lives shorter."""
-        if grant.expires_at is None:
-            return False
-        margin = self._settings.refresh_before
-        if grant.obtained_at is not None:
-            margin = min(margin, (grant.expires_at - grant.obtained_at) / 2)
-        return grant.expires_at - margin <= self._clock()
+        return (
+            grant.expires_at is not None
+            and grant.expires_at - self._settings.refresh_before <= self._clock()
+        )
 
     def _usable(self, grant: ProviderGrant) -> bool:
         return grant.expires_at is None or grant.expires_at - STILL_VALID > self._clock()
@@ -185,6 +182,9 @@ class GrantKeeper:
             log.info("upstream_grant_refresh_superseded", upstream=self._upstream)
             return await self._grants.get(user)
         log.info("upstream_grant_refreshed", upstream=self._upstream)
+        if self._due(fresh):  # every use would refresh: the operator should lower it
+            log.warning("upstream_grant_lifetime_below_refresh_before", upstream=self._upstream,
+                        refresh_before=self._settings.refresh_before)  # fmt: skip
         return fresh
 
     async def _await_other_replica(

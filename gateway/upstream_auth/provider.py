@@ -144,7 +144,7 @@ def parse_token_answer(
     elif not isinstance(scope, str):
         raise ProviderUnavailableError("malformed token answer: scope")
     expires_at = None if expires_in is None else now + expires_in
-    return ProviderGrant(access_token, refresh_token, expires_at, scope, obtained_at=now)
+    return ProviderGrant(access_token, refresh_token, expires_at, scope)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

@@ -115,7 +115,7 @@ async def test_a_refresh_answer_without_refresh_token_keeps_the_old_one() -> Non
     new = parse_token_answer(
         {"access_token": "at-2", "token_type": "Bearer"}, now=0.0, previous=old
     )
-    assert new == ProviderGrant("at-2", "rt-1", None, "repo", obtained_at=0.0)
+    assert new == ProviderGrant("at-2", "rt-1", None, "repo")
 
 
 @pytest.mark.parametrize(
@@ -148,8 +148,7 @@ def test_malformed_token_answers_are_refused(answer: dict[str, Any]) -> None:
 def test_a_well_formed_token_answer() -> None:
     answer = {"access_token": "a.b-c", "token_type": "bearer", "expires_in": 60,
               "refresh_token": "r", "scope": "repo"}  # fmt: skip
-    grant = ProviderGrant("a.b-c", "r", 1060.0, "repo", obtained_at=1000.0)
-    assert parse_token_answer(answer, now=1000.0) == grant
+    assert parse_token_answer(answer, now=1000.0) == ProviderGrant("a.b-c", "r", 1060.0, "repo")
 
 
 async def test_revocation_revokes_at_the_provider(
