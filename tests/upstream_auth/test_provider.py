@@ -21,6 +21,7 @@ from gateway.upstream_auth.provider import (
     ThirdPartyProvider,
     parse_token_answer,
 )
+from tests.conftest import gateway_log
 from tests.support.oauth_provider import OAuthProvider
 from tests.upstream_auth.conftest import CALLBACK, new_key
 
@@ -219,8 +220,13 @@ async def test_a_refused_client_is_unavailable_not_revoked(
     oauth = client(provider, http)
     grant = await connect(provider, http, oauth, "alice")
     wrong = client(provider, http, client_secret="not-the-secret")
-    with pytest.raises(ProviderUnavailableError):
+    with pytest.raises(ProviderUnavailableError) as caught:
         await wrong.refresh(grant)
+    assert '"upstream_provider_token_refused"' in gateway_log()
+    assert '"invalid_client"' in gateway_log()
+    # The provider's own words (its error_description) go nowhere.
+    assert "never shown" not in gateway_log()
+    assert "never shown" not in str(caught.value)
 
 
 # -- RFC 9207 section 2.4 at the callback ---------------------------------------------------
