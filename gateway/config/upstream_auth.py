@@ -8,9 +8,20 @@ The client's own token never reaches an upstream, whatever the kind.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import ConfigDict, Discriminator, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from gateway.config.fields import (
     FORBIDDEN_STATIC_HEADERS,
@@ -24,6 +35,31 @@ from gateway.config.fields import (
 from gateway.config.secrets import SecretFileMixin
 
 AUTHORIZATION = "Authorization"
+
+
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+
+
+def decode_sealing_key(text: str) -> bytes:
+    """A base64url AES-256 key (padding optional) as bytes; ValueError, never quoting it."""
+    value = text.strip()
+    if not _BASE64URL.fullmatch(value):
+        raise ValueError("not a base64url key")
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError):
+        raise ValueError("not a base64url key") from None
+    if len(raw) != 32:
+        raise ValueError(f"decodes to {len(raw)} bytes; an AES-256 key is 32")
+    return raw
+
+
+def _check_sealing_key(value: SecretStr) -> SecretStr:
+    decode_sealing_key(value.get_secret_value())
+    return value
+
+
+SealingKey = Annotated[SecretStr, AfterValidator(_check_sealing_key)]
 
 
 class _Injected(Model):
@@ -121,7 +157,7 @@ class UserOAuth(SecretFileMixin, _Injected):
     client_id: str = Field(min_length=1, description="The gateway's client id at the provider.")
     client_secret: SecretStr | None = Field(None, description="Omit for a public client.")
     scopes: list[str] = Field(default_factory=list, description="Scopes asked of the provider.")
-    encryption_keys: list[SecretStr] = Field(
+    encryption_keys: list[SealingKey] = Field(
         min_length=1,
         description="AES-256 keys (32 bytes, base64url) the stored grants are encrypted with: "
         "the first encrypts, every one decrypts (rotation: put the new key first). "
@@ -132,6 +168,12 @@ class UserOAuth(SecretFileMixin, _Injected):
     )
     fetch_timeout: PositiveSeconds = Field(
         10.0, description="Seconds for each request to the provider."
+    )
+    allow_unadvertised_pkce: bool = Field(
+        False,
+        description="Use the provider even when its metadata does not list `S256` in "
+        "`code_challenge_methods_supported` (PKCE S256 is sent either way). Only for a "
+        "provider known to support it without saying so.",
     )
 
     @field_validator("encryption_keys", mode="before")
