@@ -20,7 +20,7 @@ from gateway.config import GatewayConfig
 from gateway.config.auth import AuthorizationServerSettings
 from gateway.config.loader import Validated, read_config_text, validate_document
 from gateway.config.problems import Problems, YamlPath
-from gateway.config.upstream_auth import MintAuth
+from gateway.config.upstream_auth import ExchangeAuth, MintAuth
 from gateway.oauth.signing import SigningKey, SigningKeyError, SigningKeys
 from gateway.oauth.users import LocalUsers, UsersFileError
 from gateway.policy.compiled import compile_policies, route_problems
@@ -73,7 +73,7 @@ def compile_config(config: GatewayConfig, *, source: str = "<config>") -> Compil
 def _compiled(validated: Validated, *, policy_only: bool) -> CompiledConfig:
     problems = validated.problems
     _check_policies(validated)
-    _check_minted_audiences(validated)
+    _check_credentials(validated)
     facade = validated.sections.get("auth")
     settings = facade.authorization_server if facade is not None else None
     keys = users = None
@@ -99,22 +99,29 @@ def _check_policies(validated: Validated) -> None:
             problems.add(("upstreams", index, *path), message)
 
 
-def _check_minted_audiences(validated: Validated) -> None:
-    """A token minted for an upstream must not be one the gateway itself accepts: its audience
-    is never one of the gateway's own resource URLs (else an upstream could replay it here)."""
+def _check_credentials(validated: Validated) -> None:
+    """What only loading finds in `upstream_auth`: a `private_key` that does not load, and a
+    minted audience that is one of the gateway's own resource URLs (the gateway would accept
+    the minted token itself, so an upstream could replay it here)."""
     server = validated.sections.get("server")
-    if server is None or server.public_url is None:
-        return
-    base = str(server.public_url).rstrip("/")
-    resources = {base + upstream.route for upstream in validated.upstreams.values()}
+    resources: set[str] = set()
+    if server is not None and server.public_url is not None:
+        base = str(server.public_url).rstrip("/")
+        resources = {base + upstream.route for upstream in validated.upstreams.values()}
     for index, upstream in sorted(validated.upstreams.items()):
         settings = getattr(upstream, "upstream_auth", None)
+        path: YamlPath = ("upstreams", index, "upstream_auth")
         if isinstance(settings, MintAuth) and settings.audience in resources:
             validated.problems.add(
-                ("upstreams", index, "upstream_auth", "audience"),
+                (*path, "audience"),
                 "is one of the gateway's own resource URLs: the gateway would accept the "
                 "minted token itself; use the upstream's own identifier",
             )
+        if isinstance(settings, ExchangeAuth) and settings.private_key is not None:
+            try:
+                SigningKey.from_text(settings.private_key.get_secret_value())
+            except SigningKeyError as exc:
+                validated.problems.add((*path, "private_key"), str(exc))  # never the key
 
 
 def _signing_keys(settings: AuthorizationServerSettings, problems: Problems) -> SigningKeys | None:

@@ -14,7 +14,9 @@ from gateway.observability.metrics import GatewayMetrics
 from gateway.store.kv import KeyValueStore
 from gateway.store.memory import MemoryKV
 from gateway.upstream_auth.base import UpstreamCredential, outcome_counter
+from gateway.upstream_auth.client_auth import ClientAuthentication, client_authentication
 from gateway.upstream_auth.connect_flow import ConnectFlow, callback_path
+from gateway.upstream_auth.exchange import ExchangedCredential
 from gateway.upstream_auth.grants import GrantStore
 from gateway.upstream_auth.keeper import GrantKeeper
 from gateway.upstream_auth.mint import MintedCredential
@@ -58,7 +60,14 @@ def build_credential(
                 count=count,
             )
         case ExchangeAuth():
-            raise NotImplementedError("exchange")
+            return ExchangedCredential(
+                settings,
+                upstream=upstream.name,
+                http=services.http,
+                client=_client(settings),
+                route_scopes=route_scopes,
+                count=count,
+            )
         case UserOAuth():
             return _user_oauth(upstream.name, settings, services, count)
         case _:
@@ -79,4 +88,15 @@ def _user_oauth(
     flow = ConnectFlow(name, provider, keeper, sealer, store)
     return UserOAuthCredential(
         settings, flow, Tickets(sealer, name), public_base=services.public_base, count=count
+    )
+
+
+def _client(settings: ExchangeAuth) -> ClientAuthentication:
+    """How the gateway authenticates at the exchange's token endpoint."""
+    secret, key = settings.client_secret, settings.private_key
+    return client_authentication(
+        settings.client_auth,
+        settings.client_id,
+        client_secret=secret.get_secret_value() if secret is not None else None,
+        private_key=key.get_secret_value() if key is not None else None,
     )

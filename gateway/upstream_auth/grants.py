@@ -8,10 +8,12 @@ another route's) does not open.
 Reading, three cases:
 
 - the record opens: the grant;
-- it was sealed with a key that is no longer configured (`UnknownSealKeyError`): the operator
-  removed that key on purpose, so the grant is lost; it is deleted with a warning log
-  (`upstream_grant_unreadable`, reason `unknown_key`) and reads as absent, so the user is asked
-  to connect again;
+- it was sealed with a key this process does not have (`UnknownSealKeyError`): it reads as
+  absent after a warning log (`upstream_grant_unreadable`, reason `unknown_key`), so the user is
+  asked to connect again. The record is left alone: during a rolling key rotation another
+  replica may already seal with a key this one does not know yet, and deleting would lose a
+  grant that replica can still read. (Rotate in two steps: add the new key last everywhere,
+  then move it first; drop the old key once records had time to be re-sealed.)
 - it does not open with a configured key (altered, truncated, or not ours):
   `GrantUnreadableError` (the caller answers 503), logged as an error, and the record is kept for
   an operator to look at: a store that hands back bytes nobody wrote is not treated as "no grant".
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from gateway.auth.principal import Principal
+from gateway.errors import CredentialUnavailableError
 from gateway.observability.logging import get_logger
 from gateway.store.kv import KeyValueStore
 from gateway.upstream_auth.sealing import GrantSealer, SealError, UnknownSealKeyError
@@ -47,6 +50,8 @@ REMOVED: Final = b"-"
 """A record that reads as absent and expires in a millisecond: the store's compare-and-set is
 its only conditional write, so a conditional delete writes this."""
 REMOVED_TTL: Final = 0.001
+CAS_ATTEMPTS: Final = 3
+"""Compare-and-set rounds of `replace_grant` lost to re-sealings before it gives up."""
 EXPIRED_GRACE: Final = 60.0
 """Seconds a grant without a refresh token is kept past its expiry (then nothing can use it)."""
 
@@ -109,9 +114,10 @@ class StoredGrant:
     record: bytes
 
 
-class GrantUnreadableError(Exception):
-    """A stored grant does not open with any configured key although its key is configured:
-    altered or corrupt. The caller answers 503; the message carries nothing of the record."""
+class GrantUnreadableError(CredentialUnavailableError):
+    """A stored grant does not open although its key is configured: altered or corrupt.
+    A `CredentialUnavailableError`, so it is a 503 with `Retry-After` wherever it surfaces;
+    the detail carries nothing of the record."""
 
     def __init__(self) -> None:
         super().__init__("the stored grant does not open: altered or corrupt")
@@ -156,7 +162,6 @@ class GrantStore:
             grant = ProviderGrant.from_bytes(self._sealer.open(record, self._associated(user)))
         except UnknownSealKeyError:
             log.warning("upstream_grant_unreadable", upstream=self._upstream, reason="unknown_key")
-            await self.remove_if(user, record)
             return None
         except (SealError, ValueError):
             log.error("upstream_grant_unreadable", upstream=self._upstream, reason="altered")
@@ -187,6 +192,24 @@ class GrantStore:
     async def remove_if(self, user: str, record: bytes) -> bool:
         """Delete the grant only if the stored record is still exactly `record`."""
         return await self._store.compare_and_set(self.key(user), record, REMOVED, REMOVED_TTL)
+
+    async def replace_grant(
+        self, user: str, expected: ProviderGrant, grant: ProviderGrant | None
+    ) -> bool:
+        """Write `grant` (None: delete it) only while the stored grant is still `expected`.
+        Compared by content, not by record: a re-sealing in between (key rotation) is no
+        change, a connect, disconnect or refresh in between is. False, nothing written, then."""
+        for _ in range(CAS_ATTEMPTS):
+            stored = await self.get_stored(user)
+            if stored is None or stored.grant != expected:
+                return False
+            if grant is None:
+                written = await self.remove_if(user, stored.record)
+            else:
+                written = await self.replace(user, stored.record, grant)
+            if written:
+                return True
+        return False
 
     async def delete(self, user: str) -> ProviderGrant | None:
         """Remove the user's grant; the grant it held (None: none, or it did not open)."""

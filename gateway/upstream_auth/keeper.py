@@ -10,8 +10,9 @@ run per (route, user), however many requests and replicas want one:
 - across replicas sharing the store, the task first takes a lock key with
   `compare_and_set(lock, None, <random owner>, ttl)`, `ttl` = `fetch_timeout` + `LOCK_MARGIN`,
   so a crashed holder's lock lapses. The holder reads the grant again (another replica may
-  have refreshed it just before), refreshes, writes the new grant with a compare-and-set on the
-  record it read (so a grant disconnected or reconnected meanwhile is not overwritten), then
+  have refreshed it just before), refreshes, writes the new grant only while the stored grant is
+  still the one it refreshed (so a grant disconnected or reconnected meanwhile is not
+  overwritten; `GrantStore.replace_grant`), then
   releases the lock. A replica that finds the lock taken re-reads the store, with a growing
   pause (`POLL_FIRST` to `POLL_MAX`), until the grant changes (it uses the new one) or the lock
   is gone with the grant unchanged (the holder failed: it answers 503 rather than race), at
@@ -25,6 +26,7 @@ The released value lives a millisecond and is read as "no lock".
 `invalid_grant` at refresh deletes the grant and reads as "no grant" (the user connects again).
 A provider that cannot be reached while the access token is still valid leaves the grant in
 use until it expires; past expiry, `ProviderUnavailableError` (503), and the grant is kept.
+A grant without a refresh token is used until it expires, then deleted (no provider request).
 
 Outcomes counted: `issued` (a grant handed out), `refreshed` (one refresh at the provider),
 `failed` (a refresh answered `invalid_grant`), `connected`, `disconnected`.
@@ -33,6 +35,7 @@ Outcomes counted: `issued` (a grant handed out), `refreshed` (one refresh at the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import Callable
@@ -40,7 +43,7 @@ from typing import Final
 
 from gateway.config.upstream_auth import UserOAuth
 from gateway.observability.logging import get_logger
-from gateway.store.kv import KeyValueStore
+from gateway.store.kv import KeyValueStore, StoreUnavailableError
 from gateway.upstream_auth.grants import GrantStore, ProviderGrant, StoredGrant
 from gateway.upstream_auth.provider import (
     GrantRevokedError,
@@ -105,7 +108,13 @@ class GrantKeeper:
         if stored is None:
             return None
         grant: ProviderGrant | None = stored.grant
-        if self._due(stored.grant):
+        if self._due(stored.grant) and stored.grant.refresh_token is None:
+            # Nothing to refresh with: used while it lasts, then gone (the user connects again).
+            if not self._usable(stored.grant):
+                await self._grants.remove_if(user, stored.record)
+                log.info("upstream_grant_expired", upstream=self._upstream)
+                grant = None
+        elif self._due(stored.grant):
             try:
                 grant = await self._refreshed(user, stored)
             except ProviderUnavailableError:
@@ -133,14 +142,20 @@ class GrantKeeper:
             task.exception()  # retrieved, so a task whose callers all left logs no warning
 
     async def _refresh_across_replicas(self, user: str, seen: StoredGrant) -> ProviderGrant | None:
+        await self._provider.metadata()  # first, so the lock covers the token request only
         lock = f"{LOCK_NAMESPACE}:{self._grants.key(user)}"
         owner = secrets.token_hex(16).encode()
         if await self._take_lock(lock, owner):
             try:
                 return await self._refresh_holding_lock(user, seen)
             finally:
-                await self._store.compare_and_set(lock, owner, RELEASED, RELEASED_TTL)
+                await self._release(lock, owner)
         return await self._await_other_replica(user, lock, seen)
+
+    async def _release(self, lock: str, owner: bytes) -> None:
+        # If the store is down now, the lock lapses on its own; the refresh's outcome matters.
+        with contextlib.suppress(StoreUnavailableError):
+            await self._store.compare_and_set(lock, owner, RELEASED, RELEASED_TTL)
 
     async def _take_lock(self, lock: str, owner: bytes) -> bool:
         if await self._store.compare_and_set(lock, None, owner, self._lock_ttl):
@@ -158,15 +173,18 @@ class GrantKeeper:
         except GrantRevokedError:
             self._count("failed")
             log.info("upstream_grant_refresh_refused", upstream=self._upstream)
-            if await self._grants.remove_if(user, latest.record):
+            if await self._grants.replace_grant(user, latest.grant, None):
                 return None
             return await self._grants.get(user)  # replaced meanwhile: that one is current
         self._count("refreshed")
-        if not await self._grants.replace(user, latest.record, fresh):
+        if not await self._grants.replace_grant(user, latest.grant, fresh):
             # Disconnected or reconnected meanwhile: this refresh is not the user's grant now.
             log.info("upstream_grant_refresh_superseded", upstream=self._upstream)
             return await self._grants.get(user)
         log.info("upstream_grant_refreshed", upstream=self._upstream)
+        if self._due(fresh):  # every use would refresh: the operator should lower it
+            log.warning("upstream_grant_lifetime_below_refresh_before", upstream=self._upstream,
+                        refresh_before=self._settings.refresh_before)  # fmt: skip
         return fresh
 
     async def _await_other_replica(

@@ -126,6 +126,10 @@ class OAuthProvider:
         self.hold_refresh: asyncio.Event | None = None
         """When set to an event, refresh answers wait for it (bounded by `hold_limit`)."""
         self.hold_limit = 20.0
+        self.refresh_failure: tuple[int, str] | None = None
+        """(status, error) every refresh request is answered with, when set."""
+        self.refresh_arrived = asyncio.Event()
+        """Set when a refresh request has arrived (before any `hold_refresh` wait)."""
         self.requests: list[Seen] = []
         self._codes: dict[str, _Code] = {}
         self._families: dict[str, _Family] = {}
@@ -270,8 +274,11 @@ class OAuthProvider:
             case "authorization_code":
                 return self._redeem(form)
             case "refresh_token":
+                self.refresh_arrived.set()
                 if self.hold_refresh is not None:
                     await asyncio.wait_for(self.hold_refresh.wait(), self.hold_limit)
+                if self.refresh_failure is not None:
+                    return _error(*self.refresh_failure)
                 return self._refresh(form.get("refresh_token", ""))
             case _:
                 return _error(400, "unsupported_grant_type")

@@ -95,3 +95,22 @@ def test_a_minted_audience_is_never_a_resource_of_the_gateway(tmp_path: Path) ->
     [problem] = caught.value.problems
     assert problem.path == "upstreams[0].upstream_auth.audience"
     assert "one of the gateway's own resource URLs" in problem.message
+
+
+def test_a_private_key_that_does_not_load_is_a_problem_at_its_place() -> None:
+    document = {
+        "server": {"public_url": "https://gw.example"},
+        "auth": {"resource_server": {"authorization_servers": [{"name": "idp", "issuer": ISSUER}]}},
+        "upstreams": [
+            {"name": "files", "route": "/files/mcp", "url": "http://127.0.0.1:9/mcp",
+             "upstream_auth": {"kind": "exchange", "token_endpoint": ISSUER + "/token",
+                               "audience": "files", "client_id": "gw",
+                               "client_auth": "private_key_jwt",
+                               "private_key": "-----BEGIN PRIVATE KEY-----\nnot-a-key"}},
+        ],
+    }  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        load_text(yaml.safe_dump(document))
+    [problem] = caught.value.problems
+    assert problem.path == "upstreams[0].upstream_auth.private_key"
+    assert "not-a-key" not in problem.message

@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.auth.principal import Principal
+from gateway.errors import CredentialUnavailableError
 from gateway.store.kv import KeyValueStore
 from gateway.store.memory import MemoryKV
 from gateway.store.redis import RedisKV
@@ -51,7 +52,7 @@ class Backend:
         if self.raw is None:
             return await self.store.get(key)
         value = await self.raw.get(self.prefix + key)
-        return None if value is None else bytes(value)
+        return value.encode() if isinstance(value, str) else value
 
     async def write_raw(self, key: str, value: bytes) -> None:
         if self.raw is None:
@@ -115,11 +116,13 @@ async def test_another_key_cannot_read_the_grant(backend: Backend) -> None:
     with pytest.raises(UnknownSealKeyError):
         GrantSealer.from_keys([new_key()]).open(raw, b"anything")
     # Through the store: a grant sealed with a key that is not configured reads as absent
-    # (the user connects again) and its record is removed, with a warning.
+    # (the user connects again), with a warning; the record stays for replicas that have
+    # the key (a rolling rotation).
     assert await grants_of(backend, new_key()).get(USER) is None
-    assert await grants.get(USER) is None
     assert '"upstream_grant_unreadable"' in gateway_log()
     assert '"unknown_key"' in gateway_log()
+    assert await backend.raw_record(grants.key(USER)) == raw
+    assert await grants.get(USER) is not None
 
 
 async def test_an_altered_record_is_an_error_not_an_absence(backend: Backend) -> None:
@@ -167,6 +170,26 @@ async def test_key_rotation_opens_old_records_and_reseals_them(backend: Backend)
     assert sealer.is_current(written)
 
 
+async def test_replace_grant_compares_content_not_record(backend: Backend) -> None:
+    old, new = new_key(), new_key()
+    grant = a_grant()
+    await grants_of(backend, old).put(USER, grant)
+    before = await grants_of(backend, old).get_stored(USER)
+    assert before is not None
+    rotated = grants_of(backend, new, old)
+    assert await rotated.get(USER) == grant  # re-sealed: the record changed, the grant not
+    assert await backend.raw_record(rotated.key(USER)) != before.record
+    newer = a_grant("2")
+    assert await grants_of(backend, old, new).replace_grant(USER, grant, newer)
+    assert await rotated.get(USER) == newer
+    assert not await rotated.replace_grant(USER, grant, a_grant("3"))  # not the same grant
+    assert not await rotated.replace_grant(USER, grant, None)
+    assert await rotated.replace_grant(USER, newer, None)
+    assert await rotated.get(USER) is None
+    assert not await rotated.replace_grant(USER, newer, grant)  # absent: nothing written
+    assert await rotated.get(USER) is None
+
+
 async def test_replace_and_remove_only_if_unchanged(backend: Backend) -> None:
     grants = grants_of(backend, new_key())
     await grants.put(USER, a_grant())
@@ -208,3 +231,10 @@ def test_user_key() -> None:
     # No ambiguity from concatenation.
     assert user_key(principal("https://a", "b:c")) != user_key(principal("https://a:b", "c"))
     assert user_key(principal("https://idp.example", None)) is None
+
+
+def test_an_unreadable_grant_is_a_503() -> None:
+    error = GrantUnreadableError()
+    assert isinstance(error, CredentialUnavailableError)
+    assert error.status == 503
+    assert error.retry_after is not None

@@ -21,6 +21,7 @@ from gateway.upstream_auth.provider import (
     ThirdPartyProvider,
     parse_token_answer,
 )
+from tests.conftest import gateway_log
 from tests.support.oauth_provider import OAuthProvider
 from tests.upstream_auth.conftest import CALLBACK, new_key
 
@@ -219,8 +220,13 @@ async def test_a_refused_client_is_unavailable_not_revoked(
     oauth = client(provider, http)
     grant = await connect(provider, http, oauth, "alice")
     wrong = client(provider, http, client_secret="not-the-secret")
-    with pytest.raises(ProviderUnavailableError):
+    with pytest.raises(ProviderUnavailableError) as caught:
         await wrong.refresh(grant)
+    assert '"upstream_provider_token_refused"' in gateway_log()
+    assert '"invalid_client"' in gateway_log()
+    # The provider's own words (its error_description) go nowhere.
+    assert "never shown" not in gateway_log()
+    assert "never shown" not in str(caught.value)
 
 
 # -- RFC 9207 section 2.4 at the callback ---------------------------------------------------
@@ -290,3 +296,27 @@ async def test_the_test_provider_requires_pkce(
     assert parse_qs(urlsplit(location).query)["error"] == ["invalid_request"]
     async with aiohttp.ClientSession() as session, session.get(provider.issuer + "/user") as user:
         assert user.status == 401
+
+
+async def test_the_test_provider_can_show_a_login_form(
+    provider: OAuthProvider, http: HttpSessionHolder
+) -> None:
+    provider.interactive = True
+    oauth = client(provider, http)
+    verifier, challenge = pkce_pair()
+    url = await oauth.authorization_url(state="st-2", code_challenge=challenge)
+    async with http.get().get(url, allow_redirects=False) as page:
+        assert page.status == 200
+        form = await page.text()
+    assert 'name="user"' in form
+    fields = dict(parse_qs(urlsplit(url).query))
+    data = {name: values[0] for name, values in fields.items()} | {"user": "dave"}
+    async with http.get().post(
+        provider.issuer + "/authorize", data=data, allow_redirects=False
+    ) as answer:
+        assert answer.status == 302
+        query = parse_qs(urlsplit(answer.headers["Location"]).query)
+    oauth.check_issuer(query)
+    assert query["state"] == ["st-2"]
+    grant = await oauth.redeem(query["code"][0], verifier)
+    assert provider.owner_of(grant.access_token) == "dave"
