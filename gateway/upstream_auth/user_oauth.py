@@ -71,9 +71,9 @@ class UserOAuthCredential:
         except ProviderUnavailableError:
             self.count("unavailable")
             raise CredentialUnavailableError("user_oauth provider unavailable") from None
-        except GrantUnreadableError:  # altered in the store: never taken for "no grant"
+        except GrantUnreadableError:  # altered in the store: a 503, never "no grant"
             self.count("unavailable")
-            raise CredentialUnavailableError("user_oauth stored grant unreadable") from None
+            raise
         if grant is not None:  # the keeper counts it issued (or refreshed)
             return header_value(self.header, grant.access_token)
         if not caller.elicitable:
