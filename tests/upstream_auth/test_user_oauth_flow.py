@@ -74,12 +74,19 @@ def user_oauth(provider: OAuthProvider) -> dict[str, Any]:
 
 
 @pytest.fixture
+def data_plane() -> str:
+    """`server.data_plane`: the default, except where a test parametrizes it."""
+    return "lean"
+
+
+@pytest.fixture
 async def gw(
     start_gateway_for: StartGateway,
     issuer: LocalIssuer,
     provider: OAuthProvider,
     upstream: RecordingUpstream,
     port: int,
+    data_plane: str,
 ) -> Gateway:
     route = {
         "name": "files",
@@ -89,7 +96,8 @@ async def gw(
         "upstream_auth": user_oauth(provider),
     }
     auth = {"resource_server": {"authorization_servers": [issuer.auth_server()]}}
-    return await start_gateway_for(route, port=port, auth=auth)
+    server = {"data_plane": data_plane}
+    return await start_gateway_for(route, port=port, auth=auth, server=server)
 
 
 def token_of(issuer: LocalIssuer, gw: Gateway, subject: str = "alice") -> str:
@@ -147,6 +155,7 @@ async def test_requests_that_cannot_elicit_go_without_the_header(
     assert "Authorization" not in listed.headers
 
 
+@pytest.mark.parametrize("data_plane", ["lean", "aiohttp"])
 async def test_connecting_puts_the_users_provider_token_on_the_retried_call(
     gw: Gateway, issuer: LocalIssuer, provider: OAuthProvider, upstream: RecordingUpstream
 ) -> None:
