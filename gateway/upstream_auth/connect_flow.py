@@ -39,6 +39,8 @@ STATE_LIFETIME = 600
 """Seconds a user has at the provider between the start page and the callback."""
 MAX_QUERY_VALUE = 4096
 """A `state` or `code` longer than this is refused unread."""
+STATE_NAMESPACE = "upstream_connect"
+"""Store keys `upstream_connect:<route>:<sha256 of state>` hold the flows under way."""
 _STATE_PURPOSE = b"mcp-gateway connect-state v1\x00"
 
 ConnectProblem = Literal[
@@ -153,4 +155,4 @@ class ConnectFlow:
         return {name: record[name] for name in ("v", "u", "s")}
 
     def _state_key(self, state: str) -> str:
-        return f"connect:{self.upstream}:{digest(state)}"
+        return f"{STATE_NAMESPACE}:{self.upstream}:{digest(state)}"
