@@ -50,6 +50,7 @@ from gateway.upstream_auth.user_oauth import UserOAuthCredential
 from gateway.web.facade import forms, pages
 from gateway.web.facade.cookies import Cookies
 from gateway.web.facade.error import fail_closed
+from gateway.web.http_route import HttpRoute
 from gateway.web.route import Route
 
 audit = get_logger("gateway.audit")
@@ -205,7 +206,7 @@ class ConnectPages:
         subject = await sessions.subject(request)
         if subject is None:
             audit.info("upstream_connect_refused", upstream=self.upstream, reason="not_signed_in")
-            return pages.error_page(401, SIGN_IN_FIRST)
+            return pages.error_page(403, SIGN_IN_FIRST)  # not 401: no HTTP authentication here
         if subject != ticket.subject:
             audit.warning("upstream_connect_refused", upstream=self.upstream,
                           reason="other_user", sub=subject[:128])  # fmt: skip
@@ -267,7 +268,9 @@ def install_connect_pages(
     if facade is not None and settings is not None:
         sessions = FacadeSessions(facade, settings)
     for route in routes:
-        credential = getattr(route, "credential", None)
+        if not isinstance(route, HttpRoute):
+            continue
+        credential = route.credential
         if not isinstance(credential, UserOAuthCredential):
             continue
         origin = forms.origin_of(public_base)

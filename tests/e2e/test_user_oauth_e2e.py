@@ -284,7 +284,8 @@ async def test_another_signed_in_user_cannot_complete_a_users_link(
         assert refused.status_code == 403
         assert "another user" in refused.text
         anonymous = await ConnectBrowser().connect(url, user="octo-bob")
-        assert anonymous.status_code == 401
+        assert anonymous.status_code == 403
+        assert "Sign in to this gateway" in anonymous.text
         assert provider.count("/authorize") == 0
         page = await alice.connect(url, user="octo-alice")
         assert "Account connected" in page.text
