@@ -180,7 +180,7 @@ def _report(error: ValidationError, prefix: YamlPath, validated: Validated) -> N
         loc = tuple(item["loc"])
         if prefix[:1] == ("upstreams",) and loc[:1] and loc[0] in UPSTREAM_KINDS:
             loc = loc[1:]  # the kind pydantic puts first is no part of the YAML path
-        path: YamlPath = (*prefix, *loc)
+        path: YamlPath = _without_kind_tags((*prefix, *loc), validated.data)
         validated.problem_paths.add(path)
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
@@ -188,6 +188,24 @@ def _report(error: ValidationError, prefix: YamlPath, validated: Validated) -> N
             known = keys_of(model) if model is not None else set()
             message = "unknown key" + did_you_mean(str(path[-1]), known)
         validated.problems.add(path, message, knock_on_possible=item["type"] not in _STRUCTURAL)
+
+
+def _without_kind_tags(path: YamlPath, data: Any) -> YamlPath:
+    """`path` without the tags pydantic adds for a union told apart by a `kind` key (e.g.
+    `upstream_auth.user_oauth.x` for `upstream_auth: {kind: user_oauth, x: ...}`)."""
+    kept: list[str | int] = []
+    value = data
+    for part in path:
+        if isinstance(value, dict) and part not in value and value.get("kind") == part:
+            continue
+        kept.append(part)
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif isinstance(value, list) and isinstance(part, int) and part < len(value):
+            value = value[part]
+        else:
+            value = None
+    return tuple(kept)
 
 
 def parse_config(

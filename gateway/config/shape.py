@@ -34,9 +34,23 @@ def _tag(annotation: Any) -> str | None:
 
 
 def _discriminator(annotation: Any) -> Discriminator | None:
+    """The union's discriminator, also of an optional one (`Annotated[..., Discriminator] |
+    None`)."""
     if get_origin(annotation) is Annotated:
         return next((m for m in annotation.__metadata__ if isinstance(m, Discriminator)), None)
+    if get_origin(annotation) in (Union, types.UnionType):
+        found = [d for arg in get_args(annotation) if (d := _discriminator(arg)) is not None]
+        return found[0] if len(found) == 1 else None
     return None
+
+
+def _literal(member: Any, field: str) -> object:
+    """The one value a model's `Literal` field allows (a discriminator field), else None."""
+    if not (isinstance(member, type) and issubclass(member, BaseModel)):
+        return None
+    info = member.model_fields.get(field)
+    allowed = get_args(info.annotation) if info is not None else ()
+    return allowed[0] if len(allowed) == 1 else None
 
 
 def _model(annotation: Any, value: Any) -> type[BaseModel] | None:
@@ -45,10 +59,15 @@ def _model(annotation: Any, value: Any) -> type[BaseModel] | None:
     members = _members(annotation)
     pick = _discriminator(annotation)
     if pick is not None:
-        if not callable(pick.discriminator):
+        field = pick.discriminator
+        if isinstance(field, str):  # a field whose Literal tells the members apart
+            wanted = value.get(field) if isinstance(value, dict) else None
+            members = [m for m in members if _literal(m, field) == wanted]
+        elif callable(field):
+            tag = field(value)
+            members = [get_args(m)[0] for m in members if _tag(m) == tag]
+        else:
             return None
-        tag = pick.discriminator(value)
-        members = [get_args(m)[0] for m in members if _tag(m) == tag]
     models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
     return models[0] if len(models) == 1 else None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,38 @@ def test_a_private_key_that_does_not_load_is_a_problem_at_its_place() -> None:
     [problem] = caught.value.problems
     assert problem.path == "upstreams[0].upstream_auth.private_key"
     assert "not-a-key" not in problem.message
+
+
+def _user_oauth(tmp_path: Path, **settings: object) -> dict[str, object]:
+    return {
+        "server": {"public_url": "https://gw.example"},
+        "auth": {"resource_server": {"authorization_servers": [{"name": "idp", "issuer": ISSUER}]}},
+        "upstreams": [
+            {"name": "gh", "route": "/gh/mcp", "url": "http://127.0.0.1:9/mcp",
+             "upstream_auth": {"kind": "user_oauth", "issuer": "https://provider.example",
+                               "client_id": "gw", **settings}},
+        ],
+    }  # fmt: skip
+
+
+def test_secret_file_twins_work_inside_upstream_auth(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(base64.urlsafe_b64encode(b"k" * 32).decode() + "\n")
+    secret = tmp_path / "secret"
+    secret.write_text("provider-client-secret\n")
+    document = _user_oauth(tmp_path, encryption_keys_file=str(keys), client_secret_file=str(secret))
+    config = parse_config(yaml.safe_dump(document))
+    settings = config.upstreams[0].upstream_auth  # type: ignore[union-attr]
+    assert settings.client_secret.get_secret_value() == "provider-client-secret"
+    assert len(settings.encryption_keys) == 1
+
+
+def test_a_problem_inside_upstream_auth_is_placed_at_its_yaml_path(tmp_path: Path) -> None:
+    good = base64.urlsafe_b64encode(b"k" * 32).decode()
+    document = _user_oauth(tmp_path, encryption_keys=[good, "too-short"])
+    with pytest.raises(ConfigError) as caught:
+        parse_config(yaml.safe_dump(document))
+    [problem] = caught.value.problems
+    assert problem.path == "upstreams[0].upstream_auth.encryption_keys[1]"
+    assert "too-short" not in problem.message
+    assert problem.line is not None
