@@ -6,8 +6,8 @@ its adapter).
 `begin` turns a checked connect ticket into the provider's authorization URL and keeps a
 single-use `state` (sealed in the store with the PKCE verifier, the ticket's user and the
 digest of the browser's binding cookie). `finish` takes the provider's answer: the `iss` check
-comes first, before the state is taken or anything is sent to the provider; then the state
-(taken, so it works once, and only in the browser that began); then the code is redeemed and
+comes first, before the state is read or anything is sent to the provider; then the state
+(only in the browser that began, and taken, so it works once); then the code is redeemed and
 the grant stored for the ticket's user.
 """
 
@@ -138,8 +138,11 @@ class ConnectFlow:
         return Connected(self.upstream, record["u"], record["s"])
 
     async def _take_state(self, state: str, browser: str) -> dict[str, str]:
-        """The state's record, removed in the same step; only for the browser that began."""
-        sealed = await self._store.take(self._state_key(state))
+        """The state's record, removed (`take`: of concurrent callbacks one wins); only for
+        the browser that began, and read before it is taken, so a callback URL replayed in
+        another browser does not use up the flow of the one that began it."""
+        key = self._state_key(state)
+        sealed = await self._store.get(key)
         if sealed is None:
             raise ConnectRefusedError("state_unknown")
         try:
@@ -152,6 +155,8 @@ class ConnectFlow:
             raise ConnectRefusedError("state_unknown")
         if not browser or not hmac.compare_digest(record["b"], digest(browser)):
             raise ConnectRefusedError("state_unknown")  # begun in another browser
+        if await self._store.take(key) != sealed:
+            raise ConnectRefusedError("state_unknown")  # a concurrent callback took it
         return {name: record[name] for name in ("v", "u", "s")}
 
     def _state_key(self, state: str) -> str:

@@ -59,8 +59,8 @@ CONNECT_COOKIE = "mcp-gateway-connect"
 _COOKIE_VALUE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 RETRY_HINT = "Retry the request in your application to get a new link."
 SIGN_IN_FIRST = (
-    "Sign in to this gateway in this browser first (as you did for your application), "
-    "then open the link again."
+    "Sign in to this gateway in this browser first: connect your application to it again "
+    "(its sign-in opens in this browser), then open the link again."
 )
 _REFUSALS = {
     "iss_missing": "The provider's answer could not be verified.",

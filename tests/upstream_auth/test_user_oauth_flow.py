@@ -265,10 +265,13 @@ async def test_the_state_works_once_and_only_in_the_browser_that_began(
     assert began.callback_url is not None
     other = await ConnectBrowser().get(began.callback_url)  # no binding cookie
     assert other.status_code == 400
+    assert "started in another browser" in other.text
     assert provider.count("/token") == 0
-    again = await began.get(began.callback_url)  # the state was taken by that attempt
+    page = await began.get(began.callback_url)  # that attempt did not use the flow up
+    assert "Account connected" in page.text
+    again = await began.get(began.callback_url)
     assert again.status_code == 400
-    assert provider.count("/token") == 0
+    assert provider.count("/token") == 1
 
 
 async def test_a_replayed_callback_is_refused(
