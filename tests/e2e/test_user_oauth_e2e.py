@@ -158,6 +158,7 @@ async def test_a_2025_11_25_client_connects_and_the_retried_call_carries_the_pro
         elicitation = _url_of(raised.value)
         assert elicitation.url.startswith(gw.url("/oauth/connect/files?ticket="))
         assert "files" in elicitation.message
+        assert elicitation.url in raised.value.message  # readable without knowing -32042
         heading = await _sign_in_at_provider(browser, elicitation.url, "octo-alice")
         assert heading == "Account connected"
         sent = await _called(client)
