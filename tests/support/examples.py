@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gateway.oauth.signing import SigningKey
 from gateway.oauth.users import hash_password
 from gateway.session.seal import new_key
 from tests.support.secrets import remember
@@ -25,4 +26,16 @@ def example_env() -> dict[str, str]:
         "INTROSPECTION_SECRET": "example",
         "SESSION_KEY": remember(new_key()),
         "DEMO_USERS_FILE": str(_DEMO_USERS),
+        "SIGNING_KEY_FILE": str(_signing_key()),
+        "STS_CLIENT_SECRET": "example",
+        "PROVIDER_CLIENT_SECRET": "example",
+        "GRANT_KEY": remember(new_key()),
     }
+
+
+def _signing_key() -> Path:
+    """A signing key file for the examples' facade (made once, like the users file)."""
+    path = _DEMO_USERS.parent / "signing-key.pem"
+    if not path.exists():
+        path.write_text(SigningKey.generate("ES256").to_pem())
+    return path
