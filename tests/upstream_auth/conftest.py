@@ -1,5 +1,5 @@
-"""Fixtures of the `user_oauth` core tests: the test provider, an outbound HTTP session, a real
-Redis, sealing keys."""
+"""Fixtures of the upstream credential tests: the test provider, an outbound HTTP session, a real
+Redis, sealing keys, and a recording upstream that answers every call."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from gateway.auth.authenticator import HttpSessionHolder
+from tests.support.http_upstream import RecordingUpstream, recording_upstream
 from tests.support.oauth_provider import OAuthProvider
 from tests.support.redis import RedisServer
 from tests.support.secrets import remember
@@ -42,3 +44,17 @@ async def provider() -> AsyncIterator[OAuthProvider]:
 def redis_server() -> Iterator[RedisServer]:
     with RedisServer(password=remember(f"p@ss/{secrets.token_urlsafe(16)}")) as server:
         yield server
+
+
+async def answer_call(request: web.Request) -> web.Response:
+    """A JSON-RPC result with one text item, for the request's id."""
+    body = await request.json()
+    result = {"content": [{"type": "text", "text": "ok"}]}
+    return web.json_response({"jsonrpc": "2.0", "id": body.get("id"), "result": result})
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[RecordingUpstream]:
+    """A recording upstream that answers every call (`answer_call`)."""
+    async with recording_upstream(answer_call) as recording:
+        yield recording

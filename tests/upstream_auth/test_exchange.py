@@ -16,7 +16,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from gateway.oauth.signing import SigningKey
 from gateway.upstream_auth.exchange import (
@@ -31,7 +30,7 @@ from gateway.upstream_auth.exchange import (
 )
 from tests.conftest import Gateway, StartGateway, gateway_log
 from tests.support.exchange_server import ACCESS_TOKEN_TYPE, SERVERS_OWN_WORDS, ExchangeServer
-from tests.support.http_upstream import RecordingUpstream, recording_upstream
+from tests.support.http_upstream import RecordingUpstream
 from tests.support.local_issuer import LocalIssuer
 from tests.support.sdk_client import list_and_call
 from tests.support.sdk_protected_server import sdk_protected_server
@@ -45,16 +44,6 @@ AUDIENCE = "https://files.internal.example"
 ROUTE = "/files/mcp"
 POLICY = {"tools": {"read_file": ["files:read"]}}
 CALL = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "read_file"}}
-
-
-async def ok(request: web.Request) -> web.StreamResponse:
-    return web.json_response({"jsonrpc": "2.0", "id": 7, "result": {}})
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[RecordingUpstream]:
-    async with recording_upstream(ok) as recorded:
-        yield recorded
 
 
 @pytest.fixture

@@ -119,11 +119,8 @@ async def test_the_minted_token_replaces_the_clients_and_binds_the_upstream_audi
         )
         token = _client_token(issuer, gateway, "/spy/mcp")
         for _ in range(2):
-            async with aiohttp.ClientSession() as http:
-                answer = await http.post(
-                    gateway.url("/spy/mcp"), data=_CALL, headers=_headers(token)
-                )
-                assert answer.status == 200
+            status, _ = await _post(gateway.url("/spy/mcp"), token)
+            assert status == 200
         minted = _sent_token(recorder)
         assert token not in str(recorder.requests[0].header_list)
         assert minted == _sent_token(recorder, 1)  # reused, not signed per request
@@ -149,11 +146,9 @@ async def test_the_minted_token_replaces_the_clients_and_binds_the_upstream_audi
         )
         # The same token, presented straight to each upstream: its audience takes it, the
         # other upstream (another route's) refuses it.
-        async with aiohttp.ClientSession() as http:
-            own = await http.post(first.url, data=_CALL, headers=_headers(minted))
-            other = await http.post(second.url, data=_CALL, headers=_headers(minted))
-            assert own.status == 200, await own.text()
-            assert other.status == 401
+        own_status, own_text = await _post(first.url, minted)
+        assert own_status == 200, own_text
+        assert (await _post(second.url, minted))[0] == 401
 
 
 async def test_a_token_without_a_subject_gets_no_minted_token(
@@ -164,10 +159,9 @@ async def test_a_token_without_a_subject_gets_no_minted_token(
             start_gateway_for, issuer, tmp_path, ("spy", recorder.url, "https://spy.example")
         )
         token = _client_token(issuer, gateway, "/spy/mcp", sub=None)
-        async with aiohttp.ClientSession() as http:
-            answer = await http.post(gateway.url("/spy/mcp"), data=_CALL, headers=_headers(token))
-            body = await answer.json()
-        assert answer.status == 403
+        status, text = await _post(gateway.url("/spy/mcp"), token)
+        body = json.loads(text)
+        assert status == 403
         assert body["error"]["data"]["reason"] == "upstream_credential_refused"
         assert recorder.requests == []
 
@@ -177,6 +171,15 @@ _CALL = (
     b'"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",'
     b'"io.modelcontextprotocol/clientCapabilities":{}}}}'
 )
+
+
+async def _post(url: str, token: str) -> tuple[int, str]:
+    """POST the tool call with `token`: the status and body."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url, data=_CALL, headers=_headers(token)) as answer,
+    ):
+        return answer.status, await answer.text()
 
 
 def _headers(token: str) -> dict[str, str]:

@@ -27,7 +27,7 @@ from tests.support.connect_browser import (
     with_params,
     without_param,
 )
-from tests.support.http_upstream import RecordingUpstream, recording_upstream
+from tests.support.http_upstream import RecordingUpstream
 from tests.support.local_issuer import LocalIssuer
 from tests.support.oauth_provider import CLIENT_ID, OAuthProvider
 from tests.support.processes import free_port
@@ -35,18 +35,6 @@ from tests.support.secrets import remember
 
 ROUTE = "/files/mcp"
 KEY = remember(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
-
-
-async def _answer(request: web.Request) -> web.Response:
-    body = await request.json()
-    result = {"content": [{"type": "text", "text": "ok"}]}
-    return web.json_response({"jsonrpc": "2.0", "id": body.get("id"), "result": result})
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[RecordingUpstream]:
-    async with recording_upstream(_answer) as recording:
-        yield recording
 
 
 @pytest.fixture

@@ -17,14 +17,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from gateway.auth.principal import Principal
 from gateway.store.redis import RedisKV
 from gateway.upstream_auth.grants import NAMESPACE, user_key
 from tests.conftest import Gateway, StartGateway
 from tests.support.connect_browser import ConnectBrowser, call_tool, elicitation_of
-from tests.support.http_upstream import RecordingUpstream, recording_upstream
+from tests.support.http_upstream import RecordingUpstream
 from tests.support.local_issuer import LocalIssuer
 from tests.support.oauth_provider import CLIENT_ID, OAuthProvider
 from tests.support.processes import free_port
@@ -33,18 +32,6 @@ from tests.upstream_auth.conftest import new_key
 
 ROUTE = "/files/mcp"
 CONCURRENT = 50
-
-
-async def _answer(request: web.Request) -> web.Response:
-    body = await request.json()
-    result = {"content": [{"type": "text", "text": "ok"}]}
-    return web.json_response({"jsonrpc": "2.0", "id": body.get("id"), "result": result})
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[RecordingUpstream]:
-    async with recording_upstream(_answer) as recording:
-        yield recording
 
 
 @pytest.fixture
