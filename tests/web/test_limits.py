@@ -13,8 +13,12 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
+from gateway.web.app import create_app
+from gateway.web.keys import LANES_KEY
 from tests.conftest import Gateway, StartGateway, gateway_log
+from tests.support.configs import gateway_document, validated
 from tests.support.http_upstream import RecordingUpstream, recording_upstream
 from tests.support.local_issuer import LocalIssuer
 
@@ -208,3 +212,17 @@ async def test_slots_come_back_after_a_streamed_answer_and_after_a_client_leaves
         status, _, _ = await post(http, gw, alice, call("write", 5))
     assert status == 200
     assert [line["status"] for line in log_lines("request_completed")] == [200, 200, 429, 499, 200]
+
+
+async def test_routes_without_limits_run_the_steps_they_ran_before(issuer: LocalIssuer) -> None:
+    auth = {"resource_server": {"authorization_servers": [issuer.auth_server()]}}
+    config = validated(gateway_document(
+        {"name": "files", "route": ROUTE, "url": "http://127.0.0.1:9/mcp", "scopes": ["s"],
+         "policy": {"limits": [{"concurrency": 1}]}},
+        {"name": "plain", "route": "/plain/mcp", "url": "http://127.0.0.1:9/mcp", "scopes": ["s"]},
+        public_url="https://gw.example", auth=auth,
+    ))  # fmt: skip
+    lanes = create_app(config, registry=CollectorRegistry())[LANES_KEY]
+    steps = {path: [step.__name__ for step in lane._steps] for path, lane in lanes.items()}  # type: ignore[attr-defined]
+    before = ["authenticate", "read_body", "inspect_message", "bind_session", "decide"]
+    assert steps == {b"/plain/mcp": before, ROUTE.encode(): [*before, "limit"]}
