@@ -93,12 +93,20 @@ return 1
 
 
 class RedisLimiter:
-    def __init__(self, admit: Script, slots: Script, *, lease: float = LEASE) -> None:
-        """`admit` and `slots`: this module's scripts on the store (`ObservedKV.script`)."""
+    def __init__(
+        self,
+        admit: Script,
+        slots: Script,
+        *,
+        lease: float = LEASE,
+        renew_every: float | None = None,
+    ) -> None:
+        """`admit` and `slots`: this module's scripts on the store (`ObservedKV.script`);
+        `renew_every`: seconds between lease renewals of a call in flight (`lease / 3`)."""
         self._admit = admit
         self._slots = slots
         self._lease_ms = int(lease * 1000)
-        self._renew_every = lease / 3
+        self._renew_every = renew_every if renew_every is not None else lease / 3
         self._renewals: set[asyncio.Task[None]] = set()
 
     async def admit(self, checks: Sequence[Check], call_id: str) -> Admission:
