@@ -15,6 +15,7 @@ from mcp import MCPError
 
 from gateway.session.seal import new_key
 from tests.conftest import Gateway, StartGateway
+from tests.e2e.test_stdio import EVERYTHING, everything_upstream
 from tests.support.http_upstream import RecordingUpstream, recording_upstream
 from tests.support.local_issuer import LocalIssuer
 from tests.support.processes import HttpServerProcess, free_port
@@ -213,3 +214,21 @@ async def test_the_sdk_client_surfaces_the_429_naming_the_limit(
     [refused] = [answer for answer in answers if answer.status_code == 429]
     assert 3500 <= int(refused.headers["Retry-After"]) <= 3600  # one call an hour
     assert refused.headers["Content-Type"] == "application/json"
+
+
+async def test_a_stdio_route_is_limited_too(
+    start_gateway_for: StartGateway, issuer: LocalIssuer
+) -> None:
+    limits = [{"tools": ["echo"], "rate": 2, "per": "hour"}]
+    gw = await start_gateway_for(
+        everything_upstream(scopes=["mcp:tools"], policy={"limits": limits}),
+        auth={"resource_server": {"authorization_servers": [issuer.auth_server()]}},
+    )
+    bearer = issuer.mint(issuer.claims(gw.url(EVERYTHING), sub="alice"))
+    async with connect(gw.url(EVERYTHING), headers={"Authorization": f"Bearer {bearer}"}) as client:
+        for n in range(2):
+            await client.call_tool("echo", {"message": str(n)})
+        with pytest.raises(MCPError) as raised:
+            await client.call_tool("echo", {"message": "three"})
+        assert (await client.call_tool("get-sum", {"a": 1, "b": 2})).is_error is False
+    assert raised.value.error.message == "Rate limit for tools named 'echo': 2 per hour"
