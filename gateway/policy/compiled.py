@@ -54,7 +54,8 @@ Found = list[tuple[YamlPath, str]]
 def route_problems(upstream: Upstream, auth: AuthSettings | None) -> Found:
     """What the models cannot see alone, under the upstream's path: patterns that tie, entries
     of `policy.methods` that name an MCP method (the gateway decides those itself) or a
-    look-alike of one (refused before any policy applies), attainable rules that never apply."""
+    look-alike of one (refused before any policy applies), attainable rules that never apply,
+    limits that share a label or sit on an anonymous route (`limit_problems`)."""
     found = _pattern_problems(upstream.policy) + limit_problems(upstream)
     for method in upstream.policy.methods:
         path: YamlPath = ("policy", "methods", method)
