@@ -216,6 +216,7 @@ def _explain(args: argparse.Namespace) -> int:
     print(f"rule:     {rule.source}: {needs}")
     verdict = {Allow: "allow", InsufficientScope: "insufficient_scope", Deny: "deny"}
     print(f"decision: {verdict[type(decision)]}")
+    _print_limits(config, policy, method, name)
     kind = NAMED_METHODS.get(method)
     if kind is not None and name is not None:
         trusted = _trusted(config, upstream)
@@ -223,6 +224,17 @@ def _explain(args: argparse.Namespace) -> int:
         ceiling, _ = _ceiling(config, upstream, policy, issuer, args.claims)
         print(f"listed:   {_listing_text(policy.listing(kind, name, granted, ceiling))}")
     return 0 if isinstance(decision, Allow) else 3
+
+
+def _print_limits(
+    config: GatewayConfig, policy: RoutePolicy, method: str, name: str | None
+) -> None:
+    """The route's limits that count the call (`policy.limits`)."""
+    limits = policy.limits.applying(method, name) if policy.limits is not None else []
+    for summary in [limit.summary() for limit in limits] or ["(none)"]:
+        print(f"limit:    {summary}")
+    if limits and policy.limits is not None and config.store.backend == "redis":
+        print(f"          shared through the store; while it is down: {policy.limits.fallback}")
 
 
 def _explain_lists(

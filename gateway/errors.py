@@ -59,6 +59,10 @@ class GatewayError(Exception):
         self.challenge = challenge
         """Parameters of the `WWW-Authenticate: Bearer` challenge to send, if any."""
 
+    def retry_seconds(self) -> int | None:
+        """The `Retry-After` to send: the class's, unless this refusal knows better."""
+        return self.retry_after
+
 
 class RequestError(GatewayError):
     """The client's request is unacceptable as sent."""
@@ -171,6 +175,24 @@ class TooManyStreamsError(TooManyError):
     jsonrpc_code = -31055
     public_message = "Too many open streams for this caller"
     retry_after = 1
+
+
+class RateLimitedError(GatewayError):
+    """A call over one of its route's limits (`policy.limits`): 429 with a message naming the
+    limit (written from the config) and `Retry-After` in whole seconds until the limit would
+    admit it. Nothing is forwarded."""
+
+    status = 429
+    code = "rate_limited"
+    jsonrpc_code = -31059
+    public_message = "Rate limit exceeded"
+
+    def __init__(self, detail: str, *, message: str, retry_after: int) -> None:
+        super().__init__(detail, message=message)
+        self.wait = max(1, retry_after)
+
+    def retry_seconds(self) -> int | None:
+        return self.wait
 
 
 class CapacityError(GatewayError):

@@ -144,6 +144,12 @@ class StoreSettings(SecretFileMixin, Model):
         1.0, gt=0, le=30, description="Seconds for one store operation (connect included)."
     )
     max_connections: int = Field(50, ge=1, le=10_000, description="Connection pool size.")
+    limits_fallback: Literal["local", "refuse"] = Field(
+        "refuse",
+        description="What `policy.limits` do while the store (Redis) is down: `refuse` answers "
+        "503 with Retry-After, `local` enforces the same limits per replica. A route's "
+        "`policy.limits_fallback` overrides it.",
+    )
 
     @model_validator(mode="after")
     def _url_for_redis_only(self) -> StoreSettings:

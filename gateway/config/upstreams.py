@@ -32,6 +32,7 @@ from gateway.config.fields import (
     ScopeList,
     normalized_header,
 )
+from gateway.config.limits import PolicyLimits
 from gateway.config.secrets import SecretFileMixin
 from gateway.config.upstream_auth import UpstreamAuth
 
@@ -54,7 +55,7 @@ class DefaultRule(Model):
     scopes: ScopeList
 
 
-class Policy(Model):
+class Policy(PolicyLimits, Model):
     """Which scopes each tool, resource (by URI) and prompt needs on this route.
 
     Keys are exact names or patterns (`*` any run of characters, `?` one character); values

@@ -33,6 +33,7 @@ class GatewayMetrics:
         self._add_authorization(registry)
         self._add_sessions_and_limits(registry)
         self._add_state_store(registry)
+        self._add_limits(registry)
         self._request_children: dict[tuple[str, str, int], CounterChild] = {}
 
     def _add_traffic(self, registry: CollectorRegistry) -> None:
@@ -138,6 +139,23 @@ class GatewayMetrics:
             "Requests refused with 404 for their session id, by upstream route and reason: "
             "unknown, foreign (another principal's: a possible hijack), expired, ended.",
             ("upstream", "reason"),
+            registry=registry,
+        )
+
+    def _add_limits(self, registry: CollectorRegistry) -> None:
+        """Calls refused by `policy.limits`, and limit checks made without the store."""
+        self.limited = Counter(
+            "mcp_gateway_limited_total",
+            "Calls refused with 429 by a limit, by upstream route, limit (the rule's name, or "
+            "its index in policy.limits) and kind (rate, concurrency).",
+            ("upstream", "limit", "kind"),
+            registry=registry,
+        )
+        self.limit_fallbacks = Counter(
+            "mcp_gateway_limit_fallbacks_total",
+            "Limit checks made while the store was down, by upstream route and fallback: "
+            "local (this replica's counters decided), refuse (answered 503).",
+            ("upstream", "fallback"),
             registry=registry,
         )
 

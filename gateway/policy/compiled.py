@@ -4,28 +4,34 @@ from __future__ import annotations
 
 from gateway.config.auth import AuthSettings
 from gateway.config.fields import GATEWAY_AS_NAME
+from gateway.config.limits import LimitFallback
 from gateway.config.model import GatewayConfig
 from gateway.config.problems import YamlPath
 from gateway.config.upstreams import Policy, Upstream
 from gateway.mcp_methods import MCP_METHODS
 from gateway.policy.decision import RoutePolicy
 from gateway.policy.grants import Grants, rule
+from gateway.policy.limits import compile_limits, limit_problems
 from gateway.policy.patterns import Pattern, is_pattern, overlap
 from gateway.policy.scopes import ScopeImplications
 from gateway.policy.visibility import Ceilings
 
 
 def compile_route_policy(
-    upstream: Upstream, implications: ScopeImplications, own_issuer: str | None = None
+    upstream: Upstream,
+    implications: ScopeImplications,
+    own_issuer: str | None = None,
+    limits_fallback: LimitFallback = "refuse",
 ) -> RoutePolicy:
-    """`own_issuer`: the gateway's issuer when it is the authorization server (facade)."""
+    """`own_issuer`: the gateway's issuer when it is the authorization server (facade);
+    `limits_fallback`: `store.limits_fallback`, for routes that do not set their own."""
     policy = upstream.policy
     rules = (
         None
         if policy.attainable is None
         else Grants([rule(r.when, r.scopes) for r in policy.attainable], implications)
     )
-    return RoutePolicy(
+    compiled = RoutePolicy(
         baseline=upstream.scopes,
         default=policy.default_requirement(),
         tools=policy.tools,
@@ -36,6 +42,9 @@ def compile_route_policy(
         ceilings=Ceilings(own_issuer, rules, implications),
         methods=policy.methods,
     )
+    fallback = policy.limits_fallback or limits_fallback
+    compiled.limits = compile_limits(upstream.name, policy.limits, fallback)
+    return compiled
 
 
 Found = list[tuple[YamlPath, str]]
@@ -45,8 +54,9 @@ Found = list[tuple[YamlPath, str]]
 def route_problems(upstream: Upstream, auth: AuthSettings | None) -> Found:
     """What the models cannot see alone, under the upstream's path: patterns that tie, entries
     of `policy.methods` that name an MCP method (the gateway decides those itself) or a
-    look-alike of one (refused before any policy applies), attainable rules that never apply."""
-    found = _pattern_problems(upstream.policy)
+    look-alike of one (refused before any policy applies), attainable rules that never apply,
+    limits that share a label or sit on an anonymous route (`limit_problems`)."""
+    found = _pattern_problems(upstream.policy) + limit_problems(upstream)
     for method in upstream.policy.methods:
         path: YamlPath = ("policy", "methods", method)
         if method in MCP_METHODS:
@@ -105,7 +115,9 @@ def compile_policies(config: GatewayConfig) -> dict[str, RoutePolicy]:
     implications = ScopeImplications(config.scopes.implies)
     own_issuer = config.public_base() if config.auth.authorization_server is not None else None
     return {
-        upstream.name: compile_route_policy(upstream, implications, own_issuer)
+        upstream.name: compile_route_policy(
+            upstream, implications, own_issuer, config.store.limits_fallback
+        )
         for upstream in config.upstreams
         if not upstream.allow_anonymous
     }

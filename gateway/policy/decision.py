@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from gateway.mcp_methods import MCP_METHODS, MethodSet
 from gateway.policy.patterns import Pattern, is_pattern
@@ -25,6 +25,9 @@ from gateway.policy.visibility import (
     Listing,
     ListVisibility,
 )
+
+if TYPE_CHECKING:  # compiled into a policy by `gateway.policy.compiled`; it imports this module
+    from gateway.policy.limits import RouteLimits
 
 Kind = Literal["tools", "resources", "prompts"]
 NAMED_METHODS: Mapping[str, Kind] = {
@@ -148,6 +151,8 @@ class RoutePolicy:
         }
         self._listed = MethodSet(self._methods)
         self._implications = implications
+        self.limits: RouteLimits | None = None
+        """The route's rate limits and concurrency caps (`policy.limits`), if any."""
 
     def rule_for(self, method: str | None, name: str | None) -> Rule:
         """The rule deciding `method` (None: no method, i.e. a client's response or an HTTP GET

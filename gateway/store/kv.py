@@ -15,11 +15,16 @@ when it could not tell.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 from gateway.errors import StoreUnavailableError
 
-__all__ = ["KeyValueStore", "StoreUnavailableError", "namespace_of"]
+__all__ = ["KeyValueStore", "Script", "StoreUnavailableError", "namespace_of"]
+
+Script = Callable[[Sequence[str], Sequence[str | int | float]], Awaitable[Any]]
+"""A Lua script on a store that has scripting (Redis), called with its keys and arguments: one
+atomic round trip. An optional capability (`RedisKV.script`), not part of `KeyValueStore`."""
 
 
 class KeyValueStore(Protocol):

@@ -4,13 +4,13 @@ caller answers 503): observing never turns an error into an answer."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
 
 from gateway.config.model import StoreSettings
 from gateway.observability.logging import get_logger
 from gateway.observability.metrics import GatewayMetrics
-from gateway.store.kv import KeyValueStore, StoreUnavailableError
+from gateway.store.kv import KeyValueStore, Script, StoreUnavailableError
 from gateway.store.redis import RedisKV
 
 log = get_logger("gateway.store")
@@ -59,6 +59,18 @@ class ObservedKV:
 
     async def increment(self, key: str, ttl: float) -> int:
         return await self._run("increment", self.inner.increment(key, ttl))
+
+    def script(self, text: str) -> Script | None:
+        """A Lua script on the store, observed like its other operations; None when the store
+        has no scripting."""
+        if not isinstance(self.inner, RedisKV):
+            return None
+        run = self.inner.script(text)
+
+        async def observed(keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
+            return await self._run("script", run(keys, args))
+
+        return observed
 
     async def ping(self) -> None:
         await self._run("ping", self.inner.ping())

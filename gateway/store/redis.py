@@ -15,7 +15,8 @@ settings: no error detail, log line or repr here carries it, nor any key or valu
 from __future__ import annotations
 
 import math
-from typing import Final
+from collections.abc import Sequence
+from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -25,6 +26,7 @@ from redis.exceptions import RedisError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from gateway.errors import StoreUnavailableError
+from gateway.store.kv import Script
 
 __all__ = ["RedisKV"]
 
@@ -178,6 +180,19 @@ class RedisKV:
         except _FAILURES as exc:
             raise self._unavailable("increment", exc) from None
         return int(count)
+
+    def script(self, text: str) -> Script:
+        """A Lua script, run as one command (EVALSHA, or EVAL when Redis does not hold it yet,
+        e.g. after a restart), its keys prefixed like every key, its failures fail closed."""
+        registered = self._client.register_script(text)
+
+        async def run(keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
+            try:
+                return await registered(keys=[self._key(key) for key in keys], args=list(args))
+            except _FAILURES as exc:
+                raise self._unavailable("script", exc) from None
+
+        return run
 
     async def ping(self) -> None:
         try:

@@ -25,6 +25,7 @@ from gateway.session.registry import SessionRegistry
 from gateway.session.shared import SharedSessions
 from gateway.store.kv import KeyValueStore
 from gateway.store.observed import open_shared_store
+from gateway.store.shared_limits import open_limiter
 from gateway.upstream_auth.factory import CredentialServices, build_credential
 from gateway.web import health
 from gateway.web.connect import install_connect_pages
@@ -44,6 +45,7 @@ from gateway.web.keys import (
     ROUTES_KEY,
     STORE_KEY,
 )
+from gateway.web.limiting import limit_step
 from gateway.web.middleware import error_middleware, request_context_middleware
 from gateway.web.pipeline import BodyLimits, Step, build_steps
 from gateway.web.plane.lane import McpLane
@@ -285,7 +287,12 @@ def _mount_routes(
     metrics = app[METRICS_KEY]
     limits = BodyLimits(config.server.max_request_bytes, config.server.body_timeout)
     lanes: dict[bytes, Lane] = {}
+    limiter = open_limiter(app.get(STORE_KEY))
     for route in routes:
+        policy = policies.current.get(route.name)
+        limit = None
+        if policy is not None and policy.limits is not None:
+            limit = limit_step(limiter, policies, route.name, metrics)
         steps = build_steps(
             limits,
             route.authenticator,
@@ -293,6 +300,7 @@ def _mount_routes(
             policies,
             route.name,
             _decision_counter(metrics, route.name),
+            limit,
         )
         app.router.add_route("*", route.path, McpEndpoint(route, steps).handle)
         if isinstance(route, HttpRoute) and config.server.data_plane == "lean":

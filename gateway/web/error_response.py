@@ -33,8 +33,8 @@ def error_answer(error: GatewayError, rpc_id: JsonRpcId = None) -> ErrorAnswer:
         headers["Allow"] = ", ".join(error.allowed)
     if error.challenge is not None:
         headers["WWW-Authenticate"] = bearer_challenge(error.challenge)
-    if error.retry_after is not None:
-        headers["Retry-After"] = str(error.retry_after)
+    if (retry_after := error.retry_seconds()) is not None:
+        headers["Retry-After"] = str(retry_after)
     headers["Content-Type"] = "application/json"
     if isinstance(error, ElicitationRequiredError) and error.body is not None:
         return ErrorAnswer(error.status, headers, error.body, error.close_connection)

@@ -4,7 +4,7 @@ pipeline sees them, whichever server parsed the request."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -53,6 +53,8 @@ class RequestContext:
     vary_origin: bool = False
     upstream_status: int | None = None
     response_started: float | None = None
+    release: Callable[[], Awaitable[None]] | None = None
+    """Gives back the concurrency slots the request holds (`policy.limits`) when it ends."""
 
     @property
     def rpc_id(self) -> JsonRpcId:

@@ -19,6 +19,7 @@ from gateway.web.edge import response_headers
 from gateway.web.error_response import render_error
 from gateway.web.exchange import RequestContext
 from gateway.web.keys import CONFIG_KEY, CONTEXT_KEY, METRICS_KEY
+from gateway.web.limiting import end_request
 
 error_log = get_logger("gateway.error")
 client_log = get_logger("gateway.client")
@@ -52,6 +53,8 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
         status = CLIENT_CLOSED
         raise
     finally:
+        if context.release is not None:  # concurrency slots of `policy.limits`
+            await end_request(context)
         record_request(
             request.app[METRICS_KEY], context, request.method, request.rel_url.raw_path, status
         )

@@ -65,16 +65,21 @@ def build_steps(
     policies: PolicyStore | None = None,
     route_name: str = "",
     count_decision: Callable[[str], None] = lambda decision: None,
+    limit: Step | None = None,
 ) -> tuple[Step, ...]:
     """The pipeline for one MCP route, assembled once at start-up: authentication only on a
-    route that has it, the policy decision only where there is also a policy."""
+    route that has it, the policy decision only where there is also a policy, and after it
+    the route's limits (`gateway.web.limiting`) only where it has some."""
     steps: tuple[Step, ...] = (body_step(limits), inspect_message, bind_session)
     if authenticator is None:
         return steps
     authenticate = authentication_step(authenticator)
     if policies is None:
         return (authenticate, *steps)
-    return (authenticate, *steps, policy_step(authenticator, policies, route_name, count_decision))
+    decide = policy_step(authenticator, policies, route_name, count_decision)
+    if limit is None:
+        return (authenticate, *steps, decide)
+    return (authenticate, *steps, decide, limit)
 
 
 def authentication_step(authenticator: RouteAuthenticator) -> Step:

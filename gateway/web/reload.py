@@ -40,6 +40,8 @@ class PolicyReloader:
         self._interval = interval
         self._stamp = self._file_stamp()
         self._lock = asyncio.Lock()
+        self._limited = {name for name, p in store.current.items() if p.limits is not None}
+        """Routes whose limit step was installed at start-up (`gateway.web.limiting`)."""
 
     def _file_stamp(self) -> tuple[int, int] | None:
         try:
@@ -61,6 +63,10 @@ class PolicyReloader:
             routes = {u.name for u in config.upstreams if not u.allow_anonymous}
             if routes != set(self._store.current):
                 self._refused(["the set of authenticated routes changed: restart to apply"])
+                return False
+            added = {n for n, p in policies.items() if p.limits is not None} - self._limited
+            if added:
+                self._refused([f"limits added to {sorted(added)}: restart to apply"])
                 return False
             if config.model_dump(exclude={"upstreams", "scopes"}) != self._running.model_dump(
                 exclude={"upstreams", "scopes"}

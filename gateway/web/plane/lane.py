@@ -23,6 +23,7 @@ from gateway.web.error_response import error_answer
 from gateway.web.exchange import McpRequest, RequestContext
 from gateway.web.forward import forward
 from gateway.web.http_route import HttpRoute
+from gateway.web.limiting import end_request
 from gateway.web.middleware import CLIENT_CLOSED, new_context, record_request
 from gateway.web.pipeline import Step
 from gateway.web.plane.body import BodyReader
@@ -85,6 +86,8 @@ class McpLane:
             responder.close = responder.abandon = True
             status = responder.status if responder.started else CLIENT_CLOSED
         finally:
+            if context.release is not None:  # concurrency slots of `policy.limits`
+                await end_request(context)
             record_request(self._metrics, context, method, path, status)
             if not responder.abandon:
                 after = After.CLOSE if responder.close else After.KEEP
