@@ -29,7 +29,7 @@ from gateway.web.exchange import RequestContext
 
 URL_ELICITATION_REQUIRED: Final = -32042
 """MCP 2025-11-25's error code (2026-07-28 "Error Codes": 2025-11-25 only)."""
-NOT_ELICITABLE: Final = -31059
+NOT_ELICITABLE: Final = -31060
 """The gateway's code for "open this URL, then retry" when no elicitation can be sent."""
 INPUT_REQUIRED_METHODS: Final = frozenset({"tools/call", "resources/read", "prompts/get"})
 _CAPABILITIES_KEY: Final = "io.modelcontextprotocol/clientCapabilities"
