@@ -6,7 +6,9 @@ tickets, states and codes that the log tripwire watches for.
 `ConnectBrowser` keeps its own cookies (one per user, as each user has their own browser) and
 follows redirects by hand: the gateway's start page, the provider's `/authorize` (the test
 provider signs in the user named `user` at once), and back to the gateway's callback, which it
-may tamper with first. Every step is recorded, so a test sees where a flow stopped.
+may tamper with first; `sign_in` fills in the gateway's own sign-in form on the way (a browser
+signed in as nobody at the facade) and `follow` goes on from any answer. Every step is recorded,
+so a test sees where a flow stopped.
 """
 
 from __future__ import annotations
