@@ -19,8 +19,10 @@ requests into calls on `server.AuthorizationServer` and results into responses. 
 4. `/oauth/token` -> `token`: code (single use, bound to client, redirect URI, PKCE verifier and
    resource) or refresh token (rotated on every use, reuse revokes the family).
 
-Beside the flow: `metadata` (RFC 8414), `registration` (RFC 7591), `clients` (which client,
-client authentication), `client_documents` and `client_document_fetch` (Client ID Metadata
-Documents), `revocation` (RFC 7009). Pure pieces (PKCE, redirect URIs, client metadata, RFC
+Beside the flow: `page_sign_in` (a sign-in with no client, for the gateway's own pages: a
+connect page sends a browser signed in as nobody there and gets it back), `metadata` (RFC
+8414), `registration` (RFC 7591), `clients` (which client, client authentication),
+`client_documents` and `client_document_fetch` (Client ID Metadata Documents), `revocation`
+(RFC 7009). Pure pieces (PKCE, redirect URIs, client metadata, RFC
 9207 `iss`), the state store (`store`) and token minting (`signing`) live here too.
 """

@@ -4,7 +4,8 @@ The rules it keeps are in `gateway.oauth.store`.
 
 Keys, by namespace: `clients:<client_id>`, `logins:<digest(state)>`, `codes:<digest(code)>`,
 `families:<family_id>`, `handles:<digest(refresh-token handle)>` (holds the family id),
-`revoked_jtis:<jti>`, `consents:<digest of subject and client>`, `sessions:<digest(cookie)>`.
+`revoked_jtis:<jti>`, `consents:<digest of subject and client>`, `sessions:<digest(cookie)>`,
+`page_sign_ins:<digest(state)>`.
 Records are JSON (`gateway.oauth.records.RecordCodec`); a value that does not read back as its
 record raises `StoredRecordError` (500), never reads as absent.
 """
@@ -22,6 +23,8 @@ from gateway.errors import StoreUnavailableError
 from gateway.oauth.records import (
     CLIENT_RECORDS,
     LOGIN_TXNS,
+    PAGE_SIGN_INS,
+    PAGE_STATE_PREFIX,
     SIGN_IN_SESSIONS,
     ClientRecord,
     CodeGrant,
@@ -29,6 +32,7 @@ from gateway.oauth.records import (
     CodeReplay,
     FamilyGrant,
     LoginTxn,
+    PageSignIn,
     RecordCodec,
     Reused,
     Rotated,
@@ -139,6 +143,19 @@ class KvAuthStore:
         if raw is None:
             return None
         txn = LOGIN_TXNS.load(raw)
+        return txn if txn.expires_at > now else None
+
+    async def begin_page_sign_in(self, txn: PageSignIn) -> str:
+        state = PAGE_STATE_PREFIX + secrets.token_urlsafe(32)
+        ttl = _ttl(txn.expires_at, self._clock())
+        await self.kv.set(f"page_sign_ins:{digest(state)}", PAGE_SIGN_INS.dump(txn), ttl)
+        return state
+
+    async def take_page_sign_in(self, state: str, now: float) -> PageSignIn | None:
+        raw = await self.kv.take(f"page_sign_ins:{digest(state)}")
+        if raw is None:
+            return None
+        txn = PAGE_SIGN_INS.load(raw)
         return txn if txn.expires_at > now else None
 
     # -- authorization codes --------------------------------------------------------------------

@@ -26,6 +26,7 @@ class MemoryLimits:
     makes that token valid again until its `exp` (counted in `MemoryStore.evicted`)."""
     consents: int = 100_000
     sessions: int = 100_000
+    page_sign_ins: int = 10_000
     jtis_per_family: int = JTIS_PER_FAMILY
     """Live access tokens one family may hold (also the limit of a `KvAuthStore`)."""
 
@@ -45,6 +46,7 @@ class MemoryLimits:
             "revoked_jtis": self.revoked_jtis,
             "consents": self.consents,
             "sessions": self.sessions,
+            "page_sign_ins": self.page_sign_ins,
         }
 
 

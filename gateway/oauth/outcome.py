@@ -61,3 +61,12 @@ class SignInFailed:
 
 
 SignInOutcome = Redirect | SignInFailed
+
+
+@dataclass(frozen=True, slots=True)
+class PageSignInFailed:
+    """Wrong user name or password on a page sign-in's form: show it again with this fresh
+    `state`, for the same `purpose`."""
+
+    state: str
+    purpose: str

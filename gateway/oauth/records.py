@@ -100,6 +100,15 @@ SIGN_IN_STAGE = "sign_in"
 UPSTREAM_STAGE = "upstream"
 """The user approved and now signs in at the upstream provider."""
 
+PAGE_STATE_PREFIX = "p."
+"""Starts the `state` of a page sign-in (never that of a client's login, which is base64url):
+the sign-in form and the provider's callback tell the two kinds apart without a store read."""
+
+
+def names_page_sign_in(state: str) -> bool:
+    """Whether `state` would name a page sign-in (not whether one exists)."""
+    return state.startswith(PAGE_STATE_PREFIX)
+
 
 @dataclass(frozen=True, slots=True)
 class LoginTxn:
@@ -123,6 +132,25 @@ class LoginTxn:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "claims", _frozen(self.claims))
+
+
+@dataclass(frozen=True, slots=True)
+class PageSignIn:
+    """A sign-in with no client behind it: one of the gateway's own pages (a connect page)
+    found the browser signed in as nobody and gets it back once the user has signed in. Found
+    again by its `state` (single use), only in the browser whose flow cookie began it."""
+
+    return_to: str
+    """The same-origin path (and query) to go back to; checked by `page_sign_in.returnable`."""
+    purpose: str
+    """What the sign-in is for, in words for the sign-in page (plain text)."""
+    expires_at: float
+    stage: str
+    """`SIGN_IN_STAGE` (the local form) or `UPSTREAM_STAGE` (the OpenID provider)."""
+    browser: str
+    """Digest of the browser's flow cookie."""
+    code_verifier: str | None = None
+    nonce: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,3 +312,4 @@ class RecordCodec(Generic[R]):
 CLIENT_RECORDS = RecordCodec(ClientRecord)
 LOGIN_TXNS = RecordCodec(LoginTxn)
 SIGN_IN_SESSIONS = RecordCodec(SignInSession)
+PAGE_SIGN_INS = RecordCodec(PageSignIn, "page sign-in")

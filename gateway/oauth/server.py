@@ -12,17 +12,33 @@ from typing import Any
 
 from multidict import MultiMapping
 
-from gateway.oauth import authorize, clients, consent, registration, revocation, sign_in, token
+from gateway.oauth import (
+    authorize,
+    clients,
+    consent,
+    page_sign_in,
+    registration,
+    revocation,
+    sign_in,
+    token,
+)
 from gateway.oauth.context import ServerContext
 from gateway.oauth.metadata import metadata
 from gateway.oauth.outcome import (
     ConsentNeeded,
     Described,
+    PageSignInFailed,
     Redirect,
     SignInNeeded,
     SignInOutcome,
 )
-from gateway.oauth.records import AuthorizationRequest, ClientRecord, LoginTxn, SignInSession
+from gateway.oauth.records import (
+    AuthorizationRequest,
+    ClientRecord,
+    LoginTxn,
+    PageSignIn,
+    SignInSession,
+)
 
 
 class AuthorizationServer(ServerContext):
@@ -98,6 +114,36 @@ class AuthorizationServer(ServerContext):
     ) -> Redirect:
         """The user signed in: a session and a code (`gateway.oauth.sign_in`)."""
         return await sign_in.signed_in(self, request, subject, claims)
+
+    async def begin_page_sign_in(
+        self,
+        return_to: str,
+        purpose: str,
+        *,
+        stage: str,
+        browser: str,
+        code_verifier: str | None = None,
+        nonce: str | None = None,
+    ) -> str:
+        """Park a sign-in for one of the gateway's pages (`gateway.oauth.page_sign_in`)."""
+        return await page_sign_in.begin(self, return_to, purpose, stage=stage, browser=browser,
+                                        code_verifier=code_verifier, nonce=nonce)  # fmt: skip
+
+    async def take_page_sign_in(self, state: str, stage: str, browser: str) -> PageSignIn | None:
+        """The page sign-in a form or callback resumes (`gateway.oauth.page_sign_in`)."""
+        return await page_sign_in.take(self, state, stage, browser)
+
+    async def page_sign_in_local(
+        self, state: str, username: str, password: str, browser: str
+    ) -> Redirect | PageSignInFailed:
+        """A local user's password on a page sign-in's form (`gateway.oauth.page_sign_in`)."""
+        return await page_sign_in.sign_in_local(self, state, username, password, browser)
+
+    async def page_signed_in(
+        self, txn: PageSignIn, subject: str, claims: Mapping[str, Any]
+    ) -> Redirect:
+        """Signed in for a page: a session, and back (`gateway.oauth.page_sign_in`)."""
+        return await page_sign_in.signed_in(self, txn, subject, claims)
 
     async def session(self, cookie: str | None) -> SignInSession | None:
         """The live sign-in session a cookie names (`gateway.oauth.sign_in`)."""

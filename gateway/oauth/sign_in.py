@@ -47,7 +47,7 @@ async def signed_in(
     """The user signed in after approving: a sign-in session starts (its cookie goes with
     the answer); scopes no grant rule gives them are refused, else the client gets a code."""
     now = server.clock()
-    cookie = await _start_session(server, subject, claims, now)
+    cookie = await start_session(server, subject, claims, now)
     approved = await server.store.consented_scopes(subject, request.client_id, now)
     granted = grantable(server, request, subject, claims, approved)
     if isinstance(granted, Redirect):
@@ -56,7 +56,7 @@ async def signed_in(
     return Redirect(await issue_code(server, granted, subject, claims, now), session=cookie)
 
 
-async def _start_session(
+async def start_session(
     server: ServerContext, subject: str, claims: Mapping[str, Any], now: float
 ) -> str | None:
     """A new sign-in session's cookie value, or None when sessions are off."""

@@ -45,6 +45,7 @@ from gateway.oauth.records import (
     CodeReplay,
     FamilyGrant,
     LoginTxn,
+    PageSignIn,
     Reused,
     Rotated,
     ScopeNotGranted,
@@ -78,6 +79,12 @@ class AuthStore(Protocol):
     async def take_login(self, state: str, now: float) -> LoginTxn | None:
         """The transaction for `state`, removed: single use, whatever comes next. None when
         unknown, already taken or expired."""
+
+    async def begin_page_sign_in(self, txn: PageSignIn) -> str:
+        """Store `txn`; its `state` (`PAGE_STATE_PREFIX` and 256 random bits)."""
+
+    async def take_page_sign_in(self, state: str, now: float) -> PageSignIn | None:
+        """As `take_login`, for a page sign-in."""
 
     async def issue_code(self, grant: CodeGrant) -> str:
         """Store `grant` and return its authorization code (256 random bits)."""

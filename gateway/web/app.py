@@ -126,9 +126,7 @@ def create_app(
     sessions = _install_sessions(app, shared)
     services = CredentialServices(metrics, app[HTTP_KEY], facade, shared, config.public_base())
     routes = _install_routes(app, sessions, facade, revocations, services)
-    install_connect_pages(
-        app, routes, facade, config.auth.authorization_server, config.public_base()
-    )
+    install_connect_pages(app, routes, config.public_base())  # after the facade: its sign-in
     policies = _install_policies(app, facade, config_path)
     _mount_routes(app, routes, sessions, policies, edge)
     _install_health(app)

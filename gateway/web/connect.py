@@ -3,8 +3,9 @@ their account at the route's third-party provider, the provider's callback, and 
 
 - `GET /oauth/connect/<route>?ticket=...`: checks the connect ticket. When the ticket's user
   signed in through the gateway's own authorization server (facade) and sign-in sessions are
-  on, the browser must hold that user's sign-in session (another signed-in user is refused, a
-  browser signed in as nobody is asked to sign in) and goes straight on to the provider.
+  on, the browser must hold that user's sign-in session (another signed-in user is refused)
+  and goes straight on to the provider; a browser signed in as nobody is sent to the facade's
+  sign-in and comes back to this page (`gateway.web.facade.page_sign_in`).
   Otherwise the link is a bearer link for its lifetime (10 minutes): the page names the
   provider, the route and the user the link was made for, and the user confirms with a button
   (`POST` to the same path, accepted only with the gateway's own `Origin`), so a link someone
@@ -27,14 +28,13 @@ import html
 import re
 import secrets
 from collections.abc import Sequence
+from urllib.parse import urlencode
 
 from aiohttp import hdrs, web
 
 from gateway.auth.authenticator import RouteAuthenticator
-from gateway.config.auth import AuthorizationServerSettings
 from gateway.errors import CredentialRefusedError, NotFoundError
 from gateway.oauth.error import OAuthError
-from gateway.oauth.server import AuthorizationServer
 from gateway.observability.logging import get_logger
 from gateway.upstream_auth.connect_flow import (
     STATE_LIFETIME,
@@ -48,8 +48,8 @@ from gateway.upstream_auth.provider import ProviderUnavailableError
 from gateway.upstream_auth.tickets import ConnectTicket, TicketError
 from gateway.upstream_auth.user_oauth import UserOAuthCredential
 from gateway.web.facade import forms, pages
-from gateway.web.facade.cookies import Cookies
 from gateway.web.facade.error import fail_closed
+from gateway.web.facade.page_sign_in import PAGE_SIGN_INS, PageSignIns
 from gateway.web.http_route import HttpRoute
 from gateway.web.route import Route
 
@@ -58,10 +58,6 @@ audit = get_logger("gateway.audit")
 CONNECT_COOKIE = "mcp-gateway-connect"
 _COOKIE_VALUE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 RETRY_HINT = "Retry the request in your application to get a new link."
-SIGN_IN_FIRST = (
-    "Sign in to this gateway in this browser first: connect your application to it again "
-    "(its sign-in opens in this browser), then open the link again."
-)
 _REFUSALS = {
     "iss_missing": "The provider's answer could not be verified.",
     "iss_mismatch": "The provider's answer could not be verified.",
@@ -93,20 +89,19 @@ class BindingCookie:
 
 
 class FacadeSessions:
-    """Who is signed in at the gateway's own authorization server, in a browser."""
+    """Who is signed in at the gateway's own authorization server, in a browser, and the
+    facade's sign-in for a browser signed in as nobody."""
 
-    def __init__(self, server: AuthorizationServer, settings: AuthorizationServerSettings):
-        self.server = server
-        self.cookie = Cookies(server.settings.issuer, settings).session_name
+    def __init__(self, sign_ins: PageSignIns) -> None:
+        self.sign_ins = sign_ins
 
     def vouches_for(self, ticket: ConnectTicket) -> bool:
         """Whether the facade's sign-in session can tell this ticket's user in a browser."""
-        settings = self.server.settings
+        settings = self.sign_ins.server.settings
         return settings.session_idle > 0 and ticket.issuer == settings.issuer
 
     async def subject(self, request: web.Request) -> str | None:
-        session = await self.server.session(request.cookies.get(self.cookie))
-        return session.subject if session is not None else None
+        return await self.sign_ins.subject(request)
 
 
 class ConnectPages:
@@ -134,12 +129,13 @@ class ConnectPages:
         ticket's user goes straight to the provider; otherwise the user confirms first, on a
         page naming the provider, the route and the user the link was made for (a link an
         attacker sends is not followed without a click, and shows whose it is)."""
-        ticket = self._ticket(request.query.getall("ticket", []))
+        texts = request.query.getall("ticket", [])
+        ticket = self._ticket(texts)
         if isinstance(ticket, web.Response):
             return ticket
         if self._sessions is not None and self._sessions.vouches_for(ticket):
-            return await self._begin(request, ticket)
-        return self._confirmation(ticket, request.query["ticket"])
+            return await self._begin(request, ticket, texts[0])
+        return self._confirmation(ticket, texts[0])
 
     async def confirm(self, request: web.Request) -> web.Response:
         """POST from the confirmation page (its own origin only), then as `start`."""
@@ -153,10 +149,11 @@ class ConnectPages:
             form = await forms.form(request)
         except OAuthError as error:
             return pages.error_page(error.status, error.description)
-        ticket = self._ticket(form.getall("ticket", []))
+        texts = form.getall("ticket", [])
+        ticket = self._ticket(texts)
         if isinstance(ticket, web.Response):
             return ticket
-        return await self._begin(request, ticket)
+        return await self._begin(request, ticket, texts[0])
 
     def _ticket(self, values: list[str]) -> ConnectTicket | web.Response:
         """The one valid ticket among `values`, or the page refusing it."""
@@ -181,10 +178,10 @@ class ConnectPages:
         )
         return pages.page(200, "Connect your account", body)
 
-    async def _begin(self, request: web.Request, ticket: ConnectTicket) -> web.Response:
+    async def _begin(self, request: web.Request, ticket: ConnectTicket, text: str) -> web.Response:
         """Off to the provider, the flow bound to this browser (and, with the facade, to the
-        signed-in user)."""
-        refusal = await self._other_user(request, ticket)
+        signed-in user); `text` is the ticket as the link carried it."""
+        refusal = await self._held_by_ticket_user(request, ticket, text)
         if refusal is not None:
             return refusal
         browser = self._cookie.sent(request) or secrets.token_urlsafe(32)
@@ -197,16 +194,23 @@ class ConnectPages:
         self._cookie.set(response, browser)
         return response
 
-    async def _other_user(self, request: web.Request, ticket: ConnectTicket) -> web.Response | None:
-        """A refusal page unless this browser is signed in at the facade as the ticket's user
-        (None without the facade's sessions: the binding cookie alone then holds the flow)."""
+    async def _held_by_ticket_user(
+        self, request: web.Request, ticket: ConnectTicket, text: str
+    ) -> web.Response | None:
+        """None when this browser is signed in at the facade as the ticket's user (or there
+        are no facade sessions: the binding cookie alone then holds the flow); else a refusal
+        page (another user), or off to sign in and back to this page with the same ticket
+        (nobody)."""
         sessions = self._sessions
         if sessions is None or not sessions.vouches_for(ticket):
             return None
         subject = await sessions.subject(request)
-        if subject is None:
-            audit.info("upstream_connect_refused", upstream=self.upstream, reason="not_signed_in")
-            return pages.error_page(403, SIGN_IN_FIRST)  # not 401: no HTTP authentication here
+        if subject is None:  # signed in as nobody: sign in, then back here
+            audit.info("upstream_connect_sign_in_needed", upstream=self.upstream)
+            here = f"{start_path(self.upstream)}?{urlencode({'ticket': text})}"
+            purpose = (f"connect your account at {self.credential.provider_name} to the MCP "
+                       f"server {self.upstream}")  # fmt: skip
+            return await sessions.sign_ins.start(request, here, purpose)
         if subject != ticket.subject:
             audit.warning("upstream_connect_refused", upstream=self.upstream,
                           reason="other_user", sub=subject[:128])  # fmt: skip
@@ -255,18 +259,12 @@ def _unavailable() -> web.Response:
     return response
 
 
-def install_connect_pages(
-    app: web.Application,
-    routes: Sequence[Route],
-    facade: AuthorizationServer | None,
-    settings: AuthorizationServerSettings | None,
-    public_base: str,
-) -> None:
-    """The connect pages of every route whose credential is `user_oauth`."""
+def install_connect_pages(app: web.Application, routes: Sequence[Route], public_base: str) -> None:
+    """The connect pages of every route whose credential is `user_oauth`; with the facade
+    (installed first: `PAGE_SIGN_INS`), bound to its sign-in sessions."""
     cookie = BindingCookie(public_base)
-    sessions = None
-    if facade is not None and settings is not None:
-        sessions = FacadeSessions(facade, settings)
+    sign_ins = app.get(PAGE_SIGN_INS)
+    sessions = None if sign_ins is None else FacadeSessions(sign_ins)
     for route in routes:
         if not isinstance(route, HttpRoute):
             continue

@@ -7,8 +7,9 @@ its protocol era's form (2025-11-25: the -32042 error; 2026-07-28: an `input_req
 its elicitation callback handles); a real browser (Chromium) opens the URL and signs in at the
 test provider; the retried call reaches the upstream with the user's provider token, never the
 client's. A bad `iss` at the callback is refused before any token request; two users get their
-own tokens; a user signed in at the gateway's facade cannot complete another user's link; a
-client that cannot take a URL elicitation gets an error naming the URL.
+own tokens; a user signed in at the gateway's facade cannot complete another user's link (a
+browser signed in as nobody signs in first: `test_connect_sign_in.py`); a client that cannot
+take a URL elicitation gets an error naming the URL.
 """
 
 from __future__ import annotations
@@ -285,11 +286,49 @@ async def test_another_signed_in_user_cannot_complete_a_users_link(
         assert refused.status_code == 403
         assert "another user" in refused.text
         anonymous = await ConnectBrowser().connect(url, user="octo-bob")
-        assert anonymous.status_code == 403
-        assert "Sign in to this gateway" in anonymous.text
+        assert anonymous.status_code == 200  # asked to sign in first (test_connect_sign_in)
+        assert "Sign in to this gateway to connect" in anonymous.text
         assert provider.count("/authorize") == 0
         page = await alice.connect(url, user="octo-alice")
         assert "Account connected" in page.text
         assert alice.pages[0].status_code == 302  # signed in as the link's user: no click
+        sent = await _called(client)
+    assert provider.owner_of(sent.removeprefix("Bearer ")) == "octo-alice"
+
+
+async def test_in_a_real_browser_signed_in_as_nobody_the_user_signs_in_and_connects(
+    start_gateway_for: StartGateway,
+    tmp_path: Path,
+    provider: OAuthProvider,
+    header_server: HttpServerProcess,
+    port: int,
+    browser: Browser,
+) -> None:
+    """Chromium with no cookies opens the link: the gateway's sign-in form (the flow cookie
+    set on it and sent back with the form), then the session cookie set on the redirect back
+    to the link, then the provider's form and the callback."""
+    gw = await _facade_gateway(start_gateway_for, tmp_path, provider, header_server.url, port)
+    alice_token, _ = await _signed_in(gw, "alice")
+    headers = {"Authorization": f"Bearer {alice_token}"}
+    async with connect(gw.url(ROUTE), headers=headers, mode="legacy") as client:
+        with pytest.raises(MCPError) as raised:
+            await client.call_tool(TOOL, {})
+        context = await browser.new_context()
+        try:
+            page = await context.new_page()
+            await page.goto(_url_of(raised.value).url)
+            await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+            await expect(page.get_by_text("to connect your account at")).to_be_visible()
+            await page.fill("#username", "alice")
+            await page.fill("#password", PASSWORD)
+            await page.get_by_role("button", name="Sign in").click()
+            await page.fill("#user", "octo-alice")  # the provider's own form
+            await page.click("#authorize")
+            await page.wait_for_url("**/oauth/connect/files/callback?**")
+            assert await page.locator("h1").inner_text() == "Account connected"
+            for cookie in await context.cookies():
+                remember(cookie["value"])
+        finally:
+            await context.close()
         sent = await _called(client)
     assert provider.owner_of(sent.removeprefix("Bearer ")) == "octo-alice"

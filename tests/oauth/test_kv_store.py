@@ -19,6 +19,7 @@ from gateway.oauth.records import (
     CodeGrant,
     CodeRedemption,
     LoginTxn,
+    PageSignIn,
     SignInSession,
     StoredRecordError,
     digest,
@@ -93,6 +94,34 @@ async def test_a_corrupt_login_is_refused(store: KvAuthStore) -> None:
     with pytest.raises(StoredRecordError):
         await store.take_login(state, T0)
     assert await store.take_login(state, T0) is None  # taken all the same: single use
+
+
+def page_sign_in() -> PageSignIn:
+    return PageSignIn(
+        return_to="/oauth/connect/files?ticket=t",
+        purpose="connect",
+        expires_at=T0 + 300,
+        stage="sign_in",
+        browser=digest("flow cookie"),
+    )
+
+
+async def test_a_page_sign_in_is_taken_once_and_not_after_it_expires(store: KvAuthStore) -> None:
+    state = await store.begin_page_sign_in(page_sign_in())
+    assert state.startswith("p.")
+    assert await store.kv.get(f"page_sign_ins:{digest(state)}") is not None  # only the digest
+    assert await store.take_page_sign_in(state, T0) == page_sign_in()
+    assert await store.take_page_sign_in(state, T0) is None
+    late = await store.begin_page_sign_in(page_sign_in())
+    assert await store.take_page_sign_in(late, T0 + 300) is None
+
+
+async def test_a_corrupt_page_sign_in_is_refused(store: KvAuthStore) -> None:
+    state = await store.begin_page_sign_in(page_sign_in())
+    await corrupt(store, f"page_sign_ins:{digest(state)}")
+    with pytest.raises(StoredRecordError):
+        await store.take_page_sign_in(state, T0)
+    assert await store.take_page_sign_in(state, T0) is None  # taken all the same: single use
 
 
 async def test_a_corrupt_code_is_refused(store: KvAuthStore) -> None:

@@ -6,7 +6,9 @@ tickets, states and codes that the log tripwire watches for.
 `ConnectBrowser` keeps its own cookies (one per user, as each user has their own browser) and
 follows redirects by hand: the gateway's start page, the provider's `/authorize` (the test
 provider signs in the user named `user` at once), and back to the gateway's callback, which it
-may tamper with first. Every step is recorded, so a test sees where a flow stopped.
+may tamper with first; `sign_in` fills in the gateway's own sign-in form on the way (a browser
+signed in as nobody at the facade) and `follow` goes on from any answer. Every step is recorded,
+so a test sees where a flow stopped.
 """
 
 from __future__ import annotations
@@ -26,8 +28,13 @@ from yarl import URL
 from tests.support.secrets import remember
 
 MAX_STEPS = 6
+MIN_SECRET_CHARS = 16
 _FORM = re.compile(
     r'<form method="post" action="([^"]+)"><input type="hidden" name="ticket" value="([^"]*)">'
+)
+_SIGN_IN = re.compile(
+    r'<form method="post" action="/oauth/sign-in"><input type="hidden" name="state" '
+    r'value="([^"]*)">'
 )
 CALL = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo"}}
 
@@ -88,7 +95,8 @@ class ConnectBrowser:
         self.visited.append((url, page.status_code))
         self.pages.append(page)
         for cookie in self.jar:
-            remember(cookie.value)
+            if len(cookie.value) >= MIN_SECRET_CHARS:  # not a provider's cleared or flag cookie
+                remember(cookie.value)
         return page
 
     async def connect(
@@ -112,10 +120,25 @@ class ConnectBrowser:
             response = await self.request(
                 "POST", urljoin(url, action), {"ticket": ticket}, origin=origin
             )
-        for _ in range(MAX_STEPS):
+        return await self.follow(
+            response, user=user, tamper=tamper, follow_callback=follow_callback
+        )
+
+    async def follow(
+        self,
+        response: Page,
+        *,
+        user: str | None = None,
+        tamper: Callable[[str], str] | None = None,
+        follow_callback: bool = True,
+        steps: int = MAX_STEPS,
+    ) -> Page:
+        """Follow the redirects from `response` (at most `steps`), as `connect` does."""
+        for _ in range(steps):
             location = response.headers.get("location")
-            if response.status_code != 302 or location is None:
+            if response.status_code not in (302, 303) or location is None:
                 return response
+            location = urljoin(self.visited[-1][0], location)
             if "/authorize" in location and user is not None:
                 location = with_params(location, user=user)
             if "/callback" in location:
@@ -128,7 +151,20 @@ class ConnectBrowser:
                 if tamper is not None:
                     location = tamper(location)
             response = await self.get(location)
-        raise AssertionError(f"more than {MAX_STEPS} redirects: {self.visited}")
+        raise AssertionError(f"more than {steps} redirects: {self.visited}")
+
+    async def sign_in(self, page: Page, username: str, password: str, **follow: Any) -> Page:
+        """Fill in the gateway's sign-in form shown on `page` (the last page this browser got)
+        and send it from the page's origin; then `follow` on, as `connect` does."""
+        found = _SIGN_IN.search(page.text)
+        assert found is not None, page.text
+        state = html.unescape(found.group(1))
+        remember(state)
+        url = self.visited[-1][0]
+        origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+        form = {"state": state, "username": username, "password": password}
+        response = await self.request("POST", urljoin(url, "/oauth/sign-in"), form, origin=origin)
+        return await self.follow(response, **follow)
 
 
 def with_params(url: str, **params: str) -> str:

@@ -1,5 +1,7 @@
 """The steps a user's browser goes through: the authorization request, the consent form,
-sign-in (the local form, or the upstream provider and back), and sign-out.
+sign-in (the local form, or the upstream provider and back), and sign-out. The sign-in form
+and the provider's callback also serve sign-ins for the gateway's own pages, told apart by
+their `state` (`page_sign_in.PageSignIns`).
 
 Each form POST must come from the gateway's own pages (`forms.foreign_form_post`), and each
 step is bound to the browser that started the flow by its flow cookie.
@@ -8,14 +10,10 @@ step is bound to the browser that started the flow by its flow cookie.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
-from typing import Any
 
 from aiohttp import hdrs, web
-from multidict import MultiMapping
 
 from gateway.oauth.error import OAuthError
-from gateway.oauth.issuer_check import IssuerMismatchError, check_issuer
 from gateway.oauth.outcome import Redirect, SignInFailed
 from gateway.oauth.records import (
     SIGN_IN_STAGE,
@@ -23,24 +21,25 @@ from gateway.oauth.records import (
     AuthorizationRequest,
     SignInSession,
     digest,
+    names_page_sign_in,
 )
 from gateway.oauth.server import AuthorizationServer
-from gateway.oauth.upstream import (
-    UpstreamLoginError,
-    UpstreamProvider,
-    UpstreamProviderUnusableError,
-    pkce_pair,
-)
+from gateway.oauth.upstream import UpstreamProvider, pkce_pair
 from gateway.observability.logging import get_logger
 from gateway.web.facade import forms, pages
 from gateway.web.facade.cookies import Cookies
 from gateway.web.facade.error import refused
+from gateway.web.facade.page_sign_in import PageSignIns
 from gateway.web.facade.rate_limit import RateLimit
+from gateway.web.facade.signing_in import (
+    ProviderRefusal,
+    provider_claims,
+    signed_in_redirect,
+    to_provider,
+)
 from gateway.web.keys import CONTEXT_KEY
 
 audit = get_logger("gateway.audit")
-
-NOT_VERIFIED = "The sign-in could not be verified"
 
 
 class BrowserSteps:
@@ -58,6 +57,8 @@ class BrowserSteps:
         self.upstream = upstream
         self.own_origin = forms.origin_of(server.settings.issuer)
         self._sign_ins = sign_ins
+        self.for_pages = PageSignIns(server, cookies, upstream)
+        """Sign-ins for the gateway's own pages: their forms and callbacks come here too."""
 
     async def authorize(self, request: web.Request) -> web.Response:
         try:
@@ -107,16 +108,7 @@ class BrowserSteps:
         fresh = {"prompt": "login"} if "login" in parked.prompt else {}
         if parked.max_age is not None:
             fresh["max_age"] = str(parked.max_age)
-        try:
-            location = await self.upstream.authorization_url(state, nonce, challenge, fresh=fresh)
-        except UpstreamProviderUnusableError as error:
-            audit.warning("upstream_provider_unusable", reason=error.reason)
-            return pages.page(503, "Sign-in unavailable", pages.PROVIDER_UNUSABLE)
-        except UpstreamLoginError as error:
-            # Not error: any client can start a sign-in; the outage shows as 503s in the access log.
-            audit.warning("upstream_login_unavailable", reason=error.reason)
-            return pages.page(503, "Sign-in unavailable", pages.PROVIDER_UNREACHABLE)
-        return pages.redirect(location)
+        return await to_provider(self.upstream, state, nonce, challenge, fresh)
 
     async def callback(self, request: web.Request) -> web.Response:
         """The upstream provider sends the user back here. The `state` must be one this
@@ -127,6 +119,8 @@ class BrowserSteps:
         if upstream is None:
             return pages.page(404, "Not found", "<p>There is nothing here.</p>")
         states = request.query.getall("state", ())
+        if len(states) == 1 and names_page_sign_in(states[0]):
+            return await self.for_pages.callback(request, upstream, states[0])
         browser = self.cookies.flow_digest(request)
         txn = (
             await self.server.take_upstream_login(states[0], browser) if len(states) == 1 else None
@@ -136,45 +130,14 @@ class BrowserSteps:
                            "sign-in has expired, is not valid or was started in another "
                            "browser. Start again from your application."), page=True)  # fmt: skip
         parked = txn.request
-        claims = await self._provider_claims(
-            upstream, request.query, parked, txn.code_verifier, txn.nonce
-        )
-        if isinstance(claims, Redirect):
-            return pages.redirect(claims.location)
+        claims = await provider_claims(upstream, request.query, txn.code_verifier, txn.nonce)
+        if isinstance(claims, ProviderRefusal):
+            redirect = self.server.error_redirect(parked, "access_denied", claims.description)
+            return pages.redirect(redirect.location)
         audit.info("signed_in", sub=str(claims["sub"])[:128], via="oidc",
                    client_id=parked.client_id)  # fmt: skip
         outcome = await self.server.signed_in(parked, str(claims["sub"]), dict(claims))
-        return await self._signed_in(request, outcome)
-
-    async def _provider_claims(
-        self,
-        upstream: UpstreamProvider,
-        query: MultiMapping[str],
-        parked: AuthorizationRequest,
-        code_verifier: str,
-        nonce: str,
-    ) -> Mapping[str, Any] | Redirect:
-        """The signed-in user's claims from the provider's answer (its code redeemed with our
-        PKCE verifier, its ID token checked against our nonce), or `access_denied` back to the
-        client (the provider's own words never pass on)."""
-        try:
-            metadata = await upstream.metadata()
-            check_issuer(
-                query, expected_issuer=metadata.issuer, iss_supported=metadata.iss_supported
-            )
-        except (IssuerMismatchError, UpstreamLoginError) as error:
-            audit.warning("upstream_login_refused", reason=error.reason)
-            return self.server.error_redirect(parked, "access_denied", NOT_VERIFIED)
-        codes = query.getall("code", ())
-        if "error" in query or len(codes) != 1:
-            audit.info("upstream_login_failed")
-            return self.server.error_redirect(parked, "access_denied", "Sign-in at the "
-                                              "identity provider did not complete")  # fmt: skip
-        try:
-            return await upstream.redeem(codes[0], code_verifier, nonce)
-        except UpstreamLoginError as error:
-            audit.warning("upstream_login_refused", reason=error.reason)
-            return self.server.error_redirect(parked, "access_denied", NOT_VERIFIED)
+        return await signed_in_redirect(self.server, self.cookies, request, outcome)
 
     async def sign_in(self, request: web.Request) -> web.Response:
         if self.server.users is None:  # users sign in at the upstream provider
@@ -190,6 +153,8 @@ class BrowserSteps:
         if not await self._sign_ins.allow(f"{request[CONTEXT_KEY].client}|{username}"):
             audit.warning("sign_in_refused", reason="rate limited", user=username[:64])
             return pages.page(429, "Too many attempts", "<p>Wait a minute, then try again.</p>")
+        if names_page_sign_in(state):
+            return await self.for_pages.sign_in(request, state, username, password)
         browser = self.cookies.flow_digest(request)
         try:
             outcome = await self.server.sign_in_local(state, username, password, browser)
@@ -199,18 +164,7 @@ class BrowserSteps:
             audit.warning("sign_in_failed", user=username[:64])
             return pages.sign_in_page(outcome.state, outcome.described, failed=True)
         audit.info("signed_in", user=username[:64], via="local")
-        return await self._signed_in(request, outcome)
-
-    async def _signed_in(self, request: web.Request, outcome: Redirect) -> web.Response:
-        """Back to the client, with the new sign-in session's cookie; a session the browser
-        held before (`prompt=login`, `max_age`) ends, so a cookie names one sign-in only."""
-        response = pages.redirect(outcome.location)
-        if outcome.session is not None:
-            previous = self.cookies.session(request)
-            if previous:
-                await self.server.store.end_session(previous)
-            self.cookies.set_session(response, outcome.session)
-        return response
+        return await signed_in_redirect(self.server, self.cookies, request, outcome)
 
     async def _session(self, request: web.Request) -> SignInSession | None:
         return await self.server.session(self.cookies.session(request))

@@ -19,6 +19,7 @@ from gateway.web.facade import forms
 from gateway.web.facade.browser import BrowserSteps
 from gateway.web.facade.cookies import Cookies
 from gateway.web.facade.error import JSON_HEADERS, fail_closed, refused, render
+from gateway.web.facade.page_sign_in import PAGE_SIGN_INS
 from gateway.web.facade.rate_limit import RateLimit
 from gateway.web.keys import CONTEXT_KEY
 
@@ -52,6 +53,7 @@ class FacadeEndpoints:
 
     def install(self, app: web.Application) -> None:
         browser = self.browser
+        app[PAGE_SIGN_INS] = browser.for_pages
         for path in (
             "/.well-known/oauth-authorization-server",
             "/.well-known/openid-configuration",

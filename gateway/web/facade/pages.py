@@ -82,9 +82,21 @@ def _asks(described: Described) -> str:
 
 def sign_in_page(state: str, described: Described, *, failed: bool = False) -> web.Response:
     """The local sign-in form for the parked request `state` (401 after a wrong password)."""
+    return _sign_in_form(state, f"{_asks(described)}. Sign in to continue.", failed=failed)
+
+
+def page_sign_in_page(state: str, purpose: str, *, failed: bool = False) -> web.Response:
+    """The local sign-in form of a page sign-in `state`, saying what it is for (`purpose`,
+    plain text) (401 after a wrong password)."""
+    return _sign_in_form(state, f"Sign in to this gateway to {html.escape(purpose)}.",
+                         failed=failed)  # fmt: skip
+
+
+def _sign_in_form(state: str, why: str, *, failed: bool) -> web.Response:
+    """The sign-in form posting `state`; `why` is HTML, escaped by the caller."""
     error = '<p class="error" role="alert">Wrong user name or password.</p>' if failed else ""
     body = (
-        f"{error}<p>{_asks(described)}. Sign in to continue.</p>"
+        f"{error}<p>{why}</p>"
         '<form method="post" action="/oauth/sign-in">'
         f"{_hidden({'state': state})}"
         '<label for="username">User name</label>'
