@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config.audit import AuditPolicy
 from gateway.config.fields import (
     FORBIDDEN_STATIC_HEADERS,
     METHOD_NAME,
@@ -90,6 +91,7 @@ class Policy(Model):
         description="Rules for JSON-RPC methods the gateway does not know as MCP methods "
         "(e.g. a vendor extension). Any other unknown method is decided by `default`.",
     )
+    audit: AuditPolicy = Field(default_factory=AuditPolicy)  # described on the model
 
     @model_validator(mode="before")
     @classmethod

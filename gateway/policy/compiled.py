@@ -11,6 +11,7 @@ from gateway.mcp_methods import MCP_METHODS
 from gateway.policy.decision import RoutePolicy
 from gateway.policy.grants import Grants, rule
 from gateway.policy.patterns import Pattern, is_pattern, overlap
+from gateway.policy.redaction import Redaction
 from gateway.policy.scopes import ScopeImplications
 from gateway.policy.visibility import Ceilings
 
@@ -35,6 +36,7 @@ def compile_route_policy(
         list_visibility=policy.list_visibility,
         ceilings=Ceilings(own_issuer, rules, implications),
         methods=policy.methods,
+        redaction=Redaction(policy.audit),
     )
 
 

@@ -27,6 +27,7 @@ from gateway.store.kv import KeyValueStore
 from gateway.store.observed import open_shared_store
 from gateway.upstream_auth.factory import CredentialServices, build_credential
 from gateway.web import health
+from gateway.web.audit_record import install_audit
 from gateway.web.connect import install_connect_pages
 from gateway.web.edge import Edge
 from gateway.web.exchange import McpRequest
@@ -128,6 +129,7 @@ def create_app(
         app, routes, facade, config.auth.authorization_server, config.public_base()
     )
     policies = _install_policies(app, facade, config_path)
+    install_audit(app, compiled, policies, facade)
     _mount_routes(app, routes, sessions, policies, edge)
     _install_health(app)
     return app

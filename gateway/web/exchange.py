@@ -53,6 +53,8 @@ class RequestContext:
     vary_origin: bool = False
     upstream_status: int | None = None
     response_started: float | None = None
+    error_code: str | None = None
+    """The code of the error the gateway answered with itself, if any (for the audit)."""
 
     @property
     def rpc_id(self) -> JsonRpcId:
