@@ -99,7 +99,7 @@ async def start_audited(
             "url": upstream_url,
             "scopes": ["mcp:tools"],
             "policy": policy,
-        },  # fmt: skip
+        },
         port=port,
         server={"data_plane": data_plane},
         auth=auth,

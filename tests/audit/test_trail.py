@@ -92,8 +92,10 @@ async def test_every_decision_is_one_record_and_the_untouched_file_verifies(
     assert (allowed["route"], allowed["method"], allowed["client"]) == (
         "files", "tools/call", "127.0.0.1")  # fmt: skip
     assert (allowed["upstream_status"], requests[1]["upstream_status"]) == (200, None)
-    assert allowed["duration_us"] > 0 and allowed["request_id"]
-    assert requests[3]["error"] == "invalid_token" and requests[3]["principal"] is None
+    assert allowed["duration_us"] > 0
+    assert allowed["request_id"]
+    assert requests[3]["error"] == "invalid_token"
+    assert requests[3]["principal"] is None
     events = [r["event"] for r in found if r["kind"] == "event"]
     assert "token_rejected" in events
     assert [r["kind"] for r in (found[0], found[-1])] == ["chain_started", "checkpoint"]
@@ -236,10 +238,12 @@ async def test_rotation_keeps_the_chain_verifiable_across_files(
     shuffled = list(files)
     random.Random(7).shuffle(shuffled)
     summary = verify_files(shuffled, keys)
-    assert summary.first_seq == 0 and summary.records > 40
+    assert summary.first_seq == 0
+    assert summary.records > 40
     rotated = sorted(f for f in files if f.name != "audit.jsonl")
     later = records(rotated[1])[0]
-    assert later["kind"] == "file_started" and later["previous_file"] == rotated[0].name
+    assert later["kind"] == "file_started"
+    assert later["previous_file"] == rotated[0].name
     assert later["prev"] == record_hash(canonical(records(rotated[0])[-1]))
     with pytest.raises(ChainBrokenError) as broken:
         verify_files([f for f in files if f != rotated[1]], keys)
@@ -256,4 +260,5 @@ async def test_a_restarted_gateway_continues_the_chain(
     first = records(setup.audit_file)[0]
     assert (first["kind"], first["previous_tail_signed"]) == ("file_started", True)
     summary = verify_files(files, {setup.signing_key.kid: setup.signing_key.key})
-    assert summary.first_seq == 0 and summary.checkpoints == 2
+    assert summary.first_seq == 0
+    assert summary.checkpoints == 2

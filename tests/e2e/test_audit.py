@@ -41,7 +41,8 @@ async def test_sign_in_token_events_and_calls_are_records_in_the_log_stream(
         for token in (record.access_token, record.refresh_token):
             if token:
                 remember(token)
-        assert outcome.call is not None and outcome.call.text == SECRET_TEXT
+        assert outcome.call is not None
+        assert outcome.call.text == SECRET_TEXT
         async with aiohttp.ClientSession() as http, http.get(base + "/oauth/jwks") as resp:
             jwks = await resp.read()
     finally:
@@ -55,7 +56,8 @@ async def test_sign_in_token_events_and_calls_are_records_in_the_log_stream(
     calls = [r for r in found if r["kind"] == "request" and r["name"] == "echo"]
     assert len(calls) == 1
     assert calls[0]["decision"] == "allow"
-    assert calls[0]["principal"]["iss"] == base and calls[0]["principal"]["sub"] == "alice"
+    assert calls[0]["principal"]["iss"] == base
+    assert calls[0]["principal"]["sub"] == "alice"
     assert calls[0]["arguments"]["text"].startswith("hmac-sha256:")
     assert SECRET_TEXT not in gateway_log()
     (tmp_path / "jwks.json").write_bytes(jwks)
