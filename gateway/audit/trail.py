@@ -54,6 +54,8 @@ class AuditTrail:
         self.write_failures = 0
         self.redaction: Callable[[str], Redaction] = lambda route: NO_RULES
         """A route's redaction rules in force (set by the app: they reload with the policy)."""
+        self.count: Callable[[str, int], None] = lambda outcome, records: None
+        """Counts records written (`outcome`: their kind) or lost (`write_failed`)."""
 
     def now(self) -> str:
         return self._clock.now()
@@ -145,7 +147,15 @@ class AuditTrail:
             self.sink.write(batch, sync=sync)
         except OSError as exc:
             self.write_failures += 1  # `verify` shows these records missing (a sequence gap)
+            self.count("write_failed", len(batch))
             error_log.error("audit_write_failed", records=len(batch), reason=exc.strerror)
+            return
+        kinds: dict[str, int] = {}
+        for record, _ in batch:
+            kind = str(record.get("kind"))
+            kinds[kind] = kinds.get(kind, 0) + 1
+        for kind, records in kinds.items():
+            self.count(kind, records)
 
     def _begin(self, clock: UtcClock) -> list[Sealed]:
         """The first record: a new chain, or for a file that exists, a link to its last

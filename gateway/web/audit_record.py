@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import Counter
 
 from gateway.audit.canonical import FORMAT_VERSION
 from gateway.audit.chain import KeySource
@@ -26,6 +27,7 @@ from gateway.observability.logging import get_logger
 from gateway.policy.compiled import PolicyStore
 from gateway.policy.redaction import NO_RULES, REDACTED_KINDS, Hasher, Redaction, keyed_hasher
 from gateway.web.exchange import RequestContext
+from gateway.web.keys import METRICS_KEY
 
 log = get_logger("gateway")
 
@@ -164,6 +166,14 @@ def install_audit(
         return
     trail = build_trail(settings, compiled.audit_key, facade)
     trail.redaction = route_redaction(policies)
+    records = Counter(
+        "mcp_gateway_audit_records_total",
+        "Audit records written, by kind (request, event, checkpoint, chain_started, "
+        "file_started), and records lost to write errors (write_failed).",
+        ["outcome"],
+        registry=app[METRICS_KEY].registry,
+    )
+    trail.count = lambda outcome, count: records.labels(outcome).inc(count)
     app.cleanup_ctx.insert(0, trail_context(trail))
 
 

@@ -18,6 +18,7 @@ from gateway.audit.verify import ChainBrokenError, verify_files
 from gateway.cli import main
 from gateway.oauth.signing import SigningKey
 from gateway.policy.redaction import keyed_hasher
+from gateway.web.keys import METRICS_KEY
 from tests.audit.support import (
     SECRET_BODY_ARGUMENT,
     SECRET_TOKEN_ARGUMENT,
@@ -103,6 +104,9 @@ async def test_every_decision_is_one_record_and_the_untouched_file_verifies(
     code, output = verify_cli([setup.audit_file], setup.key_file, capsys)
     assert code == 0, output
     assert f"intact: {len(found)} records" in output
+    registry = running.app[METRICS_KEY].registry
+    written = registry.get_sample_value("mcp_gateway_audit_records_total", {"outcome": "request"})
+    assert written == len(requests)
 
 
 async def test_redaction_rules_are_honoured_and_secrets_never_written(
