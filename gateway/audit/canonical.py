@@ -1,10 +1,11 @@
 """The canonical serialization every audit hash is computed over, and the chain's genesis.
 
 A record's hash is SHA-256 over its canonical form: JSON text with object keys sorted by code
-point, no whitespace at all (`,` and `:` as separators), every non-ASCII character (and each
-control character) escaped as `\\uXXXX` with lowercase hex, UTF-16 surrogate pairs for
-characters beyond the BMP, integers in decimal, floats in the shortest form that reads back
-to the same double (Python's `repr`), `NaN` and infinities refused; that is,
+point, no whitespace at all (`,` and `:` as separators); in strings `"` and `\\` escaped with
+a backslash, `\\b \\f \\n \\r \\t` in their short forms, every other character outside
+U+0020..U+007E as `\\uXXXX` (lowercase hex; UTF-16 surrogate pairs beyond the BMP); integers
+in decimal; floats in the shortest form that reads back to the same double (Python's `repr`,
+e.g. `1e+16`, `0.1`); `NaN` and infinities refused; that is,
 `json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
 allow_nan=False)`, as ASCII bytes. The hash is over values, not over the bytes a sink wrote,
 so a record verifies whether it comes from the audit file (which holds exactly this text) or

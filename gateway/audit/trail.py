@@ -50,7 +50,9 @@ class AuditTrail:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._clock = UtcClock()
+        self._writer_clock = UtcClock()
         self._chain = Chain()
+        self._first: list[Sealed] = []
         self.write_failures = 0
         self.redaction: Callable[[str], Redaction] = lambda route: NO_RULES
         """A route's redaction rules in force (set by the app: they reload with the policy)."""
@@ -75,8 +77,13 @@ class AuditTrail:
         self._queue.put(body)
 
     def start(self) -> None:
+        """Begin the chain and open the file (so a file that cannot be written stops the
+        gateway's start-up with an `OSError`), then start the writer thread."""
         if AUDIT.trail is not None:
             raise RuntimeError("an audit trail is already running in this process")
+        self._first = self._begin(self._writer_clock)
+        if isinstance(self.sink, FileSink):
+            self.sink.open()
         AUDIT.trail = self
         AUDIT_EVENTS.observer = self.event
         self._thread.start()
@@ -93,8 +100,14 @@ class AuditTrail:
     # -- the writer thread ---------------------------------------------------------------
 
     def _run(self) -> None:
-        clock = UtcClock()
-        pending = self._begin(clock)
+        try:
+            self._write_until_stopped()
+        except Exception:  # the thread's last word: requests go on, unaudited
+            error_log.exception("audit_writer_failed")
+
+    def _write_until_stopped(self) -> None:
+        clock = self._writer_clock
+        pending, self._first = self._first, []
         due: float | None = None
         while True:
             items = self._next(due)

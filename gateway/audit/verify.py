@@ -10,7 +10,8 @@ problem found is reported with its file, line and sequence number:
 - a checkpoint whose signature does not verify, or signs another position of the chain;
 - the chain ends after its last checkpoint (an unsigned tail: cut off, or the gateway was
   killed or still runs), or in a checkpoint that is not final (cut off right after it).
-Lines of a log stream that are not audit records are skipped (sink `log`).
+Lines of a log stream that are not audit records are skipped (sink `log`). A log stream may
+hold several chains, one per gateway run: each must end in a final checkpoint.
 """
 
 from __future__ import annotations
@@ -87,6 +88,10 @@ def _check(
 ) -> str:
     """Check one record against the one before it; return its hash."""
     record, seq = entry.record, entry.record["seq"]
+    if previous is not None and record.get("kind") == "chain_started":
+        _check_end(previous)  # a log stream across restarts: one chain per run
+        summary.notes.append(f"{entry.file}:{entry.line}: a new chain begins (a restart)")
+        previous = None
     if previous is None:
         if record.get("kind") == "chain_started" and (seq != 0 or record["prev"] != GENESIS):
             _broken(entry, "a chain_started record must have seq 0 and the genesis prev")

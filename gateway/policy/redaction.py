@@ -12,6 +12,7 @@ import hmac
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from typing import Any, Literal
 
 from gateway.config.audit import ALL, AuditPolicy, FieldList, FieldRules
@@ -34,7 +35,10 @@ def keyed_hasher(key: bytes) -> Hasher:
     the key can check whether a given value was sent."""
 
     def hashed(value: Any) -> str:
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        if type(value) is str:  # the common case; the same text as `json.dumps` writes
+            text = encode_basestring_ascii(value)
+        else:
+            text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return HASH_PREFIX + hmac.new(key, text.encode("ascii"), hashlib.sha256).hexdigest()
 
     return hashed

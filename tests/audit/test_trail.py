@@ -14,6 +14,7 @@ import pytest
 
 from gateway.audit.canonical import canonical, record_hash
 from gateway.audit.chain import Chain
+from gateway.audit.trail import AUDIT
 from gateway.audit.verify import ChainBrokenError, verify_files
 from gateway.cli import main
 from gateway.oauth.signing import SigningKey
@@ -266,3 +267,41 @@ async def test_a_restarted_gateway_continues_the_chain(
     summary = verify_files(files, {setup.signing_key.kid: setup.signing_key.key})
     assert summary.first_seq == 0
     assert summary.checkpoints == 2
+
+
+async def test_a_log_stream_holds_one_chain_per_run_and_each_must_end_signed(
+    setup: AuditSetup,
+    issuer: LocalIssuer,
+    upstream: RecordingUpstream,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    section = setup.section(sink="log")
+    del section["file"]
+    for _ in range(2):
+        running, base = await start_audited(issuer, upstream.url, section)
+        try:
+            await serve_each_decision(base, issuer)
+        finally:
+            await running.stop()
+    log = setup.directory / "gateway.log"
+    log.write_text(gateway_log())
+    assert SECRET_BODY_ARGUMENT not in gateway_log()
+    code, output = verify_cli([log], setup.key_file, capsys)
+    assert code == 0, output
+    assert "a new chain begins (a restart)" in output
+    lines = log.read_text().splitlines(keepends=True)
+    first_run_end = next(index for index, line in enumerate(lines) if '"final":true' in line)
+    del lines[first_run_end]  # the first run's final checkpoint
+    log.write_text("".join(lines))
+    code, output = verify_cli([log], setup.key_file, capsys)
+    assert code == 1
+    assert "unsigned tail" in output
+
+
+async def test_an_audit_file_that_cannot_be_written_stops_start_up(
+    setup: AuditSetup, issuer: LocalIssuer, upstream: RecordingUpstream
+) -> None:
+    section = setup.section(file=str(setup.directory / "missing" / "audit.jsonl"))
+    with pytest.raises(FileNotFoundError):
+        await start_audited(issuer, upstream.url, section)
+    assert AUDIT.trail is None

@@ -5,10 +5,12 @@ JWKS."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from gateway.cli import main
 from tests.audit.support import start_audited
@@ -23,7 +25,7 @@ SECRET_TEXT = remember("echoed-secret-argument-41f9a2")
 
 
 async def test_sign_in_token_events_and_calls_are_records_in_the_log_stream(
-    tmp_path: Path, sdk_json: HttpServerProcess
+    tmp_path: Path, sdk_json: HttpServerProcess, capsys: pytest.CaptureFixture[str]
 ) -> None:
     users = write_users(tmp_path / "users.yaml", PASSWORD)
     auth = {
@@ -33,7 +35,8 @@ async def test_sign_in_token_events_and_calls_are_records_in_the_log_stream(
         }
     }
     policy = {"audit": {"tools": {"echo": {"hash": ["text"], "keep": "all"}}}}
-    running, base = await start_audited(None, sdk_json.url, {}, auth=auth, policy=policy)
+    audit = {"checkpoint_records": 3}
+    running, base = await start_audited(None, sdk_json.url, audit, auth=auth, policy=policy)
     try:
         outcome, record = await oauth_list_and_call(
             base + ROUTE, "echo", {"text": SECRET_TEXT}, sign_in=SignIn("alice", PASSWORD)
@@ -45,6 +48,16 @@ async def test_sign_in_token_events_and_calls_are_records_in_the_log_stream(
         assert outcome.call.text == SECRET_TEXT
         async with aiohttp.ClientSession() as http, http.get(base + "/oauth/jwks") as resp:
             jwks = await resp.read()
+        live = tmp_path / "live.log"
+        live.write_text(gateway_log())
+        capsys.readouterr()
+        # While it runs: the periodic checkpoints verify with the JWKS fetched from the
+        # gateway, and the open end is reported (no final checkpoint yet).
+        argv = ["audit", "verify", str(live), "--jwks", base + "/oauth/jwks"]
+        assert await asyncio.to_thread(main, argv) == 1
+        output = capsys.readouterr().err
+        assert "the gateway was killed or still runs" in output
+        assert "signature" not in output
     finally:
         await running.stop()
     lines = [line for line in gateway_log().splitlines() if '"audit_record"' in line]
