@@ -39,6 +39,8 @@ POLICY: dict[str, Any] = {
 
 async def answer(request: web.Request) -> web.StreamResponse:
     body = await request.json()
+    if isinstance(body, list):
+        return web.json_response([{"jsonrpc": "2.0", "id": m["id"], "result": {}} for m in body])
     return web.json_response({"jsonrpc": "2.0", "id": body.get("id"), "result": {}})
 
 

@@ -10,6 +10,7 @@ import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from gateway.audit.canonical import canonical, record_hash
@@ -305,3 +306,32 @@ async def test_an_audit_file_that_cannot_be_written_stops_start_up(
     with pytest.raises(FileNotFoundError):
         await start_audited(issuer, upstream.url, section)
     assert AUDIT.trail is None
+
+
+async def test_a_batch_records_each_call_with_its_arguments_redacted(
+    setup: AuditSetup, issuer: LocalIssuer, upstream: RecordingUpstream
+) -> None:
+    running, base = await start_audited(issuer, upstream.url, setup.section())
+    try:
+        token = issuer.mint(issuer.claims(base + "/files/mcp", scope="mcp:tools"))
+        batch = [
+            call("create_issue", {"title": "one", "token": SECRET_TOKEN_ARGUMENT}, rpc_id=1),
+            call("search_issues", {"query": "two"}, rpc_id=2),
+        ]
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(base + "/files/mcp", json=batch, headers=headers) as resp,
+        ):
+            assert resp.status == 200
+    finally:
+        await running.stop()
+    found = records(setup.audit_file)
+    request = next(r for r in found if r["kind"] == "request")
+    assert request["batch"] == [
+        {"method": "tools/call", "name": "create_issue", "arguments": {"title": "one"}},
+        {"method": "tools/call", "name": "search_issues", "arguments": {"query": "two"}},
+    ]
+    decided = [r["fields"]["name"] for r in found if r.get("event") == "policy_decided"]
+    assert decided == ["create_issue", "search_issues"]
+    assert SECRET_TOKEN_ARGUMENT.encode() not in setup.audit_file.read_bytes()
