@@ -68,12 +68,18 @@ def _pattern_problems(policy: Policy) -> Found:
     says which wins. Listing the shared names exactly does not settle it (other names may
     still match both), so the advice is to make one of them win by specificity."""
     found: Found = []
-    for kind in ("tools", "resources", "prompts"):
-        patterns = [Pattern(name) for name in getattr(policy, kind) if is_pattern(name)]
+    tables: list[tuple[YamlPath, dict[str, object]]] = [
+        (("policy", kind), getattr(policy, kind)) for kind in ("tools", "resources", "prompts")
+    ]
+    tables += [
+        (("policy", "audit", kind), getattr(policy.audit, kind)) for kind in ("tools", "prompts")
+    ]
+    for where, names in tables:
+        patterns = [Pattern(name) for name in names if is_pattern(name)]
         for i, a in enumerate(patterns):
             for b in patterns[i + 1 :]:
                 if a.specificity == b.specificity and overlap(a.text, b.text):
-                    found.append((("policy", kind, b.text),
+                    found.append(((*where, b.text),
                                   f"{a.text!r} and {b.text!r} can match the same name and have "
                                   "equally many literal characters, so neither wins: give the "
                                   "one that should win more literal characters, or change one "
