@@ -76,11 +76,14 @@ def test_redaction_rules_are_checked() -> None:
 
 
 def test_redaction_patterns_that_tie_are_refused() -> None:
-    text = UPSTREAM + """    policy:
+    text = (
+        UPSTREAM
+        + """    policy:
       audit:
         tools:
           "get_*": {keep: all}
           "*_get": {drop: all}
 """
+    )
     found = problems("audit: {}\n" + text)
     assert "neither wins" in found["upstreams[0].policy.audit.tools.*_get"]
