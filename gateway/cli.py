@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
+from gateway.audit.command import add_audit_command, run_audit
 from gateway.compiler import CompiledConfig, load
 from gateway.config import ConfigError, GatewayConfig
 from gateway.config.fields import GATEWAY_AS_NAME
@@ -90,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the configuration reference (docs/configuration.md) instead",
     )
+    add_audit_command(commands)
     return parser
 
 
@@ -119,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _hash_password()
     if args.command == "explain":
         return _explain(args)
+    if args.command == "audit":
+        return run_audit(args)
     try:
         compiled = _load(args.config)
     except ConfigError as error:

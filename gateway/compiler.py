@@ -40,6 +40,8 @@ class CompiledConfig:
     """The facade's configured keys (None: no facade, or a key generated per process)."""
     users: LocalUsers | None
     """The facade's local users (None: no facade, or sign-in at an OpenID provider)."""
+    audit_key: SigningKey | None = None
+    """`audit.signing_key` (None: not configured; the facade's key signs checkpoints)."""
 
 
 def load(path: str | os.PathLike[str], *, policy_only: bool = False) -> CompiledConfig:
@@ -80,9 +82,10 @@ def _compiled(validated: Validated, *, policy_only: bool) -> CompiledConfig:
     if settings is not None and not policy_only:
         keys = _signing_keys(settings, problems)
         users = _users(settings, problems)
+    audit_key = _audit_key(validated, policy_only=policy_only)
     problems.found.sort(key=lambda problem: problem.line or 0)
     config = validated.whole()
-    return CompiledConfig(config, compile_policies(config), keys, users)
+    return CompiledConfig(config, compile_policies(config), keys, users, audit_key)
 
 
 def _check_policies(validated: Validated) -> None:
@@ -154,4 +157,25 @@ def _users(settings: AuthorizationServerSettings, problems: Problems) -> LocalUs
         return LocalUsers.load(Path(settings.login.local.users_file))
     except UsersFileError as exc:
         problems.add((*_FACADE, "login", "local", "users_file"), str(exc))
+        return None
+
+
+def _audit_key(validated: Validated, *, policy_only: bool) -> SigningKey | None:
+    """`audit.signing_key`, loaded; without the facade (whose key signs otherwise) it is
+    required."""
+    audit, auth = validated.sections.get("audit"), validated.sections.get("auth")
+    if audit is None or policy_only:
+        return None
+    if audit.signing_key is None:
+        if auth is not None and auth.authorization_server is None:
+            validated.problems.add(
+                ("audit",),
+                "checkpoints need a signing key: set signing_key (or signing_key_file), or "
+                "configure auth.authorization_server, whose key then signs them",
+            )
+        return None
+    try:
+        return SigningKey.from_text(audit.signing_key.get_secret_value())
+    except SigningKeyError as exc:
+        validated.problems.add(("audit", "signing_key"), str(exc))  # never the key itself
         return None

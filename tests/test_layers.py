@@ -29,6 +29,7 @@ LAYERS = {
     "proxy": 3,
     "session": 3,
     "compiler": 3,
+    "audit": 3,
     "upstream_auth": 3,
     "stdio": 3,
     # the HTTP side, then the command line

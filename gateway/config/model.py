@@ -26,6 +26,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from gateway.config.audit import AuditSettings
 from gateway.config.auth import AuthorizationServer, AuthSettings, ResourceServer
 from gateway.config.crossref import UpstreamRefs, cross_reference_problems
 from gateway.config.fields import (
@@ -181,6 +182,9 @@ class GatewayConfig(BaseSettings):
     scopes: ScopeSettings = Field(default_factory=ScopeSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    audit: AuditSettings | None = Field(
+        None, description="The audit trail; without this section no audit records are written."
+    )
     upstreams: list[Upstream] = Field(
         min_length=1,
         description="The MCP servers behind the gateway, each at its own route: an HTTP "

@@ -23,6 +23,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from gateway.config.fields import LogFormat
 from gateway.config.server import LogSettings
+from gateway.observability.audit_events import AuditLogger
 from gateway.observability.line_writer import (
     FLUSH_DELAY,
     LineHandler,
@@ -167,6 +168,7 @@ def configure_logging(
     )
     handler.addFilter(_redact_malformed_http)
     ACCESS_LOG.configure(writer, level)
+    RAW_LINES.configure(writer, stream)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(level, logging.INFO))
@@ -260,6 +262,33 @@ class UtcClock:
 ACCESS_LOG = AccessLog()
 
 
+class RawLines:
+    """Whole JSON lines written to the log stream as they are, past every processor: audit
+    records, whose hash covers every character of every value (a field cut to
+    `MAX_LOGGED_CHARS` would break it). Any log level: the trail is not a debug aid."""
+
+    def __init__(self) -> None:
+        self._writer: LineWriter | None = None
+        self._stream: TextIO = sys.stderr
+
+    def configure(self, writer: LineWriter | None, stream: TextIO) -> None:
+        self._writer, self._stream = writer, stream
+
+    def write(self, lines: bytes) -> None:
+        """Write whole lines (each ending in a newline); from any thread."""
+        if self._writer is not None:
+            self._writer.write(lines)
+            return
+        try:
+            self._stream.write(lines.decode("utf-8"))
+            self._stream.flush()
+        except (OSError, ValueError):  # a closed stream: as the line writer, drop it
+            pass
+
+
+RAW_LINES = RawLines()
+
+
 _client_log = structlog.get_logger("gateway.client")
 
 
@@ -290,4 +319,6 @@ def _snake(name: str) -> str:
 
 
 def get_logger(name: str) -> Any:
+    if name == "gateway.audit":
+        return AuditLogger(structlog.get_logger(name))
     return structlog.get_logger(name)

@@ -6,13 +6,15 @@ from gateway.config.auth import AuthSettings
 from gateway.config.fields import GATEWAY_AS_NAME
 from gateway.config.limits import LimitFallback
 from gateway.config.model import GatewayConfig
+from gateway.config.policy import Policy
 from gateway.config.problems import YamlPath
-from gateway.config.upstreams import Policy, Upstream
+from gateway.config.upstreams import Upstream
 from gateway.mcp_methods import MCP_METHODS
 from gateway.policy.decision import RoutePolicy
 from gateway.policy.grants import Grants, rule
 from gateway.policy.limits import compile_limits, limit_problems
 from gateway.policy.patterns import Pattern, is_pattern, overlap
+from gateway.policy.redaction import Redaction
 from gateway.policy.scopes import ScopeImplications
 from gateway.policy.visibility import Ceilings
 
@@ -41,6 +43,7 @@ def compile_route_policy(
         list_visibility=policy.list_visibility,
         ceilings=Ceilings(own_issuer, rules, implications),
         methods=policy.methods,
+        redaction=Redaction(policy.audit),
     )
     fallback = policy.limits_fallback or limits_fallback
     compiled.limits = compile_limits(upstream.name, policy.limits, fallback)
@@ -76,12 +79,18 @@ def _pattern_problems(policy: Policy) -> Found:
     says which wins. Listing the shared names exactly does not settle it (other names may
     still match both), so the advice is to make one of them win by specificity."""
     found: Found = []
-    for kind in ("tools", "resources", "prompts"):
-        patterns = [Pattern(name) for name in getattr(policy, kind) if is_pattern(name)]
+    tables: list[tuple[YamlPath, dict[str, object]]] = [
+        (("policy", kind), getattr(policy, kind)) for kind in ("tools", "resources", "prompts")
+    ]
+    tables += [
+        (("policy", "audit", kind), getattr(policy.audit, kind)) for kind in ("tools", "prompts")
+    ]
+    for where, names in tables:
+        patterns = [Pattern(name) for name in names if is_pattern(name)]
         for i, a in enumerate(patterns):
             for b in patterns[i + 1 :]:
                 if a.specificity == b.specificity and overlap(a.text, b.text):
-                    found.append((("policy", kind, b.text),
+                    found.append(((*where, b.text),
                                   f"{a.text!r} and {b.text!r} can match the same name and have "
                                   "equally many literal characters, so neither wins: give the "
                                   "one that should win more literal characters, or change one "

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 from gateway.mcp_methods import MCP_METHODS, MethodSet
 from gateway.policy.patterns import Pattern, is_pattern
+from gateway.policy.redaction import NO_RULES, Redaction
 from gateway.policy.scopes import ScopeImplications
 from gateway.policy.visibility import (
     Attainable,
@@ -120,11 +121,14 @@ class RoutePolicy:
         list_visibility: ListVisibility = "attainable",
         ceilings: Ceilings | None = None,
         methods: Mapping[str, Requirement] | None = None,
+        redaction: Redaction = NO_RULES,
     ) -> None:
         """`methods`: rules for JSON-RPC methods MCP does not define (MCP methods there are a
         configuration error, reported by `gateway.compiler`). `ceilings`: what callers could
         be granted (default: no limit)."""
         self.list_visibility = list_visibility
+        self.redaction = redaction
+        """What audit records keep of each call's arguments (`policy.audit`)."""
         self.ceilings = ceilings or Ceilings(None, None, implications)
         requirements = [baseline, *tools.values(), *resources.values(), *prompts.values()]
         requirements += [*(methods or {}).values(), default or ()]

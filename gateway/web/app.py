@@ -28,6 +28,7 @@ from gateway.store.observed import open_shared_store
 from gateway.store.shared_limits import open_limiter
 from gateway.upstream_auth.factory import CredentialServices, build_credential
 from gateway.web import health
+from gateway.web.audit_record import install_audit
 from gateway.web.connect import install_connect_pages
 from gateway.web.edge import Edge
 from gateway.web.exchange import McpRequest
@@ -128,6 +129,7 @@ def create_app(
     routes = _install_routes(app, sessions, facade, revocations, services)
     install_connect_pages(app, routes, config.public_base())  # after the facade: its sign-in
     policies = _install_policies(app, facade, config_path)
+    install_audit(app, compiled, policies, facade)
     _mount_routes(app, routes, sessions, policies, edge)
     _install_health(app)
     return app

@@ -55,6 +55,8 @@ class RequestContext:
     response_started: float | None = None
     release: Callable[[], Awaitable[None]] | None = None
     """Gives back the concurrency slots the request holds (`policy.limits`) when it ends."""
+    error_code: str | None = None
+    """The code of the error the gateway answered with itself, if any (for the audit)."""
 
     @property
     def rpc_id(self) -> JsonRpcId:

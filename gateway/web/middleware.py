@@ -11,9 +11,11 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from multidict import MultiMapping
 
+from gateway.audit.trail import AUDIT
 from gateway.errors import GatewayError, MethodNotAllowedError, NotFoundError
 from gateway.observability.logging import ACCESS_LOG, get_logger
 from gateway.observability.metrics import GatewayMetrics
+from gateway.web.audit_record import audit_request
 from gateway.web.client_address import IPNetwork, client_address
 from gateway.web.edge import response_headers
 from gateway.web.error_response import render_error
@@ -83,6 +85,8 @@ def record_request(
     if context.response_started is None:
         context.response_started = now
     metrics.count_request(context.upstream, method, status)
+    if AUDIT.trail is not None and context.upstream != "none":
+        audit_request(AUDIT.trail, context, method, status, now - context.started)
     principal = context.principal
     ACCESS_LOG.emit(
         {
@@ -150,6 +154,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except GatewayError as error:
         context = request[CONTEXT_KEY]
+        context.error_code = error.code
         response = render_error(error, context.rpc_id)
         if error.stalled and request.transport is not None:
             # Send the answer, then close (buffered bytes are flushed first) rather than let

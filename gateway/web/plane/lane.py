@@ -112,6 +112,7 @@ def _answer_error(responder: LeanResponder, error: GatewayError, context: Reques
     if responder.started:
         responder.close = responder.abandon = True
         return
+    context.error_code = error.code
     answer = error_answer(error, context.rpc_id)
     if answer.close:
         responder.close = True
