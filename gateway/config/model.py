@@ -39,6 +39,7 @@ from gateway.config.fields import (
 from gateway.config.problems import format_path
 from gateway.config.secrets import SecretFileMixin
 from gateway.config.server import LogSettings, ServerSettings
+from gateway.config.tracing import TracingSettings
 from gateway.config.upstreams import Upstream
 
 
@@ -175,6 +176,7 @@ class GatewayConfig(BaseSettings):
     scopes: ScopeSettings = Field(default_factory=ScopeSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     upstreams: list[Upstream] = Field(
         min_length=1,
         description="The MCP servers behind the gateway, each at its own route: an HTTP "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,12 @@ if TYPE_CHECKING:  # the route calls these functions: a type-only import, no cyc
     from gateway.web.http_route import HttpRoute
 
 log = get_logger("gateway.proxy")
+
+Sent = tuple[UpstreamConnection, UpstreamResponse]
+AddedHeaders = list[tuple[bytes, bytes]]
+Send = Callable[[McpRequest, "HttpRoute", AddedHeaders], Awaitable[Sent]]
+UpstreamTracer = Callable[[McpRequest, "HttpRoute", AddedHeaders, Send], Awaitable[Sent]]
+"""Sends a request upstream inside a span (`gateway.web.tracing.upstream_exchange`)."""
 
 
 async def forward(request: McpRequest, route: HttpRoute, responder: Responder) -> None:
@@ -109,20 +116,22 @@ async def _send(
     request: McpRequest, route: HttpRoute
 ) -> tuple[UpstreamConnection, UpstreamResponse]:
     """Send the request upstream (query string as the client encoded it); wait for the head."""
-    context = request.context
-    target = route.pool.path
-    query = request.raw_path.partition("?")[2]  # as the client encoded it, never decoded
-    if query:
-        target += ("&" if "?" in target else "?") + query
-    body = context.body
     added = _added_headers(request, route)
     if route.credential is not None:
         credential = await _credential(request, route)
         if credential is not None:
             added += header_pairs([(route.credential.header, credential)])
+    if route.trace_upstream is not None:  # tracing on: a client span, named in `traceparent`
+        return await route.trace_upstream(request, route, added, _request_upstream)
+    return await _request_upstream(request, route, added)
+
+
+async def _request_upstream(request: McpRequest, route: HttpRoute, added: AddedHeaders) -> Sent:
+    context = request.context
+    body = context.body
     head = route.head_builder.build(
         request.method,
-        target,
+        _target(request, route),
         request.raw_headers,
         len(body) if request.method == "POST" else None,
         context.request_id,
@@ -142,6 +151,14 @@ async def _send(
             detail=error.detail,
         )
         raise
+
+
+def _target(request: McpRequest, route: HttpRoute) -> str:
+    target: str = route.pool.path
+    query = request.raw_path.partition("?")[2]  # as the client encoded it, never decoded
+    if query:
+        target += ("&" if "?" in target else "?") + query
+    return target
 
 
 async def _credential(request: McpRequest, route: HttpRoute) -> str | None:

@@ -65,16 +65,23 @@ def build_steps(
     policies: PolicyStore | None = None,
     route_name: str = "",
     count_decision: Callable[[str], None] = lambda decision: None,
+    traced: Callable[[str, Step], Step] | None = None,
 ) -> tuple[Step, ...]:
     """The pipeline for one MCP route, assembled once at start-up: authentication only on a
-    route that has it, the policy decision only where there is also a policy."""
+    route that has it, the policy decision only where there is also a policy. `traced` (tracing
+    on) wraps authentication and the policy decision in a span each."""
     steps: tuple[Step, ...] = (body_step(limits), inspect_message, bind_session)
     if authenticator is None:
         return steps
     authenticate = authentication_step(authenticator)
+    if traced is not None:
+        authenticate = traced("authenticate", authenticate)
     if policies is None:
         return (authenticate, *steps)
-    return (authenticate, *steps, policy_step(authenticator, policies, route_name, count_decision))
+    decide = policy_step(authenticator, policies, route_name, count_decision)
+    if traced is not None:
+        decide = traced("policy", decide)
+    return (authenticate, *steps, decide)
 
 
 def authentication_step(authenticator: RouteAuthenticator) -> Step:

@@ -1,0 +1,220 @@
+"""The spans of one MCP request (tracing on): a server span from the first pipeline step to the
+access line, with child spans for authentication, the policy decision and the upstream exchange.
+
+Only built when `tracing` is on (`gateway.web.app`): with it off no step, route or request holds
+anything of this module. Parents are passed explicitly (no context variable is attached), so a
+span never outlives or leaks into another request.
+
+Attributes are what the access line already carries, cut the same way (`loggable`): route, HTTP
+method, status, JSON-RPC method, tool/prompt name or resource URI, decision. Never a token, a
+header value, an argument, a query string or a session id; an error is its stable code, never a
+message that could carry request data.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, StatusCode, set_span_in_context
+
+from gateway.config.tracing import TracingSettings
+from gateway.errors import GatewayError
+from gateway.observability.logging import loggable
+from gateway.observability.tracing import Tracing
+from gateway.web.exchange import McpRequest, RequestContext
+from gateway.web.forward import AddedHeaders, Send, Sent
+from gateway.web.pipeline import Step
+from gateway.web.routes import RouteTracers
+
+if TYPE_CHECKING:
+    from gateway.web.http_route import HttpRoute
+
+NAME_ATTRIBUTES = {
+    "tools/call": "gen_ai.tool.name",
+    "prompts/get": "gen_ai.prompt.name",
+    "resources/read": "mcp.resource.uri",
+    "resources/subscribe": "mcp.resource.uri",
+    "resources/unsubscribe": "mcp.resource.uri",
+}
+"""Where the called name goes (OpenTelemetry semantic conventions for MCP)."""
+
+
+class ServerTrace:
+    """One request's server span (`RequestContext.trace`), ended with its access line."""
+
+    __slots__ = ("_parent", "span", "tracing")
+
+    def __init__(self, tracing: Tracing, span: Span) -> None:
+        self.tracing = tracing
+        self.span = span
+        self._parent: Context = set_span_in_context(span)
+
+    def child(self, name: str, kind: SpanKind = SpanKind.INTERNAL) -> Span:
+        return self.tracing.tracer.start_span(name, context=self._parent, kind=kind)
+
+    def finish(self, context: RequestContext, status: int, line: dict[str, Any]) -> None:
+        """End the server span with what the request showed; its ids go in the access line."""
+        span = self.span
+        ids = span.get_span_context()
+        line["trace_id"] = format(ids.trace_id, "032x")
+        line["span_id"] = format(ids.span_id, "016x")
+        if span.is_recording():
+            span.set_attribute("http.response.status_code", status)
+            describe(span, context)
+            if status >= 500:
+                span.set_attribute("error.type", str(status))
+                span.set_status(StatusCode.ERROR)
+        span.end()
+
+
+def describe(span: Span, context: RequestContext) -> None:
+    """The request's JSON-RPC method, called name and decision, as the access line has them."""
+    method = context.rpc_method
+    if method is not None:
+        span.set_attribute("mcp.method.name", loggable(method))
+    if context.call_name is not None:
+        key = NAME_ATTRIBUTES.get(method or "", "gateway.call.name")
+        span.set_attribute(key, loggable(context.call_name))
+    if context.decision is not None:
+        span.set_attribute("gateway.decision", context.decision)
+
+
+def failed(span: Span, error: BaseException) -> None:
+    """An error as span status: the gateway's stable code, or the exception's class name."""
+    code = error.code if isinstance(error, GatewayError) else type(error).__name__
+    span.set_attribute("error.type", code)
+    span.set_status(StatusCode.ERROR)
+
+
+def trace_of(context: RequestContext) -> ServerTrace | None:
+    return cast(ServerTrace | None, context.trace)
+
+
+def start_step(tracing: Tracing, route_path: str, route_name: str) -> Step:
+    """The first step of every request to a route: its server span, as a child of a trusted
+    client's `traceparent` or the root of a new trace."""
+    name = f"{{}} {route_path}"
+
+    async def start_trace(request: McpRequest) -> None:
+        context = request.context
+        parent = tracing.parent_of(context.client, request.headers)
+        span = tracing.tracer.start_span(
+            name.format(request.method),
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={
+                "http.request.method": request.method,
+                "http.route": route_path,
+                "gateway.route": route_name,
+            },
+        )
+        context.trace = ServerTrace(tracing, span)
+
+    return start_trace
+
+
+def traced_step(name: str, step: Step) -> Step:
+    """`step` inside a child span of the request's server span."""
+
+    async def traced(request: McpRequest) -> None:
+        trace = trace_of(request.context)
+        if trace is None:  # the start step always runs first; nothing to be a child of
+            await step(request)
+            return
+        span = trace.child(name)
+        try:
+            await step(request)
+        except BaseException as error:
+            failed(span, error)
+            raise
+        finally:
+            if request.context.decision is not None:
+                span.set_attribute("gateway.decision", request.context.decision)
+            span.end()
+
+    return traced
+
+
+async def upstream_exchange(
+    request: McpRequest, route: HttpRoute, added: AddedHeaders, send: Send
+) -> Sent:
+    """`send` to an HTTP upstream inside a client span (until the response head has arrived),
+    which the upstream's `traceparent` names as the parent (the client's own is not passed)."""
+    trace = trace_of(request.context)
+    if trace is None:
+        return await send(request, route, added)
+    span = trace.child(request.method, SpanKind.CLIENT)
+    if span.is_recording():
+        span.set_attribute("http.request.method", request.method)
+        span.set_attribute("gateway.route", route.name)
+        span.set_attribute("server.address", route.pool.host)
+        span.set_attribute("server.port", route.pool.port)
+    carrier = trace.tracing.carrier(span)
+    added = [*added, *((k.encode("ascii"), v.encode("ascii")) for k, v in carrier.items())]
+    try:
+        sent = await send(request, route, added)
+    except BaseException as error:
+        failed(span, error)
+        span.end()
+        raise
+    status = sent[1].status
+    span.set_attribute("http.response.status_code", status)
+    if status >= 400:
+        span.set_attribute("error.type", str(status))
+        span.set_status(StatusCode.ERROR)
+    span.end()
+    return sent
+
+
+def stdio_exchange(
+    context: RequestContext, message: dict[str, Any]
+) -> tuple[dict[str, Any], Callable[[BaseException | None], None]]:
+    """A client span for a request to a stdio server, and the request with it as the parent in
+    `params._meta.traceparent` (MCP 2026-07-28 "General fields: `_meta`", OpenTelemetry trace
+    context; the client's own trace context there is replaced); and what ends the span."""
+    trace = trace_of(context)
+    if trace is None:
+        return message, _no_span
+    span = trace.child(str(loggable(str(message.get("method")))), SpanKind.CLIENT)
+    if span.is_recording():
+        span.set_attribute("gateway.route", context.upstream)
+        describe(span, context)
+
+    def end(error: BaseException | None) -> None:
+        if error is not None:
+            failed(span, error)
+        span.end()
+
+    return with_trace_context(message, trace.tracing.carrier(span)), end
+
+
+def _no_span(error: BaseException | None) -> None:
+    pass
+
+
+def with_trace_context(message: dict[str, Any], carrier: dict[str, str]) -> dict[str, Any]:
+    """`message` with `carrier` as its `params._meta` trace context (a copy; a message whose
+    `params` or `_meta` is not an object is left as it is)."""
+    params = message.get("params", {})
+    meta = params.get("_meta", {}) if isinstance(params, dict) else None
+    if not isinstance(meta, dict):
+        return message
+    meta = {k: v for k, v in meta.items() if k not in ("traceparent", "tracestate")}
+    return {**message, "params": {**params, "_meta": {**meta, **carrier}}}
+
+
+class RouteTracing:
+    """Tracing as the app wires it in (`gateway.web.routes.route_tracers`)."""
+
+    def __init__(self, settings: TracingSettings) -> None:
+        self.tracing = tracing = Tracing(settings)
+        self.close_at_cleanup = tracing.close_at_cleanup
+        self.tracers = RouteTracers(
+            start=functools.partial(start_step, tracing),
+            traced=traced_step,
+            http=upstream_exchange,
+            stdio=stdio_exchange,
+        )
