@@ -35,7 +35,11 @@ log = get_logger("gateway.tracing")
 
 WARN_INTERVAL = 60.0
 """Seconds between two warnings about failed exports."""
-_QUIETED = ("opentelemetry.exporter", "opentelemetry.sdk._shared_internal")
+_QUIETED = (
+    "opentelemetry.exporter",
+    "opentelemetry.sdk._shared_internal",
+    "opentelemetry.sdk.trace.export",
+)
 """The exporter's and batch processor's own loggers: one warning per interval replaces them
 (they would log per batch, with the collector's answer)."""
 
