@@ -25,7 +25,7 @@ from gateway.errors import GatewayError
 from gateway.observability.logging import loggable
 from gateway.observability.tracing import Tracing
 from gateway.web.exchange import McpRequest, RequestContext
-from gateway.web.forward import AddedHeaders, Send, Sent
+from gateway.web.forward import Send, Sent
 from gateway.web.pipeline import Step
 from gateway.web.routes import RouteTracers
 
@@ -138,14 +138,12 @@ def traced_step(name: str, step: Step) -> Step:
     return traced
 
 
-async def upstream_exchange(
-    request: McpRequest, route: HttpRoute, added: AddedHeaders, send: Send
-) -> Sent:
+async def upstream_exchange(request: McpRequest, route: HttpRoute, send: Send) -> Sent:
     """`send` to an HTTP upstream inside a client span (until the response head has arrived),
     which the upstream's `traceparent` names as the parent (the client's own is not passed)."""
     trace = trace_of(request.context)
     if trace is None:
-        return await send(request, route, added)
+        return await send(request, route, ())
     span = trace.child(request.method, SpanKind.CLIENT)
     if span.is_recording():
         span.set_attribute("http.request.method", request.method)
@@ -153,9 +151,9 @@ async def upstream_exchange(
         span.set_attribute("server.address", route.pool.host)
         span.set_attribute("server.port", route.pool.port)
     carrier = trace.tracing.carrier(span)
-    added = [*added, *((k.encode("ascii"), v.encode("ascii")) for k, v in carrier.items())]
+    context = [(k.encode("ascii"), v.encode("ascii")) for k, v in carrier.items()]
     try:
-        sent = await send(request, route, added)
+        sent = await send(request, route, context)
     except BaseException as error:
         failed(span, error)
         span.end()
