@@ -14,6 +14,7 @@ message that could carry request data.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -151,6 +152,7 @@ async def upstream_exchange(request: McpRequest, route: HttpRoute, send: Send) -
         span.set_attribute("server.address", route.pool.host)
         span.set_attribute("server.port", route.pool.port)
     carrier = trace.tracing.carrier(span)
+    replace_body_trace_context(request.context, carrier)
     context = [(k.encode("ascii"), v.encode("ascii")) for k, v in carrier.items()]
     try:
         sent = await send(request, route, context)
@@ -165,6 +167,29 @@ async def upstream_exchange(request: McpRequest, route: HttpRoute, send: Send) -
         span.set_status(StatusCode.ERROR)
     span.end()
     return sent
+
+
+def replace_body_trace_context(context: RequestContext, carrier: dict[str, str]) -> None:
+    """Messages of a POST body that carry trace context in `params._meta` (reserved for it
+    whatever the transport, MCP 2026-07-28) get the gateway's instead, as in the headers: a
+    client's own never reaches the upstream. Other bodies are forwarded byte for byte."""
+    if context.message is None:
+        return
+    payload = context.message.payload
+    messages = payload if isinstance(payload, list) else [payload]
+    if not any(_carries_trace_context(message) for message in messages):
+        return
+    replaced = [
+        with_trace_context(m, carrier) if _carries_trace_context(m) else m for m in messages
+    ]
+    document = replaced if isinstance(payload, list) else replaced[0]
+    context.body = json.dumps(document, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def _carries_trace_context(message: dict[str, Any]) -> bool:
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return isinstance(meta, dict) and ("traceparent" in meta or "tracestate" in meta)
 
 
 def stdio_exchange(

@@ -160,8 +160,9 @@ async def test_an_untrusted_clients_trace_context_starts_a_new_trace_and_goes_no
         tracing=tracing(receiver, trusted_clients=["10.0.0.0/8"]),
     )  # fmt: skip
     token = issuer.mint(issuer.claims(gw.url("/files/mcp")))
-    status = await post(gw, token, call("echo", "x"), traceparent=TRACEPARENT,
-                        tracestate="vendor=abc")  # fmt: skip
+    body = call("echo", "x")
+    body["params"]["_meta"] = {"traceparent": TRACEPARENT, "progressToken": 5}
+    status = await post(gw, token, body, traceparent=TRACEPARENT, tracestate="vendor=abc")
     assert status == 200
     spans = await receiver.wait_for(4)
     server = receiver.one("POST /files/mcp")
@@ -172,6 +173,11 @@ async def test_an_untrusted_clients_trace_context_starts_a_new_trace_and_goes_no
     parent = f"00-{server.trace_id}-{receiver.one('POST').span_id}-"
     assert received["traceparent"].startswith(parent)  # flags: sampled (and random, level 2)
     assert "tracestate" not in received
+    # The trace context reserved in `_meta` is the gateway's too; the rest of it is kept.
+    forwarded = json.loads(upstream.requests[0].body)
+    assert forwarded["params"]["_meta"] == {"traceparent": received["traceparent"],
+                                            "progressToken": 5}  # fmt: skip
+    assert forwarded["params"]["arguments"] == {"text": "x"}
     assert CLIENT_TRACE not in gateway_log()
 
 
@@ -221,10 +227,14 @@ async def test_tracing_off_passes_the_clients_trace_context_through_and_exports_
     async with aiohttp.ClientSession() as http:
         headers = {"traceparent": TRACEPARENT, "tracestate": "vendor=abc",
                    "Accept": "application/json, text/event-stream"}  # fmt: skip
-        body = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
-        async with http.post(gw.url("/files/mcp"), json=body, headers=headers) as resp:
+        body = b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"_meta": ' + (
+            b'{"traceparent": "%s"}}}' % TRACEPARENT.encode()
+        )
+        headers["Content-Type"] = "application/json"
+        async with http.post(gw.url("/files/mcp"), data=body, headers=headers) as resp:
             assert resp.status == 200
     await gw.running.stop()  # a gateway tracing would export its last spans now
+    assert upstream.requests[0].body == body  # byte for byte
     received = [(k.lower(), v) for k, v in upstream.requests[0].header_list]
     assert [(k, v) for k, v in received if k in ("traceparent", "tracestate")] == [
         ("traceparent", TRACEPARENT),

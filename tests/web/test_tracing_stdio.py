@@ -64,3 +64,4 @@ async def test_a_stdio_server_gets_the_gateways_span_as_its_parent_in_meta(
         "traceparent": f"00-{CLIENT_TRACE}-{receiver.one('initialize').span_id}-01"
     }
     assert {s.trace_id for s in spans} == {CLIENT_TRACE}
+    assert session.encode() not in b"".join(receiver.bodies)  # never a session id
