@@ -23,6 +23,7 @@ from opentelemetry.trace import Span, SpanKind, StatusCode, set_span_in_context
 
 from gateway.config.tracing import TracingSettings
 from gateway.errors import GatewayError
+from gateway.mcp_methods import MCP_METHODS
 from gateway.observability.logging import loggable
 from gateway.observability.tracing import Tracing
 from gateway.web.exchange import McpRequest, RequestContext
@@ -195,13 +196,16 @@ def _carries_trace_context(message: dict[str, Any]) -> bool:
 def stdio_exchange(
     context: RequestContext, message: dict[str, Any]
 ) -> tuple[dict[str, Any], Callable[[BaseException | None], None]]:
-    """A client span for a request to a stdio server, and the request with it as the parent in
-    `params._meta.traceparent` (MCP 2026-07-28 "General fields: `_meta`", OpenTelemetry trace
-    context; the client's own trace context there is replaced); and what ends the span."""
+    """A client span for a request to a stdio server (named after its MCP method, `other` for
+    any other), and the request with it as the parent in `params._meta.traceparent` (MCP
+    2026-07-28 "General fields: `_meta`", OpenTelemetry trace context; the client's own trace
+    context there is replaced); and what ends the span."""
     trace = trace_of(context)
     if trace is None:
         return message, _no_span
-    span = trace.child(str(loggable(str(message.get("method")))), SpanKind.CLIENT)
+    method = message.get("method")
+    name = method if isinstance(method, str) and method in MCP_METHODS else "other"
+    span = trace.child(name, SpanKind.CLIENT)
     if span.is_recording():
         span.set_attribute("gateway.route", context.upstream)
         describe(span, context)
