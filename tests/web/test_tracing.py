@@ -83,6 +83,15 @@ async def post(gw: Gateway, token: str, body: dict[str, Any], **headers: str) ->
         return resp.status
 
 
+async def ping(gw: Gateway, **headers: str) -> int:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(gw.url("/files/mcp"), json=body, headers=headers) as resp,
+    ):
+        return resp.status
+
+
 def access_lines() -> list[dict[str, Any]]:
     lines = [json.loads(line) for line in gateway_log().splitlines() if line.startswith("{")]
     return [line for line in lines if line.get("event") == "request_completed"]
@@ -254,13 +263,49 @@ async def test_a_collector_that_is_down_fails_no_request_and_is_warned_about_onc
         tracing={"enabled": True, "endpoint": f"http://127.0.0.1:{free_port()}/v1/traces",
                  "schedule_delay": 0.05, "export_timeout": 1, "shutdown_timeout": 2},
     )  # fmt: skip
-    body = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
-    async with aiohttp.ClientSession() as http:
-        for _ in range(5):
-            async with http.post(gw.url("/files/mcp"), json=body) as resp:
-                assert resp.status == 200
+    for _ in range(5):
+        assert await ping(gw) == 200
     await gw.running.stop()  # bounded by shutdown_timeout, with the collector down
     warnings = [line for line in gateway_log().splitlines() if "trace_export_failed" in line]
     assert len(warnings) == 1
     assert json.loads(warnings[0])["level"] == "warning"
     assert len(access_lines()) == 5
+
+
+async def test_shutdown_exports_the_spans_that_waited_for_their_batch(
+    start_gateway_for: StartGateway, upstream: RecordingUpstream, receiver: OtlpReceiver
+) -> None:
+    gw = await start_gateway_for(
+        {"name": "files", "route": "/files/mcp", "url": upstream.url},
+        tracing={"enabled": True, "endpoint": receiver.url, "schedule_delay": 60},
+    )
+    assert await ping(gw) == 200
+    assert receiver.spans == []  # the batch waits a minute...
+    await gw.running.stop()  # ...or for shutdown
+    assert [s.name for s in receiver.spans] == ["POST", "POST /files/mcp"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "exported"),
+    [pytest.param("01", True, id="client-sampled"), pytest.param("00", False, id="client-not")],
+)
+async def test_a_trusted_clients_sampling_decision_is_followed(
+    start_gateway_for: StartGateway,
+    upstream: RecordingUpstream,
+    receiver: OtlpReceiver,
+    flags: str,
+    exported: bool,
+) -> None:
+    gw = await start_gateway_for(
+        {"name": "files", "route": "/files/mcp", "url": upstream.url},
+        tracing=tracing(receiver, trusted_clients="all", sample_ratio=0.0 if exported else 1.0),
+    )
+    assert await ping(gw, traceparent=f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-{flags}") == 200
+    await gw.running.stop()
+    assert bool(receiver.spans) is exported
+    # Recorded or not, the upstream continues the same trace with the same decision.
+    sent = upstream.requests[0].headers["traceparent"]
+    assert sent.startswith(f"00-{CLIENT_TRACE}-")
+    assert sent.endswith(f"-{flags}")
+    assert CLIENT_SPAN not in sent
+    assert access_lines()[-1]["trace_id"] == CLIENT_TRACE
