@@ -24,7 +24,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import Span, Tracer, set_span_in_context
+from opentelemetry.trace import Span, Tracer, get_current_span, set_span_in_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gateway import __version__
@@ -82,18 +82,33 @@ class Tracing:
             return False
         return any(address in network for network in self._trusted)
 
-    def parent_of(self, client: str | None, headers: MultiMapping[str]) -> Context | None:
-        """The trusted client's trace context (None: start a new trace). A `traceparent`
-        given twice is no trace context (W3C Trace Context section 3.2); `tracestate` lines
-        are combined."""
+    def parent_of(self, headers: MultiMapping[str]) -> Context | None:
+        """A trusted client's trace context in its headers (None: none). A `traceparent`
+        given twice is none (W3C Trace Context section 3.2); `tracestate` lines combine."""
         parents = headers.getall("traceparent", ())
-        if len(parents) != 1 or not self.trusts(client):
+        if len(parents) != 1:
             return None
         carrier = {"traceparent": parents[0]}
         states = headers.getall("tracestate", ())
         if states:
             carrier["tracestate"] = ",".join(states)
-        return self.propagator.extract(carrier)
+        return self._valid(self.propagator.extract(carrier))
+
+    def meta_parent(self, payload: object) -> Context | None:
+        """A trusted client's trace context in a request's `params._meta` (MCP 2026-07-28,
+        OpenTelemetry trace context); None for a batch, or none there."""
+        params = payload.get("params") if isinstance(payload, dict) else None
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        if not isinstance(meta, dict) or not isinstance(meta.get("traceparent"), str):
+            return None
+        carrier = {"traceparent": meta["traceparent"]}
+        if isinstance(meta.get("tracestate"), str):
+            carrier["tracestate"] = meta["tracestate"]
+        return self._valid(self.propagator.extract(carrier))
+
+    @staticmethod
+    def _valid(context: Context) -> Context | None:
+        return context if get_current_span(context).get_span_context().is_valid else None
 
     def carrier(self, span: Span) -> dict[str, str]:
         """`traceparent` (and `tracestate`) naming `span` as the parent, for an upstream."""

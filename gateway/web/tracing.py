@@ -1,9 +1,16 @@
-"""The spans of one MCP request (tracing on): a server span from the first pipeline step to the
-access line, with child spans for authentication, the policy decision and the upstream exchange.
+"""The spans of one MCP request (tracing on): a server span from the request's first pipeline
+step to its access line, with child spans for authentication, the policy decision and the
+upstream exchange.
 
-Only built when `tracing` is on (`gateway.web.app`): with it off no step, route or request holds
-anything of this module. Parents are passed explicitly (no context variable is attached), so a
-span never outlives or leaks into another request.
+Only built when `tracing` is on (`gateway.web.routes.route_tracers`): with it off no step, route
+or request holds anything of this module. Parents are passed explicitly (no context variable is
+attached), so a span never outlives or leaks into another request.
+
+The trace continued is a trusted client's (`tracing.trusted_clients`): its `traceparent` header,
+else the `params._meta.traceparent` of its request (MCP 2026-07-28, OpenTelemetry trace context);
+anyone else's request starts a new trace. Upstreams get the gateway's span as their parent, in
+the header for HTTP upstreams (and in `_meta` where the client had put its own there), in
+`_meta` for stdio ones.
 
 Attributes are what the access line already carries, cut the same way (`loggable`): route, HTTP
 method, status, JSON-RPC method, tool/prompt name or resource URI, decision. Never a token, a
@@ -15,8 +22,9 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, StatusCode, set_span_in_context
@@ -44,22 +52,61 @@ NAME_ATTRIBUTES = {
 """Where the called name goes (OpenTelemetry semantic conventions for MCP)."""
 
 
+class StepRecord(NamedTuple):
+    """A pipeline step that ran before the server span was opened, to become its child."""
+
+    name: str
+    start: int
+    end: int
+    error: str | None
+    decision: str | None
+
+
 class ServerTrace:
-    """One request's server span (`RequestContext.trace`), ended with its access line."""
+    """One request's server span (`RequestContext.trace`), ended with its access line.
 
-    __slots__ = ("_parent", "span", "tracing")
+    The span is opened when first needed (the upstream exchange, or the end of the request):
+    by then the body has been read, so a trusted client's trace context in `params._meta`
+    (where MCP clients put it) can be its parent when no `traceparent` header is. It starts
+    when the request did, and the steps that ran before it become its children, with their
+    own times."""
 
-    def __init__(self, tracing: Tracing, span: Span) -> None:
+    __slots__ = ("_attributes", "_header_parent", "_name", "_parent", "_pending", "_start",
+                 "_trusted", "span", "tracing")  # fmt: skip
+
+    def __init__(
+        self,
+        tracing: Tracing,
+        name: str,
+        attributes: dict[str, str],
+        header_parent: Context | None,
+        trusted: bool,
+    ) -> None:
         self.tracing = tracing
-        self.span = span
-        self._parent: Context = set_span_in_context(span)
+        self._name = name
+        self._attributes = attributes
+        self._header_parent = header_parent
+        self._trusted = trusted
+        self._start = time.time_ns()
+        self._pending: list[StepRecord] = []
+        self._parent: Context | None = None
+        self.span: Span | None = None
 
-    def child(self, name: str, kind: SpanKind = SpanKind.INTERNAL) -> Span:
-        return self.tracing.tracer.start_span(name, context=self._parent, kind=kind)
+    def record(self, step: StepRecord) -> None:
+        """A step that ran: a child span now, or once the server span is opened."""
+        if self._parent is None:
+            self._pending.append(step)
+        else:
+            self._emit(step, self._parent)
+
+    def child(self, context: RequestContext, name: str, kind: SpanKind = SpanKind.INTERNAL) -> Span:
+        return self.tracing.tracer.start_span(name, context=self._opened(context), kind=kind)
 
     def finish(self, context: RequestContext, status: int, line: dict[str, Any]) -> None:
         """End the server span with what the request showed; its ids go in the access line."""
+        self._opened(context)
         span = self.span
+        assert span is not None
         ids = span.get_span_context()
         line["trace_id"] = format(ids.trace_id, "032x")
         line["span_id"] = format(ids.span_id, "016x")
@@ -70,6 +117,35 @@ class ServerTrace:
                 span.set_attribute("error.type", str(status))
                 span.set_status(StatusCode.ERROR)
         span.end()
+
+    def _opened(self, context: RequestContext) -> Context:
+        """The server span as a parent, opened now if it is not yet."""
+        if self._parent is not None:
+            return self._parent
+        parent = self._header_parent
+        if parent is None and self._trusted:
+            parent = self.tracing.meta_parent(context.message.payload if context.message else None)
+        self.span = self.tracing.tracer.start_span(
+            self._name,
+            context=parent,
+            kind=SpanKind.SERVER,
+            start_time=self._start,
+            attributes=self._attributes,
+        )
+        self._parent = set_span_in_context(self.span)
+        for step in self._pending:
+            self._emit(step, self._parent)
+        self._pending.clear()
+        return self._parent
+
+    def _emit(self, step: StepRecord, parent: Context) -> None:
+        span = self.tracing.tracer.start_span(step.name, context=parent, start_time=step.start)
+        if step.error is not None:
+            span.set_attribute("error.type", step.error)
+            span.set_status(StatusCode.ERROR)
+        if step.decision is not None:
+            span.set_attribute("gateway.decision", step.decision)
+        span.end(end_time=step.end)
 
 
 def describe(span: Span, context: RequestContext) -> None:
@@ -96,46 +172,39 @@ def trace_of(context: RequestContext) -> ServerTrace | None:
 
 
 def start_step(tracing: Tracing, route_path: str, route_name: str) -> Step:
-    """The first step of every request to a route: its server span, as a child of a trusted
-    client's `traceparent` or the root of a new trace."""
-    name = f"{{}} {route_path}"
+    """The first step of every request to a route: its trace, continuing a trusted client's
+    (`traceparent`, else `params._meta.traceparent`) or a new one."""
 
     async def start_trace(request: McpRequest) -> None:
         context = request.context
-        parent = tracing.parent_of(context.client, request.headers)
-        span = tracing.tracer.start_span(
-            name.format(request.method),
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={
-                "http.request.method": request.method,
-                "http.route": route_path,
-                "gateway.route": route_name,
-            },
-        )
-        context.trace = ServerTrace(tracing, span)
+        method = request.method
+        trusted = tracing.trusts(context.client)
+        header_parent = tracing.parent_of(request.headers) if trusted else None
+        attributes = {"http.request.method": method, "http.route": route_path,
+                      "gateway.route": route_name}  # fmt: skip
+        name = f"{method} {route_path}"
+        context.trace = ServerTrace(tracing, name, attributes, header_parent, trusted)
 
     return start_trace
 
 
 def traced_step(name: str, step: Step) -> Step:
-    """`step` inside a child span of the request's server span."""
+    """`step`, recorded as a child span of the request's server span."""
 
     async def traced(request: McpRequest) -> None:
         trace = trace_of(request.context)
         if trace is None:  # the start step always runs first; nothing to be a child of
             await step(request)
             return
-        span = trace.child(name)
+        start, error = time.time_ns(), None
         try:
             await step(request)
-        except BaseException as error:
-            failed(span, error)
+        except BaseException as exc:
+            error = exc.code if isinstance(exc, GatewayError) else type(exc).__name__
             raise
         finally:
-            if request.context.decision is not None:
-                span.set_attribute("gateway.decision", request.context.decision)
-            span.end()
+            end = time.time_ns()
+            trace.record(StepRecord(name, start, end, error, request.context.decision))
 
     return traced
 
@@ -146,7 +215,7 @@ async def upstream_exchange(request: McpRequest, route: HttpRoute, send: Send) -
     trace = trace_of(request.context)
     if trace is None:
         return await send(request, route, ())
-    span = trace.child(request.method, SpanKind.CLIENT)
+    span = trace.child(request.context, request.method, SpanKind.CLIENT)
     if span.is_recording():
         span.set_attribute("http.request.method", request.method)
         span.set_attribute("gateway.route", route.name)
@@ -205,7 +274,7 @@ def stdio_exchange(
         return message, _no_span
     method = message.get("method")
     name = method if isinstance(method, str) and method in MCP_METHODS else "other"
-    span = trace.child(name, SpanKind.CLIENT)
+    span = trace.child(context, name, SpanKind.CLIENT)
     if span.is_recording():
         span.set_attribute("gateway.route", context.upstream)
         describe(span, context)

@@ -309,3 +309,33 @@ async def test_a_trusted_clients_sampling_decision_is_followed(
     assert sent.endswith(f"-{flags}")
     assert CLIENT_SPAN not in sent
     assert access_lines()[-1]["trace_id"] == CLIENT_TRACE
+
+
+@pytest.mark.parametrize("plane", PLANES)
+async def test_a_trusted_clients_trace_context_in_meta_is_continued(
+    start_gateway_for: StartGateway,
+    issuer: LocalIssuer,
+    upstream: RecordingUpstream,
+    receiver: OtlpReceiver,
+    plane: str,
+) -> None:
+    """Where MCP clients (the `mcp` SDK among them) put it: `params._meta.traceparent`."""
+    gw = await protected_gateway(
+        start_gateway_for, issuer, upstream, plane, tracing=tracing(receiver, trusted_clients="all")
+    )
+    token = issuer.mint(issuer.claims(gw.url("/files/mcp")))
+    body = call("echo", "x")
+    body["params"]["_meta"] = {"traceparent": TRACEPARENT}
+    assert await post(gw, token, body) == 200
+    spans = await receiver.wait_for(4)
+    server = receiver.one("POST /files/mcp")
+    assert (server.trace_id, server.parent_span_id) == (CLIENT_TRACE, CLIENT_SPAN)
+    assert children_of(server, spans) == {"authenticate", "policy", "POST"}
+    exchange = receiver.one("POST")
+    forwarded = json.loads(upstream.requests[0].body)
+    assert forwarded["params"]["_meta"] == {
+        "traceparent": f"00-{CLIENT_TRACE}-{exchange.span_id}-01"
+    }
+    assert (
+        upstream.requests[0].headers["traceparent"] == forwarded["params"]["_meta"]["traceparent"]
+    )
