@@ -453,6 +453,7 @@ def write_gateway_config(
     upstream_ports: dict[str, int],
     issuer: str | None,
     sessions: dict[str, Any] | None = None,
+    tracing: dict[str, Any] | None = None,
 ) -> None:
     """With an issuer, every route requires a token validated against the bench's JWKS server;
     without one (--anonymous), routes are anonymous: the bare proxy path. Built by the test
@@ -472,9 +473,24 @@ def write_gateway_config(
         trusted = {"name": "bench", "issuer": issuer, "jwks_uri": f"{issuer}/jwks"}
         auth = {"resource_server": {"authorization_servers": [trusted]}}
     document = gateway_document(
-        *upstreams, port=port, log=PRODUCTION_LOG, auth=auth, sessions=sessions
+        *upstreams, port=port, log=PRODUCTION_LOG, auth=auth, sessions=sessions, tracing=tracing
     )
     write_yaml(path, document)
+
+
+def start_otlp_sink(procs: Processes) -> dict[str, Any]:
+    """An OTLP/HTTP sink for the gateway's spans (`--tracing`); the gateway's `tracing`
+    section, every trace recorded and exported with the default batching."""
+    port = free_port()
+    procs.start("otlp-sink", [sys.executable, str(BENCH / "otlp_sink.py"), "--port", str(port)])
+    endpoint = f"http://127.0.0.1:{port}/v1/traces"
+
+    def ready() -> str | None:
+        status, _, text = http(endpoint)
+        return None if status == 404 else f"otlp sink {status}: {text[:200]}"
+
+    wait_ready(procs, "otlp-sink", ready)
+    return {"enabled": True, "endpoint": endpoint, "sample_ratio": 1.0}
 
 
 def start_token_issuer(procs: Processes, name: str = "jwks") -> tuple[str, RSAKey]:
@@ -533,11 +549,12 @@ def start_gateway(
     issuer: str | None,
     name: str = "gateway",
     sessions: dict[str, Any] | None = None,
+    tracing: dict[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The gateway on a free port, answering /healthz; returns (base URL, what to record)."""
     port = free_port()
     config = procs.logdir / f"{name}.yaml"
-    write_gateway_config(config, port, upstream_ports, issuer, sessions)
+    write_gateway_config(config, port, upstream_ports, issuer, sessions, tracing)
     argv = shlex.split(gateway_cmd.replace("{config}", str(config)))
     procs.start(name, argv)
     base = f"http://127.0.0.1:{port}"
@@ -603,8 +620,9 @@ def start_proxies(
         bases["naive"] = (start_naive_proxy(procs, compared, issuer), COMPARED_UPSTREAMS)
     if args.gateway_cmd:
         gateway_issuer = issuer if authenticates["gateway"] else None
+        tracing = start_otlp_sink(procs) if args.tracing else None
         base, info["gateway"] = start_gateway(
-            procs, args.gateway_cmd, upstream_ports, gateway_issuer
+            procs, args.gateway_cmd, upstream_ports, gateway_issuer, tracing=tracing
         )
         bases["gateway"] = (base, tuple(upstream_ports))
     urls: dict[str, dict[str, str]] = {}
@@ -1015,6 +1033,12 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="anonymous routes: the bare proxy path, without authentication and policy",
     )
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="the gateway with tracing on, every request traced and exported to a local OTLP "
+        "sink (compare with a run without it: the cost of tracing)",
+    )
     streams = parser.add_argument_group(
         "streaming parts (in a full run by default; --quick runs them only when named)"
     )
@@ -1038,6 +1062,8 @@ def parse_args() -> argparse.Namespace:
     )
     streams.add_argument("--no-streams", action="store_true", help="no streaming parts")
     args = parser.parse_args()
+    if args.tracing and args.record:
+        parser.error("--tracing runs are compared by hand, never recorded")
     if not (args.sse_stream or args.open_streams) and (args.streams_only or not args.quick):
         args.sse_stream = args.open_streams = True  # neither named: both
     if args.no_streams:

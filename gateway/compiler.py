@@ -11,6 +11,7 @@ compiled, so `check` reports every problem of both passes in one run without kno
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -76,6 +77,7 @@ def _compiled(validated: Validated, *, policy_only: bool) -> CompiledConfig:
     problems = validated.problems
     _check_policies(validated)
     _check_credentials(validated)
+    _check_tracing(validated)
     facade = validated.sections.get("auth")
     settings = facade.authorization_server if facade is not None else None
     keys = users = None
@@ -125,6 +127,30 @@ def _check_credentials(validated: Validated) -> None:
                 SigningKey.from_text(settings.private_key.get_secret_value())
             except SigningKeyError as exc:
                 validated.problems.add((*path, "private_key"), str(exc))  # never the key
+
+
+OTEL_MODULES = ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http.trace_exporter")
+"""What `tracing` needs: the `otel` extra (`pip install 'mcp-auth-gateway[otel]'`)."""
+
+
+def _check_tracing(validated: Validated) -> None:
+    """Tracing on needs the optional extra installed; say so rather than fail at start-up."""
+    tracing = validated.sections.get("tracing")
+    if tracing is None or not tracing.enabled:
+        return
+    if not all(_importable(name) for name in OTEL_MODULES):
+        validated.problems.add(
+            ("tracing", "enabled"),
+            "tracing needs the OpenTelemetry packages of the optional extra `otel`: "
+            "pip install 'mcp-auth-gateway[otel]'",
+        )
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package is missing
+        return False
 
 
 def _signing_keys(settings: AuthorizationServerSettings, problems: Problems) -> SigningKeys | None:

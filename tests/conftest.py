@@ -123,6 +123,7 @@ async def start_gateway_for() -> AsyncIterator[StartGateway]:
         scopes: dict[str, Any] | None = None,
         sessions: dict[str, Any] | None = None,
         store: dict[str, Any] | None = None,
+        tracing: dict[str, Any] | None = None,
     ) -> Gateway:
         config = validated(
             gateway_document(
@@ -134,6 +135,7 @@ async def start_gateway_for() -> AsyncIterator[StartGateway]:
                 scopes=scopes,
                 sessions=sessions,
                 store=store,
+                tracing=tracing,
             )
         )
         running = await start_gateway(config, create_app(config, registry=CollectorRegistry()))

@@ -40,6 +40,7 @@ from gateway.config.fields import (
 from gateway.config.problems import format_path
 from gateway.config.secrets import SecretFileMixin
 from gateway.config.server import LogSettings, ServerSettings
+from gateway.config.tracing import TracingSettings
 from gateway.config.upstreams import Upstream
 
 
@@ -185,6 +186,7 @@ class GatewayConfig(BaseSettings):
     audit: AuditSettings | None = Field(
         None, description="The audit trail; without this section no audit records are written."
     )
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     upstreams: list[Upstream] = Field(
         min_length=1,
         description="The MCP servers behind the gateway, each at its own route: an HTTP "

@@ -54,7 +54,7 @@ from gateway.web.plane.lanes import Lane
 from gateway.web.reload import PolicyReloader, reload_context
 from gateway.web.resource_metadata import metadata_document, metadata_handler, metadata_path
 from gateway.web.route import Route
-from gateway.web.routes import build_route, route_authenticator
+from gateway.web.routes import RouteTracers, build_route, route_authenticator, route_tracers
 from gateway.web.sessions import build_registry, count_rejections, reaper, session_step
 
 MCP_METHODS = ("DELETE", "GET", "POST")
@@ -126,11 +126,12 @@ def create_app(
     revocations = _revocations(facade, shared)
     sessions = _install_sessions(app, shared)
     services = CredentialServices(metrics, app[HTTP_KEY], facade, shared, config.public_base())
-    routes = _install_routes(app, sessions, facade, revocations, services)
+    tracing = route_tracers(app[CONFIG_KEY].tracing, app.cleanup_ctx)
+    routes = _install_routes(app, sessions, facade, revocations, services, tracing)
     install_connect_pages(app, routes, config.public_base())  # after the facade: its sign-in
     policies = _install_policies(app, facade, config_path)
     install_audit(app, compiled, policies, facade)
-    _mount_routes(app, routes, sessions, policies, edge)
+    _mount_routes(app, routes, sessions, policies, edge, tracing)
     _install_health(app)
     return app
 
@@ -182,6 +183,7 @@ def _install_routes(
     facade: AuthorizationServer | None,
     revocations: Revocations | None,
     services: CredentialServices,
+    tracing: RouteTracers | None,
 ) -> tuple[Route, ...]:
     """One route per upstream, with its authenticator and protected resource metadata; and
     what they need at start-up and shutdown (outbound HTTP, closing, the session reaper)."""
@@ -220,6 +222,7 @@ def _install_routes(
                 sessions=sessions,
                 authenticator=authenticator,
                 credential=credential,
+                tracers=tracing,
             )
         )
     app[ROUTES_KEY] = tuple(routes)
@@ -280,9 +283,11 @@ def _mount_routes(
     sessions: SessionRegistry,
     policies: PolicyStore,
     edge: Edge,
+    tracing: RouteTracers | None,
 ) -> None:
-    """Each route at its path, behind the pipeline steps built for it; an HTTP route is also
-    a lane of the lean data plane (`gateway.web.plane`) unless `server.data_plane` is aiohttp."""
+    """Each route at its path, behind the pipeline steps built for it (with tracing on, the
+    first starts the request's span); an HTTP route is also a lane of the lean data plane
+    (`gateway.web.plane`) unless `server.data_plane` is aiohttp."""
     config = app[CONFIG_KEY]
     metrics = app[METRICS_KEY]
     limits = BodyLimits(config.server.max_request_bytes, config.server.body_timeout)
@@ -301,7 +306,10 @@ def _mount_routes(
             route.name,
             _decision_counter(metrics, route.name),
             limit,
+            traced=tracing.traced if tracing else None,
         )
+        if tracing is not None:
+            steps = (tracing.start(route.path, route.name), *steps)
         app.router.add_route("*", route.path, McpEndpoint(route, steps).handle)
         if isinstance(route, HttpRoute) and config.server.data_plane == "lean":
             proxies = config.server.trusted_proxies

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 
@@ -16,6 +16,13 @@ from gateway.mcp_request import McpCall
 from gateway.policy.listing import ListFilter
 from gateway.session.registry import Session
 from gateway.session.seal import Owner
+
+
+class RequestTrace(Protocol):
+    """A request's trace (`gateway.web.tracing.ServerTrace`), seen from here."""
+
+    def finish(self, context: RequestContext, status: int, line: dict[str, Any]) -> None:
+        """End it with the request's outcome, and add its ids to the access line."""
 
 
 @dataclass(slots=True)
@@ -57,6 +64,8 @@ class RequestContext:
     """Gives back the concurrency slots the request holds (`policy.limits`) when it ends."""
     error_code: str | None = None
     """The code of the error the gateway answered with itself, if any (for the audit)."""
+    trace: RequestTrace | None = None
+    """The request's server span, with tracing on (`gateway.web.tracing`); else None."""
 
     @property
     def rpc_id(self) -> JsonRpcId:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
@@ -42,6 +43,12 @@ if TYPE_CHECKING:  # the route calls these functions: a type-only import, no cyc
 
 log = get_logger("gateway.proxy")
 
+Sent = tuple[UpstreamConnection, UpstreamResponse]
+AddedHeaders = Sequence[tuple[bytes, bytes]]
+Send = Callable[[McpRequest, "HttpRoute", AddedHeaders], Awaitable[Sent]]
+UpstreamTracer = Callable[[McpRequest, "HttpRoute", Send], Awaitable[Sent]]
+"""Sends a request upstream inside a span (`gateway.web.tracing.upstream_exchange`)."""
+
 
 async def forward(request: McpRequest, route: HttpRoute, responder: Responder) -> None:
     """Send the request to the route's upstream; relay status, headers and body unchanged
@@ -76,7 +83,10 @@ async def _exchange(
     context = request.context
     loop = asyncio.get_running_loop()
     sent = loop.time()
-    conn, upstream = await _send(request, route)
+    if route.trace_upstream is None:
+        conn, upstream = await _send(request, route)
+    else:  # tracing on: inside a client span, which `traceparent` names as the parent
+        conn, upstream = await route.trace_upstream(request, route, _send)
     try:
         received = loop.time()
         route.upstream_duration.observe(received - sent)
@@ -105,17 +115,16 @@ async def _exchange(
         route.pool.release(conn)
 
 
-async def _send(
-    request: McpRequest, route: HttpRoute
-) -> tuple[UpstreamConnection, UpstreamResponse]:
-    """Send the request upstream (query string as the client encoded it); wait for the head."""
+async def _send(request: McpRequest, route: HttpRoute, trace_context: AddedHeaders = ()) -> Sent:
+    """Send the request upstream (query string as the client encoded it); wait for the head.
+    `trace_context`: the gateway's own `traceparent` and `tracestate` (tracing on)."""
     context = request.context
     target = route.pool.path
     query = request.raw_path.partition("?")[2]  # as the client encoded it, never decoded
     if query:
         target += ("&" if "?" in target else "?") + query
     body = context.body
-    added = _added_headers(request, route)
+    added = _added_headers(request, route, trace_context)
     if route.credential is not None:
         credential = await _credential(request, route)
         if credential is not None:
@@ -181,12 +190,14 @@ async def _filtered(
     return whole, sse_filter
 
 
-def _added_headers(request: McpRequest, route: HttpRoute) -> list[tuple[bytes, bytes]]:
-    """Headers the gateway sets upstream: the upstream's own session id and, within a
-    session only, `Last-Event-ID` (resumption never crosses sessions or principals); the
-    caller's identity where the route asks for it."""
+def _added_headers(
+    request: McpRequest, route: HttpRoute, trace_context: AddedHeaders = ()
+) -> list[tuple[bytes, bytes]]:
+    """Headers the gateway sets upstream: its trace context (tracing on), the upstream's own
+    session id and, within a session only, `Last-Event-ID` (resumption never crosses sessions
+    or principals); the caller's identity where the route asks for it."""
     context = request.context
-    added: list[tuple[bytes, bytes]] = []
+    added: list[tuple[bytes, bytes]] = [*trace_context]
     if context.session is not None:
         added.append((b"Mcp-Session-Id", context.session.upstream_id.encode("ascii")))
         last_event = [v for n, v in request.raw_headers if n.lower() == b"last-event-id"]

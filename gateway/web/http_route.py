@@ -7,6 +7,7 @@ from multidict import CIMultiDict
 from prometheus_client import Counter, Gauge
 
 from gateway.auth.authenticator import RouteAuthenticator
+from gateway.config.tracing import TRACE_CONTEXT_HEADERS
 from gateway.config.upstreams import HttpUpstream
 from gateway.observability.loop_metrics import HistogramChild
 from gateway.observability.metrics import GatewayMetrics
@@ -15,7 +16,7 @@ from gateway.proxy.pool import UpstreamPool
 from gateway.session.registry import SessionRegistry
 from gateway.upstream_auth.base import UpstreamCredential
 from gateway.web.exchange import McpRequest
-from gateway.web.forward import end_upstream_session, forward
+from gateway.web.forward import UpstreamTracer, end_upstream_session, forward
 from gateway.web.route import MountedRoute
 from gateway.web.streaming import write_within
 
@@ -34,6 +35,7 @@ class HttpRoute(MountedRoute):
         sessions: SessionRegistry,
         authenticator: RouteAuthenticator | None = None,
         credential: UpstreamCredential | None = None,
+        trace_upstream: UpstreamTracer | None = None,
     ) -> None:
         super().__init__(
             config, public_base=public_base, sessions=sessions, authenticator=authenticator
@@ -53,6 +55,11 @@ class HttpRoute(MountedRoute):
         managed = [name for _, name in self.identity_headers]
         if credential is not None:
             managed.append(credential.header)
+        self.trace_upstream = trace_upstream
+        """With tracing on: the gateway's span is the upstream's parent, in its own
+        `traceparent` and `tracestate` (the client's are not passed)."""
+        if trace_upstream is not None:
+            managed += sorted(TRACE_CONTEXT_HEADERS)
         self.head_builder = RequestHeadBuilder(
             self.pool.host_header,
             {name: value.get_secret_value() for name, value in config.headers.items()},

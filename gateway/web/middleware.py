@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import secrets
 from collections.abc import Sequence
+from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
@@ -88,28 +89,29 @@ def record_request(
     if AUDIT.trail is not None and context.upstream != "none":
         audit_request(AUDIT.trail, context, method, status, now - context.started)
     principal = context.principal
-    ACCESS_LOG.emit(
-        {
-            "request_id": context.request_id,
-            "client": context.client,
-            "method": method,
-            "path": path,  # cut with a marker by ACCESS_LOG
-            "upstream": context.upstream,
-            "sub": principal.subject if principal else None,
-            "client_id": principal.client_id if principal else None,
-            "rpc_method": context.rpc_method,
-            "name": context.call_name,
-            "decision": context.decision,
-            "required_scopes": sorted(context.required_scopes) if context.decision else None,
-            "granted_scopes": sorted(principal.scopes) if principal and context.decision else None,
-            "status": status,
-            "upstream_status": context.upstream_status,
-            "duration_ms": round((now - context.started) * 1000, 3),
-        },
-        # Probes, scrapes and metadata or JWKS fetches arrive all the time: debug unless
-        # they failed. The OAuth endpoints a user or client acts through are always info.
-        quiet=context.upstream == "none" and status < 400 and not _is_oauth_action(path),
-    )
+    line: dict[str, Any] = {
+        "request_id": context.request_id,
+        "client": context.client,
+        "method": method,
+        "path": path,  # cut with a marker by ACCESS_LOG
+        "upstream": context.upstream,
+        "sub": principal.subject if principal else None,
+        "client_id": principal.client_id if principal else None,
+        "rpc_method": context.rpc_method,
+        "name": context.call_name,
+        "decision": context.decision,
+        "required_scopes": sorted(context.required_scopes) if context.decision else None,
+        "granted_scopes": sorted(principal.scopes) if principal and context.decision else None,
+        "status": status,
+        "upstream_status": context.upstream_status,
+        "duration_ms": round((now - context.started) * 1000, 3),
+    }
+    if context.trace is not None:  # tracing on: the span ends, its ids go in the line
+        context.trace.finish(context, status, line)
+    # Probes, scrapes and metadata or JWKS fetches arrive all the time: debug unless they
+    # failed. The OAuth endpoints a user or client acts through are always info.
+    quiet = context.upstream == "none" and status < 400 and not _is_oauth_action(path)
+    ACCESS_LOG.emit(line, quiet=quiet)
 
 
 QUIET_OAUTH_PATHS = frozenset({"/oauth/jwks"})

@@ -66,17 +66,23 @@ def build_steps(
     route_name: str = "",
     count_decision: Callable[[str], None] = lambda decision: None,
     limit: Step | None = None,
+    traced: Callable[[str, Step], Step] | None = None,
 ) -> tuple[Step, ...]:
     """The pipeline for one MCP route, assembled once at start-up: authentication only on a
     route that has it, the policy decision only where there is also a policy, and after it
-    the route's limits (`gateway.web.limiting`) only where it has some."""
+    the route's limits (`gateway.web.limiting`) only where it has some. `traced` (tracing
+    on) wraps authentication and the policy decision in a span each."""
     steps: tuple[Step, ...] = (body_step(limits), inspect_message, bind_session)
     if authenticator is None:
         return steps
     authenticate = authentication_step(authenticator)
+    if traced is not None:
+        authenticate = traced("authenticate", authenticate)
     if policies is None:
         return (authenticate, *steps)
     decide = policy_step(authenticator, policies, route_name, count_decision)
+    if traced is not None:
+        decide = traced("policy", decide)
     if limit is None:
         return (authenticate, *steps, decide)
     return (authenticate, *steps, decide, limit)

@@ -3,19 +3,48 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import assert_never
+from typing import NamedTuple, assert_never
+
+from aiohttp.web_app import CleanupContext
 
 from gateway.auth.authenticator import Revocations, RouteAuthenticator, TrustedServer
 from gateway.auth.token_cache import TokenCache
 from gateway.config.auth import ResourceServer
+from gateway.config.tracing import TracingSettings
 from gateway.config.upstreams import HttpUpstream, StdioUpstream, Upstream
 from gateway.observability.metrics import GatewayMetrics
 from gateway.session.registry import SessionRegistry
 from gateway.upstream_auth.base import UpstreamCredential
+from gateway.web.forward import UpstreamTracer
 from gateway.web.http_route import HttpRoute
+from gateway.web.pipeline import Step
 from gateway.web.resource_metadata import metadata_path
 from gateway.web.route import Route
-from gateway.web.stdio_route import StdioRoute
+from gateway.web.stdio_route import StdioRoute, StdioTracer
+
+
+class RouteTracers(NamedTuple):
+    """With tracing on (`gateway.web.tracing`): the first step of each route's pipeline, the
+    wrapper of the steps that get spans, and what puts each kind of upstream exchange in one."""
+
+    start: Callable[[str, str], Step]
+    """(route path, route name) -> the step that starts a request's server span."""
+    traced: Callable[[str, Step], Step]
+    http: UpstreamTracer
+    stdio: StdioTracer
+
+
+def route_tracers(settings: TracingSettings, cleanup: CleanupContext) -> RouteTracers | None:
+    """The tracers when `tracing` is on; only then is OpenTelemetry (the optional `otel`
+    extra) imported. The last spans are exported at shutdown."""
+    if not settings.enabled:
+        return None
+    from gateway.web.tracing import RouteTracing
+
+    tracing = RouteTracing(settings)
+    cleanup.append(tracing.close_at_cleanup)
+    return tracing.tracers
+
 
 TOKEN_OUTCOMES = ("valid", "cached", "invalid", "missing", "malformed", "unavailable")
 
@@ -28,6 +57,7 @@ def build_route(
     sessions: SessionRegistry,
     authenticator: RouteAuthenticator | None,
     credential: UpstreamCredential | None = None,
+    tracers: RouteTracers | None = None,
 ) -> Route:
     """The route for `upstream`, of its kind: a reverse proxy for an HTTP server, a process per
     session for a stdio one. The one place that tells the kinds apart (a new kind that is not
@@ -41,10 +71,15 @@ def build_route(
                 sessions=sessions,
                 authenticator=authenticator,
                 credential=credential,
+                trace_upstream=tracers.http if tracers else None,
             )
         case StdioUpstream():
             return StdioRoute(
-                upstream, public_base=public_base, sessions=sessions, authenticator=authenticator
+                upstream,
+                public_base=public_base,
+                sessions=sessions,
+                authenticator=authenticator,
+                trace_stdio=tracers.stdio if tracers else None,
             )
         case _:
             assert_never(upstream)

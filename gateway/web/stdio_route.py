@@ -20,8 +20,10 @@ step-up challenges and session checks run before the route, in the common pipeli
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -41,7 +43,7 @@ from gateway.session.registry import Session, SessionRegistry
 from gateway.stdio.pool import StdioProcesses
 from gateway.stdio.session import InFlight, Message, StdioSession, StreamBusyError
 from gateway.web.edge import response_headers
-from gateway.web.exchange import McpRequest
+from gateway.web.exchange import McpRequest, RequestContext
 from gateway.web.keys import CONTEXT_KEY, METRICS_KEY
 from gateway.web.route import MountedRoute
 from gateway.web.sessions import SESSION_HEADER, opens_session
@@ -50,6 +52,11 @@ from gateway.web.streaming import count_ended, drop_client, ends_early, write_wi
 log = get_logger("gateway.stdio")
 audit = get_logger("gateway.audit")
 
+StdioTracer = Callable[
+    [RequestContext, Message], tuple[Message, Callable[[BaseException | None], None]]
+]
+"""Starts a request's span (`gateway.web.tracing.stdio_exchange`): the request to send, and
+what ends the span (with the error, if it failed)."""
 SSE_HEADERS = {"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
 
 
@@ -77,6 +84,7 @@ class StdioRoute(MountedRoute):
         public_base: str,
         sessions: SessionRegistry,
         authenticator: RouteAuthenticator | None = None,
+        trace_stdio: StdioTracer | None = None,
     ) -> None:
         super().__init__(
             config, public_base=public_base, sessions=sessions, authenticator=authenticator
@@ -86,6 +94,8 @@ class StdioRoute(MountedRoute):
         """Of the gateway's own tokens, whose open streams end when revoked."""
         self._processes = StdioProcesses(config, self._exited)
         self._owned: dict[str, Session] = {}  # upstream session id (ours) -> its gateway session
+        self.trace_stdio = trace_stdio
+        """With tracing on: a request's span, and the request naming it as the parent."""
 
     # -- Route ----------------------------------------------------------------------------------
 
@@ -109,7 +119,8 @@ class StdioRoute(MountedRoute):
         session = context.session
         if session is None:
             if request.method == "POST" and opens_session(mcp):
-                return await self._initialize(request)
+                assert context.message is not None
+                return await self._traced(request, context.message.payload, self._initialize)
             raise SessionRequiredError("no session")
         stdio = self._processes.get(session.upstream_id)
         if stdio is None or not stdio.alive:
@@ -131,21 +142,39 @@ class StdioRoute(MountedRoute):
             raise RequestError("a batch on a stdio route")
         message: Message = context.message.payload
         if "method" in message and "id" in message:
-            return await self._request(request, stdio, message)
+            return await self._traced(request, message, functools.partial(self._request, stdio))
         if "method" in message:
             await stdio.notify(message)
         elif not await stdio.answer(message):
             raise RequestError("a response to no request of this session")
         return web.Response(status=202)
 
-    async def _initialize(self, request: web.Request) -> web.StreamResponse:
+    async def _traced(
+        self,
+        request: web.Request,
+        message: Message,
+        exchange: Callable[[web.Request, Message], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """`exchange` a request with the process; with tracing on, inside a client span that
+        the request names as its parent in `params._meta.traceparent`."""
+        if self.trace_stdio is None:
+            return await exchange(request, message)
+        message, end = self.trace_stdio(request[CONTEXT_KEY], message)
+        try:
+            response = await exchange(request, message)
+        except BaseException as error:
+            end(error)
+            raise
+        end(None)
+        return response
+
+    async def _initialize(self, request: web.Request, message: Message) -> web.StreamResponse:
         context = request[CONTEXT_KEY]
         upstream_id = secrets.token_urlsafe(24)
         stdio = await self._processes.start(upstream_id, context.limit_key)
-        assert context.message is not None
         try:
             async with asyncio.timeout(self._start_timeout):
-                _, pending = await stdio.request(context.message.payload)
+                _, pending = await stdio.request(message)
                 answer = await _final(pending)
         except (TimeoutError, ConnectionError) as exc:
             await self._stop(upstream_id)
@@ -169,7 +198,7 @@ class StdioRoute(MountedRoute):
         )
 
     async def _request(
-        self, request: web.Request, stdio: StdioSession, message: Message
+        self, stdio: StdioSession, request: web.Request, message: Message
     ) -> web.StreamResponse:
         context = request[CONTEXT_KEY]
         slot = self.sessions.stream_slot(context.limit_key)

@@ -47,6 +47,7 @@ def gateway_document(
     scopes: Mapping[str, Any] | None = None,
     sessions: Mapping[str, Any] | None = None,
     store: Mapping[str, Any] | None = None,
+    tracing: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A gateway config listening on 127.0.0.1 at `port` (None: the gateway's default or the
     environment's) in front of `upstreams`.
@@ -69,6 +70,7 @@ def gateway_document(
         "scopes": scopes,
         "sessions": sessions,
         "store": store,
+        "tracing": tracing,
     }
     document: dict[str, Any] = {
         "server": {**listener, **(server or {})},
