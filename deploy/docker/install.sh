@@ -32,9 +32,10 @@ uv)
         --require-hashes --requirement deploy/docker/uv-requirements.txt
     ;;
 dependencies)
-    # Only what the gateway needs at run time (no dev group), exactly as locked, with hashes.
+    # Only what the gateway needs at run time (no dev group), exactly as locked, with hashes;
+    # with the `otel` extra, so the image can trace (`tracing.enabled`).
     UV_PROJECT_ENVIRONMENT=$target uv sync --locked --no-dev --no-install-project \
-        --compile-bytecode --python "$python" --quiet
+        --extra otel --compile-bytecode --python "$python" --quiet
     ;;
 gateway)
     # A regular (non-editable) install: the venv then holds the package and the

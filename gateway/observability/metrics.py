@@ -143,7 +143,8 @@ class GatewayMetrics:
         )
 
     def _add_limits(self, registry: CollectorRegistry) -> None:
-        """Calls refused by `policy.limits`, and limit checks made without the store."""
+        """Calls refused by `policy.limits`, limit checks made without the store, and the
+        audit trail's records."""
         self.limited = Counter(
             "mcp_gateway_limited_total",
             "Calls refused with 429 by a limit, by upstream route, limit (the rule's name, or "
@@ -156,6 +157,13 @@ class GatewayMetrics:
             "Limit checks made while the store was down, by upstream route and fallback: "
             "local (this replica's counters decided), refuse (answered 503).",
             ("upstream", "fallback"),
+            registry=registry,
+        )
+        self.audit_records = Counter(
+            "mcp_gateway_audit_records_total",
+            "Audit records written, by kind (request, event, checkpoint, chain_started, "
+            "file_started), and records lost to write errors (write_failed).",
+            ("outcome",),
             registry=registry,
         )
 

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import Counter
 
 from gateway.audit.canonical import FORMAT_VERSION
 from gateway.audit.chain import KeySource
@@ -166,13 +165,7 @@ def install_audit(
         return
     trail = build_trail(settings, compiled.audit_key, facade)
     trail.redaction = route_redaction(policies)
-    records = Counter(
-        "mcp_gateway_audit_records_total",
-        "Audit records written, by kind (request, event, checkpoint, chain_started, "
-        "file_started), and records lost to write errors (write_failed).",
-        ["outcome"],
-        registry=app[METRICS_KEY].registry,
-    )
+    records = app[METRICS_KEY].audit_records
     trail.count = lambda outcome, count: records.labels(outcome).inc(count)
     app.cleanup_ctx.insert(0, trail_context(trail))
 

@@ -482,13 +482,15 @@ def test_the_venv_holds_the_gateway_and_its_runtime_dependencies_only(build: Bui
     assert version.split() == ["mcp-auth-gateway", VERSION]
     probe = (
         "import importlib.util as u, gateway; print(gateway.__file__); "
-        "print([m for m in ('pytest', 'mcp', 'ruff', 'uv', 'pip') if u.find_spec(m)])"
+        "print([m for m in ('pytest', 'mcp', 'ruff', 'uv', 'pip') if u.find_spec(m)]); "
+        "print(u.find_spec('opentelemetry.sdk.trace') is not None)"
     )
-    where, extras = subprocess.run(
+    where, extras, traces = subprocess.run(
         [bin_dir / "python", "-c", probe], capture_output=True, text=True, check=True, cwd="/"
     ).stdout.splitlines()
     assert Path(where).is_relative_to(build.venv)  # installed, not the checkout's copy
     assert extras == "[]"
+    assert traces == "True"  # the otel extra: the image can trace
     assert not (bin_dir / "uv").exists()
     assert not (bin_dir / "pip").exists()
 
