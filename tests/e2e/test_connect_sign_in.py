@@ -36,7 +36,7 @@ from tests.support.facade import write_users
 from tests.support.federation import APPROVE, register_at_provider
 from tests.support.oauth_client import Browser as CookieBrowser
 from tests.support.oauth_client import SignIn, oauth_list_and_call
-from tests.support.oauth_provider import CLIENT_ID, OAuthProvider
+from tests.support.oauth_provider import OAuthProvider
 from tests.support.oidc import OidcProviderProcess, oidc_provider
 from tests.support.processes import HttpServerProcess, free_port
 from tests.support.sdk_client import connect
@@ -71,14 +71,7 @@ async def provider(port: int) -> AsyncIterator[OAuthProvider]:
 
 
 def _route(upstream: str, provider: OAuthProvider) -> dict[str, Any]:
-    settings = {
-        "kind": "user_oauth",
-        "issuer": provider.issuer,
-        "client_id": CLIENT_ID,
-        "client_secret": provider.client_secret,
-        "scopes": ["repo"],
-        "encryption_keys": [KEY],
-    }
+    settings = provider.upstream_auth(scopes=["repo"], encryption_keys=[KEY])
     return {
         "name": "files",
         "route": ROUTE,

@@ -139,8 +139,9 @@ class OAuthProvider:
 
     # -- for tests ----------------------------------------------------------------------------
 
-    def user_oauth(self, **settings: Any) -> UserOAuth:
-        """The route's `upstream_auth` for this provider (give at least `encryption_keys`)."""
+    def upstream_auth(self, **settings: Any) -> dict[str, Any]:
+        """A route's `upstream_auth` for this provider as a config document holds it (give at
+        least `encryption_keys`)."""
         document: dict[str, Any] = {
             "kind": "user_oauth",
             "issuer": self.issuer,
@@ -149,7 +150,11 @@ class OAuthProvider:
         }
         if self.client_secret is not None:
             document["client_secret"] = self.client_secret
-        return UserOAuth.model_validate({**document, **settings})
+        return {**document, **settings}
+
+    def user_oauth(self, **settings: Any) -> UserOAuth:
+        """`upstream_auth` as the validated model."""
+        return UserOAuth.model_validate(self.upstream_auth(**settings))
 
     def count(self, path: str, **params: str) -> int:
         """Requests to `path` whose params include all of `params`."""

@@ -29,7 +29,7 @@ from tests.support.connect_browser import (
 )
 from tests.support.http_upstream import RecordingUpstream
 from tests.support.local_issuer import LocalIssuer
-from tests.support.oauth_provider import CLIENT_ID, OAuthProvider
+from tests.support.oauth_provider import OAuthProvider
 from tests.support.processes import free_port
 from tests.support.secrets import remember
 
@@ -51,14 +51,7 @@ async def provider(port: int) -> AsyncIterator[OAuthProvider]:
 
 def user_oauth(provider: OAuthProvider) -> dict[str, Any]:
     """The route's `upstream_auth` for the test provider, as a config document holds it."""
-    return {
-        "kind": "user_oauth",
-        "issuer": provider.issuer,
-        "client_id": CLIENT_ID,
-        "client_secret": provider.client_secret,
-        "scopes": ["repo"],
-        "encryption_keys": [KEY],
-    }
+    return provider.upstream_auth(scopes=["repo"], encryption_keys=[KEY])
 
 
 @pytest.fixture

@@ -62,13 +62,7 @@ async def _replicas(
         "route": ROUTE,
         "url": upstream.url,
         "scopes": ["mcp:tools"],
-        "upstream_auth": {
-            "kind": "user_oauth",
-            "issuer": provider.issuer,
-            "client_id": CLIENT_ID,
-            "client_secret": provider.client_secret,
-            "encryption_keys": [key],
-        },
+        "upstream_auth": provider.upstream_auth(scopes=[], encryption_keys=[key]),
     }
     public_url = f"http://127.0.0.1:{ports[0]}"
     hosts = [f"127.0.0.1:{port}" for port in ports]
