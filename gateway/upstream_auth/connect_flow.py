@@ -40,6 +40,10 @@ STATE_LIFETIME = 600
 MAX_QUERY_VALUE = 4096
 """A `state` or `code` longer than this is refused unread."""
 STATE_NAMESPACE = "upstream_connect"
+STARTS_NAMESPACE = "upstream_connect_starts"
+STARTS_PER_MINUTE = 10
+"""Connect flows one user may begin per route and minute: each parks a state for
+`STATE_LIFETIME`, so a ticket's holder looping on the page cannot fill the store."""
 """Store keys `upstream_connect:<route>:<sha256 of state>` hold the flows under way."""
 _STATE_PURPOSE = b"mcp-gateway connect-state v1\x00"
 
@@ -52,6 +56,10 @@ ConnectProblem = Literal[
     "code_missing",
     "code_refused",
 ]
+
+
+class TooManyStartsError(Exception):
+    """The user began `STARTS_PER_MINUTE` connect flows at this route in the last minute."""
 
 
 class ConnectRefusedError(Exception):
@@ -103,7 +111,11 @@ class ConnectFlow:
 
     async def begin(self, ticket: ConnectTicket, browser: str) -> str:
         """The provider's authorization URL for `ticket`'s user, in the browser whose binding
-        cookie is `browser` (raises `ProviderUnavailableError` when discovery fails)."""
+        cookie is `browser` (raises `ProviderUnavailableError` when discovery fails, and
+        `TooManyStartsError` past `STARTS_PER_MINUTE`)."""
+        starts = f"{STARTS_NAMESPACE}:{self.upstream}:{ticket.user}"
+        if await self._store.increment(starts, 60.0) > STARTS_PER_MINUTE:
+            raise TooManyStartsError
         verifier, challenge = pkce_pair()
         state = secrets.token_urlsafe(32)
         location = await self.provider.authorization_url(state=state, code_challenge=challenge)

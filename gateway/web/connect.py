@@ -39,6 +39,7 @@ from gateway.observability.logging import get_logger
 from gateway.upstream_auth.connect_flow import (
     STATE_LIFETIME,
     ConnectRefusedError,
+    TooManyStartsError,
     callback_path,
     disconnect_path,
     start_path,
@@ -190,6 +191,13 @@ class ConnectPages:
         except ProviderUnavailableError:
             audit.warning("upstream_connect_unavailable", upstream=self.upstream)
             return _unavailable()
+        except TooManyStartsError:
+            audit.warning("upstream_connect_refused", upstream=self.upstream,
+                          reason="too_many_starts", sub=ticket.subject[:128])  # fmt: skip
+            page = pages.error_page(429, "Too many attempts to connect this account. Wait a "
+                                    f"minute, then open the link again. {RETRY_HINT}")  # fmt: skip
+            page.headers["Retry-After"] = "60"
+            return page
         response = pages.redirect(location)
         self._cookie.set(response, browser)
         return response

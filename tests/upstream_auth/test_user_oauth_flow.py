@@ -17,6 +17,7 @@ import httpx2
 import pytest
 from aiohttp import web
 
+from gateway.upstream_auth.connect_flow import STARTS_PER_MINUTE
 from gateway.web.connect import BindingCookie
 from tests.conftest import Gateway, StartGateway, gateway_log
 from tests.support.connect_browser import (
@@ -339,6 +340,25 @@ async def test_the_provider_down_at_the_start_page_is_a_503(
     assert page.headers["Retry-After"] == "5"
     await provider.start()
     page = await ConnectBrowser().connect(elicitation_of(answer)["url"])
+    assert "Account connected" in page.text
+
+
+async def test_a_user_may_begin_only_a_few_connect_flows_a_minute(
+    gw: Gateway, issuer: LocalIssuer, provider: OAuthProvider
+) -> None:
+    url = elicitation_of(await call_tool(gw.url(ROUTE), token_of(issuer, gw)))["url"]
+    for _ in range(STARTS_PER_MINUTE):  # each parks a state in the store
+        page = await ConnectBrowser().connect(url, follow_callback=False)
+        assert page.status_code == 302
+    throttled = await ConnectBrowser().connect(url, follow_callback=False)
+    assert throttled.status_code == 429
+    assert throttled.headers["Retry-After"] == "60"
+    assert "Too many attempts" in throttled.text
+    [refused] = [e for e in events("upstream_connect_refused") if e["reason"] == "too_many_starts"]
+    assert refused["upstream"] == "files"
+    # another user is not held back by alice's attempts
+    other = elicitation_of(await call_tool(gw.url(ROUTE), token_of(issuer, gw, "bob")))["url"]
+    page = await ConnectBrowser().connect(other, user="octo-bob")
     assert "Account connected" in page.text
 
 
