@@ -109,9 +109,9 @@ def parse_head(head: bytes, lanes: Mapping[bytes, Lane], max_field: int) -> Head
     it, for one of `lanes` (by exact raw path); None to leave the request to aiohttp.
 
     llhttp parses it; the gateway's own checks then confirm, on the raw bytes, that it is
-    exactly a request line and one line per header llhttp reported (as many CRs as LFs as
-    lines: no bare CR or LF, no folding; the head ends in CRLF CRLF), each of RFC-valid
-    characters.
+    exactly a request line and one line per header llhttp reported (as many CRLF pairs as CRs
+    as LFs as lines: no bare CR or LF, even one of each, no folding; the head ends in CRLF
+    CRLF), each of RFC-valid characters.
     """
     collector = _Collector()
     if len(head) <= max_field:
@@ -132,7 +132,8 @@ def parse_head(head: bytes, lanes: Mapping[bytes, Lane], max_field: int) -> Head
     if (
         parser.get_http_version() != "1.1"
         or not head.startswith(b"%s %s HTTP/1.1\r\n" % (method, url))
-        or head.count(b"\n") != lines
+        or head.count(b"\r\n") != lines  # with the two below: every CR ends a line, and
+        or head.count(b"\n") != lines  # every LF; a bare CR and a bare LF cannot pair up
         or head.count(b"\r") != lines
         or len(url) > MAX_LINE
         or collector.widest > max_field
