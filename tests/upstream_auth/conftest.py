@@ -13,12 +13,18 @@ import pytest
 from aiohttp import web
 
 from gateway.auth.authenticator import HttpSessionHolder
+from gateway.oauth.signing import SigningKey
 from tests.support.http_upstream import RecordingUpstream, recording_upstream
 from tests.support.oauth_provider import OAuthProvider
 from tests.support.redis import RedisServer
 from tests.support.secrets import remember
 
 CALLBACK = "http://127.0.0.1:1/upstream-auth/callback"
+
+
+def damaged_private_key() -> str:
+    """A private key generated now and cut short: PEM-shaped, but it does not load."""
+    return remember(SigningKey.generate("ES256").to_pem()[:-80])
 
 
 def new_key() -> str:

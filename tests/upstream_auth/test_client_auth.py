@@ -14,6 +14,7 @@ from gateway.upstream_auth.client_auth import (
     ClientSecretPost,
     client_authentication,
 )
+from tests.upstream_auth.conftest import damaged_private_key
 
 
 @pytest.mark.parametrize(
@@ -51,10 +52,10 @@ def test_private_key_jwt_assertion_claims() -> None:
 
 
 def test_a_private_key_that_does_not_load_says_so_without_the_key() -> None:
-    text = "-----BEGIN PRIVATE KEY-----\nnot-a-key-at-all\n-----END PRIVATE KEY-----"
+    text = damaged_private_key()
     with pytest.raises(SigningKeyError) as raised:
         client_authentication("private_key_jwt", "gw", private_key=text)
-    assert "not-a-key" not in str(raised.value)
+    assert text.splitlines()[1] not in str(raised.value)
 
 
 def test_client_secret_post_puts_both_in_the_body() -> None:

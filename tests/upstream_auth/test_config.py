@@ -11,6 +11,7 @@ import yaml
 from gateway.compiler import load_text
 from gateway.config import ConfigError, parse_config
 from gateway.oauth.users import hash_password
+from tests.upstream_auth.conftest import damaged_private_key
 
 ISSUER = "https://idp.example"
 
@@ -99,6 +100,7 @@ def test_a_minted_audience_is_never_a_resource_of_the_gateway(tmp_path: Path) ->
 
 
 def test_a_private_key_that_does_not_load_is_a_problem_at_its_place() -> None:
+    damaged = damaged_private_key()
     document = {
         "server": {"public_url": "https://gw.example"},
         "auth": {"resource_server": {"authorization_servers": [{"name": "idp", "issuer": ISSUER}]}},
@@ -107,14 +109,14 @@ def test_a_private_key_that_does_not_load_is_a_problem_at_its_place() -> None:
              "upstream_auth": {"kind": "exchange", "token_endpoint": ISSUER + "/token",
                                "audience": "files", "client_id": "gw",
                                "client_auth": "private_key_jwt",
-                               "private_key": "-----BEGIN PRIVATE KEY-----\nnot-a-key"}},
+                               "private_key": damaged}},
         ],
     }  # fmt: skip
     with pytest.raises(ConfigError) as caught:
         load_text(yaml.safe_dump(document))
     [problem] = caught.value.problems
     assert problem.path == "upstreams[0].upstream_auth.private_key"
-    assert "not-a-key" not in problem.message
+    assert damaged.splitlines()[1] not in problem.message
 
 
 def _user_oauth(tmp_path: Path, **settings: object) -> dict[str, object]:
