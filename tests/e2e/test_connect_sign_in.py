@@ -70,17 +70,6 @@ async def provider(port: int) -> AsyncIterator[OAuthProvider]:
         yield running
 
 
-def _route(upstream: str, provider: OAuthProvider) -> dict[str, Any]:
-    settings = provider.upstream_auth(scopes=["repo"], encryption_keys=[KEY])
-    return {
-        "name": "files",
-        "route": ROUTE,
-        "url": upstream,
-        "scopes": ["mcp:tools"],
-        "upstream_auth": settings,
-    }
-
-
 @pytest.fixture
 async def gw(
     start_gateway_for: StartGateway,
@@ -96,7 +85,7 @@ async def gw(
         "grants": [{"scopes": ["mcp:tools"]}],
     }
     return await start_gateway_for(
-        _route(header_server.url, provider),
+        provider.route(header_server.url, KEY),
         port=port,
         auth={"authorization_server": authorization_server},
     )
@@ -334,7 +323,9 @@ async def _federated_gateway(
     oidc = {"issuer": idp.issuer, "client_id": client_id, "scopes": ["openid", "email"]}
     authorization_server = {"login": {"oidc": oidc}, "grants": [{"scopes": ["mcp:tools"]}]}
     return await start(
-        _route(upstream, provider), port=port, auth={"authorization_server": authorization_server}
+        provider.route(upstream, KEY),
+        port=port,
+        auth={"authorization_server": authorization_server},
     )
 
 

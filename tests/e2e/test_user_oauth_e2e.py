@@ -78,17 +78,6 @@ async def provider(port: int) -> AsyncIterator[OAuthProvider]:
         yield running
 
 
-def _route(upstream: str, provider: OAuthProvider) -> dict[str, Any]:
-    settings = provider.upstream_auth(scopes=["repo"], encryption_keys=[KEY])
-    return {
-        "name": "files",
-        "route": ROUTE,
-        "url": upstream,
-        "scopes": ["mcp:tools"],
-        "upstream_auth": settings,
-    }
-
-
 @pytest.fixture
 async def gw(
     start_gateway_for: StartGateway,
@@ -98,7 +87,7 @@ async def gw(
     port: int,
 ) -> Gateway:
     auth = {"resource_server": {"authorization_servers": [issuer.auth_server()]}}
-    return await start_gateway_for(_route(header_server.url, provider), port=port, auth=auth)
+    return await start_gateway_for(provider.route(header_server.url, KEY), port=port, auth=auth)
 
 
 def _bearer(issuer: LocalIssuer, gw: Gateway, subject: str) -> dict[str, str]:
@@ -240,7 +229,9 @@ async def _facade_gateway(
         "grants": [{"scopes": ["mcp:tools"]}],
     }
     return await start(
-        _route(upstream, provider), port=port, auth={"authorization_server": authorization_server}
+        provider.route(upstream, KEY),
+        port=port,
+        auth={"authorization_server": authorization_server},
     )
 
 

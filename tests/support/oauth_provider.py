@@ -152,6 +152,17 @@ class OAuthProvider:
             document["client_secret"] = self.client_secret
         return {**document, **settings}
 
+    def route(self, url: str, encryption_key: str, *, name: str = "files") -> dict[str, Any]:
+        """An upstream `name` at `/<name>/mcp` (in front of `url`) whose users connect their
+        accounts here (register `/oauth/connect/<name>/callback` as a redirect URI)."""
+        return {
+            "name": name,
+            "route": f"/{name}/mcp",
+            "url": url,
+            "scopes": ["mcp:tools"],
+            "upstream_auth": self.upstream_auth(scopes=["repo"], encryption_keys=[encryption_key]),
+        }
+
     def user_oauth(self, **settings: Any) -> UserOAuth:
         """`upstream_auth` as the validated model."""
         return UserOAuth.model_validate(self.upstream_auth(**settings))

@@ -50,11 +50,6 @@ async def provider(port: int) -> AsyncIterator[OAuthProvider]:
         yield running
 
 
-def user_oauth(provider: OAuthProvider) -> dict[str, Any]:
-    """The route's `upstream_auth` for the test provider, as a config document holds it."""
-    return provider.upstream_auth(scopes=["repo"], encryption_keys=[KEY])
-
-
 @pytest.fixture
 def data_plane() -> str:
     """`server.data_plane`: the default, except where a test parametrizes it."""
@@ -70,13 +65,7 @@ async def gw(
     port: int,
     data_plane: str,
 ) -> Gateway:
-    route = {
-        "name": "files",
-        "route": ROUTE,
-        "url": upstream.url,
-        "scopes": ["mcp:tools"],
-        "upstream_auth": user_oauth(provider),
-    }
+    route = provider.route(upstream.url, KEY)
     auth = {"resource_server": {"authorization_servers": [issuer.auth_server()]}}
     server = {"data_plane": data_plane}
     return await start_gateway_for(route, port=port, auth=auth, server=server)
