@@ -1,5 +1,5 @@
-"""Benchmark the gateway against the same upstreams reached directly, side by side with nginx
-and a naive aiohttp proxy in the same interleaved rounds.
+"""Benchmark the gateway against the same upstreams reached directly, side by side with nginx,
+a minimal uvloop + httptools relay and a naive aiohttp proxy in the same interleaved rounds.
 
 Run: `.venv/bin/python bench/run.py [--duration 5] [--rounds 2] [--concurrency 1,16,64]
 [--out bench/results/latest.json] [--quick] [--record] [--no-compare]`. See bench/README.md for
@@ -63,7 +63,7 @@ TARGET_RATIO = {"sdk-json": 0.95, "echo": 0.50}
 TARGET_CPU_US = 350.0
 # The comparison rows: other proxies in front of these upstreams, in the same interleaved run.
 COMPARED_UPSTREAMS = ("sdk-json", "echo")
-PROXIES = ("nginx", "naive", "gateway")  # measured in this order after `direct` in each round
+PROXIES = ("nginx", "relay", "naive", "gateway")  # measured in this order after `direct`
 
 
 class BenchError(Exception):
@@ -585,14 +585,18 @@ def start_nginx(
     return f"http://127.0.0.1:{port}", f"{version}, config {config}"
 
 
-def start_naive_proxy(procs: Processes, upstream_ports: dict[str, int], issuer: str) -> str:
-    """bench/naive_proxy.py proxying /NAME/mcp to each upstream; returns its base URL."""
+def start_python_proxy(
+    procs: Processes, name: str, upstream_ports: dict[str, int], issuer: str
+) -> str:
+    """bench/naive_proxy.py (`naive`) or bench/lean_relay.py (`relay`) proxying /NAME/mcp to
+    each upstream; returns its base URL."""
+    script = {"naive": "naive_proxy.py", "relay": "lean_relay.py"}[name]
     port = free_port()
-    argv = [sys.executable, str(BENCH / "naive_proxy.py"), "--port", str(port)]
+    argv = [sys.executable, str(BENCH / script), "--port", str(port)]
     argv += ["--issuer", issuer]
-    for name, up_port in upstream_ports.items():
-        argv += ["--route", f"/{name}/mcp={direct_url(up_port)}"]
-    procs.start("naive", argv)
+    for upstream, up_port in upstream_ports.items():
+        argv += ["--route", f"/{upstream}/mcp={direct_url(up_port)}"]
+    procs.start(name, argv)
     return f"http://127.0.0.1:{port}"
 
 
@@ -603,7 +607,7 @@ def start_proxies(
 
     Every proxy that authenticates gets a token per route; each route is checked with one
     `tools/call` before anything is measured."""
-    authenticates = {"nginx": False, "naive": True, "gateway": not args.anonymous}
+    authenticates = {"nginx": False, "relay": True, "naive": True, "gateway": not args.anonymous}
     wants_tokens = args.compare or (args.gateway_cmd and authenticates["gateway"])
     issuer, key = start_token_issuer(procs) if wants_tokens else (None, None)
     bases: dict[str, tuple[str, tuple[str, ...]]] = {}  # proxy -> (base URL, upstream names)
@@ -617,7 +621,8 @@ def start_proxies(
         else:
             bases["nginx"] = (nginx_base, COMPARED_UPSTREAMS)
             info["nginx"] = note
-        bases["naive"] = (start_naive_proxy(procs, compared, issuer), COMPARED_UPSTREAMS)
+        for name in ("relay", "naive"):
+            bases[name] = (start_python_proxy(procs, name, compared, issuer), COMPARED_UPSTREAMS)
     if args.gateway_cmd:
         gateway_issuer = issuer if authenticates["gateway"] else None
         tracing = start_otlp_sink(procs) if args.tracing else None
@@ -1026,7 +1031,8 @@ def parse_args() -> argparse.Namespace:
         "--no-compare",
         dest="compare",
         action="store_false",
-        help=f"no nginx and naive-proxy rows (otherwise run for {', '.join(COMPARED_UPSTREAMS)})",
+        help="no nginx, relay and naive-proxy rows "
+        f"(otherwise run for {', '.join(COMPARED_UPSTREAMS)})",
     )
     parser.add_argument(
         "--anonymous",
