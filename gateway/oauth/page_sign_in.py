@@ -105,10 +105,16 @@ async def sign_in_local(
 
 
 async def signed_in(
-    server: ServerContext, txn: PageSignIn, subject: str, claims: Mapping[str, Any]
+    server: ServerContext,
+    txn: PageSignIn,
+    subject: str,
+    claims: Mapping[str, Any],
+    auth_time: float | None = None,
 ) -> Redirect:
-    """The user signed in: a sign-in session starts (its cookie goes with the answer), and
-    the browser goes back to the page. Whether this user may use that page is the page's
-    decision (a connect page admits only its ticket's user)."""
-    cookie = await start_session(server, subject, claims, server.clock())
+    """The user signed in (at `auth_time`, else now): a sign-in session starts (its cookie goes
+    with the answer), and the browser goes back to the page. Whether this user may use that
+    page is the page's decision (a connect page admits only its ticket's user)."""
+    now = server.clock()
+    since = now if auth_time is None else min(auth_time, now)
+    cookie = await start_session(server, subject, claims, now, since)
     return Redirect(server.settings.issuer + txn.return_to, session=cookie)

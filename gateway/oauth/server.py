@@ -110,10 +110,16 @@ class AuthorizationServer(ServerContext):
         return await sign_in.sign_in_local(self, state, username, password, browser)
 
     async def signed_in(
-        self, request: AuthorizationRequest, subject: str, claims: Mapping[str, Any]
+        self,
+        request: AuthorizationRequest,
+        subject: str,
+        claims: Mapping[str, Any],
+        *,
+        auth_time: float | None = None,
     ) -> Redirect:
-        """The user signed in: a session and a code (`gateway.oauth.sign_in`)."""
-        return await sign_in.signed_in(self, request, subject, claims)
+        """The user signed in (at `auth_time`, else now): a session and a code
+        (`gateway.oauth.sign_in`)."""
+        return await sign_in.signed_in(self, request, subject, claims, auth_time)
 
     async def begin_page_sign_in(
         self,
@@ -140,10 +146,16 @@ class AuthorizationServer(ServerContext):
         return await page_sign_in.sign_in_local(self, state, username, password, browser)
 
     async def page_signed_in(
-        self, txn: PageSignIn, subject: str, claims: Mapping[str, Any]
+        self,
+        txn: PageSignIn,
+        subject: str,
+        claims: Mapping[str, Any],
+        *,
+        auth_time: float | None = None,
     ) -> Redirect:
-        """Signed in for a page: a session, and back (`gateway.oauth.page_sign_in`)."""
-        return await page_sign_in.signed_in(self, txn, subject, claims)
+        """Signed in for a page (at `auth_time`, else now): a session, and back
+        (`gateway.oauth.page_sign_in`)."""
+        return await page_sign_in.signed_in(self, txn, subject, claims, auth_time)
 
     async def session(self, cookie: str | None) -> SignInSession | None:
         """The live sign-in session a cookie names (`gateway.oauth.sign_in`)."""

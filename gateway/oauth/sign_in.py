@@ -42,29 +42,42 @@ async def sign_in_local(
 
 
 async def signed_in(
-    server: ServerContext, request: AuthorizationRequest, subject: str, claims: Mapping[str, Any]
+    server: ServerContext,
+    request: AuthorizationRequest,
+    subject: str,
+    claims: Mapping[str, Any],
+    auth_time: float | None = None,
 ) -> Redirect:
     """The user signed in after approving: a sign-in session starts (its cookie goes with
-    the answer); scopes no grant rule gives them are refused, else the client gets a code."""
+    the answer); scopes no grant rule gives them are refused, else the client gets a code.
+    `auth_time`: when the user signed in, if before now (at the provider, which reused a sign-in
+    of its own); the session, the code and the tokens carry it, so `max_age` is measured from
+    it."""
     now = server.clock()
-    cookie = await start_session(server, subject, claims, now)
+    signed_in_at = now if auth_time is None else min(auth_time, now)
+    cookie = await start_session(server, subject, claims, now, signed_in_at)
     approved = await server.store.consented_scopes(subject, request.client_id, now)
     granted = grantable(server, request, subject, claims, approved)
     if isinstance(granted, Redirect):
         return Redirect(granted.location, session=cookie)
     await record_consent(server, granted, subject)
-    return Redirect(await issue_code(server, granted, subject, claims, now), session=cookie)
+    location = await issue_code(server, granted, subject, claims, signed_in_at)
+    return Redirect(location, session=cookie)
 
 
 async def start_session(
-    server: ServerContext, subject: str, claims: Mapping[str, Any], now: float
+    server: ServerContext,
+    subject: str,
+    claims: Mapping[str, Any],
+    now: float,
+    auth_time: float | None = None,
 ) -> str | None:
     """A new sign-in session's cookie value, or None when sessions are off."""
     if server.settings.session_idle <= 0:
         return None
     session = SignInSession(
         subject=subject,
-        auth_time=now,
+        auth_time=now if auth_time is None else auth_time,
         expires_at=now + server.settings.session_lifetime,
         last_used=now,
         claims=claims,

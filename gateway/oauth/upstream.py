@@ -154,9 +154,12 @@ class UpstreamProvider:
         separator = "&" if "?" in metadata.authorization_endpoint else "?"
         return metadata.authorization_endpoint + separator + urlencode(params)
 
-    async def redeem(self, code: str, verifier: str, nonce: str) -> Mapping[str, Any]:
+    async def redeem(
+        self, code: str, verifier: str, nonce: str, *, max_age: int | None = None
+    ) -> Mapping[str, Any]:
         """Exchange the code; the claims for the grant rules: the verified ID token's, with
-        UserInfo's merged over them as `claims_from` says (`gateway.oauth.userinfo`)."""
+        UserInfo's merged over them as `claims_from` says (`gateway.oauth.userinfo`).
+        `max_age`: what the sign-in asked the provider for (`auth_time` must show it)."""
         metadata = await self.metadata()
         form = {
             "grant_type": "authorization_code",
@@ -184,7 +187,7 @@ class UpstreamProvider:
         id_token = answer.get("id_token")
         if not isinstance(id_token, str):
             raise UpstreamLoginError("no id_token in the token response")
-        claims = await self._verify_id_token(id_token, nonce)
+        claims = await self._verify_id_token(id_token, nonce, max_age)
         try:
             userinfo = await self._userinfo(metadata, answer, str(claims["sub"]))
             return merge_claims(claims, userinfo, self.settings.claims_from)
@@ -230,7 +233,9 @@ class UpstreamProvider:
         check_jwt_claims(jwt.claims, issuer=self.settings.issuer, client_id=self.settings.client_id)
         return dict(jwt.claims)
 
-    async def _verify_id_token(self, id_token: str, nonce: str) -> Mapping[str, Any]:
+    async def _verify_id_token(
+        self, id_token: str, nonce: str, max_age: int | None
+    ) -> Mapping[str, Any]:
         try:
             jwt = parse_jwt(id_token)
             check_header(jwt, algorithms=frozenset(ASYMMETRIC_ALGORITHMS), require_at_jwt=False)
@@ -252,6 +257,7 @@ class UpstreamProvider:
             "sub": isinstance(claims.get("sub"), str) and bool(claims.get("sub")),
             "nonce": isinstance(claims.get("nonce"), str)
             and hmac.compare_digest(str(claims.get("nonce")), nonce),
+            "auth_time": auth_time_fits(claims.get("auth_time"), max_age, now),
         }
         failed = [name for name, ok in checks.items() if not ok]
         if failed:
@@ -261,3 +267,25 @@ class UpstreamProvider:
     async def _fetch_jwks(self) -> dict[str, Any]:
         metadata = await self.metadata()
         return await fetch_json(self._http.get(), "GET", metadata.jwks_uri, within=self._within)
+
+
+def auth_time_fits(auth_time: object, max_age: int | None, now: float) -> bool:
+    """An ID token's `auth_time` is a number, not in the future; when the sign-in asked for
+    `max_age`, it must be there and no older (OpenID Connect Core sections 2 and 3.1.3.7: a
+    provider that reused an older sign-in of its own refuses the sign-in, not the client's
+    demand). Without `max_age`, a token without one is fine (providers add it only then)."""
+    if auth_time is None:
+        return max_age is None
+    if isinstance(auth_time, bool) or not isinstance(auth_time, int | float):
+        return False
+    if auth_time > now + LEEWAY:
+        return False
+    return max_age is None or now - auth_time <= max_age + LEEWAY
+
+
+def provider_auth_time(claims: Mapping[str, Any], now: float) -> float:
+    """When the user last signed in at the provider (its checked `auth_time`), else `now`."""
+    auth_time = claims.get("auth_time")
+    if isinstance(auth_time, int | float) and not isinstance(auth_time, bool):
+        return min(float(auth_time), now)
+    return now

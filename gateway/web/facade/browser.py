@@ -24,7 +24,7 @@ from gateway.oauth.records import (
     names_page_sign_in,
 )
 from gateway.oauth.server import AuthorizationServer
-from gateway.oauth.upstream import UpstreamProvider, pkce_pair
+from gateway.oauth.upstream import UpstreamProvider, pkce_pair, provider_auth_time
 from gateway.observability.logging import get_logger
 from gateway.web.facade import forms, pages
 from gateway.web.facade.cookies import Cookies
@@ -130,13 +130,18 @@ class BrowserSteps:
                            "sign-in has expired, is not valid or was started in another "
                            "browser. Start again from your application."), page=True)  # fmt: skip
         parked = txn.request
-        claims = await provider_claims(upstream, request.query, txn.code_verifier, txn.nonce)
+        claims = await provider_claims(
+            upstream, request.query, txn.code_verifier, txn.nonce, parked.max_age
+        )
         if isinstance(claims, ProviderRefusal):
             redirect = self.server.error_redirect(parked, "access_denied", claims.description)
             return pages.redirect(redirect.location)
         audit.info("signed_in", sub=str(claims["sub"])[:128], via="oidc",
                    client_id=parked.client_id)  # fmt: skip
-        outcome = await self.server.signed_in(parked, str(claims["sub"]), dict(claims))
+        auth_time = provider_auth_time(claims, self.server.clock())
+        outcome = await self.server.signed_in(
+            parked, str(claims["sub"]), dict(claims), auth_time=auth_time
+        )
         return await signed_in_redirect(self.server, self.cookies, request, outcome)
 
     async def sign_in(self, request: web.Request) -> web.Response:

@@ -22,7 +22,7 @@ from gateway.oauth.outcome import PageSignInFailed
 from gateway.oauth.page_sign_in import EXPIRED
 from gateway.oauth.records import SIGN_IN_STAGE, UPSTREAM_STAGE, digest
 from gateway.oauth.server import AuthorizationServer
-from gateway.oauth.upstream import UpstreamProvider, pkce_pair
+from gateway.oauth.upstream import UpstreamProvider, pkce_pair, provider_auth_time
 from gateway.observability.logging import get_logger
 from gateway.web.facade import pages
 from gateway.web.facade.cookies import Cookies
@@ -110,7 +110,8 @@ class PageSignIns:
             )
         subject = str(claims["sub"])
         audit.info("signed_in", sub=subject[:128], via="oidc", page=_page(txn.return_to))
-        outcome = await self.server.page_signed_in(txn, subject, dict(claims))
+        auth_time = provider_auth_time(claims, self.server.clock())
+        outcome = await self.server.page_signed_in(txn, subject, dict(claims), auth_time=auth_time)
         return await signed_in_redirect(self.server, self.cookies, request, outcome)
 
 

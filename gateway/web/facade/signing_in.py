@@ -57,12 +57,16 @@ async def to_provider(
 
 
 async def provider_claims(
-    upstream: UpstreamProvider, query: MultiMapping[str], code_verifier: str, nonce: str
+    upstream: UpstreamProvider,
+    query: MultiMapping[str],
+    code_verifier: str,
+    nonce: str,
+    max_age: int | None = None,
 ) -> Mapping[str, Any] | ProviderRefusal:
     """The signed-in user's claims from the provider's answer at the callback: its `iss`
     checked first (RFC 9207 section 2.4), before the code goes anywhere; the code redeemed
-    with our PKCE verifier; the ID token checked against our nonce. The provider's own words
-    never pass on."""
+    with our PKCE verifier; the ID token checked against our nonce (and its `auth_time`
+    against the `max_age` the sign-in passed on). The provider's own words never pass on."""
     try:
         metadata = await upstream.metadata()
         check_issuer(query, expected_issuer=metadata.issuer, iss_supported=metadata.iss_supported)
@@ -74,7 +78,7 @@ async def provider_claims(
         audit.info("upstream_login_failed")
         return ProviderRefusal(NOT_COMPLETED)
     try:
-        return await upstream.redeem(codes[0], code_verifier, nonce)
+        return await upstream.redeem(codes[0], code_verifier, nonce, max_age=max_age)
     except UpstreamLoginError as error:
         audit.warning("upstream_login_refused", reason=error.reason)
         return ProviderRefusal(NOT_VERIFIED)
