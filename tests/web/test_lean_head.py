@@ -148,6 +148,8 @@ LEFT_TO_AIOHTTP: list[Any] = [
         b"POST /mcp HTTP/1.1\r\nHost: gw.example\r\n0: gw.example\r\n0: \n\r\r\n",
         id="bare-lf-and-bare-cr",
     ),
+    # A bare CR and, later, a bare LF: without the other bytes they read as one more CR LF.
+    pytest.param(head(HOST, "X-A: a\rb\nX-B: c"), id="bare-cr-then-bare-lf"),
     pytest.param(head(HOST, "X-A: a", " folded"), id="obs-fold-space"),
     pytest.param(head(HOST, "X-A: a", "\tfolded"), id="obs-fold-tab"),
     pytest.param(head(HOST, "X-A: a\x00b"), id="nul-in-value"),

@@ -30,8 +30,8 @@ LEAN_METHODS = frozenset({"GET", "POST", "DELETE"})
 # RFC 9110 section 5.6.2 token characters (names); section 5.5 field-value characters: visible
 # ASCII, obs-text, and space or tab (inside a value: llhttp and aiohttp strip them around it).
 _TOKEN_BYTES = bytes(b for b in range(256) if chr(b).isalnum() and b < 128) + b"!#$%&'*+-.^_`|~"
-_HEAD_BYTES = bytes(range(0x21, 0x7F)) + bytes(range(0x80, 0x100)) + b" \t\r\n"
-"""Every byte a head may hold: field-value characters, and CR LF (counted per line apart)."""
+_FIELD_BYTES = bytes(range(0x21, 0x7F)) + bytes(range(0x80, 0x100)) + b" \t"
+"""Every byte a head may hold but CR and LF: field-value characters."""
 # RFC 9112 section 3.2.1 origin-form: an absolute path and an optional query of RFC 3986 pchar
 # (unreserved, sub-delims, ":" "@", complete percent-escapes), "/" and "?".
 _ORIGIN_FORM = re.compile(
@@ -109,9 +109,10 @@ def parse_head(head: bytes, lanes: Mapping[bytes, Lane], max_field: int) -> Head
     it, for one of `lanes` (by exact raw path); None to leave the request to aiohttp.
 
     llhttp parses it; the gateway's own checks then confirm, on the raw bytes, that it is
-    exactly a request line and one line per header llhttp reported (as many CRLF pairs as CRs
-    as LFs as lines: no bare CR or LF, even one of each, no folding; the head ends in CRLF
-    CRLF), each of RFC-valid characters.
+    exactly a request line and one line per header llhttp reported, each of RFC-valid
+    characters: without those, what is left is CR LF once per line (so no other byte, and as
+    many CRs as LFs as lines), and as many of those CR LF pairs are side by side in the head
+    (so no bare CR or LF, even one of each; no folding; the head ends in CRLF CRLF).
     """
     collector = _Collector()
     if len(head) <= max_field:
@@ -132,15 +133,14 @@ def parse_head(head: bytes, lanes: Mapping[bytes, Lane], max_field: int) -> Head
     if (
         parser.get_http_version() != "1.1"
         or not head.startswith(b"%s %s HTTP/1.1\r\n" % (method, url))
-        or head.count(b"\r\n") != lines  # with the two below: every CR ends a line, and
-        or head.count(b"\n") != lines  # every LF; a bare CR and a bare LF cannot pair up
-        or head.count(b"\r") != lines
+        or head.translate(None, _FIELD_BYTES) != b"\r\n" * lines
+        or head.count(b"\r\n") != lines  # a bare CR and a later bare LF do not make a pair
         or len(url) > MAX_LINE
         or collector.widest > max_field
         or _ORIGIN_FORM.fullmatch(url) is None
     ):
         return None
-    length = _content_length(head, headers)
+    length = _content_length(headers)
     if length is None or method.decode("ascii") not in LEAN_METHODS:
         return None
     if length and method != b"POST":
@@ -156,13 +156,11 @@ def parse_head(head: bytes, lanes: Mapping[bytes, Lane], max_field: int) -> Head
     )
 
 
-def _content_length(head: bytes, headers: list[tuple[bytes, bytes]]) -> int | None:
-    """The body's length (0 without `Content-Length`), or None when a byte or a header makes
-    the request one for aiohttp (see the module doc)."""
-    if (
-        len(headers) > MAX_HEADERS
-        or head.translate(None, _HEAD_BYTES)
-        or b"".join([name for name, _ in headers]).translate(None, _TOKEN_BYTES)
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The body's length (0 without `Content-Length`), or None when a header makes the request
+    one for aiohttp (see the module doc)."""
+    if len(headers) > MAX_HEADERS or b"".join([n for n, _ in headers]).translate(
+        None, _TOKEN_BYTES
     ):
         return None
     length = 0
