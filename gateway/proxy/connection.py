@@ -74,6 +74,10 @@ class UpstreamResponse:
                 self._timer.cancel()
                 self._timer = None
 
+    def forget_headers(self) -> None:
+        """Let the raw header lines go once they have been read (a stream may be long)."""
+        self.raw_headers = []
+
     def take_body(self) -> bytes | None:
         """The whole body if it has already arrived complete, else None (stream it instead)."""
         if not self.complete or self._error is not None:
@@ -161,7 +165,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.last_used = 0.0
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
+        """Holds this protocol for its callbacks: let go when the connection is lost, so a
+        closed connection is freed by reference counting (not left for the cycle collector,
+        which an idle gateway may not run for a long time)."""
         self._response: UpstreamResponse | None = None
         self._paused = False
 
@@ -216,15 +223,19 @@ class UpstreamConnection(asyncio.Protocol):
             # the connection's framing can no longer be trusted, so it is not reused.
             self.close()
             return
+        parser = self._parser
+        if parser is None:  # lost already
+            return
         response.received_any = True
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserError:
             response._fail(UpstreamProtocolError("invalid HTTP from upstream"))
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._parser = None
         if self._response is not None and not self._response.complete:
             self._response._on_eof()
 
@@ -235,8 +246,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._response.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        if self._response is not None:
-            parser = self._parser
+        parser = self._parser
+        if self._response is not None and parser is not None:
             # should_keep_alive() is only meaningful before the message completes.
             self._response._on_headers(parser.get_status_code(), parser.should_keep_alive())
 

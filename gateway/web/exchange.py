@@ -126,11 +126,18 @@ class McpRequest:
         self.content = content
         self.transport = transport
 
-    def forget_headers(self) -> None:
-        """Let the request's headers go (a bearer token among them): once the upstream has
-        answered, a relayed stream reads none, and may stay open for hours."""
+    def forget(self, *, keep_payload: bool) -> None:
+        """Let go of what a relayed stream reads no more once the upstream has answered (it may
+        stay open for hours): the headers (a bearer token among them), the body, and the parsed
+        message's payload unless `keep_payload` (the audit record, written when the request
+        ends, reads its arguments). Its id and method stay, for the access line."""
         self.headers = _NO_HEADERS
         self.raw_headers = ()
+        context = self.context
+        context.body = b""
+        message = context.message
+        if message is not None and not keep_payload:
+            context.message = JsonRpcMessage(None, message.rpc_id, message.method)
 
     def drop(self) -> None:
         """Close the client's connection now, discarding what it has not read."""

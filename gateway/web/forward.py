@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from multidict import CIMultiDict
 
+from gateway.audit.trail import AUDIT
 from gateway.auth.bearer import bearer_token
 from gateway.errors import (
     ElicitationRequiredError,
@@ -36,7 +37,7 @@ from gateway.web.elicitation import elicitation_body, may_elicit
 from gateway.web.exchange import McpRequest, Responder
 from gateway.web.middleware import new_request_id
 from gateway.web.sessions import SESSION_HEADER, after_upstream_response
-from gateway.web.streaming import count_ended, ends_early
+from gateway.web.streaming import EndsEarly, count_ended
 
 if TYPE_CHECKING:  # the route calls these functions: a type-only import, no cycle
     from gateway.web.http_route import HttpRoute
@@ -109,7 +110,9 @@ async def _exchange(
             route.request_duration.observe(received - context.started)
             responder.answer(upstream.status, headers, whole)
             return
-        request.forget_headers()  # a stream may be open for hours: it needs them no more
+        # A stream may be open for hours: what it reads no more goes now.
+        request.forget(keep_payload=AUDIT.trail is not None)
+        upstream.forget_headers()
         await _relay(request, route, responder, conn, upstream, headers, event_stream, sse_filter)
     finally:
         route.pool.release(conn)
@@ -257,6 +260,7 @@ async def _relay(
     context = request.context
     response_headers(headers, context)  # sent now: the edge cannot add them afterwards
     await stream.start(upstream.status, headers)
+    headers.clear()  # written (and copied by aiohttp's responder): not held for the stream
     loop = asyncio.get_running_loop()
     context.response_started = loop.time()
     route.request_duration.observe(context.response_started - context.started)
@@ -268,7 +272,7 @@ async def _relay(
         conn.close()  # the pending read fails; the loop below then ends the client's stream
 
     revocations = route.authenticator.revocations if route.authenticator else None
-    guard = ends_early(context, revocations, end_stream) if event_stream else nullcontext()
+    guard = EndsEarly(context, revocations, end_stream) if event_stream else nullcontext()
     if event_stream:
         route.open_streams.inc()
     try:

@@ -47,7 +47,7 @@ from gateway.web.exchange import McpRequest, RequestContext
 from gateway.web.keys import CONTEXT_KEY, METRICS_KEY
 from gateway.web.route import MountedRoute
 from gateway.web.sessions import SESSION_HEADER, opens_session
-from gateway.web.streaming import count_ended, drop_client, ends_early, write_within
+from gateway.web.streaming import EndsEarly, count_ended, drop_client, write_within
 
 log = get_logger("gateway.stdio")
 audit = get_logger("gateway.audit")
@@ -254,7 +254,7 @@ class StdioRoute(MountedRoute):
 
         await stream.prepare(request)
         try:
-            with ends_early(context, self._revocations, end):
+            with EndsEarly(context, self._revocations, end):
                 while (item := await queue.get()) is not None:
                     if list_filter is not None and "method" not in item:
                         item = _as_message(filter_message(list_filter, item), item)

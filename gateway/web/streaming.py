@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Protocol
 
 from aiohttp import web
 
 from gateway.auth.authenticator import Revocations
 from gateway.observability.metrics import GatewayMetrics
+from gateway.session.registry import Session
 from gateway.web.exchange import RequestContext
 
 END_REASONS = (
@@ -31,33 +31,47 @@ END_REASONS = (
 """Why the gateway ended a stream (the `reason` of `stream_closed` and of its metric)."""
 
 
-@contextmanager
-def ends_early(
-    context: RequestContext, revocations: Revocations | None, end: Callable[[str], None]
-) -> Iterator[None]:
+class EndsEarly:
     """While the block runs, `end(reason)` is called when the stream's token expires
     (`token_expired`), is revoked (`token_revoked`, or `revocation_unavailable` when the store
     cannot say: fail closed), or its session ends (`session_ended`). It may be called more
-    than once; the first reason is the one that counts."""
-    principal, session = context.principal, context.session
-    expiry = unwatch = None
-    session_closer = functools.partial(end, "session_ended")
-    if principal is not None:
-        remaining = max(principal.expires_at - time.time(), 0.0)
-        expiry = asyncio.get_running_loop().call_later(remaining, end, "token_expired")
-        if revocations is not None:
-            unwatch = revocations.streams.watch(principal, end)
-    if session is not None:
-        session.streams.add(session_closer)  # an open stream also keeps it from idle reaping
-    try:
-        yield
-    finally:
-        if expiry is not None:
-            expiry.cancel()
-        if unwatch is not None:
-            unwatch()
+    than once; the first reason is the one that counts. A class with slots rather than a
+    generator: one is held by every open stream."""
+
+    __slots__ = ("_closer", "_end", "_expiry", "_revocations", "_session", "_unwatch", "context")
+
+    def __init__(
+        self,
+        context: RequestContext,
+        revocations: Revocations | None,
+        end: Callable[[str], None],
+    ) -> None:
+        self.context = context
+        self._revocations = revocations
+        self._end = end
+        self._expiry: asyncio.TimerHandle | None = None
+        self._unwatch: Callable[[], None] | None = None
+        self._session: Session | None = None
+        self._closer: Callable[[], None] | None = None
+
+    def __enter__(self) -> None:
+        principal, session, end = self.context.principal, self.context.session, self._end
+        if principal is not None:
+            remaining = max(principal.expires_at - time.time(), 0.0)
+            self._expiry = asyncio.get_running_loop().call_later(remaining, end, "token_expired")
+            if self._revocations is not None:
+                self._unwatch = self._revocations.streams.watch(principal, end)
         if session is not None:
-            session.streams.discard(session_closer)
+            self._session, self._closer = session, functools.partial(end, "session_ended")
+            session.streams.add(self._closer)  # an open stream also keeps it from idle reaping
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if self._unwatch is not None:
+            self._unwatch()
+        if self._session is not None and self._closer is not None:
+            self._session.streams.discard(self._closer)
 
 
 class Writable(Protocol):

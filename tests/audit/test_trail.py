@@ -4,6 +4,7 @@ edit, a deletion, a truncation or a forged checkpoint signature."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import random
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from gateway.audit.canonical import canonical, record_hash
 from gateway.audit.chain import Chain
@@ -22,6 +24,7 @@ from gateway.oauth.signing import SigningKey
 from gateway.policy.redaction import keyed_hasher
 from gateway.web.keys import METRICS_KEY
 from tests.audit.support import (
+    ROUTE,
     SECRET_BODY_ARGUMENT,
     SECRET_TOKEN_ARGUMENT,
     AuditSetup,
@@ -109,6 +112,39 @@ async def test_every_decision_is_one_record_and_the_untouched_file_verifies(
     registry = running.app[METRICS_KEY].registry
     written = registry.get_sample_value("mcp_gateway_audit_records_total", {"outcome": "request"})
     assert written == len(requests)
+
+
+async def answer_in_a_stream(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await stream.prepare(request)
+    await stream.write(b": the result follows\n\n")
+    await asyncio.sleep(0.2)  # so the gateway relays a stream rather than one whole answer
+    result = {"jsonrpc": "2.0", "id": body["id"], "result": {}}
+    await stream.write(b"data: " + json.dumps(result).encode() + b"\n\n")
+    return stream
+
+
+@pytest.mark.parametrize("data_plane", ["lean", "aiohttp"])
+async def test_a_streamed_call_is_recorded_with_its_arguments(
+    data_plane: str, setup: AuditSetup, issuer: LocalIssuer
+) -> None:
+    """A stream lets go of its request's body and parsed message once the upstream answers,
+    but not of the arguments its audit record, written when it ends, is made from."""
+    async with recording_upstream(answer_in_a_stream) as upstream:
+        running, base = await start_audited(
+            issuer, upstream.url, setup.section(), data_plane=data_plane
+        )
+        try:
+            token = issuer.mint(issuer.claims(base + ROUTE, scope="mcp:tools"))
+            arguments = {"query": "open bugs", "password": SECRET_TOKEN_ARGUMENT}
+            assert await post(base, token, call("search_issues", arguments)) == 200
+        finally:
+            await running.stop()
+    [request] = [r for r in records(setup.audit_file) if r["kind"] == "request"]
+    assert (request["method"], request["name"], request["status"]) == (
+        "tools/call", "search_issues", 200)  # fmt: skip
+    assert request["arguments"] == {"query": "open bugs"}
 
 
 async def test_redaction_rules_are_honoured_and_secrets_never_written(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway.web.plane.connection import PENDING_LIMIT
+from gateway.proxy.connection import UpstreamConnection
+from gateway.web.plane.connection import PENDING_LIMIT, ClientConnection
 from gateway.web.plane.head import parse_head
 from tests.conftest import Gateway, StartGateway
 from tests.support.http_upstream import RecordingUpstream, recording_upstream
@@ -502,6 +504,48 @@ async def test_a_client_leaving_before_the_answer_cancels_the_upstream_request(
         await asyncio.wait_for(upstream.waiting.wait(), BOUND)
     await asyncio.wait_for(upstream.recorded.cancelled.wait(), BOUND)
     assert not upstream.release.is_set()
+
+
+# -- memory ---------------------------------------------------------------------------------------
+
+
+def live_connections() -> int:
+    """Client and upstream connection objects still in memory (the cycle collector off: only
+    reference counting frees anything)."""
+    kinds = (ClientConnection, UpstreamConnection)
+    return sum(1 for thing in gc.get_objects() if type(thing) in kinds)
+
+
+async def test_closed_connections_are_freed_without_the_cycle_collector(
+    start_gateway_for: StartGateway, upstream: Upstream
+) -> None:
+    """A connection held only by a reference cycle (a bound method of its own, its parser's
+    callbacks) would stay in memory, its buffers and a token among them, until the cycle
+    collector runs, which an idle gateway may not do for a long time. Closed connections, the
+    client's and (with no idle ones kept) the upstream's, are freed as they close, streams
+    included."""
+    gw = await start_gateway_for(route(upstream, max_idle_connections=0))
+    upstream.release.set()  # the GET stream below ends at once
+    gc.collect()
+    gc.disable()
+    try:
+        before = live_connections()
+        for rpc_id in range(3):
+            async with gw.raw_connection() as (reader, writer):
+                writer.write(post(gw, rpc(rpc_id)))
+                assert (await read_answer(reader)).status == 200
+                get = (
+                    post(gw, b"")
+                    .replace(b"POST ", b"GET ", 1)
+                    .replace(b"Content-Length: 0\r\n", b"")
+                )
+                writer.write(get)
+                assert (await read_answer(reader)).status == 200
+        async with asyncio.timeout(BOUND):
+            while live_connections() > before:
+                await asyncio.sleep(0.05)
+    finally:
+        gc.enable()
 
 
 # -- the aiohttp data plane -----------------------------------------------------------------------

@@ -136,6 +136,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.discard(self)
+        self._forward = _ignore  # was a bound method of this object: no cycle outlives it
         self._deadline = None
         if self._timer is not None:
             self._timer.cancel()
@@ -147,6 +148,7 @@ class ClientConnection(asyncio.Protocol):
             self.task.cancel()
         if self._body is not None:
             self._body.lost()
+            self._body = None  # it holds `_body_read`, a bound method of this object
         self._wake_writer()
 
     def pause_writing(self) -> None:
@@ -193,6 +195,14 @@ class ClientConnection(asyncio.Protocol):
             self._drain = None
         if transport.is_closing():
             raise ConnectionResetError("client connection closed")
+
+    def streaming(self) -> None:
+        """The answer streams, maybe for hours: the timer armed for the head's deadline (met
+        long ago, `request_started`) goes now rather than when it fires; `_idle` arms the
+        next one when the stream ends."""
+        if self._deadline is None and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def close(self) -> None:
         """Close now if idle, else once the request being answered is."""
@@ -379,3 +389,7 @@ class ClientConnection(asyncio.Protocol):
         log.debug("header_deadline_missed" if not self._watching else "idle_timeout",
                   peer=self.peer)  # fmt: skip
         self._transport.close()
+
+
+def _ignore(data: bytes) -> None:
+    """Where bytes go once a connection is lost (none arrive)."""

@@ -34,6 +34,8 @@ class Connection(Protocol):
 
     async def drain(self) -> None: ...
 
+    def streaming(self) -> None: ...
+
 
 class _Clock:
     """`Date` values (RFC 9110 section 6.6.1), formatted once a second."""
@@ -93,6 +95,7 @@ class LeanResponder:
         headers["Transfer-Encoding"] = "chunked"
         self.status, self.started = status, True
         self._conn.write(response_head(status, headers, close=self.close))
+        self._conn.streaming()
         await self._conn.drain()
 
     async def relay(self, data: bytes, within: float, *, last: bool = False) -> None:
