@@ -160,6 +160,8 @@ class UpstreamResponse:
 class UpstreamConnection(asyncio.Protocol):
     """An asyncio protocol for one upstream connection, serving one exchange at a time."""
 
+    __slots__ = ("_parser", "_paused", "_response", "closed", "last_used", "loop", "transport")
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.transport: asyncio.Transport | None = None
