@@ -13,17 +13,13 @@ but parsing and relaying. The benchmark's "relay" row (bench/README.md).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import time
 import urllib.parse
-import urllib.request
 
 import httptools
 import uvloop
-from joserfc.jwk import KeySet
-from naive_proxy import Settings, route, token_audience
+from naive_proxy import Settings, settings_from_arguments, token_audience
 
 UNAUTHORIZED = b'HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer error="invalid_token"\r\nContent-Length: 0\r\n\r\n'  # noqa: E501
 FORWARDED = {b"content-type", b"accept", b"mcp-protocol-version", b"mcp-method", b"mcp-name"}
@@ -181,20 +177,10 @@ class Relay:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--issuer", required=True, help="its JWKS is read from ISSUER/jwks")
-    parser.add_argument("--route", type=route, action="append", required=True)
-    args = parser.parse_args()
-    with urllib.request.urlopen(f"{args.issuer}/jwks", timeout=5) as resp:
-        keys = KeySet.import_key_set(json.loads(resp.read()))
-    public_url = f"http://127.0.0.1:{args.port}"
-    settings = Settings(args.issuer, keys, dict(args.route), public_url)
+    settings, port = settings_from_arguments(__doc__)
     loop = uvloop.new_event_loop()
     relay = Relay(settings, loop)
-    server = loop.run_until_complete(
-        loop.create_server(lambda: Client(relay), "127.0.0.1", args.port)
-    )
+    server = loop.run_until_complete(loop.create_server(lambda: Client(relay), "127.0.0.1", port))
     try:
         loop.run_forever()
     finally:

@@ -110,18 +110,25 @@ def route(text: str) -> tuple[str, str]:
     return path, url
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def settings_from_arguments(description: str | None) -> tuple[Settings, int]:
+    """(settings, port) from `--port`, `--issuer` (its JWKS fetched now) and `--route`s: the
+    command line of this proxy and of bench/lean_relay.py."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--issuer", required=True, help="its JWKS is read from ISSUER/jwks")
     parser.add_argument("--route", type=route, action="append", required=True)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     with urllib.request.urlopen(f"{args.issuer}/jwks", timeout=5) as resp:
         keys = KeySet.import_key_set(json.loads(resp.read()))
     public_url = f"http://127.0.0.1:{args.port}"
-    app = make_app(Settings(args.issuer, keys, dict(args.route), public_url))
-    web.run_app(app, host="127.0.0.1", port=args.port, print=None, loop=uvloop.new_event_loop())
+    return Settings(args.issuer, keys, dict(args.route), public_url), args.port
+
+
+def main() -> None:
+    settings, port = settings_from_arguments(__doc__)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    app = make_app(settings)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, loop=uvloop.new_event_loop())
 
 
 if __name__ == "__main__":

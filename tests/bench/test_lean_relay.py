@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 
 import aiohttp
 from joserfc.jwk import KeySet
 
 from tests.bench.modules import bench_module
-from tests.bench.test_naive_proxy import BODY, HEADERS, echo
+from tests.bench.test_naive_proxy import BODY, HEADERS, echo, refused_tokens
 from tests.support.http_upstream import recording_upstream
 from tests.support.local_issuer import LocalIssuer
 
@@ -31,12 +30,7 @@ async def test_it_relays_only_requests_with_a_valid_token_for_the_route() -> Non
         port = server.sockets[0].getsockname()[1]
         settings.public_url = f"http://127.0.0.1:{port}"
         resource = settings.public_url + "/echo/mcp"
-        refused = {
-            "no token": None,
-            "another audience": issuer.mint(issuer.claims(settings.public_url + "/other/mcp")),
-            "expired": issuer.mint(issuer.claims(resource, exp=int(time.time()) - 60)),
-            "another issuer": issuer.mint(issuer.claims(resource, iss="http://127.0.0.1:1")),
-        }
+        refused = refused_tokens(issuer, settings.public_url, resource)
         good = issuer.mint(issuer.claims(resource))
         try:
             async with aiohttp.ClientSession() as session:

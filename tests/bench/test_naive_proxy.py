@@ -23,6 +23,16 @@ async def echo(request: web.Request) -> web.Response:
     return web.Response(body=await request.read(), content_type="application/json")
 
 
+def refused_tokens(issuer: LocalIssuer, public_url: str, resource: str) -> dict[str, str | None]:
+    """Tokens a proxy in front of `resource` must refuse, by why."""
+    return {
+        "no token": None,
+        "another audience": issuer.mint(issuer.claims(public_url + "/other/mcp")),
+        "expired": issuer.mint(issuer.claims(resource, exp=int(time.time()) - 60)),
+        "another issuer": issuer.mint(issuer.claims(resource, iss="http://127.0.0.1:1")),
+    }
+
+
 async def test_it_forwards_only_requests_with_a_valid_token_for_the_route(
     aiohttp_client: Any,
 ) -> None:
@@ -34,13 +44,7 @@ async def test_it_forwards_only_requests_with_a_valid_token_for_the_route(
         client = await aiohttp_client(naive.make_app(settings))
         settings.public_url = f"http://127.0.0.1:{client.server.port}"
         resource = settings.public_url + "/echo/mcp"
-        refused = {
-            "no token": None,
-            "another audience": issuer.mint(issuer.claims(settings.public_url + "/other/mcp")),
-            "expired": issuer.mint(issuer.claims(resource, exp=int(time.time()) - 60)),
-            "another issuer": issuer.mint(issuer.claims(resource, iss="http://127.0.0.1:1")),
-        }
-        for why, token in refused.items():
+        for why, token in refused_tokens(issuer, settings.public_url, resource).items():
             auth = {} if token is None else {"Authorization": f"Bearer {token}"}
             resp = await client.post("/echo/mcp", data=BODY, headers=HEADERS | auth)
             assert resp.status == 401, why

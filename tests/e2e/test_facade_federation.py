@@ -10,7 +10,6 @@ passes the provider's error text on to the client. (UserInfo itself: test_facade
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import pytest
 
 from gateway.oauth.upstream import pkce_pair
 from tests.conftest import StartGateway, gateway_log
-from tests.support.federation import APPROVE, ROUTE, federated_gateway
+from tests.support.federation import APPROVE, ROUTE, authorized_token_claims, federated_gateway
 from tests.support.oauth_client import (
     AuthorizationError,
     follow_authorization,
@@ -132,31 +131,7 @@ async def test_max_age_passes_through_a_stock_provider_which_shows_its_auth_time
     for `max_age` (as OpenID Connect requires), so the gateway's check of it refuses no one;
     the gateway's token carries the provider's `auth_time`."""
     gw = await federated_gateway(start_gateway_for, provider, sdk_json.url)
-    client_redirect = loopback_redirect_uri()
-    verifier, challenge = pkce_pair()
-    async with httpx2.AsyncClient(timeout=10) as http:
-        registered = await http.post(
-            gw.url("/oauth/register"),
-            json={"redirect_uris": [client_redirect], "token_endpoint_auth_method": "none"},
-        )
-        client_id = registered.json()["client_id"]
-        query = urlencode(
-            {"response_type": "code", "client_id": client_id, "redirect_uri": client_redirect,
-             "state": "s1", "code_challenge": challenge, "code_challenge_method": "S256",
-             "resource": gw.url(ROUTE), "scope": "mcp:tools", "max_age": "600"}
-        )  # fmt: skip
-        started = int(time.time())
-        result = await follow_authorization(
-            gw.url("/oauth/authorize?" + query), client_redirect, sign_in=APPROVE
-        )
-        answer = await http.post(
-            gw.url("/oauth/token"),
-            data={"grant_type": "authorization_code", "code": result.code,
-                  "redirect_uri": client_redirect, "client_id": client_id,
-                  "code_verifier": verifier, "resource": gw.url(ROUTE)},
-        )  # fmt: skip
-    assert answer.status_code == 200, answer.text
-    payload = answer.json()["access_token"].split(".")[1]
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    started = int(time.time())
+    claims = await authorized_token_claims(gw, max_age="600")
     assert started - 5 <= claims["auth_time"] <= int(time.time())
     assert '"upstream_login_refused"' not in gateway_log()

@@ -11,25 +11,18 @@ its ID token says whatever the test puts in it.
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs
 
-import httpx2
 import pytest
 
-from gateway.oauth.upstream import pkce_pair
 from tests.conftest import Gateway, StartGateway, gateway_log
-from tests.support.federation import APPROVE, ROUTE
+from tests.support.federation import ROUTE, authorized_token_claims
 from tests.support.http_upstream import RecordingUpstream
-from tests.support.oauth_client import (
-    AuthorizationError,
-    follow_authorization,
-    loopback_redirect_uri,
-)
+from tests.support.oauth_client import AuthorizationError
 from tests.support.scripted_provider import CLIENT_ID, ScriptedProvider
 
 
@@ -46,38 +39,6 @@ async def gateway(start: StartGateway, provider: ScriptedProvider, upstream_url:
         {"name": "files", "route": ROUTE, "url": upstream_url, "scopes": ["mcp:tools"]},
         auth={"authorization_server": {"login": login, "grants": [{"scopes": ["mcp:tools"]}]}},
     )
-
-
-async def access_token_claims(gw: Gateway, max_age: int | None) -> dict[str, Any]:
-    """Register a client, authorize it (with `max_age`, if any) and redeem the code: the
-    gateway's access token's claims (its signature is the facade's business, not this test's)."""
-    redirect_uri = loopback_redirect_uri()
-    async with httpx2.AsyncClient(timeout=10, trust_env=False) as http:
-        registered = await http.post(
-            gw.url("/oauth/register"),
-            json={"redirect_uris": [redirect_uri], "token_endpoint_auth_method": "none"},
-        )
-        client_id = registered.json()["client_id"]
-        verifier, challenge = pkce_pair()
-        params = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
-                  "state": "s1", "code_challenge": challenge, "code_challenge_method": "S256",
-                  "scope": "mcp:tools", "resource": gw.url(ROUTE)}  # fmt: skip
-        if max_age is not None:
-            params["max_age"] = str(max_age)
-        result = await follow_authorization(
-            gw.url("/oauth/authorize?" + urlencode(params)), redirect_uri, sign_in=APPROVE
-        )
-        answer = await http.post(
-            gw.url("/oauth/token"),
-            data={"grant_type": "authorization_code", "code": result.code,
-                  "redirect_uri": redirect_uri, "client_id": client_id,
-                  "code_verifier": verifier, "resource": gw.url(ROUTE)},
-        )  # fmt: skip
-    assert answer.status_code == 200, answer.text
-    payload = answer.json()["access_token"].split(".")[1]
-    padded = payload + "=" * (-len(payload) % 4)
-    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(padded))
-    return claims
 
 
 def asked_for(provider: ScriptedProvider) -> list[str]:
@@ -117,7 +78,7 @@ async def test_a_provider_that_does_not_show_a_recent_sign_in_is_refused(
         provider.id_token_claims = {"auth_time": auth_time}
     gw = await gateway(start_gateway_for, provider, upstream.url)
     with pytest.raises(AuthorizationError) as refused:
-        await access_token_claims(gw, max_age=300)
+        await authorized_token_claims(gw, max_age="300")
     assert asked_for(provider) == ["300"]  # passed on: the provider was asked
     assert refused.value.error == "access_denied"
     assert refused.value.error_description == "The sign-in could not be verified"
@@ -131,7 +92,7 @@ async def test_a_recent_sign_in_passes_and_its_time_is_the_one_the_tokens_carry(
     signed_in_at = int(time.time()) - 120  # within max_age: the provider's own earlier sign-in
     provider.id_token_claims = {"auth_time": signed_in_at}
     gw = await gateway(start_gateway_for, provider, upstream.url)
-    claims = await access_token_claims(gw, max_age=300)
+    claims = await authorized_token_claims(gw, max_age="300")
     assert asked_for(provider) == ["300"]
     assert claims["auth_time"] == signed_in_at  # not the moment the user came back
     assert claims["sub"] == "alice"
@@ -144,7 +105,7 @@ async def test_without_max_age_a_token_without_auth_time_signs_in(
     """Providers add `auth_time` only when asked: its absence refuses nothing by itself."""
     gw = await gateway(start_gateway_for, provider, upstream.url)
     before = int(time.time())
-    claims = await access_token_claims(gw, max_age=None)
+    claims = await authorized_token_claims(gw)
     assert asked_for(provider) == []
     assert before <= claims["auth_time"] <= int(time.time()) + 1
     assert refusals() == []

@@ -6,6 +6,7 @@ where users in group `eng` may get `mcp:tools` and `files:write` (and nobody els
 and the tool `add` needs `files:write`. The provider returns `groups` from UserInfo only unless
 it runs with ``claims_in_id_token=True``; the gateway asks for the `openid email groups` scopes.
 
+`authorized_token_claims` runs one whole authorization and returns the gateway token's claims.
 `authorization_query` and `with_login_hint` drive one authorization by hand (with
 `tests.support.oauth_client.follow_authorization`), e.g. to sign in as another test user: the
 gateway does not pass a client's `login_hint` on, so the test adds it to the provider's URL.
@@ -13,6 +14,8 @@ gateway does not pass a client's `login_hint` on, so the test adds it to the pro
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -21,7 +24,7 @@ import httpx2
 
 from gateway.oauth.upstream import pkce_pair
 from tests.conftest import Gateway, StartGateway
-from tests.support.oauth_client import SignIn
+from tests.support.oauth_client import SignIn, follow_authorization, loopback_redirect_uri
 from tests.support.oidc import OidcProviderProcess
 from tests.support.processes import free_port
 
@@ -110,3 +113,35 @@ def with_login_hint(provider: OidcProviderProcess, user: str) -> Callable[[str],
         return urlunsplit(parts._replace(query=parts.query + "&" + urlencode({"login_hint": user})))
 
     return rewrite
+
+
+async def authorized_token_claims(gw: Gateway, **extra: str) -> dict[str, Any]:
+    """One authorization of a fresh public client at the gateway (`extra`: more query
+    parameters, e.g. `max_age`), the user approving, and its code redeemed: the claims of the
+    gateway's access token (read, not verified: its signature is not what is under test)."""
+    redirect_uri = loopback_redirect_uri()
+    async with httpx2.AsyncClient(timeout=10, trust_env=False) as http:
+        registered = await http.post(
+            gw.url("/oauth/register"),
+            json={"redirect_uris": [redirect_uri], "token_endpoint_auth_method": "none"},
+        )
+        client_id = registered.json()["client_id"]
+        verifier, challenge = pkce_pair()
+        params = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
+                  "state": "s1", "code_challenge": challenge, "code_challenge_method": "S256",
+                  "scope": "mcp:tools", "resource": gw.url(ROUTE), **extra}  # fmt: skip
+        result = await follow_authorization(
+            gw.url("/oauth/authorize?" + urlencode(params)), redirect_uri, sign_in=APPROVE
+        )
+        answer = await http.post(
+            gw.url("/oauth/token"),
+            data={"grant_type": "authorization_code", "code": result.code,
+                  "redirect_uri": redirect_uri, "client_id": client_id,
+                  "code_verifier": verifier, "resource": gw.url(ROUTE)},
+        )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    payload = answer.json()["access_token"].split(".")[1]
+    claims: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return claims
