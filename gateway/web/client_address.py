@@ -68,10 +68,12 @@ def client_address(
         return ClientAddress(peer, str(error))
     if not candidates:
         return ClientAddress(peer)
-    if len(candidates) == 2 and candidates[0] != candidates[1]:
+    # What each header makes the client (the peer where it names no address): two headers
+    # that lead to one address agree, whatever each wrote on the way.
+    found = [peer if candidate is None else str(candidate) for candidate in candidates]
+    if len(found) == 2 and found[0] != found[1]:
         return ClientAddress(peer, "forwarded_headers_disagree")
-    found = candidates[0]
-    return ClientAddress(peer if found is None else str(found))
+    return ClientAddress(found[0])
 
 
 def walk(hops: Sequence[IPAddress | None], trusted: Sequence[IPNetwork]) -> IPAddress | None:

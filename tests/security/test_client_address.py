@@ -110,6 +110,11 @@ CASES: dict[str, tuple[str | None, list[str], list[str], list[IPNetwork], Client
     "fwd-control-character-in-quotes": (PEER, ['for="1.2.3.4\x01"'], [], TRUSTED, MALFORMED_FWD),
     "fwd-hostname": (PEER, ["for=client.example"], [], TRUSTED, MALFORMED_FWD),
     "both-agree": (PEER, [f"for={CLIENT}"], [CLIENT], TRUSTED, ClientAddress(CLIENT)),
+    # Forwarded names no address (the peer then), X-Forwarded-For only trusted hops, the
+    # first of them the peer: both lead to the peer (found by the property below).
+    "both-lead-to-the-peer": (
+        PEER, ["for=10.0.0.0,for=unknown"], [PEER], TRUSTED, ClientAddress(PEER)
+    ),
     "both-disagree-one-was-spoofed": (
         PEER, ["for=6.6.6.6"], [CLIENT], TRUSTED, ClientAddress(PEER, "forwarded_headers_disagree")
     ),
