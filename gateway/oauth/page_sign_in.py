@@ -22,7 +22,7 @@ from gateway.oauth.context import ServerContext
 from gateway.oauth.error import OAuthError
 from gateway.oauth.outcome import PageSignInFailed, Redirect
 from gateway.oauth.records import SIGN_IN_STAGE, PageSignIn, names_page_sign_in
-from gateway.oauth.sign_in import start_session
+from gateway.oauth.sign_in import sign_in_time, start_session
 from gateway.observability.logging import get_logger
 
 audit = get_logger("gateway.audit")
@@ -115,6 +115,5 @@ async def signed_in(
     with the answer), and the browser goes back to the page. Whether this user may use that
     page is the page's decision (a connect page admits only its ticket's user)."""
     now = server.clock()
-    since = now if auth_time is None else min(auth_time, now)
-    cookie = await start_session(server, subject, claims, now, since)
+    cookie = await start_session(server, subject, claims, now, sign_in_time(now, auth_time))
     return Redirect(server.settings.issuer + txn.return_to, session=cookie)

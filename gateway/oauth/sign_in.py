@@ -54,7 +54,7 @@ async def signed_in(
     of its own); the session, the code and the tokens carry it, so `max_age` is measured from
     it."""
     now = server.clock()
-    signed_in_at = now if auth_time is None else min(auth_time, now)
+    signed_in_at = sign_in_time(now, auth_time)
     cookie = await start_session(server, subject, claims, now, signed_in_at)
     approved = await server.store.consented_scopes(subject, request.client_id, now)
     granted = grantable(server, request, subject, claims, approved)
@@ -65,19 +65,21 @@ async def signed_in(
     return Redirect(location, session=cookie)
 
 
+def sign_in_time(now: float, auth_time: float | None) -> float:
+    """When the user signed in: `auth_time` (at the provider), never later than now."""
+    return now if auth_time is None else min(auth_time, now)
+
+
 async def start_session(
-    server: ServerContext,
-    subject: str,
-    claims: Mapping[str, Any],
-    now: float,
-    auth_time: float | None = None,
+    server: ServerContext, subject: str, claims: Mapping[str, Any], now: float, auth_time: float
 ) -> str | None:
-    """A new sign-in session's cookie value, or None when sessions are off."""
+    """A new sign-in session's cookie value (the user signed in at `auth_time`), or None when
+    sessions are off."""
     if server.settings.session_idle <= 0:
         return None
     session = SignInSession(
         subject=subject,
-        auth_time=now if auth_time is None else auth_time,
+        auth_time=auth_time,
         expires_at=now + server.settings.session_lifetime,
         last_used=now,
         claims=claims,

@@ -276,16 +276,20 @@ def auth_time_fits(auth_time: object, max_age: int | None, now: float) -> bool:
     demand). Without `max_age`, a token without one is fine (providers add it only then)."""
     if auth_time is None:
         return max_age is None
-    if isinstance(auth_time, bool) or not isinstance(auth_time, int | float):
+    when = _number(auth_time)
+    if when is None or when > now + LEEWAY:
         return False
-    if auth_time > now + LEEWAY:
-        return False
-    return max_age is None or now - auth_time <= max_age + LEEWAY
+    return max_age is None or now - when <= max_age + LEEWAY
 
 
-def provider_auth_time(claims: Mapping[str, Any], now: float) -> float:
-    """When the user last signed in at the provider (its checked `auth_time`), else `now`."""
-    auth_time = claims.get("auth_time")
-    if isinstance(auth_time, int | float) and not isinstance(auth_time, bool):
-        return min(float(auth_time), now)
-    return now
+def provider_auth_time(claims: Mapping[str, Any]) -> float | None:
+    """When the user last signed in at the provider: the `auth_time` of its checked ID token
+    (`auth_time_fits`), if it has one."""
+    return _number(claims.get("auth_time"))
+
+
+def _number(value: object) -> float | None:
+    """A JSON number (not a boolean) as a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)

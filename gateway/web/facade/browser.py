@@ -138,7 +138,7 @@ class BrowserSteps:
             return pages.redirect(redirect.location)
         audit.info("signed_in", sub=str(claims["sub"])[:128], via="oidc",
                    client_id=parked.client_id)  # fmt: skip
-        auth_time = provider_auth_time(claims, self.server.clock())
+        auth_time = provider_auth_time(claims)
         outcome = await self.server.signed_in(
             parked, str(claims["sub"]), dict(claims), auth_time=auth_time
         )

@@ -110,7 +110,7 @@ class PageSignIns:
             )
         subject = str(claims["sub"])
         audit.info("signed_in", sub=subject[:128], via="oidc", page=_page(txn.return_to))
-        auth_time = provider_auth_time(claims, self.server.clock())
+        auth_time = provider_auth_time(claims)
         outcome = await self.server.page_signed_in(txn, subject, dict(claims), auth_time=auth_time)
         return await signed_in_redirect(self.server, self.cookies, request, outcome)
 
