@@ -666,6 +666,9 @@ TARGET_KIB_PER_STREAM = 12.0  # gateway RSS growth per open stream
 TARGET_RSS_AFTER = 1.10  # gateway RSS after the streams closed / before they opened
 OPEN_STREAMS_ROUNDS = 2
 OPEN_STREAMS_WARMUP = 16
+RELEASE_WAIT = 2.0
+"""Seconds to let pass before reading RSS at rest: the gateway gives freed memory back one second
+after a burst of connections ends (gateway.web.memory.RELEASE_DELAY)."""
 
 
 def stream_check(url: str, authorization: str | None) -> str | None:
@@ -758,6 +761,7 @@ def open_stream_memory(
     asyncio.run(hold_streams(url, authorization, OPEN_STREAMS_WARMUP, release, lambda: None))
     rounds = []
     for rnd in range(OPEN_STREAMS_ROUNDS):
+        time.sleep(RELEASE_WAIT)
         before = settled_rss_kib(pid)
         opened = asyncio.run(
             hold_streams(
@@ -765,6 +769,7 @@ def open_stream_memory(
             )
         )
         procs.check_alive("sse-gateway")
+        time.sleep(RELEASE_WAIT)
         after = settled_rss_kib(pid)
         measured = {
             "before_kib": before,

@@ -17,6 +17,7 @@ from aiohttp import web
 from yarl import URL
 
 from gateway.observability.logging import get_logger
+from gateway.web.memory import MemoryRelease, OpenConnections
 from gateway.web.plane.connection import ClientConnection
 from gateway.web.plane.lanes import Plane
 
@@ -35,7 +36,8 @@ def connection_deadline(request: web.BaseRequest) -> ClientConnection | None:
 class DeadlineSite(web.BaseSite):
     """A TCP listener like `web.TCPSite`, giving each request `header_timeout` seconds from
     its first byte to deliver its complete header section, and serving `plane` (None: aiohttp
-    serves everything)."""
+    serves everything). Connections that end are counted by `release`, if any
+    (`gateway.web.memory`)."""
 
     __slots__ = (
         "_connections",
@@ -57,6 +59,7 @@ class DeadlineSite(web.BaseSite):
         keepalive_timeout: float,
         shutdown_timeout: float,
         plane: Plane | None = None,
+        release: MemoryRelease | None = None,
     ) -> None:
         super().__init__(runner)
         assert runner.server is not None  # checked by BaseSite
@@ -66,7 +69,7 @@ class DeadlineSite(web.BaseSite):
         self._timeouts = (header_timeout, keepalive_timeout)
         self._shutdown_timeout = shutdown_timeout
         self._plane = plane
-        self._connections: set[ClientConnection] = set()
+        self._connections: OpenConnections[ClientConnection] = OpenConnections(release)
 
     @property
     def name(self) -> str:
@@ -87,11 +90,12 @@ class DeadlineSite(web.BaseSite):
         """Stop listening; let the lean plane's requests in progress finish within the
         runner's `shutdown_timeout`, then cut them (aiohttp's connections are its runner's)."""
         await super().stop()
-        for conn in list(self._connections):
+        self._connections.close()
+        for conn in self._connections:
             conn.close()
         tasks = [conn.task for conn in self._connections if conn.task is not None]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=self._shutdown_timeout)
-            for conn in list(self._connections):
+            for conn in self._connections:
                 if conn.task in pending:
                     conn.abort()

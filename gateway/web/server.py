@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -11,6 +12,7 @@ from gateway.observability.line_writer import LineWriter
 from gateway.web.app import create_app, create_metrics_app
 from gateway.web.keys import LANES_KEY, METRICS_KEY
 from gateway.web.listener import DeadlineSite
+from gateway.web.memory import memory_release
 from gateway.web.plane.lanes import Plane
 
 
@@ -77,6 +79,7 @@ async def start_gateway(
             keepalive_timeout=server.keepalive_timeout,
             shutdown_timeout=server.shutdown_timeout,
             plane=Plane(lanes, max_field) if lanes else None,
+            release=memory_release(asyncio.get_running_loop()),
         )
         await site.start()
         running.port = _bound_port(main)

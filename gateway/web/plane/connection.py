@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import Callable
 
 from gateway.observability.logging import get_logger
+from gateway.web.memory import OpenConnections
 from gateway.web.plane.body import BodyReader
 from gateway.web.plane.head import parse_head
 from gateway.web.plane.lanes import MAX_REQUEST_LINE, After, Plane
@@ -69,7 +70,7 @@ class ClientConnection(asyncio.Protocol):
         make_handler: Callable[[], asyncio.Protocol],
         timeouts: tuple[float, float],
         loop: asyncio.AbstractEventLoop,
-        connections: set[ClientConnection],
+        connections: OpenConnections[ClientConnection],
     ) -> None:
         self._plane = plane
         self._make_handler = make_handler
