@@ -15,6 +15,7 @@ import aiohttp
 
 from gateway.auth.bearer import BearerHeaderError, BearerTokenSyntaxError, bearer_token
 from gateway.auth.claims import ClaimsError, check_claims
+from gateway.auth.expiry_watch import ExpiryWatch
 from gateway.auth.fetch import FetchError, fetch_json
 from gateway.auth.introspection import introspect
 from gateway.auth.jwks import JwksCache, KeysUnavailableError
@@ -170,6 +171,8 @@ class RouteAuthenticator:
         self.resource = resource
         self.revocations = revocations
         """The gateway's own tokens' revocations, also for the streams they open; or None."""
+        self.expiries = ExpiryWatch()
+        """The open streams of this route's tokens, ended when their token expires."""
         self._servers = {server.issuer: server for server in servers}
         self._introspecting = [s for s in servers if s.config.introspection is not None]
         self._leeway = settings.leeway

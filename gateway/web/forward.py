@@ -271,8 +271,7 @@ async def _relay(
         ended_by.append(reason)
         conn.close()  # the pending read fails; the loop below then ends the client's stream
 
-    revocations = route.authenticator.revocations if route.authenticator else None
-    guard = EndsEarly(context, revocations, end_stream) if event_stream else nullcontext()
+    guard = EndsEarly(context, route.authenticator, end_stream) if event_stream else nullcontext()
     if event_stream:
         route.open_streams.inc()
     try:

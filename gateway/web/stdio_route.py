@@ -90,7 +90,7 @@ class StdioRoute(MountedRoute):
             config, public_base=public_base, sessions=sessions, authenticator=authenticator
         )
         self._start_timeout = config.timeouts.response
-        self._revocations = authenticator.revocations if authenticator is not None else None
+        self._authenticator = authenticator
         """Of the gateway's own tokens, whose open streams end when revoked."""
         self._processes = StdioProcesses(config, self._exited)
         self._owned: dict[str, Session] = {}  # upstream session id (ours) -> its gateway session
@@ -254,7 +254,7 @@ class StdioRoute(MountedRoute):
 
         await stream.prepare(request)
         try:
-            with EndsEarly(context, self._revocations, end):
+            with EndsEarly(context, self._authenticator, end):
                 while (item := await queue.get()) is not None:
                     if list_filter is not None and "method" not in item:
                         item = _as_message(filter_message(list_filter, item), item)

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from collections.abc import Callable
 from typing import Protocol
 
 from aiohttp import web
 
-from gateway.auth.authenticator import Revocations
+from gateway.auth.authenticator import RouteAuthenticator
 from gateway.observability.metrics import GatewayMetrics
 from gateway.session.registry import Session
 from gateway.web.exchange import RequestContext
@@ -38,18 +37,27 @@ class EndsEarly:
     than once; the first reason is the one that counts. A class with slots rather than a
     generator: one is held by every open stream."""
 
-    __slots__ = ("_closer", "_end", "_expiry", "_revocations", "_session", "_unwatch", "context")
+    __slots__ = (
+        "_authenticator",
+        "_closer",
+        "_end",
+        "_expires_at",
+        "_session",
+        "_unwatch",
+        "context",
+    )
 
     def __init__(
         self,
         context: RequestContext,
-        revocations: Revocations | None,
+        authenticator: RouteAuthenticator | None,
         end: Callable[[str], None],
     ) -> None:
+        """`authenticator`: the route's, which admitted the request's principal (if any)."""
         self.context = context
-        self._revocations = revocations
+        self._authenticator = authenticator
         self._end = end
-        self._expiry: asyncio.TimerHandle | None = None
+        self._expires_at: float | None = None
         self._unwatch: Callable[[], None] | None = None
         self._session: Session | None = None
         self._closer: Callable[[], None] | None = None
@@ -57,17 +65,20 @@ class EndsEarly:
     def __enter__(self) -> None:
         principal, session, end = self.context.principal, self.context.session, self._end
         if principal is not None:
-            remaining = max(principal.expires_at - time.time(), 0.0)
-            self._expiry = asyncio.get_running_loop().call_later(remaining, end, "token_expired")
-            if self._revocations is not None:
-                self._unwatch = self._revocations.streams.watch(principal, end)
+            authenticator = self._authenticator
+            if authenticator is None:
+                raise RuntimeError("a principal with no authenticator to watch its token")
+            self._expires_at = principal.expires_at
+            authenticator.expiries.watch(self._expires_at, end)
+            if authenticator.revocations is not None:
+                self._unwatch = authenticator.revocations.streams.watch(principal, end)
         if session is not None:
             self._session, self._closer = session, functools.partial(end, "session_ended")
             session.streams.add(self._closer)  # an open stream also keeps it from idle reaping
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
+        if self._expires_at is not None and self._authenticator is not None:
+            self._authenticator.expiries.unwatch(self._expires_at, self._end)
         if self._unwatch is not None:
             self._unwatch()
         if self._session is not None and self._closer is not None:
