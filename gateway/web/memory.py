@@ -81,6 +81,7 @@ class MemoryRelease:
             self._timer = self._loop.call_later(self._delay, self._release)
 
     def cancel(self) -> None:
+        """No release is made now, even if one is due."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -116,15 +117,9 @@ class OpenConnections(Generic[T]):
             if self._release is not None:
                 self._release.ended()
 
-    def __contains__(self, conn: object) -> bool:
-        return conn in self._open
-
     def __iter__(self) -> Iterator[T]:
         """A snapshot: connections may end while it is walked."""
         return iter(list(self._open))
-
-    def __len__(self) -> int:
-        return len(self._open)
 
     def close(self) -> None:
         """The listener has stopped: no release is made after it."""
