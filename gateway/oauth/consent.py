@@ -29,6 +29,7 @@ async def authorize(
     go straight back to the client, new ones need consent only."""
     if fresh_sign_in_needed(server, request, session):
         if "none" in request.prompt:
+            _refused_silently(request, "login_required", session)
             return error_redirect(server, request, "login_required", "The user must sign in")
         return await _ask_consent(server, request, request.scopes, browser, None)
     assert session is not None
@@ -47,10 +48,26 @@ async def authorize(
         return Redirect(await issue_code(server, request, session.subject, session.claims,
                                          session.auth_time))  # fmt: skip
     if "none" in request.prompt:
+        _refused_silently(request, "consent_required", session)
         return error_redirect(
             server, request, "consent_required", "The user must approve the request"
         )
     return await _ask_consent(server, request, new, browser, session)
+
+
+def _refused_silently(
+    request: AuthorizationRequest, error: str, session: SignInSession | None
+) -> None:
+    """`prompt=none` that only the user could have answered: `login_required` (no sign-in
+    session, or one too old for the request) or `consent_required` (scopes not yet approved).
+    Info, not warning: any client may ask."""
+    audit.info(
+        "silent_authorization_refused",
+        error=error,
+        client_id=request.client_id,
+        sub=session.subject[:128] if session is not None else None,
+        scopes=sorted(request.scopes),
+    )
 
 
 async def _ask_consent(

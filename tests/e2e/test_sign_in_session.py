@@ -211,6 +211,10 @@ async def test_prompt_login_asks_again_and_sign_out_ends_the_session(gw: Gateway
     with pytest.raises(AuthorizationError) as stale_refused:
         await client.authorize(holding(renewed), prompt="none")
     assert stale_refused.value.error == "login_required"
+    refusals = events("silent_authorization_refused")
+    assert [(e["error"], e["client_id"], e["sub"]) for e in refusals] == [
+        ("login_required", client.client_id, None)
+    ] * 3
     _, after = await client.authorize(browser, alice)
     assert posts(after, gw, "/oauth/sign-in") == 1
     session_cookie(browser)

@@ -23,6 +23,7 @@ from gateway.oauth.signing import SigningKeys
 from gateway.oauth.users import LocalUsers, hash_password
 from gateway.policy.grants import Grants, rule
 from gateway.policy.scopes import ScopeImplications
+from tests.conftest import gateway_log
 
 ISSUER = "https://mcp.example.com"
 RESOURCE = ISSUER + "/files/mcp"
@@ -458,6 +459,11 @@ async def test_a_step_up_consent_with_a_session_gives_a_code_without_a_password(
     assert isinstance(await server.consent(outcome.state, True, BROWSER, None), SignInNeeded)
 
 
+def silent_refusals() -> list[dict[str, object]]:
+    lines = [json.loads(line) for line in gateway_log().splitlines() if line.startswith("{")]
+    return [r for r in lines if r.get("event") == "silent_authorization_refused"]
+
+
 async def test_prompt_none_without_a_session_is_login_required() -> None:
     server = facade()
     client_id = await registered(server)
@@ -465,6 +471,31 @@ async def test_prompt_none_without_a_session_is_login_required() -> None:
     outcome = await server.authorize(request, None, BROWSER)
     assert isinstance(outcome, Redirect)
     assert query_of(outcome.location)["error"] == "login_required"
+    [refusal] = silent_refusals()
+    assert (refusal["error"], refusal["client_id"], refusal["sub"]) == (
+        "login_required",
+        client_id,
+        None,
+    )
+
+
+async def test_prompt_none_needing_consent_is_audited_with_the_user() -> None:
+    server = facade()
+    client_id = await registered(server)
+    cookie = await signed_in_session(server, client_id)
+    session = await server.session(cookie)
+    query = authorize_query(client_id, scope="mcp:tools files:read", prompt="none")
+    _, request = await server.check_authorization(query)
+    outcome = await server.authorize(request, session, BROWSER)
+    assert isinstance(outcome, Redirect)
+    assert query_of(outcome.location)["error"] == "consent_required"
+    [refusal] = silent_refusals()
+    assert (refusal["error"], refusal["client_id"], refusal["sub"], refusal["scopes"]) == (
+        "consent_required",
+        client_id,
+        "alice",
+        ["files:read", "mcp:tools"],
+    )
 
 
 @pytest.mark.parametrize(
