@@ -13,15 +13,18 @@ clocks differ still share one bucket fairly:
   without one). A call that lasts longer renews its lease every `LEASE / 3` seconds.
 
 A Redis failure raises `StoreUnavailableError`; what to do then is `SharedLimiter`'s
-(`gateway.store.shared_limits`). A release that fails leaves the slot to lapse with its lease.
+(`gateway.store.shared_limits`). A release that fails leaves the slot to lapse with its lease. A
+caller cancelled while its admission runs (its client gone) does not wait for the slots that
+script takes to lapse: they are released as soon as its answer arrives.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final
+from typing import Any, Final
 
 from gateway.errors import StoreUnavailableError
 from gateway.observability.logging import get_logger
@@ -107,7 +110,8 @@ class RedisLimiter:
         self._slots = slots
         self._lease_ms = int(lease * 1000)
         self._renew_every = renew_every if renew_every is not None else lease / 3
-        self._renewals: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        """Lease renewals, and releases of slots taken for callers that had gone."""
 
     async def admit(self, checks: Sequence[Check], call_id: str) -> Admission:
         keys: list[str] = []
@@ -123,31 +127,58 @@ class RedisLimiter:
                 keys.append(check.key + ":flight")
                 args += ["c", check.cost, cap, 0]
                 entries.append((check, "concurrency"))
-        answer = await self._admit(keys, args)
+        # Once sent, the script's answer is waited for even if the caller is cancelled (its
+        # client gone): slots it took for nobody are given back at once, not left to lapse.
+        script = asyncio.ensure_future(self._admit(keys, args))
+        try:
+            answer = await asyncio.shield(script)
+        except asyncio.CancelledError:
+            script.add_done_callback(functools.partial(self._abandoned, call_id, keys, entries))
+            raise
         if int(answer[0]) == 0:
             check, kind = entries[int(answer[1]) - 1]
             return Limited(check.rule, kind, seconds_until(int(answer[2]) / 1000, 1.0))
-        held = [(key, check.cost) for key, (check, kind) in zip(keys, entries, strict=True)
-                if kind == "concurrency"]  # fmt: skip
+        held = _held(keys, entries)
         if not held:
             return Admitted()
         return Admitted(self._holding(call_id, held))
+
+    def _abandoned(
+        self,
+        call_id: str,
+        keys: list[str],
+        entries: list[tuple[Check, LimitKind]],
+        script: asyncio.Future[list[Any]],
+    ) -> None:
+        """The admission of a caller that has gone: release whatever slots it took."""
+        if script.cancelled() or script.exception() is not None or int(script.result()[0]) == 0:
+            return
+        held = _held(keys, entries)
+        if held:
+            release = asyncio.get_running_loop().create_task(self._release(call_id, held))
+            self._background.add(release)
+            release.add_done_callback(self._background.discard)
 
     def _holding(self, call_id: str, held: list[tuple[str, int]]) -> Callable[[], Awaitable[None]]:
         keys = [key for key, _ in held]
         costs = [cost for _, cost in held]
         renewal = asyncio.get_running_loop().create_task(self._renew(call_id, keys, costs))
-        self._renewals.add(renewal)
-        renewal.add_done_callback(self._renewals.discard)
+        self._background.add(renewal)
+        renewal.add_done_callback(self._background.discard)
 
         async def release() -> None:
             renewal.cancel()
-            try:
-                await self._slots(keys, [call_id, "release", *costs])
-            except StoreUnavailableError as error:
-                log.warning("limit_release_failed", error=error.detail, lapses_in=LEASE)
+            await self._release(call_id, held)
 
         return release
+
+    async def _release(self, call_id: str, held: list[tuple[str, int]]) -> None:
+        keys = [key for key, _ in held]
+        costs = [cost for _, cost in held]
+        try:
+            await self._slots(keys, [call_id, "release", *costs])
+        except StoreUnavailableError as error:
+            log.warning("limit_release_failed", error=error.detail, lapses_in=LEASE)
 
     async def _renew(self, call_id: str, keys: list[str], costs: list[int]) -> None:
         """Keep a long call's slots from lapsing, until it is released."""
@@ -155,3 +186,9 @@ class RedisLimiter:
             await asyncio.sleep(self._renew_every)
             with contextlib.suppress(StoreUnavailableError):  # it lapses; the outage is logged
                 await self._slots(keys, [call_id, self._lease_ms, *costs])
+
+
+def _held(keys: list[str], entries: list[tuple[Check, LimitKind]]) -> list[tuple[str, int]]:
+    """The concurrency slots an admission took: (key, cost) each."""
+    return [(key, check.cost) for key, (check, kind) in zip(keys, entries, strict=True)
+            if kind == "concurrency"]  # fmt: skip

@@ -1,11 +1,13 @@
 """`RedisLimiter` on a real Redis: leased in-flight slots lapse when their holder stops renewing
-them (a crashed replica), and are kept while it renews them. Time is observed on Redis's own
-clock (`TIME`), never slept."""
+them (a crashed replica), are kept while it renews them, and are given back at once when the
+caller they were taken for has gone. Time is observed on Redis's own clock (`TIME`), never
+slept."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -79,3 +81,35 @@ async def test_a_slot_in_use_is_renewed_past_its_first_lease_then_released(kv: R
     assert isinstance(after, Admitted)
     assert after.release is not None
     await after.release()
+
+
+async def test_a_caller_gone_while_its_admission_ran_gives_its_slot_back(kv: RedisKV) -> None:
+    """The client leaves (its request task is cancelled) after Redis has run the admission
+    script but before the answer arrives: the slot taken for nobody is given back at once,
+    not held for its 60 s lease. The real script runs; only its answer is held back."""
+    checks = CAP.checks([("ping", None)], ALICE)
+    ran, answer_back = asyncio.Event(), asyncio.Event()
+    script = kv.script(ADMIT_SCRIPT)
+    assert script is not None
+
+    async def slow_answer(keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
+        answer = await script(keys, args)
+        ran.set()
+        await answer_back.wait()
+        return answer
+
+    gone = RedisLimiter(slow_answer, kv.script(SLOTS_SCRIPT))
+    other = limiter(kv)
+    caller = asyncio.create_task(gone.admit(checks, "call-1"))
+    async with asyncio.timeout(BOUND):
+        await ran.wait()
+    assert isinstance(await other.admit(checks, "call-2"), Limited)  # the slot was taken
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    answer_back.set()
+    async with asyncio.timeout(BOUND):
+        while not isinstance(admitted := await other.admit(checks, "call-3"), Admitted):
+            await asyncio.sleep(0.05)
+    assert admitted.release is not None
+    await admitted.release()
